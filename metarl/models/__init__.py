@@ -1,0 +1,1 @@
+"""Model loading (any Hugging Face causal LM, GGUF files, the built-in tiny policy)."""
