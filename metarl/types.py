@@ -44,13 +44,20 @@ class Episode:
 
 @dataclass
 class Trace:
-    """One prompt x, its completion y, the gold answer a* and an optional length target N."""
+    """One prompt x, its completion y, the gold answer a* and an optional length target N.
+
+    ``prompt_ids``/``completion_ids`` are the policy's token ids when known (training, generation);
+    model-based estimators tokenize ``prompt``/``completion`` otherwise. ``outcome`` is the graded
+    final answer (1.0 correct, 0.0 not); ``rewards`` holds trace-level rewards by name; ``meta``
+    holds estimator by-products such as ``J_init`` (forced-answer success with an empty prefix).
+    """
 
     prompt: str
     completion: str
     answer: str | None = None
     target_tokens: int | None = None
     completion_ids: list[int] | None = None
+    prompt_ids: list[int] | None = None
     episodes: list[Episode] = field(default_factory=list)
     outcome: float | None = None
     rewards: dict[str, float] = field(default_factory=dict)
@@ -63,8 +70,9 @@ class Trace:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["episodes"] = [e.to_dict() for e in self.episodes]
-        if d["completion_ids"] is None:
-            del d["completion_ids"]
+        for k in ("completion_ids", "prompt_ids"):
+            if d[k] is None:
+                del d[k]
         return d
 
 

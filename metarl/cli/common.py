@@ -1,0 +1,77 @@
+"""Pieces shared by the Hydra apps: the config directory, and building the scorer from config."""
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from metarl.registry import ConfigError
+
+
+def conf_dir() -> str:
+    """The Hydra config directory: ``$METARL_CONF``, else ``conf/`` at the repository root."""
+    env = os.environ.get("METARL_CONF")
+    if env:
+        return str(Path(env).resolve())
+    return str(Path(__file__).resolve().parents[2] / "conf")
+
+
+def plain(cfg: Any) -> Any:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig | type(OmegaConf.create([]))) \
+        else cfg
+
+
+def reward_specs(rewards: Any) -> list[Any]:
+    """Config ``rewards`` (a mapping name -> spec from the multi-select group, or a list) -> list of specs."""
+    rewards = plain(rewards)
+    if rewards is None:
+        return []
+    if isinstance(rewards, dict):
+        specs = []
+        for name, spec in rewards.items():
+            if spec is None:
+                continue
+            if isinstance(spec, str):
+                spec = {"_target_": spec}
+            if not isinstance(spec, dict):
+                raise ConfigError(f"rewards.{name} must be a mapping with _target_ (or a dotted path), got {spec!r}")
+            specs.append({"name": name, **spec})
+        return specs
+    if isinstance(rewards, list | tuple):
+        return list(rewards)
+    raise ConfigError(f"`rewards` must be a list or a mapping of name -> spec, got {type(rewards).__name__}")
+
+
+def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
+    """(grader, extract_answer, parse_verdict): the task's own verifier/extractor when there is a task."""
+    from metarl.grading import build_grader, extract_answer, parse_verdict
+
+    verdict_kwargs = plain(verdict) or {}
+    parse = functools.partial(parse_verdict, **verdict_kwargs) if verdict_kwargs else parse_verdict
+    if task is not None:
+        return build_grader(task.verify), task.extract_answer, parse
+    grader = build_grader(plain(grader_spec))
+    return grader, functools.partial(extract_answer, style=answer_style), parse
+
+
+def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer: Any = None):
+    """A ``Scorer`` from the ``segmenter``, ``rewards``, ``objective``, ``grader``, ``answer``, ``verdict`` keys."""
+    from metarl.rewards import build_rewards
+    from metarl.scoring import Objective, Scorer
+    from metarl.segmenters import build_segmenter
+
+    segmenter = build_segmenter(plain(cfg.segmenter))
+    rewards = build_rewards(reward_specs(cfg.get("rewards")))
+    obj_cfg = plain(cfg.get("objective")) or {}
+    try:
+        objective = Objective(**obj_cfg)
+    except TypeError as e:
+        raise ConfigError(f"objective: {e}; known keys: {list(Objective.__dataclass_fields__)}") from None
+    grader, extract, parse = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"),
+                                          cfg.get("verdict"))
+    return Scorer(segmenter=segmenter, rewards=rewards, grader=grader, extract_answer=extract,
+                  parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer,
+                  on_error=cfg.get("on_reward_error", "zero"))

@@ -1,0 +1,169 @@
+"""``metarl-score``: segment and score a JSONL file of traces from any model.
+
+    metarl-score input=traces.jsonl                         # tag segmenter, outcome reward
+    metarl-score input=r1.jsonl segmenter=mrt rewards=[]    # MRT episodes only, no model
+    metarl-score input=t.jsonl verifier=subset_sum rewards=[outcome,verification_correctness]
+    metarl-score input=t.jsonl model=tiny rewards=[likelihood_progress]
+
+Each input line is ``{"prompt", "completion", "answer", "target_tokens"?}``; each output line is the same
+trace with ``episodes: [{kind, start, end, text, rewards}]`` (``start``/``end`` are character offsets into
+``completion``), ``outcome``, ``rewards`` (trace rewards and the ``dense`` / ``total`` of the objective) and
+``line`` (the input line number). A malformed line is reported with its number and, with
+``on_bad_line=skip``, written as ``{"line", "error"}`` so the output keeps one line per input line.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from omegaconf import DictConfig
+
+from metarl.cli.common import build_scorer, conf_dir, plain
+from metarl.registry import ConfigError
+from metarl.types import Trace
+
+
+class BadLine(ValueError):
+    pass
+
+
+def parse_line(line: str, number: int) -> Trace:
+    """A ``Trace`` from one JSONL line, or ``BadLine`` saying what is wrong with it."""
+    try:
+        rec = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise BadLine(f"line {number}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(rec, dict):
+        raise BadLine(f"line {number}: expected a JSON object, got {type(rec).__name__}")
+    for key in ("prompt", "completion"):
+        if not isinstance(rec.get(key), str):
+            got = "missing" if key not in rec else type(rec[key]).__name__
+            raise BadLine(f"line {number}: `{key}` must be a string ({got})")
+    answer = rec.get("answer")
+    if answer is not None and not isinstance(answer, str | int | float):
+        raise BadLine(f"line {number}: `answer` must be a string or number, got {type(answer).__name__}")
+    target = rec.get("target_tokens")
+    if target is not None and (not isinstance(target, int) or isinstance(target, bool) or target < 0):
+        raise BadLine(f"line {number}: `target_tokens` must be a non-negative integer, got {target!r}")
+    ids = rec.get("completion_ids")
+    if ids is not None and not (isinstance(ids, list) and all(isinstance(i, int) for i in ids)):
+        raise BadLine(f"line {number}: `completion_ids` must be a list of integers")
+    extra = {k: v for k, v in rec.items() if k not in ("prompt", "completion", "answer", "target_tokens",
+                                                        "completion_ids", "episodes", "rewards", "outcome")}
+    t = Trace(prompt=rec["prompt"], completion=rec["completion"], answer=None if answer is None else str(answer),
+              target_tokens=target, completion_ids=ids)
+    t.meta["input"] = extra
+    return t
+
+
+def _record(t: Trace, number: int) -> dict[str, Any]:
+    d = t.to_dict()
+    extra = d["meta"].pop("input", {})
+    d.pop("completion_ids", None)
+    d.pop("prompt_ids", None)
+    return {"line": number, **extra, **d}
+
+
+def score_file(cfg: DictConfig) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from metarl.utils import set_threads
+
+    set_threads(int(cfg.threads))
+    src = Path(cfg.input)
+    if not src.is_file():
+        raise ConfigError(f"input={str(src)!r} is not a file; pass input=PATH to a JSONL of traces")
+    if cfg.on_bad_line not in ("skip", "fail"):
+        raise ConfigError(f"on_bad_line={cfg.on_bad_line!r}: use skip or fail")
+    task = None
+    if cfg.get("verifier"):
+        from metarl.tasks import build_task
+
+        task = build_task(plain(cfg.verifier))
+    scorer = build_scorer(cfg, task=task)
+    model_cfg = plain(cfg.get("model"))
+    if model_cfg:
+        from metarl.models.loading import load_model_and_tokenizer
+
+        model_cfg.pop("lora", None)
+        scorer.model, scorer.tokenizer = load_model_and_tokenizer(**model_cfg)
+        scorer.model.eval()
+    elif cfg.get("tokenizer"):
+        scorer.tokenizer = _tokenizer(cfg.tokenizer)
+    if any(r.needs_model for r in scorer.rewards) and scorer.model is None:
+        raise ConfigError(f"rewards {[r.name for r in scorer.rewards if r.needs_model]} need a model: add model=tiny "
+                          f"or model=hf model.name_or_path=NAME")
+    out_path = Path(cfg.output) if cfg.output else Path(cfg.run_dir) / "scored.jsonl"
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    counts = {"lines": 0, "scored": 0, "bad": 0}
+    batch: list[tuple[int, Trace]] = []
+
+    def flush(f) -> None:
+        if batch:
+            scorer.score([t for _, t in batch])
+            for n, t in batch:
+                f.write(json.dumps(_record(t, n), ensure_ascii=False) + "\n")
+            counts["scored"] += len(batch)
+            batch.clear()
+
+    total = sum(1 for _ in open(src, encoding="utf-8", errors="replace"))
+    with open(src, encoding="utf-8", errors="replace") as fin, open(out_path, "w", encoding="utf-8") as fout:
+        for number, line in enumerate(tqdm(fin, total=total, desc="metarl-score", unit="trace",
+                                           disable=total < 200, file=sys.stderr), start=1):
+            counts["lines"] += 1
+            if not line.strip():
+                flush(fout)
+                fout.write(json.dumps({"line": number, "error": "empty line"}) + "\n")
+                counts["bad"] += 1
+                continue
+            try:
+                trace = parse_line(line, number)
+            except BadLine as e:
+                if cfg.on_bad_line == "fail":
+                    raise ConfigError(f"{src}: {e} (on_bad_line=skip would skip it)") from None
+                print(f"metarl-score: skipping {src}:{e}", file=sys.stderr)
+                flush(fout)
+                fout.write(json.dumps({"line": number, "error": str(e)}) + "\n")
+                counts["bad"] += 1
+                continue
+            if scorer.tokenizer is not None and trace.completion_ids is None:
+                trace.completion_ids = scorer.tokenizer(trace.completion, add_special_tokens=False)["input_ids"]
+            batch.append((number, trace))
+            if len(batch) >= int(cfg.batch_size):
+                flush(fout)
+        flush(fout)
+    errors = {r.name: r.stats for r in scorer.rewards if r.stats["errors"] or r.stats["nonfinite"]}
+    print(f"metarl-score: {counts['scored']} traces scored, {counts['bad']} bad lines skipped, "
+          f"{counts['lines']} lines read -> {out_path}" + (f"; reward errors: {errors}" if errors else ""),
+          file=sys.stderr)
+    return {**counts, "output": str(out_path)}
+
+
+def _tokenizer(spec: str):
+    if spec == "char":
+        from metarl.models.tiny import build_char_tokenizer
+
+        return build_char_tokenizer()
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(spec)
+
+
+@hydra.main(version_base=None, config_path=conf_dir(), config_name="score")
+def _main(cfg: DictConfig) -> None:
+    try:
+        score_file(cfg)
+    except ConfigError as e:
+        print(f"metarl-score: error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def main() -> None:
+    _main()
+
+
+if __name__ == "__main__":
+    main()

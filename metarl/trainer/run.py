@@ -1,0 +1,244 @@
+"""One training run from a composed config: validate, load, train, evaluate, write the run directory.
+
+Everything that can be checked without a model is checked first (``validate``), so a typo in a config
+fails in a second with a message naming the key, not after minutes of loading.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from metarl.cli.common import build_scorer, plain
+from metarl.registry import ConfigError
+
+log = logging.getLogger("metarl")
+
+
+@dataclass
+class Plan:
+    """What ``validate`` resolved: the components and data, ready for a model."""
+
+    scorer: Any
+    task: Any
+    train_rows: list[dict[str, Any]]
+    test_rows: list[dict[str, Any]]
+    suffix: str
+    answer_stop: list[str]
+
+
+def _task(cfg: DictConfig):
+    spec = plain(cfg.task.get("task"))
+    if not spec:
+        return None
+    from metarl.tasks import build_task
+
+    return build_task(spec)
+
+
+def _with_budget(rows: list[dict[str, Any]], budget: DictConfig, seed: int) -> list[dict[str, Any]]:
+    from metarl.rewards.budget import budget_prompt
+
+    mode = budget.get("prompt_mode")
+    target = plain(budget.get("target_tokens"))
+    if mode is None:
+        return rows
+    rng = random.Random(seed)
+    out = []
+    for i, r in enumerate(rows):
+        n = r.get("target_tokens")
+        if n is None:
+            if target is None:
+                raise ConfigError(f"budget.prompt_mode={mode!r} needs a length target N: set budget.target_tokens "
+                                  f"(an int or a list) or give the dataset a `target_tokens` column "
+                                  f"(row {i} has none)")
+            n = rng.choice(target) if isinstance(target, list) else int(target)
+        if n > budget.cap:
+            raise ConfigError(f"target_tokens={n} exceeds the compute cap budget.cap={budget.cap}; raise the cap "
+                              f"or lower budget.target_tokens")
+        out.append({**r, "target_tokens": int(n), "prompt": budget_prompt(r["prompt"], int(n), mode)})
+    return out
+
+
+def load_rows(cfg: DictConfig, task: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Training and held-out rows (``prompt``, ``answer``, optional ``target_tokens``)."""
+    t = cfg.task
+    if task is not None and str(t.source).startswith("task:"):
+        train = task.generate("train", n=int(t.n_train), seed=int(cfg.seed))
+        test = task.generate("test", n=int(t.n_test or 0), seed=int(cfg.seed) + 1) if t.n_test else []
+    else:
+        from metarl.data import load_dataset_source
+
+        kwargs = dict(columns=plain(t.columns), data_files=plain(t.get("data_files")), limit=t.get("limit"))
+        train = list(load_dataset_source(t.source, split=t.split, **kwargs))
+        test = list(load_dataset_source(t.source, split=t.test_split, **kwargs)) if t.get("test_split") else []
+    if not train:
+        raise ConfigError(f"task.source={t.source!r} gave an empty training set; check task.split / task.limit")
+    if t.get("system_prompt"):
+        for rows in (train, test):
+            for r in rows:
+                r["prompt"] = [{"role": "system", "content": t.system_prompt}, {"role": "user", "content": r["prompt"]}]
+    budget = cfg.budget
+    return _with_budget(train, budget, int(cfg.seed)), _with_budget(test, budget, int(cfg.seed) + 1)
+
+
+def validate(cfg: DictConfig) -> Plan:
+    """Check the config and build everything that needs no model; raise ``ConfigError`` naming the key."""
+    tr = cfg.trainer
+    if int(cfg.budget.cap) <= 0:
+        raise ConfigError(f"budget.cap must be a positive number of tokens, got {cfg.budget.cap}")
+    per_step = int(tr.per_device_train_batch_size) * int(tr.gradient_accumulation_steps)
+    if int(tr.num_generations) < 2:
+        raise ConfigError(f"trainer.num_generations={tr.num_generations}: GRPO needs at least 2 samples per prompt")
+    if per_step % int(tr.num_generations):
+        raise ConfigError(f"trainer.num_generations={tr.num_generations} does not divide the generation batch "
+                          f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step}); "
+                          f"make the batch a multiple of the group size")
+    task = _task(cfg)
+    scorer = build_scorer(cfg, task=task)
+    if scorer.objective.baseline == "termination" and not any(r.name == "mc_progress" or
+                                                              type(r.fn).__name__ == "MCProgress"
+                                                              for r in scorer.rewards):
+        raise ConfigError("objective.baseline=termination needs the Monte Carlo progress estimator: "
+                          "add rewards=[mc_progress] (weight 0 if it should not add a dense term)")
+    train, test = load_rows(cfg, task)
+    suffix = cfg.rollout.get("suffix") or (task.termination_suffix if task is not None else "\nFinal answer: ")
+    stop = list(getattr(task, "answer_stop", []) or [])
+    return Plan(scorer, task, train, test, suffix, stop)
+
+
+def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
+    """The prompt plus the cap (and a forced answer) must fit the model's context."""
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return
+    longest = 0
+    for r in plan.train_rows[:2000]:
+        p = r["prompt"]
+        text = p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
+    need = longest + int(cfg.budget.cap) + int(cfg.rollout.answer_tokens) + 16
+    if need > limit:
+        raise ConfigError(f"budget.cap={cfg.budget.cap}: the longest prompt ({longest} tokens) plus the cap and a "
+                          f"forced answer need {need} positions, but the model has {limit}; lower budget.cap")
+
+
+def grpo_config(cfg: DictConfig, run_dir: Path):
+    from trl import GRPOConfig
+
+    tr = cfg.trainer
+    args = dict(
+        output_dir=str(run_dir / "checkpoints"), max_steps=int(tr.max_steps), learning_rate=float(tr.learning_rate),
+        lr_scheduler_type=tr.lr_scheduler_type, warmup_steps=int(tr.warmup_steps),
+        per_device_train_batch_size=int(tr.per_device_train_batch_size),
+        gradient_accumulation_steps=int(tr.gradient_accumulation_steps), num_generations=int(tr.num_generations),
+        temperature=float(tr.temperature), top_p=float(tr.top_p), beta=float(tr.beta), loss_type=tr.loss_type,
+        epsilon=float(tr.epsilon), num_iterations=int(tr.num_iterations), max_grad_norm=float(tr.max_grad_norm),
+        logging_steps=int(tr.logging_steps), save_steps=int(tr.save_steps), save_strategy="steps",
+        save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []), use_vllm=bool(tr.use_vllm),
+        max_completion_length=int(cfg.budget.cap), seed=int(cfg.seed), data_seed=int(cfg.seed),
+        use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
+        logging_dir=str(run_dir / "tb"), disable_tqdm=False,
+    )
+    if tr.use_vllm:
+        args["vllm_mode"] = tr.vllm_mode
+    args.update(plain(tr.get("args")) or {})
+    try:
+        return GRPOConfig(**args)
+    except TypeError as e:
+        raise ConfigError(f"trainer: {e} (trainer.args passes GRPOConfig fields through)") from None
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Train (and evaluate before/after) as the config says; return the summary written to summary.json."""
+    from datasets import Dataset
+
+    from metarl.eval.heldout import evaluate_policy
+    from metarl.models.loading import load_model_and_tokenizer
+    from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
+    from metarl.trainer.grpo import MetaRLTrainer
+    from metarl.trainer.rollout import Rollout
+    from metarl.utils import seed_everything, set_threads
+
+    set_threads(int(cfg.threads))
+    seed_everything(int(cfg.seed))
+    plan = validate(cfg)
+    run_dir = check_writable(cfg.run_dir)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    run_log = RunLog(run_dir)
+    resume_from = None
+    if cfg.trainer.resume:
+        resume_from = last_complete_checkpoint(run_dir / "checkpoints")
+        if resume_from is None:
+            log.warning("trainer.resume=true but %s has no complete checkpoint: starting from step 0", run_dir)
+        else:
+            step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
+            for name in ("metrics.jsonl", "rollouts.jsonl"):
+                run_log.truncate_after(name, step)
+            print(f"[metarl] resuming from {resume_from} (step {step})", flush=True)
+    elif (run_dir / "metrics.jsonl").exists():
+        raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run; pass trainer.resume=true to continue it "
+                          f"or choose a new run_dir")
+
+    model_cfg = plain(cfg.model)
+    lora = model_cfg.pop("lora", None)
+    t0 = time.time()
+    model, tok = load_model_and_tokenizer(**model_cfg)
+    check_context(cfg, plan, tok, model)
+    plan.scorer.tokenizer = tok
+    peft_config = None
+    if lora:
+        from peft import LoraConfig
+
+        peft_config = LoraConfig(task_type="CAUSAL_LM", **lora)
+
+    ro = cfg.rollout
+    rollout = None
+    if ro.mode != "single" or ro.force_answer:
+        rollout = Rollout(mode=ro.mode, cap=int(cfg.budget.cap), force_answer=bool(ro.force_answer),
+                          suffix=plan.suffix, answer_tokens=int(ro.answer_tokens), answer_stop=plan.answer_stop,
+                          episode_stop=list(ro.episode_stop), max_episodes=int(ro.max_episodes),
+                          episode_tokens=ro.episode_tokens, feedback=plain(ro.feedback),
+                          continuation=ro.continuation, max_continuations=int(ro.max_continuations),
+                          grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer)
+
+    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed)}
+    eval_kwargs = dict(cap=int(cfg.budget.cap), suffix=plan.suffix, answer_stop=plan.answer_stop,
+                       answer_tokens=int(ro.answer_tokens), scorer=plan.scorer)
+    do_eval = bool(cfg.evaluate.enabled) and plan.test_rows and resume_from is None
+    test_rows = plan.test_rows[: int(cfg.evaluate.n)]
+    if do_eval:
+        summary["before"] = evaluate_policy(model, tok, test_rows, **eval_kwargs)
+        print(f"[metarl] held-out before training: {_fmt(summary['before'])}", flush=True)
+
+    trainer = MetaRLTrainer(
+        model=model, args=grpo_config(cfg, run_dir), train_dataset=Dataset.from_list(plan.train_rows),
+        processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
+        rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
+        peft_config=peft_config,
+    )
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    summary["train_seconds"] = round(time.time() - t0, 1)
+    summary["steps"] = trainer.state.global_step
+    final = run_dir / "final"
+    trainer.save_model(str(final))
+    tok.save_pretrained(str(final))
+    if bool(cfg.evaluate.enabled) and plan.test_rows:
+        policy = trainer.accelerator.unwrap_model(trainer.model)
+        summary["after"] = evaluate_policy(policy, tok, test_rows, **eval_kwargs)
+        print(f"[metarl] held-out after training:  {_fmt(summary['after'])}", flush=True)
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"[metarl] run directory: {run_dir} (metrics.jsonl, rollouts.jsonl, summary.json, final/)", flush=True)
+    return summary
+
+
+def _fmt(s: dict[str, Any]) -> str:
+    return (f"accuracy {s['accuracy']:.3f} ± {s['accuracy_se']:.3f} (n={s['n']}), tokens {s['tokens']:.1f}, "
+            f"episodes/trace {s['episodes_per_trace']:.2f}, verification accuracy "
+            f"{s['verification_accuracy'] if s['verification_accuracy'] is not None else float('nan'):.3f}")

@@ -1,0 +1,294 @@
+"""Per-token credit assignment: hand-computed advantages for every mode, TRL equivalence, errors."""
+from __future__ import annotations
+
+import doctest
+import math
+import random
+
+import pytest
+import torch
+
+import metarl.credit as credit
+from metarl.credit import build_advantages, episode_returns, nanstd, spans_to_token_index
+
+EPS = 1e-4
+SQ2 = math.sqrt(2.0)
+
+# Two prompts (groups 0 and 1) x two samples, 1-3 episodes each, T = 6.
+REWARDS = [[1.0, 0.0, 1.0], [0.0, 1.0], [2.0], [0.0, 0.0]]
+OUTCOMES = [1.0, 0.0, 1.0, 1.0]
+SPANS = [[(0, 1), (1, 3), (3, 4)], [(0, 2), (2, 5)], [(0, 3)], [(0, 2), (2, 6)]]
+GROUPS = [0, 0, 1, 1]
+T = 6
+TERMINATION = [[0.5, 0.25, 1.0], [0.5, 0.0], [0.75], [1.0, 0.5]]
+
+
+def tokens(per_episode: list[list[float]]) -> torch.Tensor:
+    """Spread hand-computed episode advantages over SPANS' tokens, 0 elsewhere."""
+    out = torch.zeros(len(SPANS), T, dtype=torch.float64)
+    for i, spans in enumerate(SPANS):
+        for (s, e), a in zip(spans, per_episode[i]):
+            out[i, s:e] = a
+    return out
+
+
+def adv(**kw) -> torch.Tensor:
+    kw.setdefault("gamma", 0.5)
+    args = {k: kw.pop(k) for k in ("episode_rewards", "outcomes", "token_spans", "group_ids") if k in kw}
+    return build_advantages(args.get("episode_rewards", REWARDS), args.get("outcomes", OUTCOMES),
+                            args.get("token_spans", SPANS), args.get("group_ids", GROUPS), T,
+                            dtype=torch.float64, **kw)
+
+
+def test_episode_returns_and_token_index():
+    assert episode_returns([1.0, 0.0, 1.0], 0.5) == [1.25, 0.5, 1.0]
+    assert episode_returns([1.0, 2.0, 3.0], 1.0) == [6.0, 5.0, 3.0]
+    assert episode_returns([1.0, 2.0], 0.0) == [1.0, 2.0]
+    assert spans_to_token_index(SPANS, T).tolist() == [
+        [0, 1, 1, 2, -1, -1], [0, 0, 1, 1, 1, -1], [0, 0, 0, -1, -1, -1], [0, 0, 1, 1, 1, 1]]
+
+
+def test_joint_no_scaling_hand_computed():
+    # R (gamma=.5): t0 [1.25, .5, 1], t1 [.5, 1], t2 [2], t3 [0, 0]; G = R + r:
+    # t0 [2.25, 1.5, 2], t1 [.5, 1], t2 [3], t3 [1, 1]; group means of G_0: 1.375 and 2.
+    got = adv(normalize="joint", scale_rewards="none")
+    want = tokens([[0.875, 0.125, 0.625], [-0.875, -0.375], [1.0], [-1.0, -1.0]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert got[0].tolist() == pytest.approx([0.875, 0.125, 0.125, 0.625, 0.0, 0.0])
+    assert got[3].tolist() == pytest.approx([-1.0] * 6)
+
+
+def test_joint_group_and_batch_scaling_hand_computed():
+    base = [[0.875, 0.125, 0.625], [-0.875, -0.375], [1.0], [-1.0, -1.0]]
+    s0, s1 = 1.75 / SQ2 + EPS, 2.0 / SQ2 + EPS  # Bessel std of {2.25, .5} and {3, 1}
+    got = adv(normalize="joint", scale_rewards="group")
+    want = tokens([[a / s for a in row] for row, s in zip(base, [s0, s0, s1, s1])])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # batch: std of {2.25, .5, 3, 1} (mean 1.6875, squared deviations sum 3.921875, n-1 = 3)
+    sb = math.sqrt(3.921875 / 3) + EPS
+    got = adv(normalize="joint", scale_rewards="batch")
+    torch.testing.assert_close(got, tokens([[a / sb for a in row] for row in base]), rtol=0, atol=1e-12)
+
+
+def test_joint_weights():
+    # dense_weight .5, alpha 2: G = .5 R + 2 r: t0 [2.625, 2.25, 2.5], t1 [.25, .5], t2 [3], t3 [2, 2]
+    got = adv(normalize="joint", scale_rewards="none", alpha=2.0, dense_weight=0.5)
+    want = tokens([[1.1875, 0.8125, 1.0625], [-1.1875, -0.9375], [0.5], [-0.5, -0.5]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_separate_hand_computed():
+    # outcome stream: group 0 r = {1, 0} -> +-.5 / (1/sqrt2 + eps); group 1 r = {1, 1} -> 0.
+    o = 0.5 / (1 / SQ2 + EPS)
+    # dense stream, group 0 episodes {1,0,1,0,1}: mean .6, Bessel var 1.2/4 = .3.
+    s = math.sqrt(0.3) + EPS
+    # r_hat: t0 [.4, -.6, .4]/s -> reward-to-go (gamma .5): [.2, -.4, .4]/s; t1 [-.6, .4]/s -> [-.4, .4]/s
+    # group 1 episodes {2, 0, 0}: mean 2/3, Bessel var (16/9 + 4/9 + 4/9)/2 = 4/3.
+    s1 = math.sqrt(4 / 3) + EPS
+    # t2 [4/3]/s1; t3 [-2/3, -2/3]/s1 -> [-1, -2/3]/s1
+    got = adv(normalize="separate", scale_rewards="group")
+    want = tokens([[0.2 / s + o, -0.4 / s + o, 0.4 / s + o], [-0.4 / s - o, 0.4 / s - o],
+                   [(4 / 3) / s1], [-1 / s1, (-2 / 3) / s1]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    got = adv(normalize="separate", scale_rewards="group", alpha=2.0, dense_weight=0.5)
+    want = tokens([[0.5 * 0.2 / s + 2 * o, 0.5 * -0.4 / s + 2 * o, 0.5 * 0.4 / s + 2 * o],
+                   [0.5 * -0.4 / s - 2 * o, 0.5 * 0.4 / s - 2 * o], [0.5 * (4 / 3) / s1],
+                   [0.5 * -1 / s1, 0.5 * (-2 / 3) / s1]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_separate_no_scaling_and_batch():
+    # "none": centred only. dense t0 [.4,-.6,.4] -> rtg [.2,-.4,.4]; t1 [-.6,.4] -> [-.4,.4];
+    # t2 [4/3]; t3 [-2/3,-2/3] -> [-1,-2/3]; outcome +-.5 and 0.
+    got = adv(normalize="separate", scale_rewards="none")
+    want = tokens([[0.7, 0.1, 0.9], [-0.9, -0.1], [4 / 3], [-1.0, -2 / 3]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # "batch": outcome std over {1,0,1,1} = .5; dense std over all 8 episode rewards
+    # {1,0,1,0,1,2,0,0}: mean 5/8, squared deviations 3*(3/8)^2 + 4*(5/8)^2 + (11/8)^2 = 3.875, /7.
+    so, sd = 0.5 + EPS, math.sqrt(3.875 / 7) + EPS
+    got = adv(normalize="separate", scale_rewards="batch")
+    want = tokens([[0.2 / sd + 0.5 / so, -0.4 / sd + 0.5 / so, 0.4 / sd + 0.5 / so],
+                   [-0.4 / sd - 0.5 / so, 0.4 / sd - 0.5 / so], [(4 / 3) / sd], [-1 / sd, (-2 / 3) / sd]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_termination_baseline_hand_computed():
+    # A = G - b with G as in the joint test: t0 [2.25-.5, 1.5-.25, 2-1], t1 [.5-.5, 1-0], t2 [3-.75], t3 [1-1, 1-.5]
+    base = [[1.75, 1.25, 1.0], [0.0, 1.0], [2.25], [0.0, 0.5]]
+    got = adv(baseline="termination", termination_values=TERMINATION, scale_rewards="none")
+    torch.testing.assert_close(got, tokens(base), rtol=0, atol=1e-12)
+    s0, s1 = 1.75 / SQ2 + EPS, 2.0 / SQ2 + EPS  # group std of G_0 = {2.25, .5} and {3, 1}
+    got = adv(baseline="termination", termination_values=TERMINATION, scale_rewards="group")
+    want = tokens([[a / s for a in row] for row, s in zip(base, [s0, s0, s1, s1])])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # normalize is not used with the termination baseline
+    torch.testing.assert_close(got, adv(baseline="termination", termination_values=TERMINATION, normalize="joint"))
+
+
+def test_padding_and_gaps_are_zero():
+    spans = [[(1, 2), (4, 5)], [(0, 6)], [], [(2, 3)]]
+    got = build_advantages([[1.0, 3.0], [2.0], [], [5.0]], [1.0, 0.0, 1.0, 0.0], spans, [0, 0, 1, 1], T,
+                           normalize="joint")
+    mask = spans_to_token_index(spans, T) < 0
+    assert got.shape == (4, T) and got.dtype == torch.float32
+    assert (got[mask] == 0).all() and (got[~mask] != 0).all()
+
+
+def test_nan_episode_reward_counts_as_zero():
+    nan_rewards = [[1.0, math.nan, 1.0], [0.0, 1.0], [2.0], [math.nan, 0.0]]
+    for mode in ("joint", "separate"):
+        assert torch.equal(adv(episode_rewards=nan_rewards, normalize=mode), adv(normalize=mode))
+
+
+def test_nan_outcome_is_unscorable():
+    outcomes = [1.0, math.nan, 1.0, 1.0]
+    # joint, no scaling: group 0 baseline is t0's own G_0 = 2.25 -> t0 [0, -.75, -.25]; t1 all 0.
+    got = adv(outcomes=outcomes, normalize="joint", scale_rewards="none")
+    want = tokens([[0.0, -0.75, -0.25], [0.0, 0.0], [1.0], [-1.0, -1.0]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # separate: t1 is dropped from the dense statistics too: t0's episodes {1,0,1} alone (mean 2/3,
+    # Bessel var 1/3); t0's outcome term is centred on itself -> 0, its dense credit survives.
+    s = math.sqrt(1 / 3) + EPS
+    got = adv(outcomes=outcomes, normalize="separate")
+    x, y = (1 / 3) / s, (-2 / 3) / s  # r_hat for 1 and 0
+    assert got[1].abs().sum() == 0
+    torch.testing.assert_close(got[0, :4], torch.tensor([x + 0.5 * y + 0.25 * x, y + 0.5 * x, y + 0.5 * x, x],
+                                                        dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(got[2:], adv(normalize="separate")[2:], rtol=0, atol=0)
+    assert (build_advantages([[], []], [None, 1.0], [[(0, 2)], [(0, 2)]], [0, 0], 2) == 0).all()
+
+
+def test_trace_without_dense_rewards_gets_outcome_term_only():
+    rewards = [[1.0, 0.0, 1.0], [], [2.0], [0.0, 0.0]]
+    got = adv(episode_rewards=rewards, normalize="separate")
+    o = 0.5 / (1 / SQ2 + EPS)
+    assert got[1, :5].tolist() == pytest.approx([-o] * 5, abs=1e-12)
+    s = math.sqrt(1 / 3) + EPS  # t0's dense statistics use its own three episodes only
+    assert got[0, 3].item() == pytest.approx((1 / 3) / s + o, abs=1e-12)
+
+
+def test_one_episode_joint_is_grpo_on_the_sum():
+    # with one episode per trace, joint credit is plain GRPO on the scalar r_i + dense_i
+    rng = random.Random(0)
+    dense = [[rng.uniform(-1, 1)] for _ in range(8)]
+    outcomes = [float(rng.random() < 0.5) for _ in range(8)]
+    spans = [[(0, rng.randint(1, 5))] for _ in range(8)]
+    got = build_advantages(dense, outcomes, spans, [0] * 4 + [1] * 4, 5, normalize="joint", dtype=torch.float64)
+    total = torch.tensor([d[0] + r for d, r in zip(dense, outcomes)], dtype=torch.float64).view(2, 4)
+    want = ((total - total.mean(1, keepdim=True)) / (total.std(1, keepdim=True) + EPS)).flatten()
+    torch.testing.assert_close(got[:, 0], want, rtol=0, atol=1e-12)
+
+
+def test_group_order_and_ids_do_not_matter():
+    perm = [3, 0, 2, 1]
+    base = adv(normalize="separate")
+    got = adv(normalize="separate", episode_rewards=[REWARDS[p] for p in perm],
+              outcomes=[OUTCOMES[p] for p in perm], token_spans=[SPANS[p] for p in perm],
+              group_ids=[["a", "a", "b", "b"][p] for p in perm])
+    torch.testing.assert_close(got, base[perm], rtol=0, atol=1e-12)
+
+
+def _trl_advantages(rewards: list[float], num_generations: int, scale_rewards: str) -> torch.Tensor:
+    """TRL 1.16 GRPOTrainer._generate_and_score_completions, sum_then_normalize, one reward function."""
+    from trl.trainer.utils import nanstd as trl_nanstd
+
+    rewards_per_func = torch.tensor(rewards, dtype=torch.float32).unsqueeze(1)
+    reward_weights = torch.ones(1, dtype=torch.float32)
+    unscorable_mask = torch.isnan(rewards_per_func).all(dim=1)
+    r = (rewards_per_func * reward_weights.unsqueeze(0)).nansum(dim=1)
+    r[unscorable_mask] = torch.nan
+    mean_grouped = torch.nanmean(r.view(-1, num_generations), dim=1).repeat_interleave(num_generations, dim=0)
+    if scale_rewards in ["group", "none"]:
+        if num_generations > 1:
+            std = trl_nanstd(r.view(-1, num_generations), dim=1).repeat_interleave(num_generations, dim=0)
+        else:
+            std = torch.zeros_like(r)
+    else:
+        std = trl_nanstd(r).expand_as(r) if r.numel() > 1 else torch.zeros_like(r)
+    advantages = r - mean_grouped
+    if scale_rewards != "none":
+        advantages = advantages / (std + 1e-4)
+    return torch.nan_to_num(advantages, nan=0.0)
+
+
+@pytest.mark.parametrize("scale_rewards", ["group", "batch", "none"])
+@pytest.mark.parametrize("num_generations", [1, 2, 4])
+def test_reduces_exactly_to_trl_grpo(scale_rewards, num_generations):
+    rng = random.Random(num_generations)
+    batch = 12
+    outcomes = [rng.choice([0.0, 1.0, rng.random(), rng.uniform(-3, 3)]) for _ in range(batch)]
+    outcomes[2] = math.nan  # an unscorable completion
+    outcomes[4:4 + num_generations] = [0.3] * num_generations  # a zero-std group
+    groups = [i // num_generations for i in range(batch)]
+    lengths = [rng.randint(0, 7) for _ in range(batch)]
+    T = 8
+    want = _trl_advantages(outcomes, num_generations, scale_rewards)
+    spans_one = [[(0, n)] for n in lengths]
+    spans_many = [[(0, n // 2), (n // 2, n)] for n in lengths]
+    cases = [
+        ([[] for _ in range(batch)], spans_one, {}),
+        ([[] for _ in range(batch)], spans_many, {"gamma": 0.7}),
+        ([[rng.uniform(-1, 1), rng.uniform(-1, 1)] for _ in range(batch)], spans_many, {"dense_weight": 0.0}),
+    ]
+    for dense, spans, kw in cases:
+        for normalize in ("separate", "joint"):
+            got = build_advantages(dense, outcomes, spans, groups, T, normalize=normalize,
+                                   scale_rewards=scale_rewards, **kw)
+            for i, n in enumerate(lengths):
+                assert torch.equal(got[i, :n], want[i].expand(n)), (normalize, kw, i)
+                assert (got[i, n:] == 0).all()
+
+
+def test_nanstd_matches_trl():
+    from trl.trainer.utils import nanstd as trl_nanstd
+
+    x = torch.tensor([[0.1, 0.7, math.nan, 0.3], [1.0, math.nan, math.nan, math.nan], [2.0, 2.0, 2.0, 5.0]])
+    torch.testing.assert_close(nanstd(x, dim=1), trl_nanstd(x, dim=1), equal_nan=True, rtol=0, atol=0)
+    torch.testing.assert_close(nanstd(x), trl_nanstd(x), equal_nan=True, rtol=0, atol=0)
+    assert torch.isnan(nanstd(x, dim=1)[1])  # one value: undefined
+
+
+def test_float32_default_and_empty_batch():
+    got = build_advantages([], [], [], [], 3)
+    assert got.shape == (0, 3) and got.dtype == torch.float32
+    assert build_advantages([[1.0]], [1.0], [[(0, 0)]], [0], 0).shape == (1, 0)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"outcomes": [1.0, 0.0]}, "one entry per trace"),
+    ({"token_spans": [[(0, 1), (1, 3), (3, 7)], *SPANS[1:]]}, r"not inside \[0, num_tokens=6\]"),
+    ({"token_spans": [[(0, 2), (1, 3), (3, 4)], *SPANS[1:]]}, "must not overlap"),
+    ({"token_spans": [[(2, 1), (2, 3), (3, 4)], *SPANS[1:]]}, "start <= end"),
+    ({"token_spans": [[(0, 1.5), (2, 3), (3, 4)], *SPANS[1:]]}, "pair of ints"),
+    ({"episode_rewards": [[1.0], *REWARDS[1:]]}, "1 episode rewards but 3 token spans"),
+    ({"episode_rewards": [[1.0, math.inf, 0.0], *REWARDS[1:]]}, "must be finite"),
+    ({"episode_rewards": [[1.0, "x", 0.0], *REWARDS[1:]]}, "not a number"),
+    ({"outcomes": [1.0, -math.inf, 0.0, 0.0]}, "outcomes must be finite"),
+    ({"normalize": "prime"}, "normalize='prime' is not supported"),
+    ({"scale_rewards": "std"}, "scale_rewards='std'"),
+    ({"baseline": "termination"}, "needs termination_values"),
+    ({"termination_values": TERMINATION}, "set baseline='termination'"),
+    ({"baseline": "termination", "termination_values": [[0.5], [0.5, 0.0], [0.75], [1.0, 0.5]]},
+     "1 termination values but 3 episodes"),
+    ({"baseline": "termination", "termination_values": [[0.5, math.nan, 1.0], *TERMINATION[1:]]}, "must be finite"),
+    ({"gamma": 1.5}, "outside \\[0, 1\\]"),
+    ({"eps": 0.0}, "eps=0.0 must be > 0"),
+    ({"alpha": math.nan}, "alpha must be a finite number"),
+])
+def test_bad_input_is_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        adv(**kwargs)
+
+
+def test_bad_num_tokens_and_group_ids():
+    with pytest.raises(ValueError, match="num_tokens must be a non-negative int"):
+        build_advantages([[]], [1.0], [[(0, 1)]], [0], -1)
+    with pytest.raises(ValueError, match="group_ids has 2 traces"):
+        build_advantages([[]], [1.0], [[(0, 1)]], [0, 0], 1)
+    with pytest.raises(ValueError, match="not a usable group id"):
+        build_advantages([[]], [1.0], [[(0, 1)]], [[0]], 1)
+
+
+def test_doctests():
+    result = doctest.testmod(credit)
+    assert result.failed == 0 and result.attempted >= 5

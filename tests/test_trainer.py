@@ -1,0 +1,126 @@
+"""The dense-reward trainer against TRL: exact reduction with dense credit off, real updates with it on."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from datasets import Dataset
+from trl import GRPOConfig, GRPOTrainer
+
+from metarl.rewards import build_rewards
+from metarl.scoring import Objective, Scorer
+from metarl.segmenters import TokenChunkSegmenter
+from metarl.trainer.grpo import MetaRLTrainer, outcome_reward_func
+
+
+def parity_grader(prediction, answer, prompt=""):
+    """A grader with spread on a random model: 'correct' when the completion length is even."""
+    return prediction is not None and len(prediction) % 2 == 0
+
+
+def zero_episode_reward(episode):
+    return 0.0
+
+
+def first_char_reward(episode):
+    """A dense reward with spread: 1 if the episode starts with a letter."""
+    return float(episode.text[:1].isalpha())
+
+
+def make_scorer(rewards, **objective):
+    from metarl.models.tiny import build_char_tokenizer
+
+    return Scorer(segmenter=TokenChunkSegmenter(k=4), rewards=build_rewards(rewards), grader=parity_grader,
+                  extract_answer=lambda t: t, parse_verdict=lambda t: None, objective=Objective(**objective),
+                  tokenizer=build_char_tokenizer())
+
+
+def dataset():
+    return Dataset.from_list([{"prompt": f"Q{i}: {i}+{i}=", "answer": str(2 * i)} for i in range(8)])
+
+
+def config(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
+                max_steps=2, learning_rate=1e-2, logging_steps=1, report_to=[], use_cpu=True, save_strategy="no",
+                seed=3, bf16=False, temperature=1.0, beta=0.0, disable_tqdm=True)
+    base.update(kw)
+    return GRPOConfig(**base)
+
+
+def params(model):
+    return {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+def train_trl(model, tok, tmp_path, scorer, **kw):
+    t = GRPOTrainer(model=model, reward_funcs=[outcome_reward_func(scorer)], args=config(tmp_path / "trl", **kw),
+                    train_dataset=dataset(), processing_class=tok)
+    t.train()
+    return params(t.model)
+
+
+def train_metarl(model, tok, tmp_path, scorer, **kw):
+    t = MetaRLTrainer(model=model, args=config(tmp_path / "metarl", **kw), train_dataset=dataset(),
+                      processing_class=tok, scorer=scorer)
+    t.train()
+    return params(t.model), t
+
+
+@pytest.fixture
+def fresh(tiny):
+    model, tok = tiny
+    return lambda: (copy.deepcopy(model).train(), tok)
+
+
+@pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
+def test_dense_off_reduces_exactly_to_trl_grpo(fresh, tmp_path, loss_type):
+    init = params(fresh()[0])
+    ref = train_trl(*fresh(), tmp_path, make_scorer(["outcome"]), loss_type=loss_type)
+    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer(["outcome"]), loss_type=loss_type)
+    assert not trainer.dense_credit
+    assert any(not torch.equal(init[k], ref[k]) for k in ref), "the update must not be trivial"
+    for k in ref:
+        torch.testing.assert_close(ours[k], ref[k], rtol=0, atol=0, msg=f"parameter {k} differs from TRL")
+
+
+def test_dense_path_with_zero_dense_rewards_matches_trl(fresh, tmp_path):
+    """The (B, T) advantage path with all-zero episode rewards gives TRL's update (same loss, same step)."""
+    ref = train_trl(*fresh(), tmp_path, make_scorer(["outcome"]))
+    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer(["outcome", zero_episode_reward]))
+    assert trainer.dense_credit
+    for k in ref:
+        torch.testing.assert_close(ours[k], ref[k], rtol=1e-5, atol=1e-7)
+
+
+def test_dense_rewards_change_the_update(fresh, tmp_path):
+    ref = train_trl(*fresh(), tmp_path, make_scorer(["outcome"]))
+    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer(["outcome", first_char_reward]))
+    assert any(not torch.allclose(ours[k], ref[k]) for k in ref)
+    logged = trainer.state.log_history[0]
+    assert "metarl/episode_reward/first_char_reward" in logged
+    assert logged["metarl/episodes_per_trace"] >= 1
+
+
+def test_advantages_are_per_token(fresh, tmp_path):
+    model, tok = fresh()
+    scorer = make_scorer(["outcome", first_char_reward], gamma=0.5)
+    t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1), train_dataset=dataset(),
+                      processing_class=tok, scorer=scorer)
+    batch = t._generate_and_score_completions([dict(x) for x in dataset().select([0, 0, 0, 0, 1, 1, 1, 1])])
+    adv = batch["advantages"]
+    assert adv.shape == batch["completion_ids"].shape
+    multi = [i for i, tr in enumerate(t._local_traces) if len(tr.episodes) > 1]
+    assert multi, "expected multi-episode traces"
+    # tokens of a trace's different episodes can get different advantages; padding gets 0
+    i = multi[0]
+    eps = t._local_traces[i].episodes
+    for e in eps:  # constant within an episode
+        seg = adv[i, e.token_start:e.token_end]
+        assert torch.allclose(seg, seg[:1].expand_as(seg))
+    # with gamma=0.5 and spread in the dense rewards, episodes of some trace differ in credit
+    differs = [j for j in multi if len({round(adv[j, e.token_start].item(), 6)
+                                        for e in t._local_traces[j].episodes if e.token_end > e.token_start}) > 1]
+    assert differs
+    lengths = batch["completion_mask"].sum(1)
+    for r in range(adv.shape[0]):
+        assert torch.all(adv[r, int(lengths[r]):] == 0)
