@@ -1,0 +1,98 @@
+"""The one analysis command: plots, the CSV behind each plot, and ``report.md`` for one or more runs.
+
+    python -m analysis.report RUN_DIR [RUN_DIR ...] --out DIR [--budgets 64,128 | --budgets mrt]
+
+A RUN_DIR is a folder written by metarl-train / metarl-score / metarl-eval (``metrics.jsonl``,
+trace JSONL, ``eval/results.jsonl``, ``config.yaml``) or one JSONL file. Runs whose config has the
+same ``name`` (or ``recipe``) are seeds of one configuration and are pooled. Missing inputs are
+skipped with a note in the report; malformed JSONL lines are listed with file and line number.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from analysis.compute_accuracy import compute_accuracy_section
+from analysis.info_gain import MAX_TRACE_LINES, information_gain_section
+from analysis.io import RunData, load_run
+from analysis.plots import Section
+from analysis.regret import MRT_BUDGETS, regret_section
+from analysis.training import training_curves
+
+
+def parse_budgets(text: str | None) -> list[float] | None:
+    """``"64,128"`` -> [64.0, 128.0]; ``"mrt"`` -> MRT's 4096..16384; None/"" -> None (from data)."""
+    if not text:
+        return None
+    if text.strip().lower() == "mrt":
+        return [float(b) for b in MRT_BUDGETS]
+    try:
+        vals = [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--budgets must be comma-separated numbers like 64,128 (or 'mrt'), got {text!r}") from None
+    if not vals or any(v <= 0 for v in vals):
+        raise argparse.ArgumentTypeError(f"--budgets must be positive numbers, got {text!r}")
+    return sorted(set(vals))
+
+
+def render(runs: list[RunData], sections: list[Section]) -> str:
+    """The markdown of ``report.md``."""
+    lines = ["# metarl report", "", "## Runs", "", "| run | seed | path | metrics rows | traces | eval rows |", "|---|---|---|---|---|---|"]
+    for r in runs:
+        lines.append(f"| {r.label} | {'' if r.seed is None else r.seed} | `{r.path}` | {len(r.metrics)} | {len(r.traces)} | {len(r.eval_results)} |")
+    notes = [n for r in runs for n in r.notes]
+    if notes:
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in notes]
+    for s in sections:
+        lines += ["", f"## {s.title}", ""]
+        for caption, png, csv in s.figures:
+            lines += [f"**{caption}** ([data]({csv}))", "", f"![{caption}]({png})", ""]
+        if s.markdown:
+            lines += [s.markdown, ""]
+        if s.notes:
+            lines += ["Notes:", ""] + [f"- {n}" for n in s.notes]
+    problems = [p for r in runs for p in r.problems]
+    lines += ["", "## Input problems", ""]
+    lines += [f"- {p}" for p in problems] if problems else ["None: every input line parsed."]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def build_report(
+    run_paths: Sequence[str | Path], out_dir: str | Path, budgets: Sequence[float] | None = None, max_trace_lines: int = MAX_TRACE_LINES
+) -> Path:
+    """Read the runs, write every plot + CSV and ``report.md`` under ``out_dir``; return report.md's path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [load_run(p) for p in run_paths]
+    found = [r for r in runs if r.path.exists()]
+    ig_section, curves = information_gain_section(found, out, max_trace_lines)
+    sections = [
+        training_curves(found, out),
+        ig_section,
+        regret_section(curves, out, budgets),
+        compute_accuracy_section(found, out),
+    ]
+    path = out / "report.md"
+    path.write_text(render(runs, sections), encoding="utf-8")
+    return path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run directories (or JSONL files) to analyse and compare")
+    ap.add_argument("--out", required=True, help="output folder for PNG, CSV and report.md")
+    ap.add_argument("--budgets", type=parse_budgets, default=None, help="budgets C0 for regret, e.g. 64,128 or 'mrt' (4096,...,16384); default: from the data")
+    ap.add_argument("--max-trace-lines", type=int, default=MAX_TRACE_LINES, help="single-trace lines drawn per information-gain panel")
+    args = ap.parse_args(argv)
+    path = build_report(args.runs, args.out, args.budgets, args.max_trace_lines)
+    problems = path.read_text(encoding="utf-8").split("## Input problems", 1)[1].strip()
+    print(f"wrote {path}")
+    if not problems.startswith("None"):
+        print("input problems (see report.md):\n" + problems, file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
