@@ -144,7 +144,7 @@ def grpo_config(cfg: DictConfig, run_dir: Path):
         save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []), use_vllm=bool(tr.use_vllm),
         max_completion_length=int(cfg.budget.cap), seed=int(cfg.seed), data_seed=int(cfg.seed),
         use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
-        logging_dir=str(run_dir / "tb"), disable_tqdm=False,
+        disable_tqdm=False,
     )
     if tr.use_vllm:
         args["vllm_mode"] = tr.vllm_mode
@@ -170,6 +170,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     seed_everything(int(cfg.seed))
     plan = validate(cfg)
     run_dir = check_writable(cfg.run_dir)
+    args = grpo_config(cfg, run_dir)  # GRPOConfig errors surface before any model loads
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     run_log = RunLog(run_dir)
     resume_from = None
@@ -209,30 +210,49 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer)
 
     summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed)}
-    eval_kwargs = dict(cap=int(cfg.budget.cap), suffix=plan.suffix, answer_stop=plan.answer_stop,
-                       answer_tokens=int(ro.answer_tokens), scorer=plan.scorer)
-    do_eval = bool(cfg.evaluate.enabled) and plan.test_rows and resume_from is None
+    budgets = sorted({int(cfg.budget.cap), *[int(b) for b in (cfg.evaluate.budgets or [])]})
     test_rows = plan.test_rows[: int(cfg.evaluate.n)]
-    if do_eval:
-        summary["before"] = evaluate_policy(model, tok, test_rows, **eval_kwargs)
-        print(f"[metarl] held-out before training: {_fmt(summary['before'])}", flush=True)
+    evaluate = bool(cfg.evaluate.enabled) and bool(test_rows)
+
+    def held_out(policy, phase: str) -> dict[int, dict[str, Any]]:
+        out = {}
+        for b in budgets:
+            res = evaluate_policy(policy, tok, test_rows, cap=b, suffix=plan.suffix, answer_stop=plan.answer_stop,
+                                  answer_tokens=int(ro.answer_tokens), scorer=plan.scorer, return_traces=True)
+            traces = res.pop("traces")
+            run_log.append("eval/results.jsonl", [
+                {"step": trainer_step(), "phase": phase, "question_id": str(r.get("id", i)), "strategy": f"greedy/{phase}",
+                 "budget": b, "correct": t.outcome, "tokens": t.meta["thinking_tokens"], "n": 1,
+                 "c": int(t.outcome or 0)} for i, (r, t) in enumerate(zip(test_rows, traces))])
+            res["correct"] = [t.outcome for t in traces]
+            out[b] = res
+            print(f"[metarl] held-out {phase} training, cap {b}: {_fmt(res)}", flush=True)
+        return out
+
+    state = {"step": 0}
+
+    def trainer_step() -> int:
+        return state["step"]
+
+    (run_dir / "eval").mkdir(exist_ok=True)
+    if evaluate and resume_from is None:
+        summary["before"] = held_out(model, "before")
 
     trainer = MetaRLTrainer(
-        model=model, args=grpo_config(cfg, run_dir), train_dataset=Dataset.from_list(plan.train_rows),
+        model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows),
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
         peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    state["step"] = trainer.state.global_step
     summary["train_seconds"] = round(time.time() - t0, 1)
     summary["steps"] = trainer.state.global_step
     final = run_dir / "final"
     trainer.save_model(str(final))
     tok.save_pretrained(str(final))
-    if bool(cfg.evaluate.enabled) and plan.test_rows:
-        policy = trainer.accelerator.unwrap_model(trainer.model)
-        summary["after"] = evaluate_policy(policy, tok, test_rows, **eval_kwargs)
-        print(f"[metarl] held-out after training:  {_fmt(summary['after'])}", flush=True)
+    if evaluate:
+        summary["after"] = held_out(trainer.accelerator.unwrap_model(trainer.model), "after")
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     print(f"[metarl] run directory: {run_dir} (metrics.jsonl, rollouts.jsonl, summary.json, final/)", flush=True)
     return summary
