@@ -22,7 +22,7 @@ def test_guide_module_and_command(tmp_path):
     (tmp_path / "my_plugins.py").write_text(module)
     (command,) = _blocks("bash")
     traces = [
-        {"prompt": "2+2?", "completion": "It is 4.\nCheck: 2+2=4 yes.\nCheck: ok.", "answer": "4"},
+        {"prompt": "2+2?", "completion": "The answer is 4.\nCheck: 2+2=4 yes.\nCheck: ok.", "answer": "4"},
         {"prompt": "1+1?", "completion": "no checks here", "answer": "2"},
     ]
     (tmp_path / "traces.jsonl").write_text("".join(json.dumps(t) + "\n" for t in traces))

@@ -1,0 +1,102 @@
+"""The reward protocol: plain functions matched by name, levels, weights, totals and fault isolation."""
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from metarl.registry import ConfigError
+from metarl.rewards import RewardError, apply_reward, build_reward, build_rewards
+from metarl.scoring import Objective, Scorer, termination_values
+from metarl.segmenters import TagSegmenter
+from metarl.types import Episode, Trace
+
+
+def episode_len(episode):
+    return float(len(episode.text))
+
+
+def trace_len(completion, num_tokens):
+    return float(len(completion))
+
+
+def flaky(episode, index):
+    if index == 1:
+        raise RuntimeError("boom")
+    return math.nan if index == 2 else 1.0
+
+
+def always_fails(episode):
+    raise ValueError("nope")
+
+
+def grade(p, a, prompt=""):
+    return p == a
+
+
+def scorer(rewards, **obj):
+    return Scorer(TagSegmenter(), build_rewards(rewards), grade, lambda t: t.split(">")[-2].split("<")[0] if ">" in t
+                  else None, lambda t: None, Objective(**obj))
+
+
+def trace():
+    return Trace(prompt="q", completion="<attempt>1</attempt><verify>x</verify><revise>2</revise>", answer="2")
+
+
+def test_levels_names_and_weights():
+    rs = build_rewards([episode_len, trace_len])
+    assert [(r.name, r.level) for r in rs] == [("episode_len", "episode"), ("trace_len", "trace")]
+    r = build_reward({"_target_": "verification_correctness", "wrong": -1.0, "weight": 0.5, "name": "v"})
+    assert (r.name, r.level, r.weight) == ("v", "episode", 0.5)
+    with pytest.raises(ConfigError, match="unique"):
+        build_rewards([episode_len, episode_len])
+    with pytest.raises(ConfigError, match="unknown reward"):
+        build_reward("no_such_reward")
+
+
+def test_totals_hand_computed():
+    s = scorer([{"_target_": "metarl.rewards.obj1.generation_correctness", "weight": 2.0}], alpha=0.5)
+    t = s.score([trace()])[0]
+    assert [e.rewards.get("generation_correctness") for e in t.episodes] == [0.0, None, 1.0]
+    assert t.outcome == 1.0  # the last stated answer (the revision) is right
+    assert s.episode_dense(t) == [0.0, 0.0, 2.0]
+    assert t.rewards == {"dense": 2.0, "total": 2.0 + 0.5 * 1.0}
+
+
+def test_one_failing_sample_is_isolated_and_counted():
+    s = scorer([flaky])
+    t = s.score([trace()])[0]
+    assert [e.rewards["flaky"] for e in t.episodes] == [1.0, 0.0, 0.0]
+    r = s.rewards[0]
+    assert r.stats == {"calls": 3, "errors": 1, "nonfinite": 1}
+    assert "boom" in t.meta["reward_errors"][0]
+    s = Scorer(TagSegmenter(), build_rewards([flaky]), grade, lambda t: None, lambda t: None, on_error="nan")
+    t = s.score([trace()])[0]
+    assert math.isnan(t.episodes[1].rewards["flaky"]) and s.episode_dense(t) == [1.0, 0.0, 0.0]
+
+
+def test_whole_batch_failing_stops_with_a_clear_message():
+    with pytest.raises(RewardError, match="always_fails.*every one of 6"):
+        scorer([always_fails]).score([trace(), trace()])
+
+
+def test_apply_reward_call_matching_errors_name_missing_arguments():
+    def needs_weird(episode, weird_thing):
+        return 1.0
+
+    r = build_reward(needs_weird)
+    t = trace()
+    t.episodes = [Episode("other", 0, len(t.completion), t.completion)]
+    with pytest.raises(ConfigError, match="weird_thing"):
+        apply_reward(r, [t], {})
+
+
+def test_termination_values_need_mc_progress():
+    t = trace()
+    t.episodes = [Episode("attempt", 0, 3, t.completion[:3]), Episode("other", 3, len(t.completion), t.completion[3:])]
+    with pytest.raises(ValueError, match="mc_progress"):
+        termination_values(t)
+    t.meta["J_init"] = 0.25
+    t.episodes[0].info["J"] = 0.5
+    t.episodes[1].info["J"] = 1.0
+    assert termination_values(t) == [0.25, 0.5]
