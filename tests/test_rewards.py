@@ -68,7 +68,7 @@ def test_one_failing_sample_is_isolated_and_counted():
     t = s.score([trace()])[0]
     assert [e.rewards["flaky"] for e in t.episodes] == [1.0, 0.0, 0.0]
     r = s.rewards[0]
-    assert r.stats == {"calls": 3, "errors": 1, "nonfinite": 1}
+    assert r.stats == {"calls": 3, "errors": 1, "nonfinite": 1, "timeouts": 0}
     assert "boom" in t.meta["reward_errors"][0]
     s = Scorer(TagSegmenter(), build_rewards([flaky]), grade, lambda t: None, lambda t: None, on_error="nan")
     t = s.score([trace()])[0]
@@ -100,3 +100,17 @@ def test_termination_values_need_mc_progress():
     t.episodes[0].info["J"] = 0.5
     t.episodes[1].info["J"] = 1.0
     assert termination_values(t) == [0.25, 0.5]
+
+
+def slow_on_second(episode, index):
+    if index == 1:
+        while True:
+            pass
+    return 1.0
+
+
+def test_a_reward_call_past_its_timeout_is_isolated():
+    s = scorer([{"_target_": "test_rewards.slow_on_second", "timeout": 0.2}])
+    t = s.score([trace()])[0]
+    assert [e.rewards["slow_on_second"] for e in t.episodes] == [1.0, 0.0, 1.0]
+    assert s.rewards[0].stats["timeouts"] == 1 and "exceeded" in t.meta["reward_errors"][0]

@@ -18,11 +18,13 @@ with ``_target_``, ``name``, ``weight`` and constructor/keyword arguments::
 """
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from metarl.grading.deadline import GradingTimeout, run_with_time_limit
 from metarl.registry import ConfigError, build, call_matching, wanted_args
 from metarl.types import Trace
 
@@ -52,7 +54,8 @@ class Reward:
     level: str
     weight: float = 1.0
     batched: bool = False
-    stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "errors": 0, "nonfinite": 0})
+    timeout: float | None = None
+    stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "errors": 0, "nonfinite": 0, "timeouts": 0})
 
     @property
     def needs_model(self) -> bool:
@@ -60,12 +63,14 @@ class Reward:
 
 
 def build_reward(spec: Any) -> Reward:
-    """Build one reward from a short name, dotted path or mapping (``_target_``, ``name``, ``weight``, kwargs)."""
-    name = weight = None
+    """Build one reward from a short name, dotted path or mapping (``_target_``, ``name``, ``weight``,
+    ``timeout`` (seconds per call of a plain reward function; None: unbounded), kwargs)."""
+    name = weight = timeout = None
     if isinstance(spec, Mapping) or (hasattr(spec, "items") and not callable(spec)):
         spec = dict(spec.items())
         name = spec.pop("name", None)
         weight = spec.pop("weight", None)
+        timeout = spec.pop("timeout", None)
     fn = build(spec, names=REWARDS, kind="reward")
     target = spec.get("_target_") if isinstance(spec, dict) else spec
     if name is None:
@@ -78,7 +83,8 @@ def build_reward(spec: Any) -> Reward:
         return Reward(str(name), fn, level, float(1.0 if weight is None else weight), batched=True)
     args, _ = wanted_args(fn)
     level = "episode" if args & set(EPISODE_ARGS) else "trace"
-    return Reward(str(name), fn, level, float(1.0 if weight is None else weight))
+    return Reward(str(name), fn, level, float(1.0 if weight is None else weight),
+                  timeout=None if timeout is None else float(timeout))
 
 
 def build_rewards(specs: Sequence[Any] | None) -> list[Reward]:
@@ -128,11 +134,14 @@ def apply_reward(reward: Reward, traces: list[Trace], context: Mapping[str, Any]
             attempted += 1
             reward.stats["calls"] += 1
             try:
-                value = call_matching(reward.fn, kwargs)
+                if reward.timeout:
+                    value = run_with_time_limit(functools.partial(call_matching, reward.fn, kwargs), reward.timeout)
+                else:
+                    value = call_matching(reward.fn, kwargs)
             except ConfigError:
                 raise
             except Exception as e:  # untrusted output or a user estimator's bug: isolate to this sample
-                reward.stats["errors"] += 1
+                reward.stats["timeouts" if isinstance(e, GradingTimeout) else "errors"] += 1
                 failed += 1
                 trace.meta.setdefault("reward_errors", []).append(f"{reward.name}: {type(e).__name__}: {e}"[:300])
                 value = _fallback(on_error)
