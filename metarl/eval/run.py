@@ -1,0 +1,261 @@
+"""``metarl-eval`` from a composed config: strategies × budgets on held-out questions, with difficulty bins.
+
+Everything checkable without a model (budgets, strategies, questions, run directory) is checked first,
+so a typo fails in a second with a message naming the key. Then the policy is loaded, every strategy
+runs at every budget (:func:`metarl.eval.engine.evaluate_strategies`), questions are binned by the
+difficulty model's pass@1 (:mod:`metarl.eval.difficulty`), and the run directory gets
+``eval/results.jsonl``, ``eval/samples.jsonl``, ``eval/summary.csv``, ``eval/difficulty.json``,
+``eval/config.yaml`` and ``eval/meta.json``; a table of accuracy per strategy and budget is printed.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from metarl.cli.common import answer_tools, plain
+from metarl.eval.difficulty import (compute_difficulty, counts_from_samples, read_difficulty,
+                                    write_difficulty)
+from metarl.eval.engine import Evaluation, evaluate_strategies, sample_and_grade, sample_records
+from metarl.eval.outputs import attach_bins, format_table, summarize, write_jsonl, write_summary_csv
+from metarl.eval.questions import load_questions
+from metarl.eval.sampling import PARALLEL, UNLIMITED_ROUNDS, Generation, PolicySampler
+from metarl.eval.strategies import Question, Strategy, bind_verifiers, build_strategies
+from metarl.registry import ConfigError
+
+log = logging.getLogger("metarl")
+
+DEFAULT_REVISION_CUE = "<revise>"
+"""Revision cue when neither ``revisions.cue`` nor the task's ``revision_cue`` is set (the tag format)."""
+OUTPUT_FILES = ("results.jsonl", "samples.jsonl", "summary.csv", "difficulty.json", "meta.json", "config.yaml")
+
+
+@dataclass
+class EvalPlan:
+    """What :func:`validate` resolved: questions, strategies and answer tools, ready for a model."""
+
+    task: Any
+    questions: list[Question]
+    data_problems: list[str]
+    strategies: list[Strategy]
+    budgets: list[int]
+    n: int
+    grader: Any
+    extract: Any
+    suffix: str
+    answer_stop: list[str]
+
+
+def _int_list(value: Any, key: str) -> list[int]:
+    vals = value if isinstance(value, list | tuple) else [value]
+    try:
+        out = [int(v) for v in vals]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a list of positive integers (e.g. [32,64,128]), got {value!r}") from None
+    if not out or any(v < 1 or v != x for v, x in zip(out, vals)):
+        raise ConfigError(f"{key} must be a list of positive integers (e.g. [32,64,128]), got {value!r}")
+    return sorted(set(out))
+
+
+def _task(cfg: DictConfig):
+    spec = plain(cfg.task.get("task"))
+    if not spec:
+        return None
+    from metarl.tasks import build_task
+
+    return build_task(spec)
+
+
+def strategy_defaults(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
+    """Keyword arguments of the built-in strategies from the config sections of the same name."""
+    verifier = plain(cfg.best_of_n.get("verifier")) or "self_verify"
+    verdict = plain(cfg.get("verdict")) or {}
+    if verifier == "self_verify" and verdict:
+        verifier = {"_target_": "self_verify", **verdict}
+    bon = {"verifier": verifier}
+    rev = dict(plain(cfg.revisions) or {})
+    rev["cue"] = rev.get("cue") or getattr(task, "revision_cue", None) or DEFAULT_REVISION_CUE
+    k = {"k": plain(cfg.pass_at_k.get("k"))}
+    return {"pass@k": k, "pass_at_k": k, "best_of_n": bon, "weighted_best_of_n": bon, "revisions": rev,
+            "budget_forcing": dict(plain(cfg.budget_forcing) or {})}
+
+
+def validate(cfg: DictConfig) -> EvalPlan:
+    """Check the config and build everything that needs no model; raise ``ConfigError`` naming the key."""
+    budgets = _int_list(plain(cfg.budgets), "budgets")
+    n = int(cfg.n)
+    if n < 1:
+        raise ConfigError(f"n={cfg.n}: need at least 1 sample per question")
+    if float(cfg.temperature) < 0:
+        raise ConfigError(f"temperature={cfg.temperature}: use 0 (greedy) or a positive value")
+    if float(cfg.temperature) == 0 and n > 1:
+        log.warning("temperature=0 decodes greedily: all n=%d samples of a question are identical", n)
+    if cfg.get("length_prompt") not in (None, "exact", "max"):
+        raise ConfigError(f"length_prompt={cfg.length_prompt!r}: use null, exact or max")
+    task = _task(cfg)
+    strategies = build_strategies(plain(cfg.strategies), n, strategy_defaults(cfg, task))
+    limit = cfg.get("n_questions")
+    questions, problems = load_questions(plain(cfg.task), task, data=cfg.get("data"),
+                                         data_seed=int(cfg.get("data_seed", 0)),
+                                         limit=None if limit is None else int(limit))
+    grader, extract, _ = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"), cfg.get("verdict"))
+    suffix = cfg.get("suffix") or (task.termination_suffix if task is not None else "\nFinal answer: ")
+    stop = list(getattr(task, "answer_stop", []) or [])
+    d = cfg.difficulty
+    if d.enabled and not d.get("file"):
+        _int_list(int(d.n or n), "difficulty.n")
+        _int_list(int(d.budget or max(budgets)), "difficulty.budget")
+    return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, suffix, stop)
+
+
+def prepare_run_dir(run_dir: str, overwrite: bool) -> Path:
+    """Create ``run_dir/eval``; refuse to overwrite an earlier evaluation unless ``overwrite``."""
+    from metarl.runlog import check_writable
+
+    root = check_writable(run_dir)
+    out = root / "eval"
+    existing = [f for f in OUTPUT_FILES if (out / f).exists()]
+    if existing and not overwrite:
+        raise ConfigError(f"run_dir {str(root)!r} already holds an evaluation (eval/{existing[0]}); choose a new "
+                          "run_dir or pass overwrite=true")
+    for f in existing:
+        (out / f).unlink()
+    out.mkdir(exist_ok=True)
+    return root
+
+
+def _load_policy(model_cfg: dict[str, Any], device: str):
+    import torch
+
+    from metarl.models.loading import load_model_and_tokenizer
+
+    model_cfg = dict(model_cfg)
+    model_cfg.pop("lora", None)
+    model, tok = load_model_and_tokenizer(**model_cfg)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model.to(device)
+    model.eval()
+    return model, tok
+
+
+def check_context(model, tok, questions: list[Question], budget: int, suffix: str, answer_tokens: int) -> None:
+    """The longest prompt plus the largest budget, the suffix and a forced answer must fit the model."""
+    from metarl.generation import prompt_ids_for
+
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if not limit:
+        return
+    longest = max(len(prompt_ids_for(tok, q.prompt)) for q in questions)
+    need = longest + budget + len(tok(suffix, add_special_tokens=False)["input_ids"]) + answer_tokens + 16
+    if need > limit:
+        raise ConfigError(f"budgets: the longest prompt ({longest} tokens) plus the largest budget {budget}, the "
+                          f"suffix and a forced answer need {need} positions, but the model has {limit}; lower the "
+                          "budgets (or answer_tokens)")
+
+
+def _difficulty_model_cfg(cfg: DictConfig) -> dict[str, Any] | None:
+    spec = plain(cfg.difficulty.get("model"))
+    if spec is None:
+        return None
+    base = {k: v for k, v in (plain(cfg.model) or {}).items() if k in ("dtype", "trust_remote_code")}
+    if isinstance(spec, str):
+        return {**base, "name_or_path": spec}
+    if isinstance(spec, dict) and spec.get("name_or_path"):
+        return {**base, **spec}
+    raise ConfigError(f"difficulty.model={spec!r}: give a model name / directory or a mapping with name_or_path")
+
+
+def difficulty(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, policy_sampler: PolicySampler,
+               run_dir: Path, prompt_for) -> tuple[dict[str, int] | None, dict[str, Any]]:
+    """Question bins: from ``difficulty.file``, the evaluation's own parallel samples, or a fresh sampling
+    with the difficulty model. Returns ``({question_id: bin}, info)`` and writes ``eval/difficulty.json``."""
+    d = cfg.difficulty
+    if not d.enabled:
+        return None, {"enabled": False}
+    if d.get("file"):
+        return read_difficulty(d.file), {"file": str(d.file)}
+    budget, n = int(d.budget or max(plan.budgets)), int(d.n or plan.n)
+    model_cfg = _difficulty_model_cfg(cfg)
+    reuse = model_cfg is None and budget in plan.budgets and n == plan.n and \
+        any(s.generation == PARALLEL for s in plan.strategies)
+    if reuse:
+        records = [r for r in ev.samples if r["generation"] == PARALLEL.name and r["budget"] == budget]
+        source = "evaluated model (samples of the evaluation)"
+    else:
+        sampler = policy_sampler
+        if model_cfg is not None:
+            model, tok = _load_policy(model_cfg, str(cfg.get("device", "auto")))
+            sampler = PolicySampler(model, tok, suffix=plan.suffix, answer_stop=plan.answer_stop,
+                                    answer_tokens=int(cfg.answer_tokens), temperature=float(cfg.temperature),
+                                    top_p=float(cfg.top_p), batch_size=int(cfg.batch_size))
+        gen = Generation("difficulty")
+        graded = sample_and_grade(plan.questions, sampler, budget, n, gen, seed=int(cfg.seed), extract=plan.extract,
+                                  grade=plan.grader, prompt_for=prompt_for)
+        records = [r for q, ss in zip(plan.questions, graded) for r in sample_records(q, ss, budget, gen.name,
+                                                                                       seed=int(cfg.seed))]
+        ev.samples += records
+        source = model_cfg["name_or_path"] if model_cfg else "evaluated model"
+    entries = compute_difficulty(counts_from_samples(records), n_bins=int(d.n_bins), ties=str(d.ties))
+    info = {"model": source, "budget": budget, "n": n, "n_bins": int(d.n_bins), "ties": str(d.ties)}
+    write_difficulty(run_dir / "eval" / "difficulty.json", entries, **info)
+    return {e.question_id: e.difficulty_bin for e in entries}, info
+
+
+def run(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate as the config says; return ``{"run_dir", "summary", "meta"}`` (also written to eval/)."""
+    from metarl.rewards.budget import budget_prompt
+    from metarl.utils import seed_everything, set_threads
+
+    set_threads(int(cfg.threads))
+    seed_everything(int(cfg.seed))
+    t0 = time.time()
+    plan = validate(cfg)
+    run_dir = prepare_run_dir(str(cfg.run_dir), bool(cfg.get("overwrite", False)))
+    (run_dir / "eval" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if not (run_dir / "config.yaml").exists():  # never clobber a training run's config
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    for p in plan.data_problems:
+        print(f"[metarl-eval] data problem: {p}", file=sys.stderr, flush=True)
+
+    model, tok = _load_policy(plain(cfg.model), str(cfg.get("device", "auto")))
+    check_context(model, tok, plan.questions, max(plan.budgets), plan.suffix, int(cfg.answer_tokens))
+    bind_verifiers(plan.strategies, model, tok)
+    sampler = PolicySampler(model, tok, suffix=plan.suffix, answer_stop=plan.answer_stop,
+                            answer_tokens=int(cfg.answer_tokens), temperature=float(cfg.temperature),
+                            top_p=float(cfg.top_p), batch_size=int(cfg.batch_size))
+    mode = cfg.get("length_prompt")
+    prompt_for = (lambda q, b: budget_prompt(q.prompt, b, mode)) if mode else None
+    print(f"[metarl-eval] {len(plan.questions)} questions, budgets {plan.budgets}, n={plan.n}, strategies "
+          f"{[name for s in plan.strategies for name in s.names()]}", flush=True)
+    ev = evaluate_strategies(plan.questions, plan.strategies, plan.budgets, sampler, n=plan.n, extract=plan.extract,
+                             grade=plan.grader, seed=int(cfg.seed), prompt_for=prompt_for,
+                             progress=lambda m: print(f"[metarl-eval] {m}", flush=True))
+    bins, dinfo = difficulty(cfg, plan, ev, sampler, run_dir, prompt_for)
+    unbinned = attach_bins(ev.rows, bins)
+    if bins is not None and unbinned:
+        print(f"[metarl-eval] {unbinned} result rows have no difficulty bin (question not in the difficulty file)",
+              file=sys.stderr, flush=True)
+    summary = summarize(ev.rows, seed=int(cfg.seed))
+    out = run_dir / "eval"
+    write_jsonl(out / "results.jsonl", ev.rows)
+    write_jsonl(out / "samples.jsonl", ev.samples)
+    write_summary_csv(out / "summary.csv", summary)
+    meta = {"model": plain(cfg.model).get("name_or_path"), "questions": len(plan.questions), "budgets": plan.budgets,
+            "n": plan.n, "strategies": [name for s in plan.strategies for name in s.names()],
+            "generations": {s.generation.name: {"continuation": s.generation.continuation,
+                                                "max_rounds": None if s.generation.max_rounds >= UNLIMITED_ROUNDS
+                                                else s.generation.max_rounds} for s in plan.strategies},
+            "difficulty": dinfo, "data_problems": plan.data_problems, "grader_stats": dict(plan.grader.stats),
+            "seconds": round(time.time() - t0, 1)}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    print(format_table(summary), flush=True)
+    print(f"[metarl-eval] wrote {out}/results.jsonl, samples.jsonl, summary.csv"
+          + (", difficulty.json" if dinfo.get("budget") else ""), flush=True)
+    return {"run_dir": str(run_dir), "summary": summary, "meta": meta}

@@ -1,0 +1,309 @@
+"""Test-time strategies (Snell et al.; s1): how ``n`` samples of a question become a graded result.
+
+Every strategy has a :class:`~metarl.eval.sampling.Generation` (how its samples are drawn; strategies
+with equal generations share one set of samples per budget) and ``select(question, samples)``, which
+returns one :class:`Outcome` per reported strategy name. Built-in strategies (``STRATEGIES``):
+
+* ``pass@k``: unbiased pass@k ``1 − C(n−c, k)/C(n, k)`` for each k, reported as ``pass@1``, ``pass@4``, …;
+* ``majority``: majority vote over the samples' extracted answers (ties: the answer seen first);
+* ``best_of_n``: the answer of the sample with the highest verifier score;
+* ``weighted_best_of_n``: verifier scores summed per distinct answer, the heaviest answer wins;
+* ``revisions``: sequential revisions — after a stream stops, the task's revision cue (``<revise>``) is
+  appended and it continues, ``rounds`` times, all rounds within the budget; the final answer is the
+  last one stated; reported: the mean correctness of the ``n`` chains;
+* ``budget_forcing``: s1 — when the stream stops before the budget its end becomes ``continuation``
+  ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``.
+
+Tokens: the budget bounds the thinking tokens of **each sample**. ``Outcome.samples_used`` says how
+many samples the strategy's answer consumes (k for pass@k, n for voting and Best-of-N, 1 for a chain),
+so total tokens = samples_used × mean tokens per sample.
+
+A custom strategy is a :class:`Strategy` subclass or a plain function
+``fn(question, samples) -> float | bool`` (correctness from parallel samples), named by dotted path.
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metarl.eval.sampling import PARALLEL, UNLIMITED_ROUNDS, Generation
+from metarl.eval.verifiers import build_verifier, verifier_name
+from metarl.metrics import best_of_n, majority_vote, pass_at_k, weighted_best_of_n
+from metarl.registry import ConfigError, build
+
+
+@dataclass(frozen=True)
+class Question:
+    """A held-out question: id, prompt (text or chat messages), gold answer, optional extra fields."""
+
+    id: str
+    prompt: Any
+    answer: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def prompt_text(self) -> str:
+        """The prompt as one string (chat messages joined), as graders and verifiers read it."""
+        if isinstance(self.prompt, str):
+            return self.prompt
+        return "\n".join(str(m.get("content", "")) for m in self.prompt)
+
+
+@dataclass
+class GradedSample:
+    """A sample with its extracted answer and correctness; ``scores`` caches verifier scores by name."""
+
+    index: int
+    completion: str
+    answer: str | None
+    correct: bool
+    thinking_tokens: int
+    tokens: int
+    forced: bool = False
+    rounds: int = 0
+    scores: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One result of a strategy on one question: correctness in [0, 1] (a fraction for pass@k and
+    chains), how many samples the answer consumes, the selected answer when there is one."""
+
+    strategy: str
+    correct: float
+    samples_used: int
+    selected: str | None = None
+
+
+def verifier_scores(verifier: Callable[..., float], question: Question,
+                    samples: Sequence[GradedSample]) -> list[float]:
+    """``verifier(prompt, completion, answer)`` for every sample, computed once and cached on the sample."""
+    name = verifier_name(verifier)
+    out = []
+    for s in samples:
+        if name not in s.scores:
+            v = float(verifier(question.prompt, s.completion, s.answer))
+            if not math.isfinite(v):
+                raise ValueError(f"verifier {name!r} returned {v} for question {question.id!r} sample {s.index}; "
+                                 "scores must be finite numbers")
+            s.scores[name] = v
+        out.append(s.scores[name])
+    return out
+
+
+def _correct_of(samples: Sequence[GradedSample], selected: str | None) -> float:
+    """Correctness of a selected answer: that of the first sample stating exactly that text."""
+    if selected is None:
+        return 0.0
+    answers = [s.answer for s in samples]
+    return float(samples[answers.index(selected)].correct)
+
+
+class Strategy(ABC):
+    """A test-time strategy: ``generation`` says how samples are drawn, ``select`` grades them."""
+
+    name: str = "strategy"
+    generation: Generation = PARALLEL
+
+    def names(self) -> list[str]:
+        """The strategy names this strategy reports (one result row each per question and budget)."""
+        return [self.name]
+
+    def check(self, n: int) -> None:
+        """Raise ``ConfigError`` if the strategy cannot run with ``n`` samples per question."""
+
+    @abstractmethod
+    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
+        """One :class:`Outcome` per name in :meth:`names`."""
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r}, {self.generation})"
+
+
+class PassAtK(Strategy):
+    """Unbiased pass@k from ``n`` samples for every k in ``k`` (Chen et al. 2021), via ``metrics.pass_at_k``."""
+
+    def __init__(self, k: Sequence[int] | int = (1,), name: str = "pass@k") -> None:
+        ks = [k] if isinstance(k, int) else list(k)
+        if not ks or any(isinstance(x, bool) or int(x) != x or x < 1 for x in ks):
+            raise ConfigError(f"pass@k: k must be a list of positive integers, got {k!r}")
+        self.k = sorted({int(x) for x in ks})
+        self.name = name
+
+    def names(self) -> list[str]:
+        return [f"pass@{k}" for k in self.k]
+
+    def check(self, n: int) -> None:
+        bad = [k for k in self.k if k > n]
+        if bad:
+            raise ConfigError(f"pass@k: k={bad} exceeds n={n} samples per question; raise n or drop those k")
+
+    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
+        n, c = len(samples), sum(s.correct for s in samples)
+        return [Outcome(f"pass@{k}", pass_at_k(n, c, k), k) for k in self.k]
+
+
+class MajorityVote(Strategy):
+    """Majority vote over the extracted answers (``metrics.majority_vote``; unanswered samples do not vote)."""
+
+    def __init__(self, name: str = "majority") -> None:
+        self.name = name
+
+    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
+        chosen = majority_vote([s.answer for s in samples])
+        return [Outcome(self.name, _correct_of(samples, chosen), len(samples), chosen)]
+
+
+class BestOfN(Strategy):
+    """The answer of the highest-scoring sample under ``verifier`` (``metrics.best_of_n``)."""
+
+    def __init__(self, verifier: Any = "self_verify", name: str = "best_of_n") -> None:
+        self.verifier = build_verifier(verifier)
+        self.name = name
+
+    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
+        chosen = best_of_n([s.answer for s in samples], verifier_scores(self.verifier, question, samples))
+        return [Outcome(self.name, _correct_of(samples, chosen), len(samples), chosen)]
+
+
+class WeightedBestOfN(BestOfN):
+    """Verifier scores summed per distinct answer; the heaviest answer wins (``metrics.weighted_best_of_n``)."""
+
+    def __init__(self, verifier: Any = "self_verify", name: str = "weighted_best_of_n") -> None:
+        super().__init__(verifier, name)
+
+    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
+        chosen = weighted_best_of_n([s.answer for s in samples], verifier_scores(self.verifier, question, samples))
+        return [Outcome(self.name, _correct_of(samples, chosen), len(samples), chosen)]
+
+
+class _Chains(Strategy):
+    """Each sample is one chain whose final (last stated) answer is graded; reports the mean over chains."""
+
+    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
+        if not samples:
+            return [Outcome(self.name, 0.0, 1)]
+        return [Outcome(self.name, sum(s.correct for s in samples) / len(samples), 1)]
+
+
+class SequentialRevisions(_Chains):
+    """Snell et al.'s sequential revisions: ``rounds`` times, append ``cue`` after the stream stops and
+    continue; the budget covers all rounds; the final answer is the last one stated."""
+
+    def __init__(self, rounds: int = 2, cue: str = "<revise>", name: str = "revisions") -> None:
+        if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
+            raise ConfigError(f"revisions.rounds must be a positive integer, got {rounds!r}")
+        if not cue:
+            raise ConfigError("revisions.cue is empty; set the revision cue, e.g. '<revise>'")
+        self.name, self.rounds, self.cue = name, int(rounds), cue
+        self.generation = Generation(name, continuation=cue, max_rounds=int(rounds))
+
+
+class BudgetForcing(_Chains):
+    """s1 budget forcing: a stream that stops before the budget has its end replaced by ``continuation``
+    and continues (at most ``max_continuations`` times; None: while the budget lasts); at the budget
+    an answer is forced with the termination suffix."""
+
+    def __init__(self, continuation: str = "Wait", max_continuations: int | None = None,
+                 name: str = "budget_forcing") -> None:
+        if not continuation:
+            raise ConfigError("budget_forcing.continuation is empty; use e.g. 'Wait' (or '<revise>' for tags)")
+        if max_continuations is not None and (int(max_continuations) != max_continuations or max_continuations < 1):
+            raise ConfigError(f"budget_forcing.max_continuations must be a positive integer or null, "
+                              f"got {max_continuations!r}")
+        self.name, self.continuation = name, continuation
+        rounds = UNLIMITED_ROUNDS if max_continuations is None else int(max_continuations)
+        self.generation = Generation(name, continuation=continuation, max_rounds=rounds)
+
+
+class FunctionStrategy(Strategy):
+    """A plain function ``fn(question, samples) -> float | bool`` over parallel samples, as a strategy."""
+
+    def __init__(self, fn: Callable[..., Any], name: str | None = None) -> None:
+        self.fn = fn
+        self.name = name or getattr(getattr(fn, "func", fn), "__name__", "custom")
+
+    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
+        v = self.fn(question, samples)
+        if isinstance(v, list):
+            return v
+        v = float(v)
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"strategy {self.name!r} returned {v} for question {question.id!r}; "
+                             "return a correctness in [0, 1]")
+        return [Outcome(self.name, v, len(samples))]
+
+
+STRATEGIES: dict[str, str] = {
+    "pass@k": "metarl.eval.strategies.PassAtK",
+    "pass_at_k": "metarl.eval.strategies.PassAtK",
+    "majority": "metarl.eval.strategies.MajorityVote",
+    "majority_vote": "metarl.eval.strategies.MajorityVote",
+    "best_of_n": "metarl.eval.strategies.BestOfN",
+    "weighted_best_of_n": "metarl.eval.strategies.WeightedBestOfN",
+    "revisions": "metarl.eval.strategies.SequentialRevisions",
+    "budget_forcing": "metarl.eval.strategies.BudgetForcing",
+}
+"""Short strategy names -> dotted paths (any dotted path to a Strategy class or function works too)."""
+
+
+def build_strategy(spec: Any, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> Strategy:
+    """A strategy from a short name, dotted path, ``_target_`` mapping, Strategy or function.
+
+    ``defaults`` maps a short name (e.g. ``"revisions"``) to keyword arguments used when the spec does
+    not give them (the config sections ``pass_at_k``, ``best_of_n``, ``revisions``, ``budget_forcing``).
+    """
+    if isinstance(spec, Strategy):
+        return spec
+    if isinstance(spec, Mapping):
+        kwargs = dict(spec)
+        target = kwargs.pop("_target_", None)
+        if target is None:
+            raise ConfigError(f"strategy spec {dict(spec)} has no `_target_`; name one of {sorted(STRATEGIES)} "
+                              "or a dotted path")
+    elif isinstance(spec, str):
+        target, kwargs = spec, {}
+    elif callable(spec):
+        return FunctionStrategy(spec)
+    else:
+        raise ConfigError(f"cannot build a strategy from {spec!r}")
+    merged = {**dict((defaults or {}).get(str(target), {}) or {}), **kwargs}
+    obj = build({"_target_": target, **merged} if merged else target, STRATEGIES, kind="strategy")
+    if isinstance(obj, Strategy):
+        return obj
+    if callable(obj):
+        return FunctionStrategy(obj)
+    raise ConfigError(f"strategy {target!r} built {obj!r}, which is neither a Strategy nor a function")
+
+
+def build_strategies(specs: Sequence[Any], n: int,
+                     defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[Strategy]:
+    """Build every strategy, check it can run with ``n`` samples, and check reported names are unique."""
+    if isinstance(specs, str | Mapping) or not specs:
+        raise ConfigError(f"strategies must be a non-empty list (e.g. [pass@k, majority]), got {specs!r}")
+    out = [build_strategy(s, defaults) for s in specs]
+    seen: dict[str, Strategy] = {}
+    gens: dict[str, Generation] = {}
+    for s in out:
+        s.check(n)
+        for name in s.names():
+            if name in seen:
+                raise ConfigError(f"two strategies report {name!r} ({seen[name]!r} and {s!r}); give one a `name`")
+            seen[name] = s
+        g = s.generation
+        if g.name in gens and gens[g.name] != g:
+            raise ConfigError(f"two strategies draw samples named {g.name!r} differently ({gens[g.name]} vs {g}); "
+                              "give one a different `name`")
+        gens[g.name] = g
+    return out
+
+
+def bind_verifiers(strategies: Sequence[Strategy], model, tokenizer) -> None:
+    """Give the policy to every strategy verifier that asks for it (has ``bind(model, tokenizer)``)."""
+    for s in strategies:
+        bind = getattr(getattr(s, "verifier", None), "bind", None)
+        if callable(bind):
+            bind(model, tokenizer)
