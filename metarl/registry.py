@@ -139,18 +139,35 @@ def call_matching(fn: Callable, available: Mapping[str, Any]) -> Any:
     >>> call_matching(reward, {"episode": "4", "answer": "4", "trace": None})
     1.0
     """
+    return matcher(fn)(available)
+
+
+def matcher(fn: Callable) -> Callable[[Mapping[str, Any]], Any]:
+    """``call_matching`` for one ``fn`` with its signature read once: ``matcher(fn)(available)``.
+
+    For calling the same function on many samples (a reward on every episode of a batch).
+
+    >>> call = matcher(lambda episode, answer=None: episode)
+    >>> call({"episode": 3, "trace": None}), call({"episode": 4, "answer": 1})
+    (3, 4)
+    """
     names, var_kw = wanted_args(fn)
     if var_kw:
-        return fn(**available)
+        return lambda available: fn(**available)
     target = fn.func if isinstance(fn, functools.partial) else fn
     try:
         params = inspect.signature(target).parameters
     except (TypeError, ValueError):
         params = {}
-    missing = [n for n in names if n not in available and n in params and params[n].default is inspect.Parameter.empty]
-    if missing:
-        raise ConfigError(
-            f"{getattr(fn, '__name__', fn)!r} asks for {missing}, which metarl does not provide here; "
-            f"available: {sorted(available)}"
-        )
-    return fn(**{n: available[n] for n in names if n in available})
+    required = [n for n in names if n in params and params[n].default is inspect.Parameter.empty]
+
+    def call(available: Mapping[str, Any]) -> Any:
+        missing = [n for n in required if n not in available]
+        if missing:
+            raise ConfigError(
+                f"{getattr(fn, '__name__', fn)!r} asks for {missing}, which metarl does not provide here; "
+                f"available: {sorted(available)}"
+            )
+        return fn(**{n: available[n] for n in names if n in available})
+
+    return call

@@ -16,11 +16,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from metarl.registry import ConfigError
+
 COMPLETE_MARKER = ".complete"
 
 
-class RunDirError(RuntimeError):
-    """The run directory cannot be used (unwritable, disk full)."""
+class RunDirError(ConfigError, RuntimeError):
+    """The run directory cannot be used (unwritable, disk full); a ``ConfigError`` on the ``run_dir`` key, so
+    the command-line tools report it as a configuration error (exit code 2) before any model loads."""
 
 
 def check_writable(run_dir: str | Path, min_free_mb: int = 50) -> Path:
@@ -33,12 +36,12 @@ def check_writable(run_dir: str | Path, min_free_mb: int = 50) -> Path:
             f.flush()
             os.fsync(f.fileno())
     except OSError as e:
-        raise RunDirError(f"run directory {str(run_dir)!r} is not writable ({e.strerror or e}); "
+        raise RunDirError(f"run_dir={str(run_dir)!r} is not writable ({e.strerror or e}); "
                           f"choose another with run_dir=PATH") from None
     free_mb = shutil.disk_usage(run_dir).free / 2**20
     if free_mb < min_free_mb:
-        raise RunDirError(f"run directory {str(run_dir)!r} has only {free_mb:.0f} MiB free (need {min_free_mb}); "
-                          f"free space or choose another run_dir")
+        raise RunDirError(f"run_dir={str(run_dir)!r} has only {free_mb:.0f} MiB free (need {min_free_mb}); "
+                          f"free space or choose another with run_dir=PATH")
     return run_dir
 
 
@@ -72,7 +75,9 @@ class RunLog:
             return
         lines = "".join(json.dumps({k: _finite(v) for k, v in r.items()}, default=_json_default,
                                    ensure_ascii=False) + "\n" for r in records)
-        with open(self.path(name), "a", encoding="utf-8") as f:
+        # backslashreplace: a lone surrogate in untrusted text is written as its JSON escape (\udXXX), which
+        # reads back as the same string, instead of failing the write
+        with open(self.path(name), "a", encoding="utf-8", errors="backslashreplace") as f:
             f.write(lines)
             f.flush()
             os.fsync(f.fileno())

@@ -7,6 +7,12 @@ the configured rewards (episode- and trace-level) and the objective's totals::
     total   = dense + alpha * outcome_term
 
 where ``outcome_term`` is ``trace.outcome`` or a named trace reward (e.g. ``lcpo_exact``).
+
+Model output is untrusted: segmentation of one trace is bounded in time (``segment_timeout``) and in
+episodes (``max_episodes_per_trace``: the tail beyond the limit is merged into the last episode, so the
+partition still holds); a segmenter that raises or overruns on one trace leaves that trace as a single
+episode, recorded in ``trace.meta["reward_errors"]`` / ``["reward_faults"]``. If the segmenter raises on
+every trace of a batch, scoring stops with a message naming it (a bug, not a bad sample).
 """
 from __future__ import annotations
 
@@ -15,9 +21,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from metarl.rewards import Reward, apply_reward
-from metarl.segmenters import segment
-from metarl.types import Trace
+from metarl.grading.deadline import GradingTimeout, run_with_time_limit
+from metarl.registry import ConfigError
+from metarl.rewards import Reward, RewardError, apply_reward, note_fault
+from metarl.segmenters import _context_for, build_segmenter, normalize_pieces, segment
+from metarl.types import Episode, Trace
+
+NORMALIZE_MODES = ("separate", "joint")
+SCALE_MODES = ("group", "batch", "none")
+BASELINES = ("group", "termination")
 
 
 @dataclass
@@ -38,6 +50,31 @@ class Objective:
     scale_rewards: str = "group"
     baseline: str = "group"
 
+    def __post_init__(self) -> None:
+        for key in ("alpha", "gamma"):
+            value = getattr(self, key)
+            try:
+                number = float(value)
+            except (TypeError, ValueError):
+                number = math.nan
+            if isinstance(value, bool) or not math.isfinite(number):
+                raise ConfigError(f"objective.{key}={value!r} must be a finite number, e.g. objective.{key}=1.0")
+            setattr(self, key, number)
+        if not 0.0 <= self.gamma <= 1.0:
+            raise ConfigError(f"objective.gamma={self.gamma} is a discount and must lie in [0, 1] (1 = undiscounted)")
+        for key, allowed in (("normalize", NORMALIZE_MODES), ("scale_rewards", SCALE_MODES),
+                             ("baseline", BASELINES)):
+            if getattr(self, key) not in allowed:
+                raise ConfigError(f"objective.{key}={getattr(self, key)!r} is not supported; use one of "
+                                  f"{', '.join(allowed)}")
+        for key in ("outcome_reward",):
+            if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
+                raise ConfigError(f"objective.{key}={getattr(self, key)!r} must be a reward name or null")
+        if self.dense is not None and (isinstance(self.dense, str) or
+                                       not all(isinstance(d, str) for d in self.dense)):
+            raise ConfigError(f"objective.dense={self.dense!r} must be a list of reward names (or null: all "
+                              f"episode rewards), e.g. objective.dense=[verification_correctness]")
+
 
 @dataclass
 class Scorer:
@@ -51,8 +88,19 @@ class Scorer:
     tokenizer: Any = None
     on_error: str = "zero"
     state: dict[str, Any] = field(default_factory=dict)
+    max_episodes_per_trace: int | None = 1024
+    segment_timeout: float | None = 30.0
 
     def __post_init__(self) -> None:
+        if self.on_error not in ("zero", "nan"):
+            raise ConfigError(f"on_reward_error={self.on_error!r}: use zero (a failed sample gets reward 0) or nan "
+                              f"(it is excluded)")
+        limit = self.max_episodes_per_trace
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"max_episodes_per_trace={limit!r} must be a positive integer or null (no limit)")
+        if self.segment_timeout is not None and not float(self.segment_timeout) > 0:
+            raise ConfigError(f"segment_timeout={self.segment_timeout!r} must be a positive number of seconds or "
+                              f"null (no limit)")
         names = {r.name for r in self.rewards}
         if self.objective.outcome_reward and self.objective.outcome_reward not in names:
             raise ValueError(f"objective.outcome_reward={self.objective.outcome_reward!r} is not among the "
@@ -66,10 +114,44 @@ class Scorer:
         chosen = self.objective.dense
         return [r for r in self.rewards if r.level == "episode" and (chosen is None or r.name in chosen)]
 
-    def segment(self, trace: Trace) -> Trace:
+    def segment(self, trace: Trace, isolate: bool = True) -> Trace:
+        """Fill ``trace.episodes``. With ``isolate`` a segmenter that raises or runs past ``segment_timeout``
+        leaves the trace as one ``other`` episode (recorded as a fault on the trace) instead of raising."""
         ids = trace.completion_ids if self.tokenizer is not None else None
-        trace.episodes = segment(self.segmenter, trace.completion, token_ids=ids, tokenizer=self.tokenizer)
+        seg = self.segmenter if self.max_episodes_per_trace is None else \
+            EpisodeLimit(self.segmenter, self.max_episodes_per_trace)
+
+        def run() -> list[Episode]:
+            return segment(seg, trace.completion, token_ids=ids, tokenizer=self.tokenizer)
+
+        try:
+            trace.episodes = run_with_time_limit(run, self.segment_timeout)
+        except ConfigError:
+            raise
+        except Exception as e:
+            if not isolate:
+                raise
+            trace.meta["segment_fault"] = "timeout" if isinstance(e, GradingTimeout) else "error"
+            note_fault(trace, "segmenter", "segment", f"{type(e).__name__}: {e}")
+            trace.episodes = [self._whole(trace)]
+            return trace
+        if isinstance(seg, EpisodeLimit) and seg.merged:
+            trace.meta["episodes_merged"] = seg.merged
         return trace
+
+    def _whole(self, trace: Trace) -> Episode:
+        """The whole completion as one episode (the fallback when segmentation fails)."""
+        text = trace.completion
+        ep = Episode("other", 0, len(text), text, info={"segment_failed": True})
+        if self.tokenizer is not None:
+            n = len(trace.completion_ids) if trace.completion_ids is not None else None
+            if n is None:
+                try:
+                    n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+                except Exception:  # text no tokenizer accepts (lone surrogates): no token span
+                    return ep
+            ep.token_start, ep.token_end = 0, n
+        return ep
 
     def context(self) -> dict[str, Any]:
         return {"grader": self.grader, "extract_answer": self.extract_answer, "parse_verdict": self.parse_verdict,
@@ -80,9 +162,15 @@ class Scorer:
         if any(r.needs_model for r in self.rewards) and (self.model is None or self.tokenizer is None):
             bad = [r.name for r in self.rewards if r.needs_model]
             raise ValueError(f"rewards {bad} need a model: set `model` (e.g. model.name_or_path=...)")
+        todo = [t for t in traces if not t.episodes]
+        for t in todo:
+            self.segment(t)
+        if len(todo) > 1 and all(t.meta.get("segment_fault") == "error" for t in todo):
+            name = getattr(self.segmenter, "__name__", None) or type(self.segmenter).__name__
+            raise RewardError(f"segmenter {name!r} raised on every one of the {len(todo)} traces of this batch: "
+                              f"{todo[0].meta['reward_errors'][0]}; fix the segmenter (a custom one must return "
+                              f"pieces that partition the completion) or choose another with segmenter=...")
         for t in traces:
-            if not t.episodes:
-                self.segment(t)
             if t.answer is not None and t.outcome is None:
                 try:
                     t.outcome = float(bool(self.grader(self.extract_answer(t.completion), t.answer, t.prompt)))
@@ -118,6 +206,31 @@ class Scorer:
         trace.rewards["dense"] = dense
         out = self.outcome_term(trace)
         trace.rewards["total"] = dense + self.objective.alpha * (0.0 if math.isnan(out) else out)
+
+
+class EpisodeLimit:
+    """Wraps a segmenter: at most ``limit`` episodes, the rest of the text merged into the last one.
+
+    Bounds the work per trace (token mapping and every episode reward) on pathological output such as
+    a megabyte of ``<attempt>`` tags. ``merged`` is how many episodes the last call folded away.
+    """
+
+    def __init__(self, segmenter: Any, limit: int) -> None:
+        segmenter = segmenter if callable(segmenter) else build_segmenter(segmenter)
+        self.segmenter, self.limit, self.merged = segmenter, limit, 0
+        self.__name__ = getattr(segmenter, "__name__", None) or type(segmenter).__name__
+
+    def __call__(self, text: str, **context: Any) -> list[Episode]:
+        episodes = normalize_pieces(text, self.segmenter(text, **_context_for(self.segmenter, context)),
+                                    self.__name__)
+        self.merged = max(0, len(episodes) - self.limit)
+        if not self.merged:
+            return episodes
+        head, tail = episodes[: self.limit - 1], episodes[self.limit - 1:]
+        first = tail[0]
+        last = Episode(first.kind, first.start, tail[-1].end, text[first.start: tail[-1].end],
+                       info={**first.info, "merged_episodes": len(tail)})
+        return [*head, last]
 
 
 def termination_values(trace: Trace) -> list[float]:

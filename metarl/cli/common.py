@@ -47,13 +47,25 @@ def reward_specs(rewards: Any) -> list[Any]:
 
 def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
     """(grader, extract_answer, parse_verdict): the task's own verifier/extractor when there is a task."""
-    from metarl.grading import build_grader, extract_answer, parse_verdict
+    from metarl.grading import ANSWER_STYLES, build_grader, extract_answer, parse_verdict
 
     verdict_kwargs = plain(verdict) or {}
+    if not isinstance(verdict_kwargs, dict):
+        raise ConfigError(f"verdict={verdict_kwargs!r} must be a mapping of parse_verdict options, "
+                          f"e.g. verdict.negative=[wrong,incorrect]")
     parse = functools.partial(parse_verdict, **verdict_kwargs) if verdict_kwargs else parse_verdict
+    try:
+        parse("correct")  # bad options fail here, once, not on every verify episode
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"verdict={verdict_kwargs}: {e}; options are positive=[...] and negative=[...]") from None
     if task is not None:
         return build_grader(task.verify), task.extract_answer, parse
-    grader = build_grader(plain(grader_spec))
+    if answer_style not in ANSWER_STYLES:
+        raise ConfigError(f"answer={answer_style!r} is not an answer style; use one of {', '.join(ANSWER_STYLES)}")
+    try:
+        grader = build_grader(plain(grader_spec))
+    except ConfigError as e:
+        raise ConfigError(f"grader={plain(grader_spec)!r}: {e}") from None
     return grader, functools.partial(extract_answer, style=answer_style), parse
 
 
@@ -63,15 +75,24 @@ def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer
     from metarl.scoring import Objective, Scorer
     from metarl.segmenters import build_segmenter
 
-    segmenter = build_segmenter(plain(cfg.segmenter))
+    seg_spec = plain(cfg.segmenter)
+    try:
+        segmenter = build_segmenter(seg_spec)
+    except (ConfigError, ValueError, TypeError) as e:
+        key = "segmenter._target_" if isinstance(seg_spec, dict) else "segmenter"
+        target = seg_spec.get("_target_") if isinstance(seg_spec, dict) else seg_spec
+        raise ConfigError(f"{key}={target!r}: {e}") from None
     rewards = build_rewards(reward_specs(cfg.get("rewards")))
     obj_cfg = plain(cfg.get("objective")) or {}
+    if not isinstance(obj_cfg, dict):
+        raise ConfigError(f"objective must be a mapping of options, got {obj_cfg!r}; e.g. objective.alpha=1.0")
     try:
         objective = Objective(**obj_cfg)
     except TypeError as e:
         raise ConfigError(f"objective: {e}; known keys: {list(Objective.__dataclass_fields__)}") from None
     grader, extract, parse = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"),
                                           cfg.get("verdict"))
+    limits = {k: plain(cfg.get(k)) for k in ("max_episodes_per_trace", "segment_timeout") if k in cfg}
     return Scorer(segmenter=segmenter, rewards=rewards, grader=grader, extract_answer=extract,
                   parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer,
-                  on_error=cfg.get("on_reward_error", "zero"))
+                  on_error=cfg.get("on_reward_error", "zero"), **limits)

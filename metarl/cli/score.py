@@ -109,11 +109,20 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
             counts["scored"] += len(batch)
             batch.clear()
 
-    total = sum(1 for _ in open(src, encoding="utf-8", errors="replace"))
-    with open(src, encoding="utf-8", errors="replace") as fin, open(out_path, "w", encoding="utf-8") as fout:
-        for number, line in enumerate(tqdm(fin, total=total, desc="metarl-score", unit="trace",
-                                           disable=total < 200, file=sys.stderr), start=1):
+    with open(src, "rb") as f:
+        total = sum(1 for _ in f)
+    # Lines are split on b"\n" only (JSONL); invalid UTF-8 bytes are replaced by U+FFFD and reported by line
+    # number; lone surrogates (valid JSON escapes) are written back as the same escapes (backslashreplace).
+    with open(src, "rb") as fin, open(out_path, "w", encoding="utf-8", errors="backslashreplace") as fout:
+        for number, raw in enumerate(tqdm(fin, total=total, desc="metarl-score", unit="trace",
+                                          disable=total < 200, file=sys.stderr), start=1):
             counts["lines"] += 1
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                line = raw.decode("utf-8", errors="replace")
+                print(f"metarl-score: {src}: line {number}: invalid UTF-8 bytes (first at byte {e.start}) were "
+                      f"replaced by U+FFFD before scoring", file=sys.stderr)
             if not line.strip():
                 flush(fout)
                 fout.write(json.dumps({"line": number, "error": "empty line"}) + "\n")
@@ -121,6 +130,8 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
                 continue
             try:
                 trace = parse_line(line, number)
+                if scorer.tokenizer is not None:
+                    _check_tokenizable(trace.completion, number)
             except BadLine as e:
                 if cfg.on_bad_line == "fail":
                     raise ConfigError(f"{src}: {e} (on_bad_line=skip would skip it)") from None
@@ -129,17 +140,29 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
                 fout.write(json.dumps({"line": number, "error": str(e)}) + "\n")
                 counts["bad"] += 1
                 continue
-            if scorer.tokenizer is not None and trace.completion_ids is None:
-                trace.completion_ids = scorer.tokenizer(trace.completion, add_special_tokens=False)["input_ids"]
             batch.append((number, trace))
             if len(batch) >= int(cfg.batch_size):
                 flush(fout)
         flush(fout)
-    errors = {r.name: r.stats for r in scorer.rewards if r.stats["errors"] or r.stats["nonfinite"]}
+    errors = {r.name: r.stats for r in scorer.rewards
+              if r.stats["errors"] or r.stats["nonfinite"] or r.stats.get("timeouts")}
     print(f"metarl-score: {counts['scored']} traces scored, {counts['bad']} bad lines skipped, "
           f"{counts['lines']} lines read -> {out_path}" + (f"; reward errors: {errors}" if errors else ""),
           file=sys.stderr)
     return {**counts, "output": str(out_path)}
+
+
+def _check_tokenizable(text: str, number: int) -> None:
+    """``BadLine`` for text no tokenizer accepts: lone surrogates (valid JSON escapes such as ``\\ud800``).
+
+    Token spans are then found from the text itself (offsets of a fast tokenizer), so characters outside
+    the tokenizer's vocabulary are fine; ids given in the line (``completion_ids``) are used as they are.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise BadLine(f"line {number}: the completion holds a lone surrogate ({text[e.start]!r} at char {e.start}), "
+                      f"which is not text a tokenizer accepts; fix the line or score without a tokenizer") from None
 
 
 def _tokenizer(spec: str):

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
-from metarl.registry import ConfigError, build, call_matching, wanted_args
+from metarl.registry import ConfigError, build, call_matching, matcher, wanted_args
 from metarl.types import Trace
 
 REWARDS: dict[str, str] = {
@@ -88,8 +88,14 @@ def build_reward(spec: Any) -> Reward:
 
 
 def build_rewards(specs: Sequence[Any] | None) -> list[Reward]:
-    """Build a list of rewards; names must be unique."""
-    rewards = [build_reward(s) for s in (specs or [])]
+    """Build a list of rewards; names must be unique. Errors name the config key (``rewards.<name>``)."""
+    rewards = []
+    for spec in specs or []:
+        try:
+            rewards.append(build_reward(spec))
+        except ConfigError as e:
+            name = spec.get("name") if isinstance(spec, Mapping) else None
+            raise ConfigError(f"rewards.{name}: {e}" if name else str(e)) from None
     names = [r.name for r in rewards]
     dup = {n for n in names if names.count(n) > 1}
     if dup:
@@ -97,16 +103,28 @@ def build_rewards(specs: Sequence[Any] | None) -> list[Reward]:
     return rewards
 
 
-def _clean(value: Any, reward: Reward, on_error: str) -> float:
+def note_fault(trace: Trace, source: str, kind: str, message: str) -> None:
+    """Record one fault on ``trace``: the message in ``meta["reward_errors"]`` (``"<source>: <message>"``) and
+    a count per kind (``errors``, ``timeouts``, ``nonfinite``, ``segment``) in ``meta["reward_faults"]``."""
+    trace.meta.setdefault("reward_errors", []).append(f"{source}: {message}"[:300])
+    faults = trace.meta.setdefault("reward_faults", {})
+    faults[kind] = faults.get(kind, 0) + 1
+
+
+def _clean(value: Any, reward: Reward, on_error: str, trace: Trace | None = None) -> float:
+    """``value`` as a finite float, or the fallback (counted in ``reward.stats`` and on ``trace``)."""
     try:
         v = float(value)
     except (TypeError, ValueError):
-        reward.stats["errors"] += 1
-        return _fallback(on_error)
-    if not math.isfinite(v):
-        reward.stats["nonfinite"] += 1
-        return _fallback(on_error)
-    return v
+        kind, message = "errors", f"returned {type(value).__name__} {str(value)[:60]!r}, not a number"
+    else:
+        if math.isfinite(v):
+            return v
+        kind, message = "nonfinite", f"returned a non-finite value {v!r}"
+    reward.stats[kind] += 1
+    if trace is not None:
+        note_fault(trace, reward.name, kind, message)
+    return _fallback(on_error)
 
 
 def _fallback(on_error: str) -> float:
@@ -123,6 +141,7 @@ def apply_reward(reward: Reward, traces: list[Trace], context: Mapping[str, Any]
         _apply_batched(reward, traces, context, on_error)
         return
     attempted = failed = 0
+    call = matcher(reward.fn)  # the signature is read once, not once per episode
     for trace in traces:
         base = dict(context)
         base.update(trace=trace, prompt=trace.prompt, completion=trace.completion, answer=trace.answer,
@@ -135,21 +154,22 @@ def apply_reward(reward: Reward, traces: list[Trace], context: Mapping[str, Any]
             reward.stats["calls"] += 1
             try:
                 if reward.timeout:
-                    value = run_with_time_limit(functools.partial(call_matching, reward.fn, kwargs), reward.timeout)
+                    value = run_with_time_limit(functools.partial(call, kwargs), reward.timeout)
                 else:
-                    value = call_matching(reward.fn, kwargs)
+                    value = call(kwargs)
             except ConfigError:
                 raise
             except Exception as e:  # untrusted output or a user estimator's bug: isolate to this sample
-                reward.stats["timeouts" if isinstance(e, GradingTimeout) else "errors"] += 1
+                kind = "timeouts" if isinstance(e, GradingTimeout) else "errors"
+                reward.stats[kind] += 1
                 failed += 1
-                trace.meta.setdefault("reward_errors", []).append(f"{reward.name}: {type(e).__name__}: {e}"[:300])
+                note_fault(trace, reward.name, kind, f"{type(e).__name__}: {e}")
                 value = _fallback(on_error)
             else:
                 if value is None:  # the reward does not apply to this sample
                     continue
                 before = reward.stats["errors"] + reward.stats["nonfinite"]
-                value = _clean(value, reward, on_error)
+                value = _clean(value, reward, on_error, trace)
                 failed += (reward.stats["errors"] + reward.stats["nonfinite"]) > before
             (trace.rewards if ep is None else ep.rewards)[reward.name] = value
     if attempted and failed == attempted and attempted > 1:
@@ -171,14 +191,14 @@ def _apply_batched(reward: Reward, traces: list[Trace], context: Mapping[str, An
     for trace, v in zip(traces, values):
         if reward.level == "trace":
             reward.stats["calls"] += 1
-            trace.rewards[reward.name] = _clean(v, reward, on_error)
+            trace.rewards[reward.name] = _clean(v, reward, on_error, trace)
             continue
         if len(v) != len(trace.episodes):
             raise RewardError(f"reward {reward.name!r} returned {len(v)} values for a trace with "
                               f"{len(trace.episodes)} episodes")
         for ep, x in zip(trace.episodes, v):
             reward.stats["calls"] += 1
-            ep.rewards[reward.name] = _clean(x, reward, on_error)
+            ep.rewards[reward.name] = _clean(x, reward, on_error, trace)
 
 
 def trace_num_tokens(trace: Trace) -> int | None:

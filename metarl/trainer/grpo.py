@@ -156,6 +156,7 @@ class MetaRLTrainer(GRPOTrainer):
             "rewards": {k: v for k, v in t.rewards.items()},
             "episode_rewards": [dict(e.rewards) for e in eps],
             "errors": len(t.meta.get("reward_errors", [])),
+            "faults": dict(t.meta.get("reward_faults", {})),
         }
         if self.scorer.objective.baseline == "termination":
             s["termination"] = termination_values(t)
@@ -205,7 +206,11 @@ class MetaRLTrainer(GRPOTrainer):
         verdicts = [v for s in summaries for v in s["verify"] if v is not None]
         if verdicts:
             m["metarl/verification_accuracy"].append(sum(v > 0 for v in verdicts) / len(verdicts))
+        # faults of estimators and segmenters on single samples (isolated: 0 or NaN reward; see metarl.rewards)
         m["metarl/reward_errors"].append(float(sum(s["errors"] for s in summaries)))
+        for kind in ("timeouts", "nonfinite", "segment"):
+            name = "segment_fallbacks" if kind == "segment" else f"reward_{kind}"
+            m[f"metarl/{name}"].append(float(sum(s.get("faults", {}).get(kind, 0) for s in summaries)))
         trace_vals: dict[str, list[float]] = defaultdict(list)
         for s in summaries:
             for k, v in s["rewards"].items():

@@ -5,6 +5,8 @@ fails in a second with a message naming the key, not after minutes of loading.
 """
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 import random
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from metarl.cli.common import build_scorer, plain
 from metarl.registry import ConfigError
@@ -31,6 +34,115 @@ class Plan:
     test_rows: list[dict[str, Any]]
     suffix: str
     answer_stop: list[str]
+
+
+# (key, type, lower bound, nullable, example): the typed options checked by ``check_types`` before anything runs.
+# type: "int" (whole number), "float", "bool"; the lower bound is inclusive (None: none).
+OPTION_TYPES: tuple[tuple[str, str, float | None, bool, str], ...] = (
+    ("seed", "int", 0, False, "0"),
+    ("threads", "int", 0, False, "1"),
+    ("rollouts_every", "int", 0, False, "5"),
+    ("rollouts_per_step", "int", 0, False, "8"),
+    ("budget.cap", "int", 1, False, "96"),
+    ("trainer.max_steps", "int", 1, False, "60"),
+    ("trainer.learning_rate", "float", 0, False, "5e-4"),
+    ("trainer.warmup_steps", "int", 0, False, "0"),
+    ("trainer.per_device_train_batch_size", "int", 1, False, "16"),
+    ("trainer.gradient_accumulation_steps", "int", 1, False, "1"),
+    ("trainer.num_generations", "int", None, False, "8"),  # >= 2: checked in validate, with the reason
+    ("trainer.temperature", "float", 0, False, "1.0"),
+    ("trainer.top_p", "float", 0, False, "1.0"),
+    ("trainer.beta", "float", 0, False, "0.0"),
+    ("trainer.epsilon", "float", 0, False, "0.2"),
+    ("trainer.num_iterations", "int", 1, False, "1"),
+    ("trainer.max_grad_norm", "float", 0, False, "1.0"),
+    ("trainer.logging_steps", "int", 1, False, "1"),
+    ("trainer.save_steps", "int", 1, False, "20"),
+    ("trainer.save_total_limit", "int", 1, True, "2"),
+    ("trainer.resume", "bool", None, False, "true"),
+    ("trainer.use_vllm", "bool", None, False, "false"),
+    ("trainer.use_cpu", "bool", None, False, "true"),
+    ("trainer.bf16", "bool", None, False, "false"),
+    ("rollout.force_answer", "bool", None, False, "true"),
+    ("rollout.answer_tokens", "int", 1, False, "16"),
+    ("rollout.max_episodes", "int", 1, False, "8"),
+    ("rollout.episode_tokens", "int", 1, True, "64"),
+    ("rollout.max_continuations", "int", 0, False, "2"),
+    ("evaluate.enabled", "bool", None, False, "true"),
+    ("evaluate.n", "int", 0, False, "64"),
+    ("evaluate.every", "int", 0, False, "0"),
+    ("task.n_train", "int", 1, True, "500"),
+    ("task.n_test", "int", 0, True, "64"),
+    ("task.limit", "int", 1, True, "1000"),
+)
+OPTION_CHOICES: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ("rollout.mode", ("single", "episodes", "budget_forcing")),
+    ("budget.prompt_mode", (None, "exact", "max")),
+    ("on_reward_error", ("zero", "nan")),
+)
+_ABSENT = object()
+_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
+
+
+def _typed_ok(value: Any, kind: str) -> tuple[bool, float | None]:
+    """(value has the type, its numeric value): numbers may come as strings (``trainer.max_steps='5'``)."""
+    if kind == "bool":
+        return isinstance(value, bool), None
+    if isinstance(value, bool):
+        return False, None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False, None
+    if number != number or number in (float("inf"), float("-inf")):
+        return False, None
+    if kind == "int" and not number.is_integer():
+        return False, None
+    return True, number
+
+
+def check_types(cfg: DictConfig) -> None:
+    """Every typed option has the right type and range; the message names the key and a valid value.
+
+    Hydra reads ``trainer.max_steps=abc`` as the string ``"abc"``; without this check it would fail later
+    with Python's ``invalid literal for int()``, or (``objective.alpha=foo``) not until the first step.
+    """
+    for key, kind, low, nullable, example in OPTION_TYPES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
+        if value is _ABSENT or (value is None and nullable):
+            continue
+        ok, number = _typed_ok(value, kind)
+        what = _TYPE_WORDS[kind] + (" or null" if nullable else "")
+        if ok and low is not None and number is not None and number < low:
+            ok, what = False, f"{_TYPE_WORDS[kind]} >= {low:g}"
+        if not ok:
+            raise ConfigError(f"{key}={value!r} must be {what}; set it like {key}={example}")
+    for key, allowed in OPTION_CHOICES:
+        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
+        if value is not _ABSENT and value not in allowed:
+            names = ", ".join("null" if a is None else str(a) for a in allowed)
+            raise ConfigError(f"{key}={value!r} is not one of {names}; e.g. {key}={allowed[-1]}")
+    target = plain(OmegaConf.select(cfg, "budget.target_tokens", default=None))
+    targets = target if isinstance(target, list) else [] if target is None else [target]
+    if (isinstance(target, list) and not target) or not all(_typed_ok(t, "int")[0] and float(t) >= 1 for t in targets):
+        raise ConfigError(f"budget.target_tokens={target!r} must be null, a whole number of tokens >= 1, or a "
+                          f"non-empty list of them, e.g. budget.target_tokens=[32,64]")
+    budgets = plain(OmegaConf.select(cfg, "evaluate.budgets", default=None)) or []
+    if not isinstance(budgets, list) or not all(_typed_ok(b, "int")[0] and float(b) >= 1 for b in budgets):
+        raise ConfigError(f"evaluate.budgets={budgets!r} must be a list of token caps >= 1, e.g. "
+                          f"evaluate.budgets=[32,64]")
+
+
+def _requires(fn: Any, name: str) -> bool:
+    """Whether ``fn`` has a parameter ``name`` without a default (e.g. LCPO's ``target_tokens``)."""
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if isinstance(fn, functools.partial) and name in fn.keywords:
+        return False
+    try:
+        param = inspect.signature(target).parameters.get(name)
+    except (TypeError, ValueError):
+        return False
+    return param is not None and param.default is inspect.Parameter.empty
 
 
 def _task(cfg: DictConfig):
@@ -66,6 +178,15 @@ def _with_budget(rows: list[dict[str, Any]], budget: DictConfig, seed: int) -> l
     return out
 
 
+def _blank_file(path: Path) -> bool:
+    """Whether a file holds only whitespace (read until the first other byte)."""
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 16):
+            if chunk.strip():
+                return False
+    return True
+
+
 def load_rows(cfg: DictConfig, task: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Training and held-out rows (``prompt``, ``answer``, optional ``target_tokens``)."""
     t = cfg.task
@@ -73,11 +194,25 @@ def load_rows(cfg: DictConfig, task: Any) -> tuple[list[dict[str, Any]], list[di
         train = task.generate("train", n=int(t.n_train), seed=int(cfg.seed))
         test = task.generate("test", n=int(t.n_test or 0), seed=int(cfg.seed) + 1) if t.n_test else []
     else:
-        from metarl.data import load_dataset_source
+        from metarl.data import DataError, load_dataset_source
 
-        kwargs = dict(columns=plain(t.columns), data_files=plain(t.get("data_files")), limit=t.get("limit"))
-        train = list(load_dataset_source(t.source, split=t.split, **kwargs))
-        test = list(load_dataset_source(t.source, split=t.test_split, **kwargs)) if t.get("test_split") else []
+        limit = t.get("limit")
+        columns = dict(plain(t.columns) or {})
+        if columns.get("target_tokens") == "target_tokens":  # the default name: optional (used when present)
+            columns["target_tokens"] = None
+        kwargs = dict(columns=columns, data_files=plain(t.get("data_files")),
+                      limit=None if limit is None else int(limit))
+        source = Path(str(t.source)).expanduser()
+        if source.is_file() and source.stat().st_size and _blank_file(source):
+            raise ConfigError(f"task.source={t.source!r} has no records (only blank lines); write one JSON object "
+                              f"per line with the prompt and answer columns")
+        try:
+            train = list(load_dataset_source(t.source, split=t.split, **kwargs))
+            test = list(load_dataset_source(t.source, split=t.test_split, **kwargs)) if t.get("test_split") else []
+        except DataError as e:
+            raise ConfigError(f"task.source={t.source!r}: {e}. In the config, task.columns.prompt / "
+                              f"task.columns.answer name the columns (e.g. task.columns.answer=solution) and "
+                              f"task.source / task.split / task.limit choose the rows") from None
     if not train:
         raise ConfigError(f"task.source={t.source!r} gave an empty training set; check task.split / task.limit")
     if t.get("system_prompt"):
@@ -90,9 +225,25 @@ def load_rows(cfg: DictConfig, task: Any) -> tuple[list[dict[str, Any]], list[di
 
 def validate(cfg: DictConfig) -> Plan:
     """Check the config and build everything that needs no model; raise ``ConfigError`` naming the key."""
+    try:
+        return _validate(cfg)
+    except MissingMandatoryValue as e:
+        key = e.full_key or "a key"
+        hint = (" (a .jsonl/.json/.parquet/.csv file or directory, or a hub dataset name)"
+                if key == "task.source" else "")
+        raise ConfigError(f"{key} is required but has no value (???): set it, e.g. {key}=...{hint}") from None
+
+
+def _validate(cfg: DictConfig) -> Plan:
+    check_types(cfg)  # types and ranges first: the checks below may call int() on any of them
     tr = cfg.trainer
-    if int(cfg.budget.cap) <= 0:
-        raise ConfigError(f"budget.cap must be a positive number of tokens, got {cfg.budget.cap}")
+    try:
+        run_dir = cfg.get("run_dir")
+    except InterpolationResolutionError:  # e.g. ${hydra:...} outside a Hydra app: run() resolves it later
+        run_dir = None
+    if run_dir and not bool(tr.resume) and (Path(str(run_dir)) / "metrics.jsonl").exists():
+        raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run; pass trainer.resume=true to continue it "
+                          f"or choose a new run_dir")
     per_step = int(tr.per_device_train_batch_size) * int(tr.gradient_accumulation_steps)
     if int(tr.num_generations) < 2:
         raise ConfigError(f"trainer.num_generations={tr.num_generations}: GRPO needs at least 2 samples per prompt")
@@ -108,6 +259,14 @@ def validate(cfg: DictConfig) -> Plan:
         raise ConfigError("objective.baseline=termination needs the Monte Carlo progress estimator: "
                           "add rewards=[mc_progress] (weight 0 if it should not add a dense term)")
     train, test = load_rows(cfg, task)
+    for r in scorer.rewards:
+        if not r.batched and _requires(r.fn, "target_tokens"):
+            missing = sum(row.get("target_tokens") is None for row in train)
+            if missing:
+                raise ConfigError(f"rewards.{r.name} needs a length target N (target_tokens) for every prompt, but "
+                                  f"{missing} of {len(train)} training rows have none: set budget.prompt_mode=exact "
+                                  f"(or max) and budget.target_tokens (an int or a list), or give the dataset a "
+                                  f"target_tokens column")
     suffix = cfg.rollout.get("suffix") or (task.termination_suffix if task is not None else "\nFinal answer: ")
     stop = list(getattr(task, "answer_stop", []) or [])
     return Plan(scorer, task, train, test, suffix, stop)
@@ -121,7 +280,15 @@ def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
     longest = 0
     for r in plan.train_rows[:2000]:
         p = r["prompt"]
-        text = p if isinstance(p, str) else tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        if isinstance(p, str):
+            text = p
+        else:
+            try:
+                text = tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+            except ValueError as e:
+                raise ConfigError(f"task.system_prompt is set, so prompts are chat messages, but the model's "
+                                  f"tokenizer cannot format them ({str(e)[:120]}); use a chat model or set "
+                                  f"task.system_prompt=null") from None
         longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     need = longest + int(cfg.budget.cap) + int(cfg.rollout.answer_tokens) + 16
     if need > limit:
@@ -180,7 +347,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             log.warning("trainer.resume=true but %s has no complete checkpoint: starting from step 0", run_dir)
         else:
             step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
-            for name in ("metrics.jsonl", "rollouts.jsonl"):
+            for name in ("metrics.jsonl", "rollouts.jsonl", "eval/curve.jsonl"):
                 run_log.truncate_after(name, step)
             print(f"[metarl] resuming from {resume_from} (step {step})", flush=True)
     elif (run_dir / "metrics.jsonl").exists():
@@ -214,18 +381,20 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     test_rows = plan.test_rows[: int(cfg.evaluate.n)]
     evaluate = bool(cfg.evaluate.enabled) and bool(test_rows)
 
-    def held_out(policy, phase: str) -> dict[int, dict[str, Any]]:
+    def held_out(policy, phase: str, quiet: bool = False) -> dict[int, dict[str, Any]]:
         out = {}
         for b in budgets:
             res = evaluate_policy(policy, tok, test_rows, cap=b, suffix=plan.suffix, answer_stop=plan.answer_stop,
                                   answer_tokens=int(ro.answer_tokens), scorer=plan.scorer, return_traces=True)
             traces = res.pop("traces")
+            res["correct"] = [t.outcome for t in traces]
+            out[b] = res
+            if quiet:  # evaluation during training: only the learning curve (eval/curve.jsonl)
+                continue
             run_log.append("eval/results.jsonl", [
                 {"step": trainer_step(), "phase": phase, "question_id": str(r.get("id", i)), "strategy": f"greedy/{phase}",
                  "budget": b, "correct": t.outcome, "tokens": t.meta["thinking_tokens"], "n": 1,
                  "c": int(t.outcome or 0)} for i, (r, t) in enumerate(zip(test_rows, traces))])
-            res["correct"] = [t.outcome for t in traces]
-            out[b] = res
             print(f"[metarl] held-out {phase} training, cap {b}: {_fmt(res)}", flush=True)
         return out
 
@@ -244,6 +413,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
         peft_config=peft_config,
     )
+    if evaluate and int(cfg.evaluate.get("every", 0) or 0) > 0:
+        from metarl.trainer.callbacks import HeldOutCurve
+
+        trainer.add_callback(HeldOutCurve(lambda m: held_out(trainer.accelerator.unwrap_model(m), "during",
+                                                             quiet=True), run_log, int(cfg.evaluate.every)))
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     state["step"] = trainer.state.global_step
     summary["train_seconds"] = round(time.time() - t0, 1)
