@@ -272,6 +272,22 @@ def _validate(cfg: DictConfig) -> Plan:
     return Plan(scorer, task, train, test, suffix, stop)
 
 
+def flatten_chat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Chat-message prompts as plain text (message contents joined by blank lines), for tokenizers
+    without a chat template.
+
+    >>> flatten_chat([{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]}])
+    [{'prompt': 'Be brief.\\n\\n2+2?\\n'}]
+    """
+    out = []
+    for r in rows:
+        p = r["prompt"]
+        if not isinstance(p, str):
+            p = "\n\n".join(str(m.get("content", "")) for m in p) + "\n"
+        out.append({**r, "prompt": p})
+    return out
+
+
 def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
     """The prompt plus the cap (and a forced answer) must fit the model's context."""
     limit = getattr(model.config, "max_position_embeddings", None)
@@ -333,9 +349,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.trainer.rollout import Rollout
     from metarl.utils import seed_everything, set_threads
 
+    plan = validate(cfg)
     set_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
-    plan = validate(cfg)
     run_dir = check_writable(cfg.run_dir)
     args = grpo_config(cfg, run_dir)  # GRPOConfig errors surface before any model loads
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
@@ -358,6 +374,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     lora = model_cfg.pop("lora", None)
     t0 = time.time()
     model, tok = load_model_and_tokenizer(**model_cfg)
+    if getattr(tok, "chat_template", None) is None:  # a base model: chat messages become plain text
+        plan.train_rows, plan.test_rows = flatten_chat(plan.train_rows), flatten_chat(plan.test_rows)
     check_context(cfg, plan, tok, model)
     plan.scorer.tokenizer = tok
     peft_config = None
