@@ -1,0 +1,630 @@
+"""Learning comparison: outcome-reward GRPO against Obj-1 / Obj-2 dense rewards (issue 6, BRIEF section 7).
+
+On the built-in task with the tiny policy, every recipe is trained with the same data order, steps and
+compute cap C for each seed, and evaluated on held-out problems::
+
+    python bench/compare_learning.py --out runs/compare --page      # the comparison (est. 30-45 min, 2 CPU cores)
+    python bench/compare_learning.py --out runs/compare-quick --quick  # smoke check (1 seed, 6 steps: ~80 s)
+
+Defaults: 4 recipes x seeds 0,1,2, 150 GRPO steps (batch 16 = 2 prompts x 8 samples), C=96, 128 held-out
+problems, learning curve every 10 steps, regret with m=4. Estimate from the quick run (2 workers, cached tiny
+policy): ~0.5-1.5 s per step (MC progress the slowest), ~5 s per held-out evaluation at C/2 and C, ~30 s of
+test-time evaluation and ~15 s start-up per job, i.e. ~4-6 min per job and 15 jobs on 2 workers.
+    python bench/results_page.py runs/compare                        # docs/results.md from an output directory
+
+One job per (recipe, seed), ``--jobs`` at a time (one torch thread each), plus one ``initial`` job per seed
+that evaluates the untrained policy the same way. A training job:
+
+1. trains with ``metarl.trainer.run.run`` (``evaluate.every`` writes the held-out learning curve,
+   greedy pass@1 at C/2 and C, to ``eval/curve.jsonl``; ``summary.json`` holds before/after);
+2. runs ``metarl-eval`` on the final policy (``bf/``): greedy decoding (``pass@1``, n=1, temperature 0)
+   and s1 budget forcing (``budget_forcing``: an early stop is replaced by the continuation ``<revise>``,
+   an answer is forced at the budget) at budgets C and 2C, i.e. beyond the training cap;
+3. estimates the normalised regret (MRT) of the greedy held-out traces at cap C: μ's success J_j after
+   every episode from ``m`` forced answers (``MCProgress``), regret at C0 in {C/2, C}.
+
+``DIR/runs/<recipe>/seed<k>/job.json`` holds a job's numbers (a finished job is not rerun, so an
+interrupted comparison resumes), ``DIR/summary.json`` the settings, machine, every job and the
+aggregate over seeds (95% CIs), which the printed table and ``results_page.py`` read.
+
+Token efficiency (the BRIEF's target): per seed, the target is the baseline's (``outcome_grpo``) final
+held-out accuracy at C; a method's cost is the training tokens (TRL's prompt + completion count) at which
+its learning curve first reaches the target, linearly interpolated between evaluations; the ratio divides
+by the baseline's total training tokens. A method that never reaches the target is censored at its own
+total (a lower bound, marked ``>``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from metarl.metrics import Interval, bootstrap_ci, mean_ci
+
+RECIPES: tuple[str, ...] = ("outcome_grpo", "obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress")
+BASELINE = "outcome_grpo"
+INITIAL = "initial"  # pseudo-recipe: the untrained policy, evaluated like a trained one
+TARGET_RATIO = 2 / 3  # BRIEF: reach the baseline's accuracy with <= 2/3 of its training tokens
+CONTINUATION = "<revise>"  # budget forcing continuation for the tag format of the built-in task
+# Relative cost of a job, to start the slow ones first (keeps both workers busy at the end).
+_COST = {"obj2_mc_progress": 3.0, "obj2_likelihood_progress": 1.5, "obj1_verify": 1.0, "outcome_grpo": 1.0,
+         INITIAL: 0.2}
+
+
+@dataclass
+class Settings:
+    """Everything that defines a comparison (written to summary.json; the same settings reproduce it)."""
+
+    recipes: list[str] = field(default_factory=lambda: list(RECIPES))
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
+    steps: int = 150
+    model: str = "tiny"
+    cap: int = 96
+    eval_n: int = 128
+    eval_every: int = 10
+    mc_m: int = 4
+    jobs: int = 2
+    quick: bool = False
+    overrides: list[str] = field(default_factory=list)
+
+    @property
+    def budgets(self) -> list[int]:
+        """Greedy held-out budgets during training: C/2 and C."""
+        return [max(1, self.cap // 2), self.cap]
+
+    @property
+    def forcing_budgets(self) -> list[int]:
+        """Budgets of the test-time evaluation: C and 2C (beyond the training cap)."""
+        return [self.cap, 2 * self.cap]
+
+    @property
+    def regret_budgets(self) -> list[int]:
+        return [max(1, self.cap // 2), self.cap]
+
+
+QUICK = dict(seeds=[0], steps=6, eval_n=24, eval_every=3, mc_m=2)
+
+
+# --------------------------------------------------------------------------------------------------
+# One job (runs in a worker process)
+# --------------------------------------------------------------------------------------------------
+
+
+def job_dir(out: Path, recipe: str, seed: int) -> Path:
+    return Path(out) / "runs" / recipe / f"seed{seed}"
+
+
+def _compose(config: str, overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from metarl.cli.common import conf_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        return compose(config, overrides=overrides)
+
+
+def train_overrides(s: Settings, recipe: str, seed: int, run_dir: Path) -> list[str]:
+    """Hydra overrides of one training run (the recipe's own settings, the shared data/steps/cap/eval)."""
+    recipe_name = BASELINE if recipe == INITIAL else recipe
+    return [f"recipe={recipe_name}", f"name={recipe}", f"run_dir={run_dir}", f"model={s.model}", f"seed={seed}",
+            "threads=1", f"trainer.max_steps={s.steps}", f"budget.cap={s.cap}", f"task.n_test={s.eval_n}",
+            f"evaluate.n={s.eval_n}", f"evaluate.budgets=[{s.budgets[0]}]", f"evaluate.every={s.eval_every}",
+            *s.overrides]
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _budget_forcing(s: Settings, seed: int, model_path: str, out_dir: Path) -> dict[str, Any]:
+    """Greedy and budget-forced accuracy at C and 2C with metarl-eval: ``{strategy: {budget: {...}}}``."""
+    from metarl.eval.run import run as run_eval
+
+    cfg = _compose("eval", [f"model={s.model}", f"model.name_or_path={model_path}", f"run_dir={out_dir}",
+                            "overwrite=true", f"seed={seed}", f"data_seed={seed}", f"task.n_test={s.eval_n}",
+                            f"n_questions={s.eval_n}", "threads=1", "n=1", "temperature=0",
+                            f"budgets=[{','.join(map(str, s.forcing_budgets))}]",
+                            "strategies=[pass@k,budget_forcing]", "pass_at_k.k=[1]",
+                            f"budget_forcing.continuation='{CONTINUATION}'", "difficulty.enabled=false"])
+    run_eval(cfg)
+    out: dict[str, Any] = {}
+    for r in _read_jsonl(out_dir / "eval" / "results.jsonl"):
+        name = "greedy" if r["strategy"] == "pass@1" else r["strategy"]
+        cell = out.setdefault(name, {}).setdefault(str(r["budget"]), {"correct": [], "tokens": []})
+        cell["correct"].append(float(r["correct"]))
+        cell["tokens"].append(float(r["tokens"]))
+    for cells in out.values():
+        for c in cells.values():
+            c["accuracy"] = float(np.mean(c["correct"]))
+            c["mean_tokens"] = float(np.mean(c["tokens"]))
+    return out
+
+
+def _load(cfg, model_path: str):
+    """The run's plan (scorer, held-out rows, suffix) and the policy at ``model_path``."""
+    from metarl.models.loading import load_model_and_tokenizer
+    from metarl.trainer.run import validate
+
+    plan = validate(cfg)
+    model_cfg = {k: v for k, v in dict(cfg.model).items() if k not in ("lora", "name_or_path")}
+    model, tok = load_model_and_tokenizer(name_or_path=model_path, **model_cfg)
+    model.eval()
+    plan.scorer.tokenizer = tok
+    return plan, model, tok
+
+
+def _greedy(s: Settings, plan, model, tok, cap: int) -> tuple[dict[str, Any], list[Any]]:
+    """Greedy held-out evaluation at ``cap`` (as metarl-train's): the summary cell and the traces."""
+    from metarl.eval.heldout import evaluate_policy
+
+    res = evaluate_policy(model, tok, plan.test_rows[: s.eval_n], cap=cap, suffix=plan.suffix,
+                          answer_stop=plan.answer_stop, scorer=plan.scorer, return_traces=True)
+    traces = res.pop("traces")
+    res["correct"] = [float(t.outcome or 0.0) for t in traces]
+    return _cell(res), traces
+
+
+def _regret(s: Settings, seed: int, plan, model, tok, traces: list[Any]) -> dict[str, Any]:
+    """Normalised regret of greedy held-out traces (cap C), J from ``s.mc_m`` forced answers per prefix."""
+    from metarl.metrics import curve_from_trace, information_gain_curve, normalized_regret
+    from metarl.rewards.progress import MCProgress
+
+    mc = MCProgress(suffix=plan.suffix, m=s.mc_m, temperature=0.7, max_answer_tokens=16, extract="context",
+                    stop_strings=plan.answer_stop or None, seed=seed)
+    mc.success_rates(traces, model, tok, plan.scorer.grader, plan.scorer.extract_answer)
+    per_budget: dict[str, list[float]] = {str(b): [] for b in s.regret_budgets}
+    for t in traces:
+        curve = curve_from_trace(t, unit="tokens") or information_gain_curve([], [], t.meta.get("J_init"))
+        for b in s.regret_budgets:
+            per_budget[str(b)].append(normalized_regret(curve, b))
+    return {"m": s.mc_m, "per_question": per_budget,
+            "mean": {b: float(np.mean(v)) for b, v in per_budget.items()},
+            "J_init": float(np.mean([t.meta.get("J_init", 0.0) for t in traces]))}
+
+
+def _cell(res: dict[str, Any]) -> dict[str, Any]:
+    keep = ("accuracy", "correct", "tokens", "verification_accuracy", "cap_fraction", "episodes_per_trace", "n")
+    return {k: res.get(k) for k in keep}
+
+
+def learning_curve(summary: dict[str, Any], curve_rows: list[dict[str, Any]], steps: int,
+                   final_tokens: float) -> dict[str, list[dict[str, Any]]]:
+    """Per budget: held-out points ``{step, train_tokens, accuracy, tokens, verification_accuracy}`` from
+    step 0 (``before``, 0 training tokens) through the curve to the final evaluation (``after``)."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for phase, step, toks in (("before", 0, 0.0), ("after", steps, final_tokens)):
+        for b, r in (summary.get(phase) or {}).items():
+            out.setdefault(str(b), {})[step] = {"step": step, "train_tokens": float(toks), "accuracy": r["accuracy"],
+                                                "tokens": r["tokens"],
+                                                "verification_accuracy": r.get("verification_accuracy")}
+    for r in curve_rows:
+        out.setdefault(str(r["budget"]), {}).setdefault(int(r["step"]), {
+            "step": int(r["step"]), "train_tokens": float(r["train_tokens"]), "accuracy": r["accuracy"],
+            "tokens": r["tokens"], "verification_accuracy": r.get("verification_accuracy")})
+    return {b: [pts[k] for k in sorted(pts)] for b, pts in out.items()}
+
+
+def run_job(settings: dict[str, Any], out: str, recipe: str, seed: int) -> dict[str, Any]:
+    """Train (unless ``initial``), evaluate and write ``job.json``; stdout/stderr go to ``log.txt``."""
+    s = Settings(**settings)
+    jd = job_dir(Path(out), recipe, seed)
+    jd.mkdir(parents=True, exist_ok=True)
+    log = open(jd / "log.txt", "a")
+    saved = os.dup(1), os.dup(2)
+    sys.stdout.flush(), sys.stderr.flush()
+    os.dup2(log.fileno(), 1), os.dup2(log.fileno(), 2)
+    try:
+        return _run_job(s, jd, recipe, seed)
+    finally:
+        sys.stdout.flush(), sys.stderr.flush()
+        os.dup2(saved[0], 1), os.dup2(saved[1], 2)
+        log.close()
+
+
+def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
+    import torch
+
+    from metarl.trainer.run import run as run_train
+
+    torch.set_num_threads(1)
+    t0 = time.time()
+    run_dir = jd / "train"
+    overrides = train_overrides(s, recipe, seed, run_dir)
+    result: dict[str, Any] = {"recipe": recipe, "seed": seed, "cap": s.cap, "overrides": overrides}
+    if recipe == INITIAL:
+        cfg = _compose("train", overrides)
+        model_path = s.model
+        result.update(steps=0, train_tokens=0.0)
+    else:
+        if not (run_dir / "summary.json").exists():
+            resume = (run_dir / "metrics.jsonl").exists()
+            run_train(_compose("train", overrides + (["trainer.resume=true"] if resume else [])))
+        cfg = _compose("train", overrides + ["trainer.resume=true"])  # the plan of the finished run
+        summary = json.loads((run_dir / "summary.json").read_text())
+        metrics = _read_jsonl(run_dir / "metrics.jsonl")
+        final_tokens = float(max((m.get("num_tokens", 0.0) for m in metrics), default=0.0))
+        curve = learning_curve(summary, _read_jsonl(run_dir / "eval" / "curve.jsonl"), int(summary["steps"]),
+                               final_tokens)
+        model_path = str(run_dir / "final")
+        result.update(steps=int(summary["steps"]), train_tokens=final_tokens, train_seconds=summary.get("train_seconds"),
+                      before={str(b): _cell(r) for b, r in summary["before"].items()},
+                      after={str(b): _cell(r) for b, r in summary["after"].items()}, curve=curve,
+                      train_accuracy=[m.get("metarl/outcome_accuracy") for m in metrics])
+    phases = {"train": round(time.time() - t0, 1)}
+    t1 = time.time()
+    result["forcing"] = _budget_forcing(s, seed, model_path, jd / "bf")
+    phases["forcing"], t1 = round(time.time() - t1, 1), time.time()
+    plan, model, tok = _load(cfg, model_path)
+    if recipe == INITIAL:  # the untrained policy, evaluated as metarl-train evaluates after training
+        result["after"] = {str(b): _greedy(s, plan, model, tok, b)[0] for b in s.budgets}
+    _, traces = _greedy(s, plan, model, tok, s.cap)
+    result["regret"] = _regret(s, seed, plan, model, tok, traces)
+    phases["regret"] = round(time.time() - t1, 1)
+    result["phase_seconds"] = phases
+    result["seconds"] = round(time.time() - t0, 1)
+    (jd / "job.json").write_text(json.dumps(result))
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# Aggregation over seeds (pure functions: tested in tests/test_compare_learning.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def tokens_to_reach(points: Sequence[tuple[float, float]], target: float) -> float | None:
+    """Training tokens at which a learning curve ``[(train_tokens, accuracy), ...]`` first reaches ``target``.
+
+    Points are taken in order of tokens; between the last point below the target and the first at or
+    above it, the curve is linear, so the crossing is interpolated. None when no point reaches the target.
+
+    >>> tokens_to_reach([(0, 0.1), (100, 0.3), (200, 0.5)], 0.4)
+    150.0
+    """
+    pts = sorted((float(t), float(a)) for t, a in points)
+    for i, (t, a) in enumerate(pts):
+        if a >= target:
+            if i == 0:
+                return t
+            t0, a0 = pts[i - 1]
+            return t0 + (target - a0) / (a - a0) * (t - t0)
+    return None
+
+
+def interval(per_seed: Sequence[Sequence[float]], seed: int = 0) -> Interval:
+    """Mean and 95% CI of a quantity measured on units (questions) of each seed's run.
+
+    Several seeds: the mean of each seed, then a Student-t interval over seeds (seeds are the
+    replications). One seed: a percentile bootstrap over its units. Empty: NaN.
+    """
+    runs = [np.asarray([v for v in r if v is not None], dtype=float) for r in per_seed]
+    runs = [r for r in runs if r.size]
+    if not runs:
+        return Interval(math.nan, math.nan, math.nan, 0)
+    if len(runs) == 1:
+        return bootstrap_ci(runs[0], seed=seed)
+    return mean_ci([r.mean() for r in runs])
+
+
+def verdict(ratios: Sequence[float], reached: Sequence[bool], ci: Interval, target: float = TARGET_RATIO) -> str:
+    """Whether a method meets the token-efficiency target, judged by the CI over seeds.
+
+    ``meets``: every seed reached the baseline's accuracy and the CI's upper end is <= target;
+    ``misses``: the CI's lower end is above the target (censored ratios are lower bounds, so this holds);
+    ``inconclusive``: otherwise (the CI contains the target, or too few seeds for a CI).
+    """
+    if not ratios:
+        return "inconclusive"
+    if len(ratios) >= 2 and math.isfinite(ci.low):
+        if all(reached) and ci.high <= target:
+            return "meets"
+        if ci.low > target:
+            return "misses"
+        return "inconclusive"
+    return "inconclusive"
+
+
+def token_efficiency(jobs: Sequence[dict[str, Any]], budget: int, baseline: str = BASELINE,
+                     target: float = TARGET_RATIO) -> dict[str, Any]:
+    """Per recipe: per seed ``{target_accuracy, tokens, baseline_tokens, ratio, reached}`` and the CI of the ratio.
+
+    ``target_accuracy`` is the baseline's final held-out accuracy at ``budget`` for that seed; ``tokens`` the
+    method's training tokens to first reach it (its own total, censored, when it never does);
+    ``ratio = tokens / baseline total training tokens``.
+    """
+    b = str(budget)
+    base = {j["seed"]: j for j in jobs if j["recipe"] == baseline}
+    out: dict[str, Any] = {}
+    order = list(RECIPES)
+    for recipe in sorted(dict.fromkeys(j["recipe"] for j in jobs if j["recipe"] != INITIAL),
+                         key=lambda r: (order.index(r) if r in order else len(order), r)):
+        seeds = []
+        for j in sorted((j for j in jobs if j["recipe"] == recipe), key=lambda j: j["seed"]):
+            bj = base.get(j["seed"])
+            if bj is None or b not in j.get("curve", {}) or b not in bj.get("curve", {}):
+                continue
+            goal = float(bj["after"][b]["accuracy"])
+            pts = [(p["train_tokens"], p["accuracy"]) for p in j["curve"][b]]
+            reach = tokens_to_reach(pts, goal)
+            total_base = float(bj["train_tokens"])
+            tokens = float(j["train_tokens"]) if reach is None else reach
+            start = float(j["curve"][b][0]["accuracy"])
+            seeds.append({"seed": j["seed"], "target_accuracy": goal, "tokens": tokens, "reached": reach is not None,
+                          "baseline_tokens": total_base, "ratio": tokens / total_base if total_base > 0 else math.nan,
+                          "trivial": start >= goal})
+        ratios = [x["ratio"] for x in seeds if math.isfinite(x["ratio"])]
+        ci = mean_ci(ratios) if ratios else Interval(math.nan, math.nan, math.nan, 0)
+        out[recipe] = {"seeds": seeds, "ratio": asdict(ci), "n_reached": sum(x["reached"] for x in seeds),
+                       "n_trivial": sum(x["trivial"] for x in seeds),
+                       "verdict": verdict(ratios, [x["reached"] for x in seeds], ci, target)}
+    return out
+
+
+def _iv(iv: Interval) -> dict[str, float]:
+    return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
+
+
+def paired_difference(jobs: Sequence[dict[str, Any]], recipe: str, budget: int,
+                      baseline: str = BASELINE) -> dict[str, float]:
+    """Final accuracy minus the baseline's, paired by seed (same data and held-out set): mean and 95% CI."""
+    b = str(budget)
+    base = {j["seed"]: j["after"][b]["accuracy"] for j in jobs if j["recipe"] == baseline and b in j.get("after", {})}
+    diffs = [j["after"][b]["accuracy"] - base[j["seed"]] for j in jobs
+             if j["recipe"] == recipe and j["seed"] in base and b in j.get("after", {})]
+    if len(diffs) == 1:  # one seed: bootstrap over questions of the paired per-question differences
+        jb = next(j for j in jobs if j["recipe"] == baseline)
+        jr = next(j for j in jobs if j["recipe"] == recipe)
+        return _iv(bootstrap_ci(np.asarray(jr["after"][b]["correct"]) - np.asarray(jb["after"][b]["correct"])))
+    return _iv(mean_ci(diffs)) if diffs else _iv(Interval(math.nan, math.nan, math.nan, 0))
+
+
+def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
+    """Every reported number with a 95% CI over seeds, per recipe (``initial`` included where it applies)."""
+    order = [INITIAL, *RECIPES]
+    recipes = sorted(dict.fromkeys(j["recipe"] for j in jobs),
+                     key=lambda r: (order.index(r) if r in order else len(order), r))
+    agg: dict[str, Any] = {"cap": cap, "recipes": recipes, "per_recipe": {}}
+    for recipe in recipes:
+        js = sorted((j for j in jobs if j["recipe"] == recipe), key=lambda j: j["seed"])
+        r: dict[str, Any] = {"seeds": [j["seed"] for j in js], "accuracy": {}, "test_tokens": {},
+                             "forcing": {}, "regret": {}}
+        budgets = sorted({b for j in js for b in j.get("after", {})}, key=int)
+        for b in budgets:
+            cells = [j["after"][b] for j in js if b in j.get("after", {})]
+            r["accuracy"][b] = _iv(interval([c["correct"] for c in cells]))
+            r["test_tokens"][b] = _iv(interval([[c["tokens"]] for c in cells]))
+        vs = [[j["after"][str(cap)].get("verification_accuracy")] for j in js if str(cap) in j.get("after", {})]
+        r["verification_accuracy"] = _iv(interval(vs))
+        for strat in sorted({k for j in js for k in j.get("forcing", {})}):
+            for b in sorted({b for j in js for b in j["forcing"].get(strat, {})}, key=int):
+                cells = [j["forcing"][strat][b] for j in js if b in j["forcing"].get(strat, {})]
+                r["forcing"].setdefault(strat, {})[b] = {"accuracy": _iv(interval([c["correct"] for c in cells])),
+                                                         "tokens": _iv(interval([c["tokens"] for c in cells]))}
+        for b in sorted({b for j in js for b in j.get("regret", {}).get("per_question", {})}, key=int):
+            r["regret"][b] = _iv(interval([j["regret"]["per_question"][b] for j in js]))
+        if recipe not in (INITIAL, BASELINE) and any(j["recipe"] == BASELINE for j in jobs):
+            r["vs_baseline"] = paired_difference(jobs, recipe, cap)
+        r["train_tokens"] = _iv(interval([[j.get("train_tokens", 0.0)] for j in js]))
+        agg["per_recipe"][recipe] = r
+    if any(j["recipe"] == BASELINE for j in jobs):
+        agg["token_efficiency"] = token_efficiency(jobs, cap)
+    return agg
+
+
+# --------------------------------------------------------------------------------------------------
+# Tables
+# --------------------------------------------------------------------------------------------------
+
+
+def fmt_iv(iv: dict[str, float], digits: int = 3, pct: bool = False) -> str:
+    """``0.250 [0.180, 0.320]`` (no bracket when the CI is undefined; ``-`` when there is no value)."""
+    k = 100.0 if pct else 1.0
+    m = iv.get("mean", math.nan)
+    if m is None or not math.isfinite(m):
+        return "-"
+    s = f"{m * k:.{digits}f}"
+    lo, hi = iv.get("low", math.nan), iv.get("high", math.nan)
+    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
+        s += f" [{lo * k:.{digits}f}, {hi * k:.{digits}f}]"
+    return s
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub markdown table."""
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def accuracy_table(agg: dict[str, Any]) -> str:
+    """Held-out greedy accuracy at C/2 and C after training, with the test-time tokens and Δ vs baseline."""
+    cap = str(agg["cap"])
+    budgets = sorted({b for r in agg["per_recipe"].values() for b in r["accuracy"]}, key=int)
+    header = ["recipe", "seeds", *[f"accuracy @ {b}" for b in budgets], f"Δ vs {BASELINE} @ {cap}",
+              f"test tokens @ {cap}", f"verification acc. @ {cap}"]
+    rows = []
+    for name, r in agg["per_recipe"].items():
+        rows.append([name, len(r["seeds"]), *[fmt_iv(r["accuracy"].get(b, {})) for b in budgets],
+                     fmt_iv(r["vs_baseline"]) if "vs_baseline" in r else "-",
+                     fmt_iv(r["test_tokens"].get(cap, {}), 1), fmt_iv(r["verification_accuracy"])])
+    return markdown_table(header, rows)
+
+
+def efficiency_table(agg: dict[str, Any]) -> str:
+    """Training tokens to reach the baseline's final accuracy, per seed and as a ratio with its CI."""
+    te = agg.get("token_efficiency") or {}
+    rows = []
+    for name, e in te.items():
+        per = ", ".join(("" if x["reached"] else ">") + f"{x['tokens']:.0f}" for x in e["seeds"])
+        rows.append([name, per, fmt_iv(e["ratio"], 2), f"{e['n_reached']}/{len(e['seeds'])}", e["verdict"]])
+    return markdown_table(["recipe", "tokens to reach target (per seed)", "ratio to baseline tokens [95% CI]",
+                           "seeds reaching", f"≤ {TARGET_RATIO:.2f}?"], rows)
+
+
+def forcing_table(agg: dict[str, Any]) -> str:
+    """Greedy vs budget-forced accuracy (and thinking tokens) at C and 2C, plus normalised regret."""
+    header, rows = ["recipe"], []
+    cols: list[tuple[str, str]] = []
+    for r in agg["per_recipe"].values():
+        for strat, cells in r["forcing"].items():
+            for b in cells:
+                if (strat, b) not in cols:
+                    cols.append((strat, b))
+    cols.sort(key=lambda c: (int(c[1]), c[0] != "greedy"))
+    regret_b = sorted({b for r in agg["per_recipe"].values() for b in r["regret"]}, key=int)
+    header += [f"{s} @ {b}: acc. (tokens)" for s, b in cols] + [f"regret @ {b}" for b in regret_b]
+    for name, r in agg["per_recipe"].items():
+        row = [name]
+        for s, b in cols:
+            c = r["forcing"].get(s, {}).get(b)
+            row.append("-" if c is None else f"{fmt_iv(c['accuracy'])} ({c['tokens']['mean']:.1f})")
+        row += [fmt_iv(r["regret"].get(b, {})) for b in regret_b]
+        rows.append(row)
+    return markdown_table(header, rows)
+
+
+# --------------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    import torch
+    import transformers
+    import trl
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "trl": trl.__version__}
+
+
+def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--out", required=True, help="output directory (jobs resume from it)")
+    p.add_argument("--quick", action="store_true", help=f"smoke check: {QUICK} (< 5 min)")
+    p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; quick: 0)")
+    p.add_argument("--steps", type=int, help="training steps per run (default 150; quick: 6)")
+    p.add_argument("--jobs", type=int, default=2, help="parallel jobs, one torch thread each (default 2)")
+    p.add_argument("--recipes", help=f"comma-separated recipes (default {','.join(RECIPES)})")
+    p.add_argument("--model", default=None, help="policy: tiny (default) or random-tiny")
+    p.add_argument("--cap", type=int, help="compute cap C (default 96)")
+    p.add_argument("--eval-n", type=int, help="held-out problems (default 128; quick: 24)")
+    p.add_argument("--eval-every", type=int, help="learning-curve evaluation every N steps (default 10; quick: 3)")
+    p.add_argument("--mc-m", type=int, help="forced answers per prefix for regret (default 4; quick: 2)")
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="extra Hydra override for every training run (repeatable), e.g. trainer.learning_rate=1e-4")
+    p.add_argument("--page", action="store_true", help="then write docs/results.md (bench/results_page.py)")
+    a = p.parse_args(argv)
+    s = Settings(**(QUICK if a.quick else {}), quick=a.quick, jobs=a.jobs, overrides=list(a.override))
+    if a.seeds:
+        try:
+            s.seeds = [int(x) for x in a.seeds.split(",") if x.strip()]
+        except ValueError:
+            p.error(f"--seeds {a.seeds!r}: give comma-separated whole numbers, e.g. --seeds 0,1,2")
+    if a.recipes:
+        s.recipes = [x.strip() for x in a.recipes.split(",") if x.strip()]
+    for key in ("steps", "model", "cap", "eval_n", "eval_every", "mc_m"):
+        if getattr(a, key) is not None:
+            setattr(s, key, getattr(a, key))
+    for key in ("steps", "cap", "eval_n", "eval_every", "mc_m", "jobs"):
+        if getattr(s, key) < 1:
+            p.error(f"--{key.replace('_', '-')}={getattr(s, key)} must be >= 1")
+    if not s.seeds:
+        p.error("--seeds is empty; e.g. --seeds 0,1,2")
+    if BASELINE not in s.recipes:
+        p.error(f"--recipes must include the baseline {BASELINE} (token efficiency is measured against it)")
+    from metarl.cli.common import conf_dir
+
+    known = {q.stem for q in (Path(conf_dir()).parent / "recipes").glob("*.yaml")}
+    unknown = [r for r in s.recipes if r not in known]
+    if unknown:
+        p.error(f"--recipes: unknown {unknown}; recipes/ has {sorted(known)}")
+    if s.model not in ("tiny", "random-tiny"):
+        p.error(f"--model {s.model!r}: use tiny (the warm-started policy) or random-tiny")
+    return a, s
+
+
+def run_all(s: Settings, out: Path) -> list[dict[str, Any]]:
+    """Run (or reuse) every job; a failed job is reported and left out, the others go on."""
+    import multiprocessing as mp
+
+    todo, done = [], []
+    for seed in s.seeds:
+        for recipe in [INITIAL, *s.recipes]:
+            f = job_dir(out, recipe, seed) / "job.json"
+            if f.exists():
+                done.append(json.loads(f.read_text()))
+            else:
+                todo.append((recipe, seed))
+    todo.sort(key=lambda rs: -_COST.get(rs[0], 1.0))
+    if done:
+        print(f"[compare] reusing {len(done)} finished jobs from {out}", flush=True)
+    settings = asdict(s)
+    with ProcessPoolExecutor(max_workers=s.jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
+        futures = {pool.submit(run_job, settings, str(out), r, sd): (r, sd) for r, sd in todo}
+        for f in as_completed(futures):
+            r, sd = futures[f]
+            try:
+                res = f.result()
+            except Exception as e:  # noqa: BLE001 - one failed job must not lose the others
+                print(f"[compare] FAILED {r} seed {sd}: {type(e).__name__}: {e} (log: "
+                      f"{job_dir(out, r, sd) / 'log.txt'})", flush=True)
+                continue
+            done.append(res)
+            acc = res.get("after", {}).get(str(s.cap), {}).get("accuracy", math.nan)
+            print(f"[compare] done {r} seed {sd}: held-out accuracy @ {s.cap} = {acc:.3f}, "
+                  f"{res['seconds']:.0f} s", flush=True)
+    return done
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    a, s = parse_args(argv)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    prev = out / "summary.json"
+    if prev.exists():
+        old = json.loads(prev.read_text()).get("settings", {})
+        if old and {k: v for k, v in old.items() if k != "jobs"} != {k: v for k, v in asdict(s).items() if k != "jobs"}:
+            raise SystemExit(f"{out} holds a comparison with other settings ({old}); choose a new --out")
+    (out / "settings.json").write_text(json.dumps(asdict(s), indent=1))
+    t0 = time.time()
+    n_jobs = len(s.seeds) * (len(s.recipes) + 1)
+    print(f"[compare] {len(s.recipes)} recipes x {len(s.seeds)} seeds (+ initial policy), {s.steps} steps, C={s.cap}, "
+          f"model={s.model}, {s.jobs} workers: {n_jobs} jobs -> {out}", flush=True)
+    if s.model == "tiny":  # build (or find) the cached tiny policy once, before the workers need it
+        from metarl.models.warmstart import tiny_policy_path
+
+        print(f"[compare] tiny policy: {tiny_policy_path()}", flush=True)
+    jobs = run_all(s, out)
+    agg = aggregate(jobs, s.cap)
+    summary = {"settings": asdict(s), "command": "python " + " ".join(shlex.quote(x) for x in
+                                                                      [sys.argv[0], *(argv if argv is not None
+                                                                                      else sys.argv[1:])]),
+               "machine": machine(), "wall_seconds": round(time.time() - t0, 1),
+               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jobs": jobs, "aggregate": agg}
+    prev.write_text(json.dumps(summary, indent=1, default=float))
+    print("\n" + accuracy_table(agg) + "\n\n" + efficiency_table(agg) + "\n\n" + forcing_table(agg), flush=True)
+    print(f"\n[compare] {len(jobs)}/{n_jobs} jobs in {summary['wall_seconds']:.0f} s; wrote {prev}", flush=True)
+    if a.page:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import results_page
+
+        results_page.main([str(out)])
+    return summary
+
+
+if __name__ == "__main__":
+    main()

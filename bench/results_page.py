@@ -1,0 +1,388 @@
+"""``docs/results.md`` from a learning comparison's output directory (``bench/compare_learning.py``).
+
+    python bench/results_page.py runs/compare                 # -> docs/results.md, docs/results/*.png|csv
+    python bench/results_page.py runs/compare --docs /tmp/docs
+
+The page holds the tables (95% CIs over seeds; one seed: bootstrap over held-out questions), the plots
+(PNG with the CSV behind each), the exact commands and seeds, the machine, and a reading generated from
+the numbers: a claim is only made where the confidence interval supports it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import compare_learning as cl  # noqa: E402
+
+from metarl.metrics import Interval, mean_ci  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+# --------------------------------------------------------------------------------------------------
+# Data behind the plots
+# --------------------------------------------------------------------------------------------------
+
+
+def curve_by_step(jobs: Sequence[dict[str, Any]], recipe: str, budget: int) -> list[dict[str, Any]]:
+    """The learning curve of ``recipe`` at ``budget`` averaged over seeds, step by step (all runs evaluate at the
+    same steps): mean training tokens, accuracy mean and 95% CI (t over seeds; one seed: ±1.96 binomial SE)."""
+    b = str(budget)
+    by: dict[int, list[tuple[float, float]]] = {}
+    n_q: dict[int, int] = {}
+    for j in jobs:
+        if j["recipe"] != recipe:
+            continue
+        for p in j.get("curve", {}).get(b, []):
+            by.setdefault(int(p["step"]), []).append((float(p["train_tokens"]), float(p["accuracy"])))
+        n_q[j["seed"]] = len(j.get("after", {}).get(b, {}).get("correct") or []) or 1
+    rows = []
+    for step in sorted(by):
+        toks, accs = zip(*by[step])
+        if len(accs) >= 2:
+            iv = mean_ci(accs)
+        else:
+            se = math.sqrt(accs[0] * (1 - accs[0]) / max(next(iter(n_q.values()), 1), 1))
+            iv = Interval(accs[0], accs[0] - 1.96 * se, accs[0] + 1.96 * se, 1)
+        rows.append({"step": step, "train_tokens": float(np.mean(toks)), "accuracy": iv.mean, "low": iv.low,
+                     "high": iv.high, "seeds": len(accs)})
+    return rows
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    import csv
+
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for r in rows:
+            w.writerow(["" if isinstance(v, float) and not math.isfinite(v) else
+                        (f"{v:.6g}" if isinstance(v, float) else v) for v in r])
+
+
+def plot_learning_curves(jobs: Sequence[dict[str, Any]], agg: dict[str, Any], out: Path) -> tuple[str, str]:
+    """Held-out accuracy at C against training tokens, mean over seeds with a 95% band; the baseline's final
+    accuracy as a dashed line."""
+    plt = _plt()
+    cap = agg["cap"]
+    recipes = [r for r in agg["recipes"] if r != cl.INITIAL]
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    rows = []
+    for i, recipe in enumerate(recipes):
+        pts = curve_by_step(jobs, recipe, cap)
+        if not pts:
+            continue
+        x = [p["train_tokens"] for p in pts]
+        c = plt.get_cmap("tab10").colors[i % 10]
+        ax.plot(x, [p["accuracy"] for p in pts], marker="o", ms=3, color=c, label=recipe)
+        lo, hi = np.array([p["low"] for p in pts]), np.array([p["high"] for p in pts])
+        if np.isfinite(lo).all() and np.isfinite(hi).all():
+            ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
+        rows += [[recipe, p["step"], p["train_tokens"], p["accuracy"], p["low"], p["high"], p["seeds"]] for p in pts]
+    base = agg["per_recipe"].get(cl.BASELINE, {}).get("accuracy", {}).get(str(cap))
+    if base:
+        ax.axhline(base["mean"], ls="--", color="gray", lw=1, label=f"{cl.BASELINE} final")
+    ax.set(xlabel="training tokens (prompt + completion)", ylabel=f"held-out accuracy @ C={cap} (greedy)",
+           title="Learning curves (mean over seeds, 95% CI)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "learning_curves.png", dpi=110)
+    plt.close(fig)
+    _write_csv(out / "learning_curves.csv", ["recipe", "step", "train_tokens", "accuracy", "ci_low", "ci_high",
+                                             "seeds"], rows)
+    return "learning_curves.png", "learning_curves.csv"
+
+
+def plot_budgets(agg: dict[str, Any], out: Path) -> tuple[str, str]:
+    """Accuracy against the test-time budget: greedy at C/2, C, 2C and budget forcing at C, 2C."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    rows = []
+    for i, (recipe, r) in enumerate(agg["per_recipe"].items()):
+        c = plt.get_cmap("tab10").colors[i % 10]
+        greedy = {int(b): v for b, v in r["accuracy"].items()}
+        for b, cell in r["forcing"].get("greedy", {}).items():
+            greedy.setdefault(int(b), cell["accuracy"])
+        forced = {int(b): cell["accuracy"] for b, cell in r["forcing"].get("budget_forcing", {}).items()}
+        for style, series, name in (("-", greedy, "greedy"), (":", forced, "budget forcing")):
+            if not series:
+                continue
+            bs = sorted(series)
+            ax.errorbar(bs, [series[b]["mean"] for b in bs],
+                        yerr=_yerr([series[b] for b in bs]), ls=style, marker="o", ms=4, capsize=3, color=c,
+                        label=f"{recipe} ({name})")
+            rows += [[recipe, name, b, series[b]["mean"], series[b]["low"], series[b]["high"]] for b in bs]
+    ax.axvline(agg["cap"], color="gray", lw=1, ls="--")
+    ax.set(xlabel="test-time budget (thinking tokens)", ylabel="held-out accuracy",
+           title=f"Accuracy vs budget (training cap C={agg['cap']}, dashed)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "accuracy_vs_budget.png", dpi=110)
+    plt.close(fig)
+    _write_csv(out / "accuracy_vs_budget.csv", ["recipe", "decoding", "budget", "accuracy", "ci_low", "ci_high"], rows)
+    return "accuracy_vs_budget.png", "accuracy_vs_budget.csv"
+
+
+def _yerr(ivs: Sequence[dict[str, float]]) -> np.ndarray:
+    lo = [iv["mean"] - iv["low"] if math.isfinite(iv["low"]) else 0.0 for iv in ivs]
+    hi = [iv["high"] - iv["mean"] if math.isfinite(iv["high"]) else 0.0 for iv in ivs]
+    return np.array([lo, hi])
+
+
+def plot_efficiency(agg: dict[str, Any], out: Path) -> tuple[str, str] | None:
+    """Token-efficiency ratio per recipe with its CI, against the 2/3 target."""
+    te = agg.get("token_efficiency")
+    if not te:
+        return None
+    plt = _plt()
+    names = list(te)
+    ivs = [te[n]["ratio"] for n in names]
+    fig, ax = plt.subplots(figsize=(7.5, 3.8))
+    xs = np.arange(len(names))
+    ax.bar(xs, [iv["mean"] for iv in ivs], yerr=_yerr(ivs), capsize=4,
+           color=[plt.get_cmap("tab10").colors[i % 10] for i in range(len(names))], alpha=0.8)
+    for i, n in enumerate(names):
+        ax.scatter([i] * len(te[n]["seeds"]), [x["ratio"] for x in te[n]["seeds"]], color="k", s=10, zorder=3)
+    ax.axhline(cl.TARGET_RATIO, color="red", ls="--", lw=1, label="target 2/3")
+    ax.axhline(1.0, color="gray", ls=":", lw=1)
+    ax.set_xticks(xs, names, rotation=15, fontsize=8)
+    ax.set(ylabel="training tokens / baseline's", title="Tokens to reach the baseline's final accuracy")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "token_efficiency.png", dpi=110)
+    plt.close(fig)
+    rows = [[n, x["seed"], x["target_accuracy"], x["tokens"], x["baseline_tokens"], x["ratio"], x["reached"]]
+            for n in names for x in te[n]["seeds"]]
+    _write_csv(out / "token_efficiency.csv", ["recipe", "seed", "target_accuracy", "tokens", "baseline_tokens",
+                                              "ratio", "reached"], rows)
+    return "token_efficiency.png", "token_efficiency.csv"
+
+
+def write_summary_csv(agg: dict[str, Any], out: Path) -> str:
+    """Every aggregate number in one long CSV (recipe, metric, budget, mean, CI)."""
+    rows = []
+    for recipe, r in agg["per_recipe"].items():
+        for metric in ("accuracy", "test_tokens", "regret"):
+            for b, iv in r[metric].items():
+                rows.append([recipe, metric, b, iv["mean"], iv["low"], iv["high"], iv["n"]])
+        for strat, cells in r["forcing"].items():
+            for b, c in cells.items():
+                rows.append([recipe, f"{strat}_accuracy", b, c["accuracy"]["mean"], c["accuracy"]["low"],
+                             c["accuracy"]["high"], c["accuracy"]["n"]])
+                rows.append([recipe, f"{strat}_tokens", b, c["tokens"]["mean"], c["tokens"]["low"],
+                             c["tokens"]["high"], c["tokens"]["n"]])
+        v = r["verification_accuracy"]
+        rows.append([recipe, "verification_accuracy", agg["cap"], v["mean"], v["low"], v["high"], v["n"]])
+        if "vs_baseline" in r:
+            d = r["vs_baseline"]
+            rows.append([recipe, "accuracy_minus_baseline", agg["cap"], d["mean"], d["low"], d["high"], d["n"]])
+    _write_csv(out / "summary.csv", ["recipe", "metric", "budget", "mean", "ci_low", "ci_high", "n"], rows)
+    return "summary.csv"
+
+
+# --------------------------------------------------------------------------------------------------
+# The reading
+# --------------------------------------------------------------------------------------------------
+
+
+def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
+    """Sentences generated from the numbers; each claim is worded by what its 95% CI allows."""
+    cap = str(agg["cap"])
+    pr = agg["per_recipe"]
+    lines = []
+    if n_seeds < 3:
+        lines.append(f"Only {n_seeds} seed(s): the BRIEF asks for at least 3, so no claim below is settled; "
+                     "intervals of one seed are bootstraps over held-out questions and ignore training noise.")
+    init = pr.get(cl.INITIAL, {}).get("accuracy", {}).get(cap)
+    base = pr.get(cl.BASELINE, {}).get("accuracy", {}).get(cap)
+    if init and base:
+        d = base["mean"] - init["mean"]
+        word = ("improves on" if base["low"] > init["high"] else "is below" if base["high"] < init["low"]
+                else "is not distinguishable from")
+        lines.append(f"The outcome-reward baseline {word} the initial policy at C={cap}: {base['mean']:.3f} vs "
+                     f"{init['mean']:.3f} (change {d:+.3f}).")
+    te = agg.get("token_efficiency") or {}
+    bt = te.get(cl.BASELINE)
+    if bt and bt["n_trivial"]:
+        lines.append(f"In {bt['n_trivial']} of {len(bt['seeds'])} seed(s) the baseline's final accuracy was already "
+                     "met by the initial policy (step 0), so 'tokens to reach it' is 0 for every method there: token "
+                     "efficiency measures nothing in those seeds.")
+    for name, e in te.items():
+        if name == cl.BASELINE:
+            continue
+        iv = e["ratio"]
+        span = (f"{iv['mean']:.2f} (95% CI {iv['low']:.2f}–{iv['high']:.2f})" if math.isfinite(iv["low"])
+                else f"{iv['mean']:.2f} (no CI)")
+        reach = f"reached the baseline's final accuracy in {e['n_reached']} of {len(e['seeds'])} seed(s)"
+        if e["verdict"] == "meets":
+            lines.append(f"**{name}** reaches the baseline's accuracy with ≤ 2/3 of its training tokens within the "
+                         f"CI: ratio {span}; it {reach}.")
+        elif e["verdict"] == "misses":
+            lines.append(f"**{name}** does not reach the baseline's accuracy with ≤ 2/3 of its training tokens: the "
+                         f"whole CI of the ratio lies above 2/3 ({span}); it {reach}.")
+        else:
+            lines.append(f"**{name}**: inconclusive on the 2/3 target — ratio {span}, the CI (or its absence) does "
+                         f"not decide it; it {reach}.")
+        diff = pr.get(name, {}).get("vs_baseline")
+        if diff and math.isfinite(diff.get("low", math.nan)):
+            if diff["low"] > 0:
+                w = "higher than"
+            elif diff["high"] < 0:
+                w = "lower than"
+            else:
+                w = "not distinguishable from"
+            lines.append(f"  Its final held-out accuracy at C={cap} is {w} the baseline's (paired difference "
+                         f"{diff['mean']:+.3f}, 95% CI {diff['low']:+.3f} to {diff['high']:+.3f}).")
+    for name, r in pr.items():
+        f = r["forcing"]
+        g, bf = f.get("greedy", {}), f.get("budget_forcing", {})
+        two = str(2 * agg["cap"])
+        if cap in g and two in bf:
+            a0, a1 = g[cap]["accuracy"], bf[two]["accuracy"]
+            w = ("gains" if a1["low"] > a0["high"] else "loses" if a1["high"] < a0["low"] else
+                 "shows no clear change")
+            lines.append(f"Budget forcing to 2C={two} ({name}) {w} against greedy decoding at C: {a1['mean']:.3f} vs "
+                         f"{a0['mean']:.3f}, using {bf[two]['tokens']['mean']:.0f} vs {g[cap]['tokens']['mean']:.0f} "
+                         "thinking tokens.")
+    regs = {n: r["regret"][cap] for n, r in pr.items() if cap in r["regret"]}
+    if regs:
+        best = min(regs, key=lambda n: regs[n]["mean"])
+        lines.append(f"Lowest normalised regret at C={cap}: {best} ({regs[best]['mean']:.3f}); MRT's claim is that dense "
+                     "progress rewards lower it. Regret uses μ estimated from few forced answers per prefix, so "
+                     "per-question values are noisy.")
+    va = {n: r["verification_accuracy"] for n, r in pr.items() if math.isfinite(r["verification_accuracy"]["mean"])}
+    if cl.BASELINE in va and len(va) > 1:
+        parts = ", ".join(f"{n} {v['mean']:.3f}" for n, v in va.items())
+        lines.append(f"Verification accuracy of the verify episodes at C={cap} (does the stated verdict match the "
+                     f"attempt's true correctness): {parts}. Obj-1 rewards exactly this, so it is where Obj-1 should "
+                     "differ first.")
+    helped = [n for n, e in te.items() if n != cl.BASELINE and e["verdict"] == "meets"]
+    if helped:
+        lines.append(f"Dense rewards help on this task for: {', '.join(helped)} (token-efficiency target met within "
+                     "the CI).")
+    else:
+        lines.append("No dense-reward recipe meets the token-efficiency target here. Possible reasons (hypotheses, "
+                     "not tested by this run): traces of the built-in task are short (a few episodes), so GRPO's "
+                     "group-normalised outcome reward already assigns credit almost as well as per-episode rewards, "
+                     "which mainly change *which* tokens get credit and matter most on long streams; the "
+                     "warm-started policy already follows the attempt/verify/revise format; and greedy held-out "
+                     "accuracy on a few dozen problems moves in steps larger than the differences between recipes.")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------------
+# The page
+# --------------------------------------------------------------------------------------------------
+
+
+def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig_dir_rel: str) -> str:
+    """The markdown of the page."""
+    s, agg, m = summary["settings"], summary["aggregate"], summary["machine"]
+    n_seeds = len(s["seeds"])
+    quick = " (QUICK SMOKE RUN — not the comparison)" if s.get("quick") else ""
+    out_dir = summary.get("out_dir", "DIR")
+    parts = [
+        f"# Learning comparison: outcome reward vs dense rewards{quick}",
+        "",
+        "Generated by `bench/results_page.py` from the output of `bench/compare_learning.py`; do not edit by hand.",
+        "",
+        "## How it was produced",
+        "",
+        "```",
+        summary["command"],
+        f"python bench/results_page.py {out_dir}",
+        "```",
+        "",
+        f"- recipes: {', '.join(s['recipes'])} (plus `{cl.INITIAL}`: the untrained policy, evaluated the same way)",
+        f"- seeds: {', '.join(map(str, s['seeds']))}; each seed fixes the training-data order, the sampling and the "
+        "held-out problems, the same for every recipe (a paired comparison)",
+        f"- policy `model={s['model']}`, compute cap C={s['cap']}, {s['steps']} GRPO steps per run, held-out "
+        f"problems: {s['eval_n']} (greedy pass@1), learning curve every {s['eval_every']} steps, regret with "
+        f"m={s['mc_m']} forced answers per prefix"
+        + (f", extra overrides: `{' '.join(s['overrides'])}`" if s.get("overrides") else ""),
+        f"- machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs; Python {m['python']}, torch "
+        f"{m['torch']}, transformers {m['transformers']}, TRL {m['trl']}; {s['jobs']} jobs in parallel, 1 torch "
+        f"thread each; wall time {summary['wall_seconds'] / 60:.1f} min, finished {summary.get('finished', '?')}",
+        "",
+        "Intervals are 95%: with ≥ 2 seeds a Student-t interval over seed means; with one seed a bootstrap over "
+        "held-out questions.",
+        "",
+        "## Held-out accuracy after training (greedy)",
+        "",
+        cl.accuracy_table(agg),
+        "",
+        "## Token efficiency",
+        "",
+        "Per seed, the target is the baseline's final held-out accuracy at C; a method's cost is the training tokens "
+        "(prompt + completion, TRL's count) at which its learning curve first reaches it, interpolated linearly "
+        "between evaluations; the ratio divides by the baseline's total training tokens. `>` marks a seed that "
+        "never reached the target (censored at its own total: a lower bound). Target: ratio ≤ 2/3.",
+        "",
+        cl.efficiency_table(agg),
+        "",
+        "## Test-time budgets, budget forcing beyond C, regret",
+        "",
+        f"Greedy decoding and s1 budget forcing (continuation `{cl.CONTINUATION}`, answer forced at the budget) at C "
+        "and 2C with `metarl-eval`; accuracy [95% CI] (mean thinking tokens). Normalised regret (MRT) of the "
+        "greedy traces at cap C: 1 − (1/C0)∫J(t)dt, lower is better.",
+        "",
+        cl.forcing_table(agg),
+        "",
+        "## Plots",
+        "",
+    ]
+    for caption, png, csv in figures:
+        parts += [f"**{caption}** (data: [{csv}]({fig_dir_rel}/{csv}))", "", f"![{caption}]({fig_dir_rel}/{png})", ""]
+    parts += ["All aggregate numbers: " + f"[summary.csv]({fig_dir_rel}/summary.csv).", "", "## Reading", ""]
+    parts += [f"- {line}" if not line.startswith("  ") else f"  {line.strip()}" for line in reading(agg, n_seeds)]
+    parts.append("")
+    return "\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> Path:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", help="output directory of bench/compare_learning.py (holds summary.json)")
+    p.add_argument("--docs", default=str(REPO / "docs"), help="where results.md and results/ go (default docs/)")
+    a = p.parse_args(argv)
+    src = Path(a.out) / "summary.json"
+    if not src.exists():
+        raise SystemExit(f"{src} not found: run `python bench/compare_learning.py --out {a.out}` first")
+    summary = json.loads(src.read_text())
+    summary.setdefault("out_dir", a.out)
+    docs = Path(a.docs)
+    figs = docs / "results"
+    figs.mkdir(parents=True, exist_ok=True)
+    jobs, agg = summary["jobs"], summary["aggregate"]
+    figures = [("Learning curves", *plot_learning_curves(jobs, agg, figs)),
+               ("Accuracy vs test-time budget", *plot_budgets(agg, figs))]
+    eff = plot_efficiency(agg, figs)
+    if eff:
+        figures.append(("Token efficiency", *eff))
+    write_summary_csv(agg, figs)
+    page = docs / "results.md"
+    page.write_text(render(summary, figures, "results"))
+    print(f"[results_page] wrote {page} and {figs}/", flush=True)
+    return page
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""Aggregation of the learning comparison (bench/compare_learning.py, bench/results_page.py) on fabricated runs.
+
+Token efficiency (interpolated first crossing of the baseline's final accuracy), confidence intervals over
+seeds and over questions, the verdict on the 2/3 target, the markdown tables and the results page.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+import compare_learning as cl  # noqa: E402
+
+CAP = 96
+
+
+def job(recipe: str, seed: int, curve: list[tuple[float, float]], correct: list[float], *, half: list[float] | None = None,
+        regret: list[float] | None = None, verif: float | None = 0.5, forcing: dict | None = None) -> dict:
+    """A fabricated job.json: learning curve at C as (train_tokens, accuracy); the last point is the final."""
+    pts = [{"step": 10 * i, "train_tokens": float(t), "accuracy": a, "tokens": 80.0, "verification_accuracy": verif}
+           for i, (t, a) in enumerate(curve)]
+    after = {str(CAP): {"accuracy": sum(correct) / len(correct), "correct": correct, "tokens": 70.0 + seed,
+                        "verification_accuracy": verif}}
+    if half is not None:
+        after[str(CAP // 2)] = {"accuracy": sum(half) / len(half), "correct": half, "tokens": 40.0,
+                                "verification_accuracy": verif}
+    return {"recipe": recipe, "seed": seed, "cap": CAP, "steps": 10 * (len(curve) - 1), "train_tokens": curve[-1][0],
+            "curve": {str(CAP): pts}, "after": after, "forcing": forcing or {},
+            "regret": {"per_question": {str(CAP): regret or [0.5, 0.5]}}}
+
+
+# ----------------------------------------------------------------------------------------- tokens_to_reach
+
+
+def test_tokens_to_reach_interpolates_the_first_crossing():
+    pts = [(0, 0.10), (100, 0.30), (200, 0.50), (300, 0.20), (400, 0.60)]
+    assert cl.tokens_to_reach(pts, 0.40) == pytest.approx(150.0)  # between (100, .3) and (200, .5)
+    assert cl.tokens_to_reach(pts, 0.55) == pytest.approx(387.5)  # (300, .2) -> (400, .6): 300 + .35/.4*100
+    assert cl.tokens_to_reach(pts, 0.30) == 100.0  # exactly on a point
+    assert cl.tokens_to_reach(pts, 0.05) == 0.0  # the start already meets it
+    assert cl.tokens_to_reach(pts, 0.70) is None  # never reached
+    assert cl.tokens_to_reach(list(reversed(pts)), 0.40) == pytest.approx(150.0)  # order of the input is irrelevant
+
+
+# ----------------------------------------------------------------------------------------- intervals
+
+
+def test_interval_over_seeds_is_a_t_interval_of_seed_means():
+    iv = cl.interval([[1, 0, 1, 0], [1, 1, 1, 0], [1, 1, 1, 1]])  # seed means 0.5, 0.75, 1.0
+    # mean 0.75, sd 0.25, t_{0.975, 2} = 4.302653: half width 4.302653 * 0.25 / sqrt(3) = 0.621034
+    assert iv.mean == pytest.approx(0.75)
+    assert iv.low == pytest.approx(0.75 - 0.621034, abs=1e-5)
+    assert iv.high == pytest.approx(0.75 + 0.621034, abs=1e-5)
+    assert iv.n == 3
+
+
+def test_interval_of_one_seed_bootstraps_questions_and_ignores_missing():
+    iv = cl.interval([[1, 0, 1, 1, 0, 1, 1, 1]])
+    assert iv.mean == pytest.approx(0.75) and iv.n == 8
+    assert 0.0 <= iv.low < 0.75 < iv.high <= 1.0
+    assert cl.interval([[None], [0.4], [0.6]]).mean == pytest.approx(0.5)  # a seed without a value is skipped
+    assert math.isnan(cl.interval([[None]]).mean)
+
+
+# ----------------------------------------------------------------------------------------- token efficiency
+
+
+def fabricated_jobs() -> list[dict]:
+    """Baseline ends at 0.50 (seed 0), 0.40 (seed 1), 0.60 (seed 2) after 1000 tokens; obj1 gets there early."""
+    jobs = []
+    finals = {0: 0.50, 1: 0.40, 2: 0.60}
+    for seed, f in finals.items():
+        base_correct = [1.0] * int(f * 10) + [0.0] * (10 - int(f * 10))
+        jobs.append(job("outcome_grpo", seed, [(0, 0.2), (500, 0.3), (1000, f)], base_correct, half=base_correct,
+                        regret=[0.6, 0.7]))
+    # obj1: crosses 0.5 at 250 (seed 0), 0.4 at 200 (seed 1: (0,.2)->(400,.6)), 0.6 at 400 (seed 1 curve)
+    jobs.append(job("obj1_verify", 0, [(0, 0.2), (200, 0.44), (400, 0.68), (1000, 0.7)], [1.0] * 7 + [0.0] * 3,
+                    regret=[0.3, 0.4]))
+    jobs.append(job("obj1_verify", 1, [(0, 0.2), (400, 0.6), (1000, 0.6)], [1.0] * 6 + [0.0] * 4, regret=[0.3, 0.5]))
+    jobs.append(job("obj1_verify", 2, [(0, 0.2), (200, 0.4), (400, 0.6), (1100, 0.7)], [1.0] * 7 + [0.0] * 3,
+                    regret=[0.4, 0.4]))
+    # obj2: never reaches seed 0's 0.5 (censored at its 1200 tokens), reaches the others late
+    jobs.append(job("obj2_mc_progress", 0, [(0, 0.2), (600, 0.3), (1200, 0.45)], [1.0] * 4 + [0.0] * 6))
+    jobs.append(job("obj2_mc_progress", 1, [(0, 0.2), (1000, 0.4)], [1.0] * 4 + [0.0] * 6))
+    jobs.append(job("obj2_mc_progress", 2, [(0, 0.2), (1000, 0.6)], [1.0] * 6 + [0.0] * 4))
+    jobs.append(job(cl.INITIAL, 0, [(0, 0.2)], [1.0] * 2 + [0.0] * 8))
+    return jobs
+
+
+def test_token_efficiency_per_seed_and_verdicts():
+    te = cl.token_efficiency(fabricated_jobs(), CAP)
+    obj1 = {x["seed"]: x for x in te["obj1_verify"]["seeds"]}
+    assert obj1[0]["target_accuracy"] == pytest.approx(0.5)
+    assert obj1[0]["tokens"] == pytest.approx(250.0)  # 200 + (0.5-0.44)/(0.68-0.44)*200
+    assert obj1[1]["tokens"] == pytest.approx(200.0)  # 0 + (0.4-0.2)/(0.6-0.2)*400
+    assert obj1[2]["tokens"] == pytest.approx(400.0)
+    ratios = [0.25, 0.20, 0.40]
+    assert [obj1[s]["ratio"] for s in (0, 1, 2)] == pytest.approx(ratios)
+    r = te["obj1_verify"]["ratio"]
+    half = 4.302653 * math.sqrt(0.065 / 6) / math.sqrt(3)  # sd of (.25, .2, .4): sqrt(0.065/6), mean 0.2833
+    assert r["mean"] == pytest.approx(sum(ratios) / 3) and r["high"] == pytest.approx(sum(ratios) / 3 + half, abs=1e-5)
+    assert te["obj1_verify"]["n_reached"] == 3 and te["obj1_verify"]["verdict"] == "meets"
+
+    obj2 = {x["seed"]: x for x in te["obj2_mc_progress"]["seeds"]}
+    assert not obj2[0]["reached"] and obj2[0]["tokens"] == 1200.0 and obj2[0]["ratio"] == pytest.approx(1.2)
+    assert obj2[1]["ratio"] == pytest.approx(1.0) and obj2[2]["ratio"] == pytest.approx(1.0)
+    assert te["obj2_mc_progress"]["n_reached"] == 2
+    assert te["obj2_mc_progress"]["verdict"] == "misses"  # CI of (1.2, 1, 1) lies above 2/3
+
+    base = {x["seed"]: x for x in te["outcome_grpo"]["seeds"]}
+    assert base[0]["tokens"] == pytest.approx(1000.0) and base[1]["tokens"] == pytest.approx(1000.0)
+    assert cl.INITIAL not in te
+
+
+def test_verdict_needs_a_ci_and_every_seed():
+    iv = cl.Interval(0.3, 0.1, 0.5, 3)
+    assert cl.verdict([0.3, 0.2, 0.4], [True, True, True], iv) == "meets"
+    assert cl.verdict([0.3, 0.2, 0.4], [True, False, True], iv) == "inconclusive"  # a seed never got there
+    assert cl.verdict([0.5], [True], cl.Interval(0.5, math.nan, math.nan, 1)) == "inconclusive"  # one seed: no CI
+    assert cl.verdict([0.5, 0.9], [True, True], cl.Interval(0.7, 0.2, 1.2, 2)) == "inconclusive"  # CI holds 2/3
+    assert cl.verdict([], [], cl.Interval(math.nan, math.nan, math.nan, 0)) == "inconclusive"
+
+
+# ----------------------------------------------------------------------------------------- aggregate and tables
+
+
+def test_aggregate_paired_difference_and_tables():
+    agg = cl.aggregate(fabricated_jobs(), CAP)
+    assert agg["recipes"][0] == cl.INITIAL
+    pr = agg["per_recipe"]
+    base = pr["outcome_grpo"]["accuracy"][str(CAP)]
+    assert base["mean"] == pytest.approx(0.5) and base["n"] == 3
+    # obj1 - baseline per seed: .7-.5, .6-.4, .7-.6 = .2, .2, .1 -> mean .1667, sd .0577
+    d = pr["obj1_verify"]["vs_baseline"]
+    assert d["mean"] == pytest.approx(0.5 / 3)
+    assert d["high"] - d["mean"] == pytest.approx(4.302653 * 0.0577350 / math.sqrt(3), abs=1e-5)
+    assert pr["obj1_verify"]["regret"][str(CAP)]["mean"] == pytest.approx((0.35 + 0.4 + 0.4) / 3)
+    assert pr["outcome_grpo"]["test_tokens"][str(CAP)]["mean"] == pytest.approx(71.0)  # 70 + seed, seeds 0..2
+    assert "vs_baseline" not in pr["outcome_grpo"] and "vs_baseline" not in pr[cl.INITIAL]
+
+    table = cl.accuracy_table(agg)
+    lines = table.splitlines()
+    assert lines[0].startswith("| recipe | seeds | accuracy @ 48 | accuracy @ 96 |")
+    row = next(line for line in lines if line.startswith("| outcome_grpo |"))
+    ci = pr["outcome_grpo"]["accuracy"][str(CAP)]
+    assert f"0.500 [{ci['low']:.3f}, {ci['high']:.3f}]" in row
+    assert all(line.count("|") == lines[0].count("|") for line in lines)
+    eff = cl.efficiency_table(agg)
+    assert "| obj2_mc_progress | >1200, 1000, 1000 |" in eff and "| 2/3 | misses |" in eff
+    assert "| obj1_verify | 250, 200, 400 |" in eff and "meets" in eff
+
+
+def test_fmt_iv():
+    assert cl.fmt_iv({"mean": 0.25, "low": 0.1, "high": 0.4}) == "0.250 [0.100, 0.400]"
+    assert cl.fmt_iv({"mean": 0.25, "low": math.nan, "high": math.nan}) == "0.250"
+    assert cl.fmt_iv({}) == "-"
+
+
+def test_results_page_from_a_fabricated_output_dir(tmp_path):
+    import results_page
+
+    jobs = fabricated_jobs()
+    forcing = {"greedy": {"96": {"correct": [1, 0], "tokens": [80, 70]}, "192": {"correct": [1, 0], "tokens": [90, 80]}},
+               "budget_forcing": {"96": {"correct": [0, 0], "tokens": [96, 96]},
+                                  "192": {"correct": [1, 1], "tokens": [190, 192]}}}
+    for j in jobs:
+        j["forcing"] = forcing
+    agg = cl.aggregate(jobs, CAP)
+    settings = cl.Settings(seeds=[0, 1, 2], steps=20)
+    summary = {"settings": cl.asdict(settings), "command": "python bench/compare_learning.py --out X",
+               "machine": {"platform": "Linux-test", "processor": "x86_64", "cpu_count": 2, "python": "3.11",
+                           "torch": "2.13", "transformers": "5", "trl": "1.16"},
+               "wall_seconds": 120.0, "jobs": jobs, "aggregate": json.loads(json.dumps(agg))}
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps(summary))
+    page = results_page.main([str(out), "--docs", str(tmp_path / "docs")])
+    text = page.read_text()
+    assert "python bench/compare_learning.py --out X" in text and "Linux-test" in text and "seeds: 0, 1, 2" in text
+    assert "**obj1_verify** reaches the baseline's accuracy with ≤ 2/3" in text
+    assert "**obj2_mc_progress** does not reach" in text
+    # every seed: greedy 1/2 at C, forced 2/2 at 2C (zero spread over seeds, so the CIs separate)
+    assert "Budget forcing to 2C=192 (outcome_grpo) gains against greedy decoding at C: 1.000 vs 0.500" in text
+    figs = tmp_path / "docs" / "results"
+    for name in ("learning_curves", "accuracy_vs_budget", "token_efficiency"):
+        assert (figs / f"{name}.png").stat().st_size > 0 and f"({'results'}/{name}.png)" in text
+    rows = (figs / "token_efficiency.csv").read_text().splitlines()
+    assert rows[0] == "recipe,seed,target_accuracy,tokens,baseline_tokens,ratio,reached"
+    assert "obj1_verify,0,0.5,250,1000,0.25,True" in rows
+    curve = (figs / "learning_curves.csv").read_text().splitlines()
+    assert any(line.startswith("obj1_verify,0,0,0.2,") for line in curve)  # step 0 of every seed at 0 tokens, 0.2
