@@ -23,12 +23,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 DEMO_OVERRIDES = [
     "recipe=obj1_verify",
+    "name=demo",
     "model=tiny",
-    "trainer.max_steps=40",
-    "evaluate.n=200",
-    "evaluate.budgets=[48,96]",
-    "budget.cap=96",
+    "trainer.max_steps=100",
+    "task.n_test=100",
+    "evaluate.n=100",
+    "evaluate.budgets=[64,128]",
+    "budget.cap=128",
     "rollouts_every=10",
+    "trainer.save_steps=50",
 ]
 
 

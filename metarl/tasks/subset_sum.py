@@ -1,0 +1,320 @@
+"""Signed subset sum (Countdown with + and −): reach a target from a few numbers.
+
+A problem lists distinct numbers and a target, e.g. ``"Numbers: 3 8 5 12 9. Target: 20.\\n"``; an answer
+is an expression that adds and subtracts some of the numbers, each at most once (``"8+12"``). Finding
+an answer is a search over subsets; checking one is a sum and a comparison. That asymmetry between
+generation and verification is what makes several attempts with self-verification pay off.
+
+``difficulty`` selects a :class:`Level` (how many numbers, how large, how many terms the gold answer
+has, which operators). The verifier parses the expression with a bounded hand-written parser (no
+``eval``): at most :data:`MAX_EXPR_CHARS` characters, :data:`MAX_TERMS` terms and
+:data:`MAX_DIGITS` digits per number.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from metarl.tasks.base import ANSWER_TAGS, Split, Task, check_split, split_of, tagged_blocks
+
+MAX_EXPR_CHARS = 256
+MAX_TERMS = 16
+MAX_DIGITS = 6
+
+_NUMBERS = re.compile(r"Numbers:[ \t]*((?:\d{1,6}[ \t]*){1,64})\.")
+_TARGET = re.compile(r"Target:[ \t]*(-?\d{1,7})[ \t]*\.")
+_EXPR_RUN = re.compile(r"[+\-]?\s*\d+(?:\s*[+\-]\s*\d+)*")
+_ROUND = re.compile(r"<(attempt|revise)>[^<]*</\1><verify>[^<]*</verify>")
+_VERDICT = re.compile(r"\b(correct|incorrect)\b", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Level:
+    """One difficulty setting: ``n_numbers`` distinct numbers from ``1..max_value``; the gold answer
+    uses ``min_terms..max_terms`` of them joined by operators from ``ops`` (the first term is added)."""
+
+    n_numbers: int
+    max_value: int
+    min_terms: int
+    max_terms: int
+    ops: str = "+"
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.min_terms <= self.max_terms <= self.n_numbers:
+            raise ValueError(f"need 2 <= min_terms <= max_terms <= n_numbers, got {self}")
+        if self.max_value < self.n_numbers:
+            raise ValueError(f"max_value {self.max_value} is too small for {self.n_numbers} distinct numbers")
+        if not self.ops or set(self.ops) - {"+", "-"}:
+            raise ValueError(f"ops must be made of '+' and '-', got {self.ops!r}")
+
+
+#: Difficulty levels. Level 2 is what the tiny warm-started policy is trained on.
+LEVELS: dict[int, Level] = {
+    1: Level(3, 9, 2, 2, "+"),
+    2: Level(4, 9, 2, 2, "+"),
+    3: Level(5, 20, 2, 3, "+"),
+    4: Level(6, 50, 2, 3, "+-"),
+    5: Level(7, 99, 3, 4, "+-"),
+}
+
+
+def parse_expression(text: str | None) -> list[int] | None:
+    """The signed terms of a ``+``/``-`` expression over non-negative integers, or None if it is not one.
+
+    Whitespace is ignored; a leading sign is allowed; ``"−"`` (U+2212) reads as ``"-"``. Inputs longer than
+    :data:`MAX_EXPR_CHARS`, with more than :data:`MAX_TERMS` terms or numbers of more than
+    :data:`MAX_DIGITS` digits are rejected (None), so parsing is bounded on any input.
+
+    >>> parse_expression("8 + 12 - 3")
+    [8, 12, -3]
+    >>> parse_expression("-3+23"), parse_expression("8*2"), parse_expression("8++2")
+    ([-3, 23], None, None)
+    """
+    if not isinstance(text, str) or len(text) > MAX_EXPR_CHARS:
+        return None
+    s = "".join(text.replace("\u2212", "-").split())
+    if not s:
+        return None
+    terms: list[int] = []
+    i, n = 0, len(s)
+    sign = 1
+    if s[0] in "+-":
+        sign = -1 if s[0] == "-" else 1
+        i = 1
+    while True:
+        j = i
+        while j < n and s[j].isdigit() and s[j].isascii():
+            j += 1
+        if j == i or j - i > MAX_DIGITS:
+            return None
+        terms.append(sign * int(s[i:j]))
+        if len(terms) > MAX_TERMS:
+            return None
+        if j == n:
+            return terms
+        if s[j] not in "+-":
+            return None
+        sign = -1 if s[j] == "-" else 1
+        i = j + 1
+
+
+def parse_problem(prompt: Any) -> tuple[list[int], int] | None:
+    """``(numbers, target)`` from a prompt containing ``"Numbers: 3 8 5. Target: 11."`` (the two fields in
+    either order; the prompt may also be a list of chat messages), or None.
+
+    >>> parse_problem("Think for 64 tokens.\\nNumbers: 3 8 5. Target: 11.\\n")
+    ([3, 8, 5], 11)
+    """
+    prompt = _text_of(prompt)
+    numbers, target = _NUMBERS.search(prompt), _TARGET.search(prompt)
+    if numbers is None or target is None:
+        return None
+    return [int(t) for t in numbers.group(1).split()], int(target.group(1))
+
+
+def _text_of(prompt: Any) -> str:
+    """A prompt as text: a string as it is, chat messages (``[{"role", "content"}, ...]``) joined."""
+    if isinstance(prompt, str):
+        return prompt
+    if isinstance(prompt, (list, tuple)):
+        return "\n".join(m.get("content", "") if isinstance(m, Mapping) else str(m) for m in prompt)
+    return "" if prompt is None else str(prompt)
+
+
+def format_prompt(numbers: list[int], target: int) -> str:
+    """The prompt of a problem: ``"Numbers: 3 8 5 12 9. Target: 20.\\n"`` (short: every character is a token
+    for the tiny policy)."""
+    return f"Numbers: {' '.join(map(str, numbers))}. Target: {target}.\n"
+
+
+def format_expression(terms: list[int]) -> str:
+    """``[8, 12, -3]`` -> ``"8+12-3"``."""
+    out = str(terms[0])
+    for t in terms[1:]:
+        out += f"-{-t}" if t < 0 else f"+{t}"
+    return out
+
+
+def is_solution(terms: list[int], numbers: list[int], target: int) -> bool:
+    """True iff the signed ``terms`` use each of ``numbers`` at most as often as it is listed and sum to ``target``."""
+    if not terms or sum(terms) != target:
+        return False
+    available = Counter(numbers)
+    used = Counter(abs(t) for t in terms)
+    return all(available[v] >= c for v, c in used.items())
+
+
+def _expression_in(content: str) -> str | None:
+    """The expression a block states: the last ``+``/``-`` run before the first ``=`` (whitespace removed)."""
+    head = content.split("=", 1)[0]
+    if len(head) > 4 * MAX_EXPR_CHARS:
+        head = head[-4 * MAX_EXPR_CHARS :]
+    runs = _EXPR_RUN.findall(head)
+    if not runs:
+        return None
+    return "".join(runs[-1].split())
+
+
+class SubsetSumTask(Task):
+    """Reach a target by adding and subtracting some of the given numbers (each used at most once).
+
+    ``difficulty`` (a key of ``levels``, default :data:`LEVELS`) is the default level for ``generate``;
+    ``test_fraction`` of all problems (by a stable hash of the sorted numbers and the target) form the
+    held-out split.
+    """
+
+    name = "subset_sum"
+
+    def __init__(self, difficulty: int | Level = 2, test_fraction: float = 0.2,
+                 levels: Mapping[int, Level] | None = None) -> None:
+        self.levels: dict[int, Level] = dict(levels or LEVELS)
+        self.difficulty = difficulty
+        self.level(difficulty)
+        if not 0.0 < test_fraction < 1.0:
+            raise ValueError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction}")
+        self.test_fraction = test_fraction
+
+    def level(self, difficulty: int | Level | None = None) -> Level:
+        """The :class:`Level` for ``difficulty`` (a level number, a :class:`Level`, or None for the default)."""
+        d = self.difficulty if difficulty is None else difficulty
+        if isinstance(d, Level):
+            return d
+        if d not in self.levels:
+            raise ValueError(f"unknown difficulty {d!r} for {self.name}: choose one of {sorted(self.levels)}")
+        return self.levels[d]
+
+    @staticmethod
+    def problem_key(numbers: list[int], target: int) -> str:
+        """Canonical key of a problem: the same numbers in any order with the same target share it."""
+        return ",".join(map(str, sorted(numbers))) + f"|{target}"
+
+    def split_of(self, numbers: list[int], target: int) -> Split:
+        """The split (``"train"`` or ``"test"``) a problem belongs to."""
+        return split_of(self.problem_key(numbers, target), self.test_fraction)
+
+    def _sample(self, rng: random.Random, lv: Level) -> tuple[list[int], list[int], int]:
+        """One random problem: ``(numbers, gold signed terms, target)``."""
+        while True:
+            numbers = rng.sample(range(1, lv.max_value + 1), lv.n_numbers)
+            k = rng.randint(lv.min_terms, lv.max_terms)
+            idx = sorted(rng.sample(range(lv.n_numbers), k))
+            signs = [1] + [1 if rng.choice(lv.ops) == "+" else -1 for _ in range(k - 1)]
+            terms = [s * numbers[i] for s, i in zip(signs, idx)]
+            target = sum(terms)
+            if target > 0 and target not in numbers:  # a listed target would make the problem trivial
+                return numbers, terms, target
+
+    def generate(self, split: Split = "train", n: int = 100, seed: int = 0,
+                 difficulty: int | Level | None = None, unique: bool = True,
+                 allow_fewer: bool = False) -> list[dict[str, Any]]:
+        """``n`` problems of ``split``: dicts with ``prompt``, ``answer`` (a gold expression), ``id``,
+        ``numbers``, ``target`` and ``difficulty``. Deterministic given ``(split, n, seed, difficulty)``;
+        with ``unique`` no problem repeats within the call. If the level has fewer than ``n`` distinct
+        problems in the split, a ``ValueError`` says so, or with ``allow_fewer`` all of them are returned."""
+        check_split(split)
+        if n < 0:
+            raise ValueError(f"n must be >= 0, got {n}")
+        d = self.difficulty if difficulty is None else difficulty
+        lv = self.level(d)
+        rng = random.Random(f"{self.name}|{split}|{seed}|{lv}")
+        out: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        misses = 0  # consecutive draws that gave no new problem of this split
+        while len(out) < n:
+            if misses > 20_000:
+                if allow_fewer:
+                    break
+                raise ValueError(
+                    f"{self.name} difficulty {d} has too few distinct {split} problems for n={n} "
+                    f"(found {len(out)}); lower n, pass allow_fewer=True or unique=False, or raise the difficulty"
+                )
+            numbers, terms, target = self._sample(rng, lv)
+            key = self.problem_key(numbers, target)
+            if self.split_of(numbers, target) != split or (unique and key in seen):
+                misses += 1
+                continue
+            misses = 0
+            seen.add(key)
+            out.append({
+                "id": f"{self.name}/d{d}/{key}" + ("" if unique else f"#{len(out)}"),
+                "prompt": format_prompt(numbers, target),
+                "answer": format_expression(terms),
+                "numbers": numbers,
+                "target": target,
+                "difficulty": d if isinstance(d, int) else repr(d),
+            })
+        return out
+
+    def verify(self, prediction: str | None, answer: str, prompt: Any = "") -> bool:
+        """True iff ``prediction`` is a ``+``/``-`` expression over the prompt's numbers (each used at most
+        once) whose value is the target. The prompt is required: several expressions can be correct, and
+        only the prompt says which numbers may be used."""
+        problem = parse_problem(prompt)
+        if problem is None:
+            raise ValueError(
+                f"{self.name}.verify needs the problem prompt ('Numbers: ... Target: ...') to know which "
+                f"numbers may be used; got prompt={_text_of(prompt)[:80]!r}. Pass the prompt to the grader."
+            )
+        terms = parse_expression(prediction)
+        return terms is not None and is_solution(terms, *problem)
+
+    def extract_answer(self, text: str) -> str | None:
+        """The last expression stated in an ``<attempt>``, ``<revise>`` or ``<answer>`` block of ``text``
+        (the part before any ``=``); text without tags is read as one block. Verify blocks state no answer.
+
+        >>> SubsetSumTask().extract_answer("<attempt>3+9</attempt><verify>3+9=12!=20 incorrect</verify>")
+        '3+9'
+        >>> SubsetSumTask().extract_answer("<verify>3+9=12!=20 incorrect</verify>") is None
+        True
+        """
+        if text is None:
+            return None
+        found: str | None = None
+        for tag, content in tagged_blocks(text):
+            if tag is None or tag in ANSWER_TAGS:
+                expr = _expression_in(content)
+                if expr is not None:
+                    found = expr
+        return found
+
+    @staticmethod
+    def verdict(content: str) -> bool | None:
+        """The verdict a verify block states: the last of the words "correct" / "incorrect" (None if neither).
+
+        >>> SubsetSumTask.verdict("3+9=12!=20 incorrect"), SubsetSumTask.verdict("8+12=20 correct")
+        (False, True)
+        """
+        words = _VERDICT.findall(content)
+        return None if not words else words[-1].lower() == "correct"
+
+    def follows_format(self, completion: str) -> bool:
+        """True iff ``completion`` is ``<attempt>E</attempt><verify>V</verify>`` followed by zero or more
+        ``<revise>E</revise><verify>V</verify>`` rounds and nothing else, every E an expression and every V
+        stating a verdict."""
+        if len(_ROUND.sub("", completion)) or not completion.startswith("<attempt>"):
+            return False
+        blocks = tagged_blocks(completion)
+        for i, (tag, content) in enumerate(blocks):
+            if i % 2 == 1:
+                if tag != "verify" or self.verdict(content) is None:
+                    return False
+            elif tag != ("attempt" if i == 0 else "revise") or parse_expression(content) is None:
+                return False
+        return True
+
+    def verification_checks(self, completion: str, prompt: str) -> list[tuple[bool | None, bool]]:
+        """``(stated verdict, truth)`` for every verify block that follows an attempt or revision:
+        the truth is whether that most recent attempt's expression solves the problem."""
+        checks: list[tuple[bool | None, bool]] = []
+        last: str | None = None
+        have_attempt = False
+        for tag, content in tagged_blocks(completion):
+            if tag in ("attempt", "revise"):
+                last, have_attempt = _expression_in(content), True
+            elif tag == "verify" and have_attempt:
+                checks.append((self.verdict(content), self.verify(last, "", prompt)))
+        return checks
