@@ -1,0 +1,82 @@
+"""Multi-episode rollouts: episode-by-episode generation with masked feedback, budget forcing, the compute cap."""
+from __future__ import annotations
+
+import copy
+
+import pytest
+from datasets import Dataset
+from trl import GRPOConfig
+
+from metarl.rewards import build_rewards
+from metarl.scoring import Objective, Scorer
+from metarl.segmenters import TokenChunkSegmenter
+from metarl.trainer.grpo import MetaRLTrainer
+from metarl.trainer.rollout import Rollout
+
+CAP = 24
+
+
+def fb(episode_text):
+    return "[fb]"
+
+
+def make_trainer(tiny, tmp_path, rollout):
+    model, tok = tiny
+    scorer = Scorer(TokenChunkSegmenter(k=4), build_rewards(["outcome"]), lambda p, a, q="": bool(p) and a in p,
+                    lambda t: t, lambda t: None, Objective(), tokenizer=tok)
+    args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
+                      max_completion_length=CAP, max_steps=1, learning_rate=1e-3, report_to=[], use_cpu=True,
+                      save_strategy="no", seed=0, bf16=False, beta=0.0, disable_tqdm=True)
+    data = Dataset.from_list([{"prompt": f"Q{i}: ", "answer": "7"} for i in range(4)])
+    return MetaRLTrainer(model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=tok,
+                         scorer=scorer, rollout=rollout, cap=CAP)
+
+
+def generate(trainer):
+    prompts = [f"Q{i}: " for i in (0, 0, 0, 0, 1, 1, 1, 1)]
+    trainer.batch_answers = ["7"] * len(prompts)
+    return trainer._generate(prompts)
+
+
+def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_path):
+    ro = Rollout(mode="episodes", cap=CAP, episode_tokens=5, feedback="test_rollouts.fb", force_answer=True,
+                 suffix="<answer>", answer_tokens=3, max_episodes=10)
+    tr = make_trainer(tiny, tmp_path, ro)
+    _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
+    tok = tr.processing_class
+    fb_ids = tok("[fb]", add_special_tokens=False)["input_ids"]
+    for ids, m, text, thinking, forced in zip(completion_ids, mask, completions, extra["thinking_tokens"],
+                                              extra["forced"]):
+        assert len(ids) == len(m)
+        assert thinking <= CAP
+        policy = [t for t, k in zip(ids, m) if k == 1]
+        inserted = [t for t, k in zip(ids, m) if k == 0]
+        assert text.count("[fb]") >= 1 or len(policy) <= 5
+        assert inserted[: len(fb_ids)] == fb_ids or not inserted
+        if forced:  # the cap was hit: masked suffix, then at most answer_tokens policy tokens
+            assert "<answer>" in text
+            assert len(policy) - thinking <= 3
+        else:
+            assert len(policy) == thinking
+
+
+def test_budget_forcing_replaces_early_stops_with_a_masked_continuation(tiny, tmp_path):
+    model, tok = tiny
+    eos = tok.eos_token_id
+    ro = Rollout(mode="budget_forcing", cap=CAP, continuation="Wait", max_continuations=2, force_answer=False)
+    tr = make_trainer(tiny, tmp_path, ro)
+    tr.generation_config.sequence_bias = {(eos,): 30.0}  # the policy stops at once, every time
+    _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
+    wait = tok("Wait", add_special_tokens=False)["input_ids"]
+    for ids, m, text, thinking in zip(completion_ids, mask, completions, extra["thinking_tokens"]):
+        assert text == "WaitWait"  # two early stops replaced by the continuation, then the final stop
+        assert ids == wait + wait + [eos]
+        assert m == [0] * (2 * len(wait)) + [1]  # inserted text is masked out of the loss
+        assert thinking == 1
+
+
+def test_rollout_rejects_bad_settings():
+    with pytest.raises(ValueError, match="mode"):
+        Rollout(mode="nope")
+    with pytest.raises(ValueError, match="cap"):
+        Rollout(cap=0)
