@@ -169,7 +169,7 @@ def build_advantages(
         adv = total - base
         if scale_rewards != "none":
             std = _scale(total[:, 0], group_of, n_groups, scale_rewards)
-            adv = adv / (std.unsqueeze(1) + eps)
+            adv = adv / _divisor(std.unsqueeze(1), eps)
     elif normalize == "separate":
         adv_out = _normalize(outcome, group_of, n_groups, scale_rewards, eps)
         adv = alpha * adv_out.unsqueeze(1).expand(batch, width)
@@ -250,8 +250,18 @@ def _normalize(
     out = values - mean
     if scale_rewards != "none":
         std = _scale(stats, group_of, n_groups, scale_rewards)
-        out = out / ((std.unsqueeze(1) if values.dim() == 2 else std) + eps)
+        out = out / _divisor(std.unsqueeze(1) if values.dim() == 2 else std, eps)
     return torch.nan_to_num(out, nan=0.0)
+
+
+def _divisor(std: torch.Tensor, eps: float) -> torch.Tensor:
+    """std + eps, as TRL, except 1 where the std is exactly 0.
+
+    TRL only ever divides a zero numerator by a zero std (all rewards equal their mean), so the
+    result there is 0 either way; per-episode returns can differ from a group whose whole-trace
+    returns are all equal, and dividing those by eps = 1e-4 would blow them up 10^4-fold.
+    """
+    return torch.where(std > 0, std + eps, torch.ones_like(std))
 
 
 def _check_options(normalize: str, scale_rewards: str, baseline: str, alpha: float, gamma: float, eps: float,

@@ -292,3 +292,14 @@ def test_bad_num_tokens_and_group_ids():
 def test_doctests():
     result = doctest.testmod(credit)
     assert result.failed == 0 and result.attempted >= 5
+
+
+def test_joint_with_equal_whole_trace_returns_does_not_blow_up():
+    """Both traces return 1 in total, so the group std is 0; their episode returns still differ.
+
+    Trace 0: rewards [1, 0] -> G = [1, 0]; trace 1: [0, 1] -> G = [1, 1]; group mean of G_0 is 1.
+    The advantages are G - 1 (no division by a zero std), not (G - 1) / 1e-4.
+    """
+    A = build_advantages([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0], [[(0, 1), (1, 2)], [(0, 1), (1, 2)]], [0, 0], 2,
+                         normalize="joint")
+    assert A.tolist() == [[0.0, -1.0], [0.0, 0.0]]
