@@ -43,3 +43,19 @@ def test_recipe_runs_two_steps(recipe, tmp_path):
         assert "".join(e["text"] for e in r["episodes"]) == r["completion"]
     assert (run_dir / "final" / "config.json").exists()
     assert summary["steps"] == 2 and "before" in summary and "after" in summary
+
+
+def test_multirun_sweep_writes_one_run_per_job(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    exe = Path(sys.executable).with_name("metarl-train")
+    r = subprocess.run([str(exe), "-m", "recipe=obj1_verify", "model=random-tiny", "trainer.max_steps=1",
+                        "evaluate.enabled=false", "task.n_train=32", "objective.alpha=0.1,1.0",
+                        f"hydra.sweep.dir={tmp_path}"], capture_output=True, text=True, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    alphas = sorted((tmp_path / str(j) / "config.yaml").read_text().split("alpha: ")[1].split()[0] for j in (0, 1))
+    assert alphas == ["0.1", "1.0"]
+    assert all((tmp_path / str(j) / "metrics.jsonl").exists() for j in (0, 1))
