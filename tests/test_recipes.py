@@ -59,3 +59,14 @@ def test_multirun_sweep_writes_one_run_per_job(tmp_path):
     alphas = sorted((tmp_path / str(j) / "config.yaml").read_text().split("alpha: ")[1].split()[0] for j in (0, 1))
     assert alphas == ["0.1", "1.0"]
     assert all((tmp_path / str(j) / "metrics.jsonl").exists() for j in (0, 1))
+
+
+def test_lora_through_peft(tmp_path):
+    from metarl.trainer.run import run
+
+    cfg = compose_train(["recipe=outcome_grpo", "name=lora", f"run_dir={tmp_path / 'run'}",
+                         "model.lora={r: 4, lora_alpha: 8, target_modules: all-linear}", *SMALL])
+    summary = run(cfg)
+    final = Path(summary["run_dir"]) / "final"
+    assert (final / "adapter_config.json").exists() and (final / "adapter_model.safetensors").exists()
+    assert '"r": 4' in (final / "adapter_config.json").read_text()
