@@ -20,8 +20,9 @@ def metric_order(keys: Sequence[str]) -> list[str]:
     """Important metrics first (outcome accuracy, rewards, episodes, tokens, verification), then A–Z."""
 
     def rank(k: str) -> tuple[int, str]:
+        bare = k.removeprefix("metarl/")  # the trainer logs its own metrics under metarl/
         for i, name in enumerate(IMPORTANT):
-            if k == name or (name == "reward" and (k.startswith("reward/") or k.startswith("rewards/"))):
+            if bare == name or (name == "reward" and (bare.startswith("reward/") or bare.startswith("rewards/"))):
                 return i, k
         return len(IMPORTANT), k
 
