@@ -49,6 +49,10 @@ def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, dt
         if attn_implementation:
             mkw["attn_implementation"] = attn_implementation
         model = AutoModelForCausalLM.from_pretrained(name_or_path, **mkw)
+        if gguf_file and getattr(model, "is_quantized", False):
+            # transformers dequantises GGUF weights to full precision on load: the model is trainable as is
+            model.is_quantized = False
+            model.hf_quantizer = None
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     tok.padding_side = "left"
