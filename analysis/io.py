@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from metarl.runlog import jsonl_objects
+
 SKIP_DIRS = ("checkpoint", "wandb", "__pycache__")
 MAX_DEPTH = 3
 
@@ -49,17 +51,7 @@ def read_jsonl(path: Path | str) -> tuple[list[dict[str, Any]], list[str]]:
     except OSError as e:
         return rows, [f"{path}: cannot read ({e.strerror or e})"]
     with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); line skipped")
-                continue
-            if not isinstance(obj, dict):
-                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; line skipped")
-                continue
+        for lineno, obj in jsonl_objects(fh, path, problems):
             obj["_source"] = f"{path}:{lineno}"
             rows.append(obj)
     return rows, problems

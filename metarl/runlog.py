@@ -116,6 +116,23 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
+def jsonl_objects(lines, path: str | Path, problems: list[str]):
+    """Yield ``(line number, object)`` for each JSON-object line of an open JSONL file; blank lines are
+    skipped and every other line is reported in ``problems`` as ``"path:line: problem; line skipped"``."""
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            problems.append(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); line skipped")
+            continue
+        if not isinstance(obj, dict):
+            problems.append(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}; line skipped")
+            continue
+        yield lineno, obj
+
+
 def last_complete_checkpoint(checkpoint_dir: str | Path) -> Path | None:
     """The highest ``checkpoint-N`` directory whose save finished (has the ``.complete`` marker)."""
     d = Path(checkpoint_dir)

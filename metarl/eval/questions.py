@@ -10,13 +10,13 @@
 """
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from metarl.eval.strategies import Question
 from metarl.registry import ConfigError
+from metarl.runlog import jsonl_objects
 
 DEFAULT_COLUMNS = {"prompt": "prompt", "answer": "answer"}
 ID_FIELDS = ("id", "question_id")
@@ -55,17 +55,7 @@ def read_questions_jsonl(path: str | Path,
     problems: list[str] = []
     seen: set[str] = set()
     with fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                problems.append(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno}); line skipped")
-                continue
-            if not isinstance(row, dict):
-                problems.append(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}; line skipped")
-                continue
+        for lineno, row in jsonl_objects(fh, path, problems):
             q = _row_question(row, columns, f"{path.stem}:{lineno}")
             if isinstance(q, str):
                 problems.append(f"{path}:{lineno}: {q}; line skipped")
