@@ -74,12 +74,10 @@ def prompt_ids_for(tokenizer, prompt: Any) -> list[int]:
 
 def complete(model, tokenizer, prompts: Sequence[Any], cap: int, *, suffix: str | None = None,
              answer_stop: Sequence[str] | None = None, answer_tokens: int = 16, do_sample: bool = False,
-             temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64,
-             continuation: str | None = None, max_continuations: int = 0) -> list[Completion]:
+             temperature: float = 1.0, top_p: float = 1.0, batch_size: int = 64) -> list[Completion]:
     """Complete every prompt with at most ``cap`` thinking tokens; with a ``suffix``, a stream that hits the
-    cap gets the suffix and a forced answer of at most ``answer_tokens`` tokens. With ``continuation``
-    (s1 budget forcing), a stream that stops early has its end-of-sequence token replaced by the
-    continuation text, up to ``max_continuations`` times, while thinking tokens remain."""
+    cap gets the suffix and a forced answer of at most ``answer_tokens`` tokens. (Budget forcing and
+    sequential revisions live in ``metarl.eval.sampling`` and ``metarl.trainer.rollout``.)"""
     from transformers import GenerationConfig
 
     eos = model.generation_config.eos_token_id
@@ -88,30 +86,12 @@ def complete(model, tokenizer, prompts: Sequence[Any], cap: int, *, suffix: str 
                            top_p=top_p if do_sample else None, top_k=None if do_sample else None,
                            pad_token_id=tokenizer.pad_token_id, eos_token_id=eos_ids)
     out: list[Completion] = []
-    cont_ids = tokenizer(continuation, add_special_tokens=False)["input_ids"] if continuation else []
     suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"] if suffix else []
     for b in range(0, len(prompts), batch_size):
         pids = [prompt_ids_for(tokenizer, p) for p in prompts[b:b + batch_size]]
-        ids: list[list[int]] = [[] for _ in pids]
-        thinking = [0] * len(pids)
-        conts = [0] * len(pids)
-        active = list(range(len(pids)))
-        while active:
-            room = max(cap - thinking[i] for i in active)
-            new = generate_batch(model, tokenizer, [pids[i] + ids[i] for i in active], cfg, room, eos_ids)
-            nxt = []
-            for i, toks in zip(active, new):
-                toks = toks[: cap - thinking[i]]
-                ids[i] += toks
-                thinking[i] += len(toks)
-                ended = bool(toks) and toks[-1] in eos_ids
-                if ended and cont_ids and conts[i] < max_continuations and thinking[i] < cap:
-                    ids[i].pop()
-                    thinking[i] -= 1
-                    ids[i] += cont_ids
-                    conts[i] += 1
-                    nxt.append(i)
-            active = nxt
+        new = generate_batch(model, tokenizer, pids, cfg, cap, eos_ids)
+        ids = [toks[:cap] for toks in new]
+        thinking = [len(toks) for toks in ids]
         forced = [i for i in range(len(pids)) if suffix_ids and thinking[i] >= cap
                   and not (ids[i] and ids[i][-1] in eos_ids)]
         if forced:
