@@ -48,6 +48,16 @@ With no dense rewards (every ``episode_rewards[i]`` empty, or ``dense_weight == 
 ``alpha == 1``, both ``separate`` and ``joint`` give every token of trace i exactly TRL 1.16's
 GRPO advantage for rewards = outcomes (``multi_objective_aggregation="sum_then_normalize"``).
 
+**The stop step.** An episode's reward is earned by its text; the end-of-sequence token after the
+last episode is a separate decision (stop here, or start another episode), made once that reward
+is already fixed. :func:`split_stop_tokens` gives those trailing tokens their own step with dense
+reward 0, so stopping is credited with what follows it (the outcome term), exactly as starting
+another episode is. Left inside the last episode, EOS would also collect that episode's reward,
+which the competing action (the first token of a new episode) does not: a bias towards stopping
+that grows with the dense rewards (with Obj-1 rewards the built-in task's policy learned to stop
+after one verification). With dense rewards off every token of a trace has the same advantage, so
+the split changes nothing there.
+
 Missing values:
 
 - a NaN episode reward counts as 0;
@@ -69,7 +79,7 @@ NORMALIZE_MODES = ("separate", "joint")
 SCALE_MODES = ("group", "batch", "none")
 BASELINES = ("group", "termination")
 
-__all__ = ["build_advantages", "episode_returns", "spans_to_token_index", "nanstd"]
+__all__ = ["build_advantages", "episode_returns", "spans_to_token_index", "nanstd", "split_stop_tokens"]
 
 
 def episode_returns(rewards: Sequence[float], gamma: float = 1.0) -> list[float]:
@@ -86,6 +96,33 @@ def episode_returns(rewards: Sequence[float], gamma: float = 1.0) -> list[float]
         acc = float(r) + gamma * acc
         out.append(acc)
     return out[::-1]
+
+
+def split_stop_tokens(spans: Sequence[tuple[int, int]], token_ids: Sequence[int],
+                      stop_ids: set[int] | frozenset[int]) -> list[tuple[int, int]]:
+    """``spans`` with the trailing stop tokens (EOS / pad ids in ``stop_ids``) of the last episode split
+    off into one extra span: the stop step (see the module docstring). Unchanged when the completion
+    does not end with a stop token (e.g. cut at the cap), when the last span does not reach the end of
+    ``token_ids``, or when the split would leave the last episode without tokens.
+
+    >>> split_stop_tokens([(0, 3), (3, 7)], [5, 6, 7, 8, 9, 2, 0], {2, 0})
+    [(0, 3), (3, 5), (5, 7)]
+    >>> split_stop_tokens([(0, 3), (3, 5)], [5, 6, 7, 8, 9], {2})
+    [(0, 3), (3, 5)]
+    """
+    out = [(int(a), int(b)) for a, b in spans]
+    n = len(token_ids)
+    if not out or out[-1][1] != n:
+        return out
+    k = 0
+    while k < n and int(token_ids[n - 1 - k]) in stop_ids:
+        k += 1
+    start, end = out[-1]
+    if k == 0 or end - k <= start:
+        return out
+    out[-1] = (start, end - k)
+    out.append((end - k, end))
+    return out
 
 
 def spans_to_token_index(token_spans: Sequence[Sequence[tuple[int, int]]], num_tokens: int) -> torch.Tensor:

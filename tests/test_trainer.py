@@ -124,3 +124,29 @@ def test_advantages_are_per_token(fresh, tmp_path):
     lengths = batch["completion_mask"].sum(1)
     for r in range(adv.shape[0]):
         assert torch.all(adv[r, int(lengths[r]):] == 0)
+
+
+def test_trailing_eos_is_its_own_stop_step(fresh, tmp_path):
+    """EOS after the last episode gets the credit of what follows (outcome term), not that episode's reward."""
+    from metarl.types import Trace
+
+    model, tok = fresh()
+    scorer = make_scorer(["outcome", first_char_reward])
+    t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1), train_dataset=dataset(),
+                      processing_class=tok, scorer=scorer)
+    text = "abcdefgh"  # two chunks of 4 tokens: "abcd", "efgh"; both start with a letter (reward 1)
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    stopped = Trace(prompt="Q: ", completion=text, answer="x", completion_ids=ids + [tok.eos_token_id])
+    cut = Trace(prompt="Q: ", completion=text, answer="x", completion_ids=list(ids))  # cut at the cap: no EOS
+    scorer.score([stopped, cut])
+    s, c = t._summary(stopped), t._summary(cut)
+    assert s["spans"] == [(0, 4), (4, 8), (8, 9)] and s["dense"] == [1.0, 1.0, 0.0]
+    assert s["episodes"] == 2  # metrics still count real episodes
+    assert c["spans"] == [(0, 4), (4, 8)] and c["dense"] == [1.0, 1.0]
+    from metarl.credit import build_advantages
+
+    adv = build_advantages([s["dense"], c["dense"]], [1.0, 0.0], [s["spans"], c["spans"]], [0, 0], 9,
+                           alpha=1.0, normalize="joint", scale_rewards="none")
+    # G_stopped = [3, 2, 1], G_cut = [2, 1]; the group mean of whole-trace returns is 2.5
+    assert adv[0].tolist() == [0.5] * 4 + [-0.5] * 4 + [-1.5]
+    assert adv[1].tolist() == [-0.5] * 4 + [-1.5] * 4 + [0.0]

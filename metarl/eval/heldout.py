@@ -1,4 +1,5 @@
-"""Held-out evaluation of a policy at a compute cap: greedy pass@1, tokens, episodes, verification accuracy.
+"""Held-out evaluation of a policy at a compute cap: pass@1 (greedy, or the mean over sampled completions),
+tokens, episodes, verification accuracy.
 
 Used by ``metarl-train`` before and after training and by the demo; ``metarl-eval`` covers the
 test-time strategies (pass@k, majority vote, Best-of-N, revisions, budget forcing).
@@ -18,19 +19,33 @@ from metarl.types import Trace
 
 def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: int, scorer, suffix: str | None,
                     answer_stop: Sequence[str] | None = None, answer_tokens: int = 16, batch_size: int = 64,
+                    samples: int = 1, temperature: float = 0.0, seed: int = 0,
                     return_traces: bool = False) -> dict[str, Any]:
-    """Greedy completions of ``rows`` (``prompt``, ``answer``) at cap ``cap``; segmented and graded with
-    ``scorer`` (its segmenter, grader, extractor, verdict parser; no rewards are run)."""
+    """Completions of ``rows`` (``prompt``, ``answer``) at cap ``cap``, segmented and graded with ``scorer``
+    (its segmenter, grader, extractor, verdict parser; no rewards are run).
+
+    ``temperature=0``: one greedy completion per row. ``temperature>0``: ``samples`` sampled completions per
+    row, drawn under ``seed`` without touching the caller's random state; ``accuracy`` is then the mean
+    over all samples (sampled pass@1, far less noisy than one greedy completion) and the traces come
+    row-major (row 0's samples first). ``per_question`` gives each row's mean correctness either way.
+    """
+    if samples < 1:
+        raise ValueError(f"samples={samples} must be >= 1")
+    sample = temperature > 0
+    k = samples if sample else 1
+    prompts = [r["prompt"] for r in rows for _ in range(k)]
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            comps = complete(model, tokenizer, [r["prompt"] for r in rows], cap, suffix=suffix,
-                             answer_stop=answer_stop, answer_tokens=answer_tokens, batch_size=batch_size)
+        with torch.no_grad(), torch.random.fork_rng(devices=_devices(model)):
+            torch.manual_seed(seed)
+            comps = complete(model, tokenizer, prompts, cap, suffix=suffix, answer_stop=answer_stop,
+                             answer_tokens=answer_tokens, batch_size=batch_size, do_sample=sample,
+                             temperature=temperature if sample else 1.0)
     finally:
         model.train(was_training)
     traces = []
-    for r, c in zip(rows, comps):
+    for r, c in zip((r for r in rows for _ in range(k)), comps):
         t = Trace(prompt=r["prompt"] if isinstance(r["prompt"], str) else str(r["prompt"]), completion=c.text,
                   answer=str(r["answer"]), completion_ids=c.completion_ids, prompt_ids=c.prompt_ids)
         t.meta.update(thinking_tokens=c.thinking_tokens, forced=c.forced)
@@ -38,9 +53,21 @@ def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: in
         t.outcome = float(bool(scorer.grader(scorer.extract_answer(t.completion), t.answer, t.prompt)))
         traces.append(t)
     summary = summarize(traces, scorer, cap)
+    summary["n"], summary["samples"] = len(rows), k  # problems, completions per problem
+    summary["per_question"] = [sum(t.outcome or 0.0 for t in traces[i:i + k]) / k for i in range(0, len(traces), k)]
+    if k > 1:  # the standard error over questions (samples of one question are not independent)
+        q = summary["per_question"]
+        mean = sum(q) / len(q)
+        var = sum((x - mean) ** 2 for x in q) / (len(q) - 1) if len(q) > 1 else 0.0
+        summary["accuracy_se"] = math.sqrt(var / len(q))
     if return_traces:
         summary["traces"] = traces
     return summary
+
+
+def _devices(model) -> list[int]:
+    dev = next(model.parameters()).device
+    return [dev.index or 0] if dev.type == "cuda" else []
 
 
 def summarize(traces: Sequence[Trace], scorer, cap: int) -> dict[str, Any]:

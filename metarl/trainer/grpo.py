@@ -27,7 +27,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from trl import GRPOTrainer  # noqa: E402
 
-from metarl.credit import build_advantages  # noqa: E402
+from metarl.credit import build_advantages, split_stop_tokens  # noqa: E402
 from metarl.rewards.obj1 import verification_correctness  # noqa: E402
 from metarl.runlog import RunLog, mark_complete  # noqa: E402
 from metarl.scoring import Scorer, termination_values  # noqa: E402
@@ -142,12 +142,26 @@ class MetaRLTrainer(GRPOTrainer):
             return "\n".join(m.get("content", "") if isinstance(m.get("content"), str) else "" for m in messages)
 
     # ------------------------------------------------------------------ credit
+    def _stop_ids(self) -> frozenset[int]:
+        """Token ids that end a completion (EOS, pad): the stop step of :func:`split_stop_tokens`."""
+        tok = self.scorer.tokenizer
+        ids = {getattr(tok, "eos_token_id", None), getattr(tok, "pad_token_id", None)}
+        eos = getattr(getattr(self.accelerator.unwrap_model(self.model), "generation_config", None),
+                      "eos_token_id", None)
+        ids.update(eos if isinstance(eos, list | tuple) else [eos])
+        return frozenset(int(i) for i in ids if i is not None)
+
     def _summary(self, t: Trace) -> dict[str, Any]:
         eps = t.episodes
+        spans = [(e.token_start, e.token_end) for e in eps]
+        credit_spans = split_stop_tokens(spans, t.completion_ids or [], self._stop_ids())
+        stop_step = len(credit_spans) > len(spans)
+        dense = self.scorer.episode_dense(t)
         s: dict[str, Any] = {
-            "dense": self.scorer.episode_dense(t),
+            # the stop step (trailing EOS) earns no dense reward: it is credited with what follows it
+            "dense": [*dense, 0.0] if dense and stop_step else dense,
             "outcome_term": self.scorer.outcome_term(t),
-            "spans": [(e.token_start, e.token_end) for e in eps],
+            "spans": credit_spans,
             "outcome": t.outcome,
             "episodes": len(eps),
             "kinds": [e.kind for e in eps],
@@ -160,6 +174,8 @@ class MetaRLTrainer(GRPOTrainer):
         }
         if self.scorer.objective.baseline == "termination":
             s["termination"] = termination_values(t)
+            if stop_step:  # J after the last episode: the value of stopping there
+                s["termination"].append(float(eps[-1].info.get("J", s["termination"][-1])))
         s["verify"] = [verification_correctness(e, eps[:i], t.answer, self.scorer.grader, self.scorer.extract_answer,
                                                 self.scorer.parse_verdict, t.prompt)
                        for i, e in enumerate(eps) if e.kind == "verify"]

@@ -71,6 +71,8 @@ OPTION_TYPES: tuple[tuple[str, str, float | None, bool, str], ...] = (
     ("evaluate.enabled", "bool", None, False, "true"),
     ("evaluate.n", "int", 0, False, "64"),
     ("evaluate.every", "int", 0, False, "0"),
+    ("evaluate.samples", "int", 1, False, "8"),
+    ("evaluate.temperature", "float", 0, False, "1.0"),
     ("task.n_train", "int", 1, True, "500"),
     ("task.n_test", "int", 0, True, "64"),
     ("task.limit", "int", 1, True, "1000"),
@@ -398,21 +400,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     budgets = sorted({int(cfg.budget.cap), *[int(b) for b in (cfg.evaluate.budgets or [])]})
     test_rows = plan.test_rows[: int(cfg.evaluate.n)]
     evaluate = bool(cfg.evaluate.enabled) and bool(test_rows)
+    eval_temperature = float(cfg.evaluate.get("temperature", 0.0) or 0.0)
+    eval_samples = int(cfg.evaluate.get("samples", 1) or 1) if eval_temperature > 0 else 1
+    eval_kind = "greedy" if eval_temperature == 0 else f"sampled{eval_samples}"
 
     def held_out(policy, phase: str, quiet: bool = False) -> dict[int, dict[str, Any]]:
         out = {}
         for b in budgets:
             res = evaluate_policy(policy, tok, test_rows, cap=b, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                                  answer_tokens=int(ro.answer_tokens), scorer=plan.scorer, return_traces=True)
+                                  answer_tokens=int(ro.answer_tokens), scorer=plan.scorer, samples=eval_samples,
+                                  temperature=eval_temperature, seed=int(cfg.seed), return_traces=True)
             traces = res.pop("traces")
-            res["correct"] = [t.outcome for t in traces]
+            res["correct"] = res.pop("per_question")  # each question's mean correctness over its samples
             out[b] = res
             if quiet:  # evaluation during training: only the learning curve (eval/curve.jsonl)
                 continue
+            k = res["samples"]
             run_log.append("eval/results.jsonl", [
-                {"step": trainer_step(), "phase": phase, "question_id": str(r.get("id", i)), "strategy": f"greedy/{phase}",
-                 "budget": b, "correct": t.outcome, "tokens": t.meta["thinking_tokens"], "n": 1,
-                 "c": int(t.outcome or 0)} for i, (r, t) in enumerate(zip(test_rows, traces))])
+                {"step": trainer_step(), "phase": phase, "question_id": str(r.get("id", i)),
+                 "strategy": f"{eval_kind}/{phase}", "budget": b, "correct": res["correct"][i],
+                 "tokens": sum(t.meta["thinking_tokens"] for t in traces[i * k:(i + 1) * k]) / k, "n": k,
+                 "c": int(sum(t.outcome or 0 for t in traces[i * k:(i + 1) * k]))}
+                for i, r in enumerate(test_rows)])
             print(f"[metarl] held-out {phase} training, cap {b}: {_fmt(res)}", flush=True)
         return out
 
@@ -451,6 +460,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _fmt(s: dict[str, Any]) -> str:
-    return (f"accuracy {s['accuracy']:.3f} ± {s['accuracy_se']:.3f} (n={s['n']}), tokens {s['tokens']:.1f}, "
+    per = f", {s['samples']} samples each" if s.get("samples", 1) > 1 else ""
+    return (f"accuracy {s['accuracy']:.3f} ± {s['accuracy_se']:.3f} ({s['n']} problems{per}), tokens {s['tokens']:.1f}, "
             f"episodes/trace {s['episodes_per_trace']:.2f}, verification accuracy "
             f"{s['verification_accuracy'] if s['verification_accuracy'] is not None else float('nan'):.3f}")
