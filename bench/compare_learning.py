@@ -7,7 +7,7 @@ compute cap C for each seed, and evaluated on held-out problems::
     python bench/compare_learning.py --out runs/compare-quick --quick  # smoke check (1 seed, 6 steps: ~80 s)
 
 Defaults: 4 recipes x seeds 0,1,2, 150 GRPO steps (batch 16 = 2 prompts x 8 samples), C=96, 128 held-out
-problems, learning curve every 10 steps, regret with m=4. Estimate from the quick run (2 workers, cached tiny
+problems, learning curve every 10 steps, regret with m=4, learning rate 1e-4. Estimate from the quick run (2 workers, cached tiny
 policy): ~0.5-1.5 s per step (MC progress the slowest), ~5 s per held-out evaluation at C/2 and C, ~30 s of
 test-time evaluation and ~15 s start-up per job, i.e. ~4-6 min per job and 15 jobs on 2 workers.
     python bench/results_page.py runs/compare                        # docs/results.md from an output directory
@@ -75,6 +75,7 @@ class Settings:
     eval_n: int = 128
     eval_every: int = 10
     mc_m: int = 4
+    learning_rate: float = 1e-4
     jobs: int = 2
     quick: bool = False
     overrides: list[str] = field(default_factory=list)
@@ -119,7 +120,7 @@ def train_overrides(s: Settings, recipe: str, seed: int, run_dir: Path) -> list[
     """Hydra overrides of one training run (the recipe's own settings, the shared data/steps/cap/eval)."""
     recipe_name = BASELINE if recipe == INITIAL else recipe
     return [f"recipe={recipe_name}", f"name={recipe}", f"run_dir={run_dir}", f"model={s.model}", f"seed={seed}",
-            "threads=1", f"trainer.max_steps={s.steps}", f"budget.cap={s.cap}", f"task.n_test={s.eval_n}",
+            "threads=1", f"trainer.max_steps={s.steps}", f"trainer.learning_rate={s.learning_rate}", f"budget.cap={s.cap}", f"task.n_test={s.eval_n}",
             f"evaluate.n={s.eval_n}", f"evaluate.budgets=[{s.budgets[0]}]", f"evaluate.every={s.eval_every}",
             *s.overrides]
 
@@ -523,9 +524,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--cap", type=int, help="compute cap C (default 96)")
     p.add_argument("--eval-n", type=int, help="held-out problems (default 128; quick: 24)")
     p.add_argument("--eval-every", type=int, help="learning-curve evaluation every N steps (default 10; quick: 3)")
+    p.add_argument("--lr", dest="learning_rate", type=float,
+                   help="AdamW learning rate of every run (default 1e-4; 3e-4 and above degrade the tiny policy)")
     p.add_argument("--mc-m", type=int, help="forced answers per prefix for regret (default 4; quick: 2)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra Hydra override for every training run (repeatable), e.g. trainer.learning_rate=1e-4")
+                   help="extra Hydra override for every training run (repeatable), e.g. objective.alpha=3")
     p.add_argument("--page", action="store_true", help="then write docs/results.md (bench/results_page.py)")
     a = p.parse_args(argv)
     s = Settings(**(QUICK if a.quick else {}), quick=a.quick, jobs=a.jobs, overrides=list(a.override))
@@ -536,7 +539,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
             p.error(f"--seeds {a.seeds!r}: give comma-separated whole numbers, e.g. --seeds 0,1,2")
     if a.recipes:
         s.recipes = [x.strip() for x in a.recipes.split(",") if x.strip()]
-    for key in ("steps", "model", "cap", "eval_n", "eval_every", "mc_m"):
+    for key in ("steps", "model", "cap", "eval_n", "eval_every", "mc_m", "learning_rate"):
         if getattr(a, key) is not None:
             setattr(s, key, getattr(a, key))
     for key in ("steps", "cap", "eval_n", "eval_every", "mc_m", "jobs"):
