@@ -6,8 +6,8 @@ compute cap C for each seed, and evaluated on held-out problems::
     python bench/compare_learning.py --out runs/compare --page      # the comparison (est. 30-45 min, 2 CPU cores)
     python bench/compare_learning.py --out runs/compare-quick --quick  # smoke check (1 seed, 6 steps: ~80 s)
 
-Defaults: 4 recipes x seeds 0,1,2, 150 GRPO steps (batch 16 = 2 prompts x 8 samples), C=96, 128 held-out
-problems, learning curve every 10 steps, regret with m=4, learning rate 1e-4. Estimate from the quick run (2 workers, cached tiny
+Defaults: 4 recipes x seeds 0,1,2, 150 GRPO steps (batch 64 = 8 problems x 8 samples), C=192, learning rate
+2e-4, 100 held-out problems, sampled pass@1 (4 samples per problem, T=1) every 15 steps, regret with m=4. Estimate from the quick run (2 workers, cached tiny
 policy): ~0.5-1.5 s per step (MC progress the slowest), ~5 s per held-out evaluation at C/2 and C, ~30 s of
 test-time evaluation and ~15 s start-up per job, i.e. ~4-6 min per job and 15 jobs on 2 workers.
     python bench/results_page.py runs/compare                        # docs/results.md from an output directory
@@ -16,7 +16,7 @@ One job per (recipe, seed), ``--jobs`` at a time (one torch thread each), plus o
 that evaluates the untrained policy the same way. A training job:
 
 1. trains with ``metarl.trainer.run.run`` (``evaluate.every`` writes the held-out learning curve,
-   greedy pass@1 at C/2 and C, to ``eval/curve.jsonl``; ``summary.json`` holds before/after);
+   sampled pass@1 at C/2 and C, to ``eval/curve.jsonl``; ``summary.json`` holds before/after);
 2. runs ``metarl-eval`` on the final policy (``bf/``): greedy decoding (``pass@1``, n=1, temperature 0)
    and s1 budget forcing (``budget_forcing``: an early stop is replaced by the continuation ``<revise>``,
    an answer is forced at the budget) at budgets C and 2C, i.e. beyond the training cap;
@@ -71,11 +71,13 @@ class Settings:
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
     steps: int = 150
     model: str = "tiny"
-    cap: int = 96
-    eval_n: int = 128
-    eval_every: int = 10
+    cap: int = 192
+    eval_n: int = 100
+    eval_every: int = 15
+    eval_samples: int = 4
     mc_m: int = 4
-    learning_rate: float = 1e-4
+    learning_rate: float = 2e-4
+    batch: int = 64
     jobs: int = 2
     quick: bool = False
     overrides: list[str] = field(default_factory=list)
@@ -120,7 +122,9 @@ def train_overrides(s: Settings, recipe: str, seed: int, run_dir: Path) -> list[
     """Hydra overrides of one training run (the recipe's own settings, the shared data/steps/cap/eval)."""
     recipe_name = BASELINE if recipe == INITIAL else recipe
     return [f"recipe={recipe_name}", f"name={recipe}", f"run_dir={run_dir}", f"model={s.model}", f"seed={seed}",
-            "threads=1", f"trainer.max_steps={s.steps}", f"trainer.learning_rate={s.learning_rate}", f"budget.cap={s.cap}", f"task.n_test={s.eval_n}",
+            "threads=1", f"trainer.max_steps={s.steps}", f"trainer.learning_rate={s.learning_rate}",
+            f"trainer.per_device_train_batch_size={s.batch}", "evaluate.temperature=1.0",
+            f"evaluate.samples={s.eval_samples}", f"budget.cap={s.cap}", f"task.n_test={s.eval_n}",
             f"evaluate.n={s.eval_n}", f"evaluate.budgets=[{s.budgets[0]}]", f"evaluate.every={s.eval_every}",
             *s.overrides]
 
@@ -168,14 +172,16 @@ def _load(cfg, model_path: str):
     return plan, model, tok
 
 
-def _greedy(s: Settings, plan, model, tok, cap: int) -> tuple[dict[str, Any], list[Any]]:
-    """Greedy held-out evaluation at ``cap`` (as metarl-train's): the summary cell and the traces."""
+def _heldout(s: Settings, plan, model, tok, cap: int, seed: int, sampled: bool = True) -> tuple[dict[str, Any], list[Any]]:
+    """Held-out evaluation at ``cap``: sampled pass@1 (``s.eval_samples`` per problem at temperature 1, as
+    metarl-train's with this comparison's overrides) or greedy; the summary cell and the traces."""
     from metarl.eval.heldout import evaluate_policy
 
+    kw = dict(samples=s.eval_samples, temperature=1.0, seed=seed) if sampled else {}
     res = evaluate_policy(model, tok, plan.test_rows[: s.eval_n], cap=cap, suffix=plan.suffix,
-                          answer_stop=plan.answer_stop, scorer=plan.scorer, return_traces=True)
+                          answer_stop=plan.answer_stop, scorer=plan.scorer, return_traces=True, **kw)
     traces = res.pop("traces")
-    res["correct"] = [float(t.outcome or 0.0) for t in traces]
+    res["correct"] = res.pop("per_question")
     return _cell(res), traces
 
 
@@ -271,8 +277,8 @@ def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
     phases["forcing"], t1 = round(time.time() - t1, 1), time.time()
     plan, model, tok = _load(cfg, model_path)
     if recipe == INITIAL:  # the untrained policy, evaluated as metarl-train evaluates after training
-        result["after"] = {str(b): _greedy(s, plan, model, tok, b)[0] for b in s.budgets}
-    _, traces = _greedy(s, plan, model, tok, s.cap)
+        result["after"] = {str(b): _heldout(s, plan, model, tok, b, seed)[0] for b in s.budgets}
+    _, traces = _heldout(s, plan, model, tok, s.cap, seed, sampled=False)  # greedy traces for the regret
     result["regret"] = _regret(s, seed, plan, model, tok, traces)
     phases["regret"] = round(time.time() - t1, 1)
     result["phase_seconds"] = phases
@@ -525,7 +531,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--eval-n", type=int, help="held-out problems (default 128; quick: 24)")
     p.add_argument("--eval-every", type=int, help="learning-curve evaluation every N steps (default 10; quick: 3)")
     p.add_argument("--lr", dest="learning_rate", type=float,
-                   help="AdamW learning rate of every run (default 1e-4; 3e-4 and above degrade the tiny policy)")
+                   help="AdamW learning rate of every run (default 2e-4)")
+    p.add_argument("--batch", type=int, help="completions per step, 8 per problem (default 64)")
+    p.add_argument("--eval-samples", type=int, help="samples per held-out problem at temperature 1 (default 4)")
     p.add_argument("--mc-m", type=int, help="forced answers per prefix for regret (default 4; quick: 2)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for every training run (repeatable), e.g. objective.alpha=3")
@@ -539,10 +547,10 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
             p.error(f"--seeds {a.seeds!r}: give comma-separated whole numbers, e.g. --seeds 0,1,2")
     if a.recipes:
         s.recipes = [x.strip() for x in a.recipes.split(",") if x.strip()]
-    for key in ("steps", "model", "cap", "eval_n", "eval_every", "mc_m", "learning_rate"):
+    for key in ("steps", "model", "cap", "eval_n", "eval_every", "mc_m", "learning_rate", "batch", "eval_samples"):
         if getattr(a, key) is not None:
             setattr(s, key, getattr(a, key))
-    for key in ("steps", "cap", "eval_n", "eval_every", "mc_m", "jobs"):
+    for key in ("steps", "cap", "eval_n", "eval_every", "mc_m", "jobs", "batch", "eval_samples"):
         if getattr(s, key) < 1:
             p.error(f"--{key.replace('_', '-')}={getattr(s, key)} must be >= 1")
     if not s.seeds:

@@ -20,6 +20,13 @@ Every token t ∈ [s_ij, e_ij) gets A_ij; tokens outside every span (padding) ge
     r̂_ij    = (r̃_ij − mean_g r̃) / (std_g r̃ + eps)     (statistics over all episodes of the group)
     A_ij    = w_d · Σ_{k≥j} γ^{k−j} r̂_ik + α · A_out_i
 
+``normalize="per_kind"``: as ``separate``, but the dense statistics are taken per episode kind
+(attempts among the group's attempts, verifications among its verifications, ...; needs
+``episode_kinds``). Pooled statistics mix reward scales: on the built-in task verifications are
+mostly right and attempts mostly wrong, so pooling makes every attempt look bad. Per kind, each
+episode is compared with episodes of its own kind, and one more episode of a kind adds a
+zero-mean term: the number of episodes is not rewarded for itself.
+
 ``normalize="joint"`` (one stream, GRPO baseline on the whole-trace return)::
 
     G_ij = w_d · R_ij + α · r_i
@@ -75,7 +82,9 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-NORMALIZE_MODES = ("separate", "joint")
+NORMALIZE_MODES = ("separate", "per_kind", "joint")
+#: Episode kind of the stop step (:func:`split_stop_tokens`): never part of a dense-reward statistic.
+STOP_KIND = "stop"
 SCALE_MODES = ("group", "batch", "none")
 BASELINES = ("group", "termination")
 
@@ -164,9 +173,14 @@ def build_advantages(
     termination_values: Sequence[Sequence[float]] | None = None,
     eps: float = 1e-4,
     dense_weight: float = 1.0,
+    episode_kinds: Sequence[Sequence[str]] | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Per-token advantages (B, T) from dense episode rewards and outcomes; see the module docstring.
+
+    ``episode_kinds[i][j]`` is the kind of span j of trace i (``"attempt"``, ``"verify"``, ...; needed by
+    ``normalize="per_kind"``); a span of kind :data:`STOP_KIND` is a stop step, left out of the dense
+    statistics of ``separate`` / ``per_kind`` (its normalised dense reward is 0).
 
     Two prompts × two samples, one episode each, no dense rewards: plain GRPO advantages.
 
@@ -177,6 +191,10 @@ def build_advantages(
     """
     _check_options(normalize, scale_rewards, baseline, alpha, gamma, eps, dense_weight, termination_values)
     batch = _check_inputs(episode_rewards, outcomes, token_spans, group_ids, num_tokens, termination_values)
+    if normalize == "per_kind" and episode_kinds is None:
+        raise ValueError("normalize='per_kind' needs episode_kinds[i][j], the kind of every episode")
+    if episode_kinds is not None and [len(k) for k in episode_kinds] != [len(s) for s in token_spans]:
+        raise ValueError("episode_kinds must give one kind per token span of every trace")
     num_tokens = int(num_tokens)
     width = max([1, *(len(s) for s in token_spans)])
 
@@ -207,14 +225,23 @@ def build_advantages(
         if scale_rewards != "none":
             std = _scale(total[:, 0], group_of, n_groups, scale_rewards)
             adv = adv / _divisor(std.unsqueeze(1), eps)
-    elif normalize == "separate":
+    elif normalize in ("separate", "per_kind"):
         adv_out = _normalize(outcome, group_of, n_groups, scale_rewards, eps)
         adv = alpha * adv_out.unsqueeze(1).expand(batch, width)
         if use_dense:
             chosen = is_episode & has_dense.unsqueeze(1) & scorable.unsqueeze(1)
-            groups = group_of.unsqueeze(1).expand(batch, width)[chosen]
+            keys, n_keys = group_of.unsqueeze(1).expand(batch, width), n_groups
+            if episode_kinds is not None:
+                names = sorted({k for ks in episode_kinds for k in ks})
+                kind = torch.zeros(batch, width, dtype=torch.long)
+                for i, ks in enumerate(episode_kinds):
+                    kind[i, : len(ks)] = torch.tensor([names.index(k) for k in ks], dtype=torch.long)
+                if STOP_KIND in names:
+                    chosen = chosen & (kind != names.index(STOP_KIND))
+                if normalize == "per_kind":
+                    keys, n_keys = keys * len(names) + kind, n_groups * len(names)
             normed = torch.zeros(batch, width, dtype=dtype)
-            normed[chosen] = _normalize(dense[chosen], groups, n_groups, scale_rewards, eps)
+            normed[chosen] = _normalize(dense[chosen], keys[chosen], n_keys, scale_rewards, eps)
             adv = dense_weight * _reward_to_go(normed, gamma) + adv
     else:  # joint
         total = alpha * outcome.unsqueeze(1).expand(batch, width)

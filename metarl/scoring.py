@@ -27,9 +27,7 @@ from metarl.rewards import Reward, RewardError, apply_reward, note_fault
 from metarl.segmenters import _context_for, build_segmenter, normalize_pieces, segment
 from metarl.types import Episode, Trace
 
-NORMALIZE_MODES = ("separate", "joint")
-SCALE_MODES = ("group", "batch", "none")
-BASELINES = ("group", "termination")
+from metarl.credit import BASELINES, NORMALIZE_MODES, SCALE_MODES  # noqa: E402  (one definition of the options)
 
 
 @dataclass

@@ -73,7 +73,7 @@ CASES = {
                            r"objective\.alpha='foo' must be a finite number, e\.g\. objective\.alpha=1\.0"),
     "gamma out of range": (["objective.gamma=2"], r"objective\.gamma=2\.0 is a discount and must lie in \[0, 1\]"),
     "normalize unknown": (["objective.normalize=both"],
-                          r"objective\.normalize='both' is not supported; use one of separate, joint"),
+                          r"objective\.normalize='both' is not supported; use one of separate, per_kind, joint"),
     "bool not a bool": (["trainer.use_cpu=maybe"], r"trainer\.use_cpu='maybe' must be true or false"),
     "cap zero": (["budget.cap=0"], r"budget\.cap=0 must be a whole number >= 1; set it like budget\.cap=96"),
     "cap negative": (["budget.cap=-5"], r"budget\.cap=-5 must be a whole number >= 1"),

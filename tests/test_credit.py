@@ -303,3 +303,28 @@ def test_joint_with_equal_whole_trace_returns_does_not_blow_up():
     A = build_advantages([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0], [[(0, 1), (1, 2)], [(0, 1), (1, 2)]], [0, 0], 2,
                          normalize="joint")
     assert A.tolist() == [[0.0, -1.0], [0.0, 0.0]]
+
+
+def test_per_kind_statistics_and_the_stop_step_by_hand():
+    """Dense statistics per episode kind; a stop step never enters them (hand-computed, alpha=0, no scaling)."""
+    rewards = [[0.0, 1.0, 0.0], [1.0, 1.0]]
+    kinds = [["attempt", "verify", "stop"], ["attempt", "verify"]]
+    spans = [[(0, 1), (1, 2), (2, 3)], [(0, 1), (1, 2)]]
+    kw = dict(alpha=0.0, scale_rewards="none", episode_kinds=kinds)
+    # per kind: attempts {0, 1} -> -0.5, +0.5; verifications {1, 1} -> 0, 0; the stop step -> 0
+    per_kind = build_advantages(rewards, [0.0, 1.0], spans, [0, 0], 3, normalize="per_kind", **kw)
+    assert per_kind.tolist() == [[-0.5, 0.0, 0.0], [0.5, 0.0, 0.0]]
+    # pooled over the 4 real episodes (mean 0.75): A = [-0.75, 0.25, stop 0], B = [0.25, 0.25]; reward-to-go
+    pooled = build_advantages(rewards, [0.0, 1.0], spans, [0, 0], 3, normalize="separate", **kw)
+    assert pooled.tolist() == [[-0.5, 0.25, 0.0], [0.5, 0.25, 0.0]]
+    # without kinds the stop step would count as an episode with reward 0 (mean 0.6) and penalise stopping
+    blind = build_advantages(rewards, [0.0, 1.0], spans, [0, 0], 3, normalize="separate", alpha=0.0,
+                             scale_rewards="none")
+    assert blind[0].tolist() == pytest.approx([-0.8, -0.2, -0.6])
+
+
+def test_per_kind_needs_kinds_that_match_the_spans():
+    with pytest.raises(ValueError, match="per_kind"):
+        build_advantages([[1.0]], [1.0], [[(0, 1)]], [0], 1, normalize="per_kind")
+    with pytest.raises(ValueError, match="one kind per token span"):
+        build_advantages([[1.0]], [1.0], [[(0, 1)]], [0], 1, episode_kinds=[["attempt", "verify"]])

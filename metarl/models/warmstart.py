@@ -51,7 +51,14 @@ class TinyRecipe:
 
     The defaults were chosen on this project's 2-core CPU: about a minute of SFT (1125 steps of 8 examples)
     gives a policy that follows the format, verifies its attempts far better than chance and solves
-    roughly a quarter of held-out level-2 problems per sample (see ``bench/tiny_policy_report.py``).
+    roughly a fifth of held-out level-2 problems per sample (see ``bench/tiny_policy_report.py``).
+
+    The solver it imitates gives up too early: after an "incorrect" verdict it revises only half of the
+    time (``p_continue=0.5``, up to ``max_attempts=6``). So the warm-started policy under-uses its
+    test-time budget in a way that holds on every problem, which is what meta-RL should fix and what a
+    held-out evaluation can see. (With ``p_continue=0.85, max_attempts=3`` the policy already revised
+    as much as a 128-token cap allowed; RL then mostly memorised the ~500 training problems of level 2,
+    improving on them and not on held-out ones.)
     """
 
     # task and synthetic data
@@ -61,8 +68,8 @@ class TinyRecipe:
     forced_fraction: float = 0.2
     p_correct: float = 0.3
     p_slip: float = 0.1
-    p_continue: float = 0.85
-    max_attempts: int = 3
+    p_continue: float = 0.5
+    max_attempts: int = 6
     # model
     hidden_size: int = 64
     num_layers: int = 2

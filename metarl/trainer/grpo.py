@@ -27,7 +27,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from trl import GRPOTrainer  # noqa: E402
 
-from metarl.credit import build_advantages, split_stop_tokens  # noqa: E402
+from metarl.credit import STOP_KIND, build_advantages, split_stop_tokens  # noqa: E402
 from metarl.rewards.obj1 import verification_correctness  # noqa: E402
 from metarl.runlog import RunLog, mark_complete  # noqa: E402
 from metarl.scoring import Scorer, termination_values  # noqa: E402
@@ -162,6 +162,7 @@ class MetaRLTrainer(GRPOTrainer):
             "dense": [*dense, 0.0] if dense and stop_step else dense,
             "outcome_term": self.scorer.outcome_term(t),
             "spans": credit_spans,
+            "credit_kinds": [e.kind for e in eps] + ([STOP_KIND] if stop_step else []),
             "outcome": t.outcome,
             "episodes": len(eps),
             "kinds": [e.kind for e in eps],
@@ -194,7 +195,7 @@ class MetaRLTrainer(GRPOTrainer):
             [i // num_generations for i in range(n)],
             width,
             alpha=obj.alpha, gamma=obj.gamma, normalize=obj.normalize, scale_rewards=obj.scale_rewards,
-            baseline=obj.baseline,
+            baseline=obj.baseline, episode_kinds=[s["credit_kinds"] for s in summaries],
             termination_values=([[obj.alpha * b for b in s["termination"]] for s in summaries]
                                 if obj.baseline == "termination" else None),
         )
