@@ -457,7 +457,8 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 def accuracy_table(agg: dict[str, Any]) -> str:
-    """Held-out greedy accuracy at C/2 and C after training, with the test-time tokens and Δ vs baseline."""
+    """Held-out pass@1 at C/2 and C after training (as evaluated during training: sampled with the default
+    settings), with the test-time tokens and Δ vs baseline."""
     cap = str(agg["cap"])
     budgets = sorted({b for r in agg["per_recipe"].values() for b in r["accuracy"]}, key=int)
     header = ["recipe", "seeds", *[f"accuracy @ {b}" for b in budgets], f"Δ vs {BASELINE} @ {cap}",
