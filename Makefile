@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # on a GPU machine install the matching CUDA build of torch first, then `pip install -e .`.
 TORCH  ?= torch==2.13.0
 
-.PHONY: install test test-fast test-slow demo bench clean
+.PHONY: install test test-fast test-slow demo bench results clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,14 @@ test-slow: install
 
 demo: install
 	$(BIN)/python -m metarl.demo
+
+# docs/results.md from scratch (~1 h on a 2-core CPU): learning comparison, cost benchmarks, estimator quality.
+# Finished comparison jobs in runs/compare are reused; delete runs/compare to start over.
+results: install
+	$(BIN)/python bench/compare_learning.py --out runs/compare
+	$(BIN)/python bench/costs.py --out runs/compare/costs
+	$(BIN)/python bench/estimators.py --out runs/compare/estimators
+	$(BIN)/python bench/results_page.py runs/compare
 
 clean:
 	rm -rf $(VENV) outputs multirun .pytest_cache

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -291,6 +292,82 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
 
 
 # --------------------------------------------------------------------------------------------------
+# Cost benchmarks and estimator quality (bench/costs.py, bench/estimators.py)
+# --------------------------------------------------------------------------------------------------
+
+
+def _x(v: Any, digits: int = 2) -> str:
+    return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
+
+
+def costs_section(costs: dict[str, Any]) -> list[str]:
+    """Markdown for ``costs.json``: train-step ratios and peak memory, all-prefix likelihood scoring, MC cost."""
+    out = ["## Cost of dense rewards", "", "```", costs["command"], "```", ""]
+    if costs.get("quick"):
+        out += ["**Quick smoke run: sizes too small for the numbers to mean anything.**", ""]
+    ts = costs.get("train_step")
+    if ts:
+        base = ts.get("baseline_rss_mb")
+        out += [f"Training step of each recipe against `outcome_grpo`: same model, data, batch and seed; median step "
+                f"time over steps 2..N (TRL's `step_time`: generation, scoring, credit, backward). Peak memory: the "
+                f"peak resident set of a process that runs only that recipe"
+                + (f" (a process that only loads the model and data: {base:.0f} MB)." if base else "."),
+                f"Settings: `{json.dumps(ts.get('settings', {}), sort_keys=True)}`. Target: likelihood progress ≤ 1.15×.",
+                "",
+                cl.markdown_table(["recipe", "step (s)", "× outcome_grpo", "peak RSS (MB)", "over baseline (MB)"],
+                                  [[r["recipe"], _x(r["step_seconds"], 3), _x(r["ratio"]), _x(r["peak_rss_mb"], 0),
+                                    _x(r["peak_rss_mb"] - base, 0) if base else "-"] for r in ts["rows"]]), ""]
+    lk = costs.get("likelihood")
+    if lk:
+        out += ["All-prefix likelihood scoring (every prefix of every trace teacher-forced) against one plain forward "
+                f"pass over the traces and against one pass per prefix. Settings: "
+                f"`{json.dumps(lk.get('settings', {}), sort_keys=True)}`.", "",
+                cl.markdown_table(["quantity", "measured", "target"], [
+                    ["one_pass / forward", f"{_x(lk['one_pass_over_forward'])}×", "≤ 1.5×"],
+                    ["cached / forward", f"{_x(lk['cached_over_forward'])}×", "≤ 1.5×"],
+                    ["naive / one_pass", f"{_x(lk['naive_over_one_pass'])}×", "≥ 3×"]]), ""]
+    mc = costs.get("mc")
+    if mc:
+        out += ["Monte Carlo progress (m forced answers per prefix) by m and episodes per trace, with the shared prefix "
+                "reused (one prefill per trace, its KV cache serving every prefix) and without (one prefill per "
+                f"prefix). Settings: `{json.dumps(mc.get('settings', {}), sort_keys=True)}`.", "",
+                cl.markdown_table(["m", "episodes", "prefix reuse", "seconds", "× forward", "× likelihood one_pass"],
+                                  [[r["m"], r["episodes"], "yes" if r["reuse"] else "no", _x(r["seconds"], 3),
+                                    _x(r["over_forward"], 1), _x(r["over_likelihood"], 1)]
+                                   for r in sorted(mc["rows"], key=lambda r: (r["m"], r["episodes"], not r["reuse"]))]),
+                ""]
+    return out
+
+
+def estimators_section(est: dict[str, Any], fig_dir_rel: str) -> list[str]:
+    """Markdown for ``estimators.json``: MC against exact enumeration, likelihood against MC progress."""
+    out = ["## Estimator quality", "", "```", est["command"], "```", ""]
+    if est.get("quick"):
+        out += ["**Quick smoke run: sizes too small for the numbers to mean anything.**", ""]
+    mx = est.get("mc_vs_exact")
+    if mx:
+        out += ["Monte Carlo Ĵ against the exact success probability J, enumerated on a model whose forced-answer "
+                "distribution can be computed exactly; coverage is the share of (prefix, seed) pairs with "
+                f"|Ĵ − J| ≤ 2·SE, SE = sqrt(Ĵ(1−Ĵ)/m). Settings: `{json.dumps(mx.get('settings', {}), sort_keys=True)}`.",
+                "",
+                cl.markdown_table(["m", "mean |Ĵ − J|", "mean SE", "coverage of ±2 SE", "prefixes", "repeats"],
+                                  [[r["m"], _x(r["mean_abs_error"], 4), _x(r["mean_se"], 4), _x(r["coverage_2se"], 3),
+                                    r["n_prefixes"], r["repeats"]] for r in mx["rows"]]), ""]
+    lm = est.get("likelihood_vs_mc")
+    if lm:
+        kinds = lm.get("per_kind") or {}
+        out += [f"Likelihood progress against Monte Carlo progress on {lm['n_traces']} traces ({lm['n_episodes']} "
+                "episodes) of the warm-started tiny policy: Spearman rank correlation of the per-episode progress "
+                f"ΔI {_x(lm['spearman_delta'], 3)} (p = {lm['spearman_delta_p']:.2g}), of the levels (L_j vs Ĵ_j) "
+                f"{_x(lm['spearman_level'], 3)}; per episode kind: "
+                + (", ".join(f"{k} {_x(v['spearman'], 3)} (n={v['n']})" for k, v in kinds.items()) or "-") + ".",
+                f"Settings: `{json.dumps(lm.get('settings', {}), sort_keys=True)}`.", ""]
+    for caption, png, csv in est.get("figures", []):
+        out += [f"**{caption}** (data: [{csv}]({fig_dir_rel}/{csv}))", "", f"![{caption}]({fig_dir_rel}/{png})", ""]
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
 # The page
 # --------------------------------------------------------------------------------------------------
 
@@ -300,7 +377,8 @@ def _pass1(s: dict[str, Any]) -> str:
     return f"sampled pass@1: mean of {k} samples per problem at temperature 1" if k else "greedy pass@1"
 
 
-def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig_dir_rel: str) -> str:
+def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig_dir_rel: str,
+           costs: dict[str, Any] | None = None, estimators: dict[str, Any] | None = None) -> str:
     """The markdown of the page."""
     s, agg, m = summary["settings"], summary["aggregate"], summary["machine"]
     n_seeds = len(s["seeds"])
@@ -361,13 +439,33 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
     parts += ["All aggregate numbers: " + f"[summary.csv]({fig_dir_rel}/summary.csv).", "", "## Reading", ""]
     parts += [f"- {line}" if not line.startswith("  ") else f"  {line.strip()}" for line in reading(agg, n_seeds)]
     parts.append("")
+    if costs:
+        parts += costs_section(costs)
+    if estimators:
+        parts += estimators_section(estimators, fig_dir_rel)
     return "\n".join(parts)
+
+
+def _optional_json(given: str | None, default: Path) -> dict[str, Any] | None:
+    """The JSON at ``given`` (must exist) or at ``default`` (if it exists), with its folder under ``_dir``."""
+    path = Path(given) if given else default
+    if not path.exists():
+        if given:
+            raise SystemExit(f"{path} not found")
+        print(f"[results_page] {path} not found: that section is left out", flush=True)
+        return None
+    data = json.loads(path.read_text())
+    data["_dir"] = str(path.parent)
+    return data
 
 
 def main(argv: Sequence[str] | None = None) -> Path:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("out", help="output directory of bench/compare_learning.py (holds summary.json)")
     p.add_argument("--docs", default=str(REPO / "docs"), help="where results.md and results/ go (default docs/)")
+    p.add_argument("--costs", help="costs.json of bench/costs.py (default OUT/costs/costs.json if it exists)")
+    p.add_argument("--estimators", help="estimators.json of bench/estimators.py (default "
+                                        "OUT/estimators/estimators.json if it exists)")
     a = p.parse_args(argv)
     src = Path(a.out) / "summary.json"
     if not src.exists():
@@ -384,8 +482,17 @@ def main(argv: Sequence[str] | None = None) -> Path:
     if eff:
         figures.append(("Token efficiency", *eff))
     write_summary_csv(agg, figs)
+    costs = _optional_json(a.costs, Path(a.out) / "costs" / "costs.json")
+    if costs:
+        for f in sorted(Path(costs["_dir"]).glob("costs*.csv")):
+            shutil.copy(f, figs / f.name)
+    estimators = _optional_json(a.estimators, Path(a.out) / "estimators" / "estimators.json")
+    if estimators:
+        for _, png, csv in estimators.get("figures", []):
+            for name in (png, csv):
+                shutil.copy(Path(estimators["_dir"]) / name, figs / name)
     page = docs / "results.md"
-    page.write_text(render(summary, figures, "results"))
+    page.write_text(render(summary, figures, "results", costs, estimators))
     print(f"[results_page] wrote {page} and {figs}/", flush=True)
     return page
 

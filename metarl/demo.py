@@ -58,13 +58,17 @@ def main(argv: list[str] | None = None) -> int:
 
     set_threads(1)
     t0 = time.time()
-    print("[demo] 1/4 tiny policy: warm start by SFT on synthetic attempt/verify/revise traces (cached)", flush=True)
-    path = tiny_policy_path()
-    print(f"[demo]     policy at {path} ({time.time() - t0:.0f}s)", flush=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    overrides = DEMO_OVERRIDES + [f"run_dir=runs/demo/{stamp}"] + list(argv or [])
+    overrides = DEMO_OVERRIDES + [f"run_dir={Path('runs/demo', stamp).resolve()}"] + list(argv or [])
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         cfg = compose("train", overrides=overrides)
+    if cfg.model.name_or_path == "tiny":
+        print("[demo] 1/4 tiny policy: warm start by SFT on synthetic attempt/verify/revise traces (cached)",
+              flush=True)
+        path = tiny_policy_path(**dict(cfg.model.get("tiny") or {}))
+        print(f"[demo]     policy at {path} ({time.time() - t0:.0f}s)", flush=True)
+    else:
+        print(f"[demo] 1/4 policy: {cfg.model.name_or_path} (no warm start)", flush=True)
     print(f"[demo] 2/4 Obj-1 training ({cfg.trainer.max_steps} steps) with held-out evaluation before/after",
           flush=True)
     summary = run(cfg)

@@ -193,3 +193,52 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
     assert "obj1_verify,0,0.5,250,1000,0.25,True" in rows
     curve = (figs / "learning_curves.csv").read_text().splitlines()
     assert any(line.startswith("obj1_verify,0,0,0.2,") for line in curve)  # step 0 of every seed at 0 tokens, 0.2
+
+
+def test_results_page_renders_costs_and_estimators(tmp_path):
+    import results_page
+
+    costs = {"command": "python bench/costs.py --out C", "quick": False,
+             "train_step": {"settings": {"batch": 16}, "baseline_rss_mb": 500.0,
+                            "rows": [{"recipe": "outcome_grpo", "step_seconds": 0.5, "ratio": 1.0, "peak_rss_mb": 600.0},
+                                     {"recipe": "obj2_likelihood_progress", "step_seconds": 0.56, "ratio": 1.12,
+                                      "peak_rss_mb": 640.0}]},
+             "likelihood": {"settings": {}, "forward_s": 0.1, "one_pass_s": 0.126, "cached_s": 0.117, "naive_s": 0.5,
+                            "one_pass_over_forward": 1.26, "cached_over_forward": 1.17, "naive_over_one_pass": 3.97},
+             "mc": {"settings": {}, "rows": [{"m": 4, "episodes": 8, "reuse": True, "seconds": 1.0, "over_forward": 10.0,
+                                              "over_likelihood": 7.9},
+                                             {"m": 4, "episodes": 8, "reuse": False, "seconds": 3.0, "over_forward": 30.0,
+                                              "over_likelihood": 23.8}]}}
+    est_dir = tmp_path / "est"
+    est_dir.mkdir()
+    (est_dir / "scatter.png").write_bytes(b"png")
+    (est_dir / "scatter.csv").write_text("a,b\n")
+    est = {"command": "python bench/estimators.py --out E", "quick": False,
+           "mc_vs_exact": {"settings": {}, "rows": [{"m": 32, "mean_abs_error": 0.05, "mean_se": 0.07,
+                                                     "coverage_2se": 0.95, "n_prefixes": 12, "repeats": 20}]},
+           "likelihood_vs_mc": {"settings": {}, "n_traces": 100, "n_episodes": 420, "spearman_delta": 0.41,
+                                "spearman_delta_p": 1e-9, "spearman_level": 0.6,
+                                "per_kind": {"attempt": {"n": 150, "spearman": 0.5}}},
+           "figures": [["Likelihood vs MC progress", "scatter.png", "scatter.csv"]]}
+    (tmp_path / "costs.json").write_text(json.dumps(costs))
+    (est_dir / "estimators.json").write_text(json.dumps(est))
+    text = "\n".join(results_page.costs_section(costs) + results_page.estimators_section(est, "results"))
+    assert "| obj2_likelihood_progress | 0.560 | 1.12 | 640 | 140 |" in text
+    assert "| one_pass / forward | 1.26× | ≤ 1.5× |" in text and "| naive / one_pass | 3.97× | ≥ 3× |" in text
+    assert "| 4 | 8 | yes | 1.000 | 10.0 | 7.9 |" in text and "| 4 | 8 | no | 3.000 | 30.0 | 23.8 |" in text
+    assert "| 32 | 0.0500 | 0.0700 | 0.950 | 12 | 20 |" in text
+    assert "ΔI 0.410 (p = 1e-09)" in text and "attempt 0.500 (n=150)" in text
+    # main(): the sections are picked up from the given files and the estimator figures copied next to the page
+    out = tmp_path / "cmp"
+    out.mkdir()
+    jobs = fabricated_jobs()
+    summary = {"settings": cl.asdict(cl.Settings(seeds=[0, 1, 2], steps=20)), "command": "x",
+               "machine": {"platform": "p", "processor": "x", "cpu_count": 2, "python": "3", "torch": "2",
+                           "transformers": "5", "trl": "1"}, "wall_seconds": 1.0, "jobs": jobs,
+               "aggregate": json.loads(json.dumps(cl.aggregate(jobs, CAP)))}
+    (out / "summary.json").write_text(json.dumps(summary))
+    page = results_page.main([str(out), "--docs", str(tmp_path / "docs"), "--costs", str(tmp_path / "costs.json"),
+                              "--estimators", str(est_dir / "estimators.json")])
+    body = page.read_text()
+    assert "## Cost of dense rewards" in body and "## Estimator quality" in body
+    assert (tmp_path / "docs" / "results" / "scatter.png").read_bytes() == b"png"
