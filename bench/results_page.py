@@ -348,9 +348,9 @@ def estimators_section(est: dict[str, Any], fig_dir_rel: str) -> list[str]:
     if mx:
         out += ["Monte Carlo Ĵ against the exact success probability J, enumerated on a model whose forced-answer "
                 "distribution can be computed exactly; coverage is the share of (prefix, seed) pairs with "
-                f"|Ĵ − J| ≤ 2·SE, SE = sqrt(Ĵ(1−Ĵ)/m). Settings: `{json.dumps(mx.get('settings', {}), sort_keys=True)}`.",
+                f"abs(Ĵ − J) ≤ 2·SE, SE = sqrt(Ĵ(1−Ĵ)/m). Settings: `{json.dumps(mx.get('settings', {}), sort_keys=True)}`.",
                 "",
-                cl.markdown_table(["m", "mean |Ĵ − J|", "mean SE", "coverage of ±2 SE", "prefixes", "repeats"],
+                cl.markdown_table(["m", "mean abs. error Ĵ − J", "mean SE", "coverage of ±2 SE", "prefixes", "repeats"],
                                   [[r["m"], _x(r["mean_abs_error"], 4), _x(r["mean_se"], 4), _x(r["coverage_2se"], 3),
                                     r["n_prefixes"], r["repeats"]] for r in mx["rows"]]), ""]
     lm = est.get("likelihood_vs_mc")
