@@ -350,9 +350,13 @@ def estimators_section(est: dict[str, Any], fig_dir_rel: str) -> list[str]:
                 "distribution can be computed exactly; coverage is the share of (prefix, seed) pairs with "
                 f"abs(Ĵ − J) ≤ 2·SE, SE = sqrt(Ĵ(1−Ĵ)/m). Settings: `{json.dumps(mx.get('settings', {}), sort_keys=True)}`.",
                 "",
-                cl.markdown_table(["m", "mean abs. error Ĵ − J", "mean SE", "coverage of ±2 SE", "prefixes", "repeats"],
+                cl.markdown_table(["m", "mean abs. error Ĵ − J", "mean SE", "coverage of ±2 SE",
+                                   "coverage of ±2 true SE", "prefixes", "repeats"],
                                   [[r["m"], _x(r["mean_abs_error"], 4), _x(r["mean_se"], 4), _x(r["coverage_2se"], 3),
-                                    r["n_prefixes"], r["repeats"]] for r in mx["rows"]]), ""]
+                                    _x(r.get("coverage_2se_true"), 3), r["n_prefixes"], r["repeats"]]
+                                   for r in mx["rows"]]),
+                "The estimator's own SE is 0 when Ĵ is 0 or 1, so at small m its ±2 SE interval covers less often "
+                "than the true one (sqrt(J(1−J)/m) with the exact J).", ""]
     lm = est.get("likelihood_vs_mc")
     if lm:
         kinds = lm.get("per_kind") or {}

@@ -226,7 +226,7 @@ def test_results_page_renders_costs_and_estimators(tmp_path):
     assert "| obj2_likelihood_progress | 0.560 | 1.12 | 640 | 140 |" in text
     assert "| one_pass / forward | 1.26× | ≤ 1.5× |" in text and "| naive / one_pass | 3.97× | ≥ 3× |" in text
     assert "| 4 | 8 | yes | 1.000 | 10.0 | 7.9 |" in text and "| 4 | 8 | no | 3.000 | 30.0 | 23.8 |" in text
-    assert "| 32 | 0.0500 | 0.0700 | 0.950 | 12 | 20 |" in text
+    assert "| 32 | 0.0500 | 0.0700 | 0.950 | - | 12 | 20 |" in text
     assert "ΔI 0.410 (p = 1e-09)" in text and "attempt 0.500 (n=150)" in text
     # main(): the sections are picked up from the given files and the estimator figures copied next to the page
     out = tmp_path / "cmp"
