@@ -53,8 +53,32 @@ def make_traces(tok, batch: int, episodes: int, completion_tokens: int, prompt_t
     return traces
 
 
-def median_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device) -> dict[str, float]:
-    """Median wall time of each function after one warm-up call each.
+def build_model(hidden: int = 256, layers: int = 4, heads: int = 4, attn: str = "sdpa", device: str = "cpu",
+                dtype: str = "float32", seed: int = 0):
+    """The benchmark's random tiny Llama (eval mode, on ``device``) and the character tokenizer."""
+    tok = build_char_tokenizer()
+    model = build_tiny_model(len(tok), hidden_size=hidden, num_layers=layers, num_heads=heads,
+                             max_position_embeddings=4096, seed=seed, tokenizer=tok)
+    model.set_attn_implementation(attn)
+    return model.to(device=torch.device(device), dtype=getattr(torch, dtype)).eval(), tok
+
+
+def forward_fn(model, traces: list[Trace]) -> Callable[[], None]:
+    """One plain forward pass over the traces (prompt + completion, full logits, no cache)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([t.prompt_ids + t.completion_ids for t in traces], device=device)
+    mask = torch.ones_like(ids)
+
+    def forward() -> None:
+        with torch.no_grad():
+            model(input_ids=ids, attention_mask=mask, use_cache=False)
+
+    return forward
+
+
+def median_times(fns: dict[str, Callable[[], object]], repeats: int, device: torch.device,
+                 warmup: bool = True) -> dict[str, float]:
+    """Median wall time of each function after one warm-up call each (``warmup=False``: none).
 
     The repeats are interleaved (all functions once per round), so a change in machine load hits
     every measurement alike; CUDA is synchronised around each call.
@@ -68,13 +92,39 @@ def median_times(fns: dict[str, Callable[[], object]], repeats: int, device: tor
             torch.cuda.synchronize(device)
         return time.perf_counter() - t0
 
-    for fn in fns.values():
-        timed(fn)
+    if warmup:
+        for fn in fns.values():
+            timed(fn)
     samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             samples[name].append(timed(fn))
     return {name: statistics.median(ts) for name, ts in samples.items()}
+
+
+def measure(model, tok, traces: list[Trace], suffix: str = TAG_TERMINATION_SUFFIX, answer_template: str = "{answer}",
+            repeats: int = 5) -> dict[str, float]:
+    """Median seconds of forward / one_pass / cached / naive over ``traces``, token counts and max |ΔL|.
+
+    ``max_diff`` is the largest |L_j| difference of one_pass and cached against naive (the reference).
+    """
+    device = next(model.parameters()).device
+    batch = len(traces)
+    est = {mode: LikelihoodProgress(suffix=suffix, answer_template=answer_template, mode=mode, batch_size=batch)
+           for mode in ("one_pass", "cached", "naive")}
+    ref = est["naive"].log_likelihoods(traces, model, tok)
+    max_diff = max(abs(x - y) for mode in ("one_pass", "cached")
+                   for la, lb in zip(est[mode].log_likelihoods(traces, model, tok), ref) for x, y in zip(la, lb))
+    times = median_times({"forward": forward_fn(model, traces),
+                          **{mode: (lambda e=e: e.log_likelihoods(traces, model, tok)) for mode, e in est.items()}},
+                         repeats, device)
+    block = len(tok(suffix, add_special_tokens=False)["input_ids"]) + max(
+        len(tok(answer_template.format(answer=t.answer), add_special_tokens=False)["input_ids"]) for t in traces)
+    tokens_forward = sum(len(t.prompt_ids) + len(t.completion_ids) for t in traces)
+    return {**times, "max_diff": max_diff, "block_tokens": block, "tokens_forward": tokens_forward,
+            "tokens_one_pass": tokens_forward + sum(len(t.episodes) + 1 for t in traces) * block,
+            "tokens_naive": sum(len(t.prompt_ids) + k + block for t in traces
+                                for k in [0] + [e.token_end for e in t.episodes])}
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
@@ -98,45 +148,20 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    tok = build_char_tokenizer()
-    model = build_tiny_model(len(tok), hidden_size=args.hidden, num_layers=args.layers, num_heads=args.heads,
-                             max_position_embeddings=4096, seed=args.seed, tokenizer=tok)
-    model.set_attn_implementation(args.attn)
-    model = model.to(device=device, dtype=getattr(torch, args.dtype)).eval()
+    model, tok = build_model(args.hidden, args.layers, args.heads, args.attn, args.device, args.dtype, args.seed)
     traces = make_traces(tok, args.batch, args.episodes, args.completion_tokens, args.prompt_tokens, args.seed)
+    r = measure(model, tok, traces, SUFFIXES[args.suffix], args.answer_template, args.repeats)
+    print_table(r, args, vocab=len(tok))
+    return r
 
-    ids = torch.tensor([t.prompt_ids + t.completion_ids for t in traces], device=device)
-    mask = torch.ones_like(ids)
 
-    def forward() -> None:
-        with torch.no_grad():
-            model(input_ids=ids, attention_mask=mask, use_cache=False)
+def print_table(r: dict[str, float], args: argparse.Namespace, vocab: int) -> None:
+    """The command line's markdown table of `measure`'s result."""
+    t_forward, t_one, t_cached, t_naive = r["forward"], r["one_pass"], r["cached"], r["naive"]
+    block, max_diff, device = r["block_tokens"], r["max_diff"], args.device
+    tokens_forward, tokens_one, tokens_naive = r["tokens_forward"], r["tokens_one_pass"], r["tokens_naive"]
 
-    suffix = SUFFIXES[args.suffix]
-    one = LikelihoodProgress(suffix=suffix, answer_template=args.answer_template, mode="one_pass",
-                             batch_size=args.batch)
-    cached = LikelihoodProgress(suffix=suffix, answer_template=args.answer_template, mode="cached",
-                                batch_size=args.batch)
-    naive = LikelihoodProgress(suffix=suffix, answer_template=args.answer_template, mode="naive",
-                               batch_size=args.batch)
-    ref = naive.log_likelihoods(traces, model, tok)
-    max_diff = max(abs(x - y) for est in (one, cached) for la, lb in zip(est.log_likelihoods(traces, model, tok), ref)
-                   for x, y in zip(la, lb))
-
-    times = median_times({"forward": forward,
-                          "one_pass": lambda: one.log_likelihoods(traces, model, tok),
-                          "cached": lambda: cached.log_likelihoods(traces, model, tok),
-                          "naive": lambda: naive.log_likelihoods(traces, model, tok)}, args.repeats, device)
-    t_forward, t_one, t_cached, t_naive = times["forward"], times["one_pass"], times["cached"], times["naive"]
-
-    block = len(tok(suffix, add_special_tokens=False)["input_ids"]) + max(
-        len(tok(args.answer_template.format(answer=t.answer), add_special_tokens=False)["input_ids"]) for t in traces)
-    tokens_forward = ids.numel()
-    tokens_one = tokens_forward + args.batch * (args.episodes + 1) * block
-    tokens_naive = sum(len(t.prompt_ids) + k + block for t in traces for k in [0] + [e.token_end for e in t.episodes])
-
-    print(f"model: Llama hidden={args.hidden} layers={args.layers} vocab={len(tok)} attn={args.attn} "
+    print(f"model: Llama hidden={args.hidden} layers={args.layers} vocab={vocab} attn={args.attn} "
           f"dtype={args.dtype} device={device} threads={torch.get_num_threads()}")
     print(f"traces: B={args.batch}, {args.episodes} episodes, prompt {args.prompt_tokens} + completion "
           f"{args.completion_tokens} tokens; suffix={args.suffix!r} ({block} suffix+answer tokens per prefix)")
@@ -154,7 +179,6 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
           f"{t_naive / t_forward:>7.2f} | {'':>7} |")
     print(f"| {'naive / one_pass':<34} | {'':>7} | {'':>9} | {t_naive / t_one:>7.2f} | {'>= 3':>7} |")
     print(f"| {'naive / cached':<34} | {'':>7} | {'':>9} | {t_naive / t_cached:>7.2f} | {'>= 3':>7} |")
-    return {**times, "max_diff": max_diff}
 
 
 if __name__ == "__main__":

@@ -26,17 +26,38 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def step_times(recipe: str, overrides: list[str], steps: int, model: str, out: Path) -> tuple[float, dict]:
+RECIPES: tuple[str, ...] = ("outcome_grpo", "obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress",
+                            "mrt_termination_baseline", "l1_exact", "l1_max")
+"""Every recipe whose step cost is compared; the first is the baseline."""
+BASELINE = RECIPES[0]
+
+
+def common_overrides(threads: int, cap: int, batch: int, group: int, extra: list[str] | tuple[str, ...] = (),
+                     target_tokens: str | None = "[16,32,48]") -> list[str]:
+    """Hydra overrides shared by every recipe of one comparison (``target_tokens=None``: the recipes' own)."""
+    targets = [] if target_tokens is None else [f"budget.target_tokens={target_tokens}"]
+    return [f"threads={threads}", f"budget.cap={cap}", f"trainer.per_device_train_batch_size={batch}",
+            f"trainer.num_generations={group}", *targets, *extra]
+
+
+def train_config(recipe: str, overrides: list[str], steps: int, model: str, run_dir: Path):
+    """The composed training config of one benchmark run (no evaluation, seed 0, no checkpoints)."""
     from hydra import compose, initialize_config_dir
 
     from metarl.cli.common import conf_dir
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        return compose("train", overrides=[f"recipe={recipe}", f"name={recipe}", f"model={model}",
+                                           f"trainer.max_steps={steps}", "evaluate.enabled=false", "seed=0",
+                                           f"run_dir={run_dir}", "trainer.save_steps=100000", *overrides])
+
+
+def step_times(recipe: str, overrides: list[str], steps: int, model: str, out: Path) -> tuple[float, dict]:
+    """Median step time (s) over steps 2..N of one run, and its last episodes/trace and mean tokens."""
     from metarl.trainer.run import run
 
     run_dir = out / f"{recipe}-{abs(hash(tuple(overrides))) % 10**8}"
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        cfg = compose("train", overrides=[f"recipe={recipe}", f"name={recipe}", f"model={model}",
-                                          f"trainer.max_steps={steps}", "evaluate.enabled=false", "seed=0",
-                                          f"run_dir={run_dir}", "trainer.save_steps=100000", *overrides])
+    cfg = train_config(recipe, overrides, steps, model, run_dir)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
         run(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
@@ -58,17 +79,14 @@ def main() -> None:
     ap.add_argument("--episodes", default="2,4,8", help="episodes per trace to sweep (token chunks)")
     ap.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every run")
     args = ap.parse_args()
-    common = [f"threads={args.threads}", f"budget.cap={args.cap}", f"trainer.per_device_train_batch_size={args.batch}",
-              f"trainer.num_generations={args.group}", "budget.target_tokens=[16,32,48]", *args.extra]
+    common = common_overrides(args.threads, args.cap, args.batch, args.group, args.extra)
     out = Path(tempfile.mkdtemp(prefix="metarl-bench-"))
     print(f"model={args.model} cap={args.cap} batch={args.batch} group={args.group} steps={args.steps} "
           f"threads={args.threads} (median step time over steps 2..{args.steps})\n")
-    base, _ = step_times("outcome_grpo", common, args.steps, args.model, out)
+    base, _ = step_times(BASELINE, common, args.steps, args.model, out)
     print(f"{'recipe / setting':<46} {'step s':>8} {'ratio':>7} {'episodes':>9} {'tokens':>7}")
-    print(f"{'outcome_grpo':<46} {base:>8.3f} {1.0:>7.2f}")
-    recipes = ["obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress", "mrt_termination_baseline",
-               "l1_exact", "l1_max"]
-    for r in recipes:
+    print(f"{BASELINE:<46} {base:>8.3f} {1.0:>7.2f}")
+    for r in RECIPES[1:]:
         t, info = step_times(r, common, args.steps, args.model, out)
         print(f"{r:<46} {t:>8.3f} {t / base:>7.2f} {info['episodes'] or 0:>9.2f} {info['tokens'] or 0:>7.1f}")
     print("\nMonte Carlo progress cost vs m and episodes per trace (token-chunk episodes):")

@@ -329,8 +329,9 @@ def costs_section(costs: dict[str, Any]) -> list[str]:
     mc = costs.get("mc")
     if mc:
         out += ["Monte Carlo progress (m forced answers per prefix) by m and episodes per trace, with the shared prefix "
-                "reused (one prefill per trace, its KV cache serving every prefix) and without (one prefill per "
-                f"prefix). Settings: `{json.dumps(mc.get('settings', {}), sort_keys=True)}`.", "",
+                "reused (one prefill per trace, its KV cache serving every prefix and sample) and without (every "
+                f"sample of every prefix prefilled on its own, `MetaProver.sample`); the sampler call is timed, "
+                f"grading is not. Settings: `{json.dumps(mc.get('settings', {}), sort_keys=True)}`.", "",
                 cl.markdown_table(["m", "episodes", "prefix reuse", "seconds", "× forward", "× likelihood one_pass"],
                                   [[r["m"], r["episodes"], "yes" if r["reuse"] else "no", _x(r["seconds"], 3),
                                     _x(r["over_forward"], 1), _x(r["over_likelihood"], 1)]
