@@ -424,6 +424,8 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
             r["regret"][b] = _iv(interval([j["regret"]["per_question"][b] for j in js]))
         if recipe not in (INITIAL, BASELINE) and any(j["recipe"] == BASELINE for j in jobs):
             r["vs_baseline"] = paired_difference(jobs, recipe, cap)
+        if recipe != INITIAL and any(j["recipe"] == INITIAL for j in jobs):
+            r["vs_initial"] = paired_difference(jobs, recipe, cap, baseline=INITIAL)
         r["train_tokens"] = _iv(interval([[j.get("train_tokens", 0.0)] for j in js]))
         agg["per_recipe"][recipe] = r
     if any(j["recipe"] == BASELINE for j in jobs):
@@ -461,11 +463,12 @@ def accuracy_table(agg: dict[str, Any]) -> str:
     settings), with the test-time tokens and Δ vs baseline."""
     cap = str(agg["cap"])
     budgets = sorted({b for r in agg["per_recipe"].values() for b in r["accuracy"]}, key=int)
-    header = ["recipe", "seeds", *[f"accuracy @ {b}" for b in budgets], f"Δ vs {BASELINE} @ {cap}",
-              f"test tokens @ {cap}", f"verification acc. @ {cap}"]
+    header = ["recipe", "seeds", *[f"accuracy @ {b}" for b in budgets], f"Δ vs {INITIAL} @ {cap}",
+              f"Δ vs {BASELINE} @ {cap}", f"test tokens @ {cap}", f"verification acc. @ {cap}"]
     rows = []
     for name, r in agg["per_recipe"].items():
         rows.append([name, len(r["seeds"]), *[fmt_iv(r["accuracy"].get(b, {})) for b in budgets],
+                     fmt_iv(r["vs_initial"]) if "vs_initial" in r else "-",
                      fmt_iv(r["vs_baseline"]) if "vs_baseline" in r else "-",
                      fmt_iv(r["test_tokens"].get(cap, {}), 1), fmt_iv(r["verification_accuracy"])])
     return markdown_table(header, rows)

@@ -85,7 +85,7 @@ class TrainStepSettings:
     cap: int = 192
     batch: int = 16
     group: int = 8
-    steps: int = 6
+    steps: int = 11
     threads: int = 1
     recipes: tuple[str, ...] = bench_train_step.RECIPES
     extra: tuple[str, ...] = ()
@@ -382,7 +382,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--cap", type=int, help="train_step compute cap C (default 192; quick 32)")
     p.add_argument("--batch", type=int, help="train_step completions per step (default 16; quick 4)")
     p.add_argument("--group", type=int, help="train_step samples per prompt (default 8; quick 2)")
-    p.add_argument("--steps", type=int, help="train_step steps per recipe, >= 2 (default 6; quick 2)")
+    p.add_argument("--steps", type=int, help="train_step steps per recipe, >= 2 (default 11; quick 2)")
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     p.add_argument("--device", default="cpu", help="cpu | cuda (cuda: train with trainer.use_cpu=false)")
     p.add_argument("--extra", nargs="*", default=[], help="more Hydra overrides for every train_step run")

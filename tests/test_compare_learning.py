@@ -141,6 +141,10 @@ def test_aggregate_paired_difference_and_tables():
     assert pr["obj1_verify"]["regret"][str(CAP)]["mean"] == pytest.approx((0.35 + 0.4 + 0.4) / 3)
     assert pr["outcome_grpo"]["test_tokens"][str(CAP)]["mean"] == pytest.approx(71.0)  # 70 + seed, seeds 0..2
     assert "vs_baseline" not in pr["outcome_grpo"] and "vs_baseline" not in pr[cl.INITIAL]
+    # against the untrained policy (only seed 0 has an initial job: bootstrap over its 10 paired questions)
+    v = pr["obj1_verify"]["vs_initial"]
+    assert v["mean"] == pytest.approx(0.7 - 0.2) and v["low"] > 0  # 5 of 10 questions gained, none lost
+    assert "vs_initial" not in pr[cl.INITIAL]
 
     table = cl.accuracy_table(agg)
     lines = table.splitlines()
@@ -223,7 +227,7 @@ def test_results_page_renders_costs_and_estimators(tmp_path):
     (tmp_path / "costs.json").write_text(json.dumps(costs))
     (est_dir / "estimators.json").write_text(json.dumps(est))
     text = "\n".join(results_page.costs_section(costs) + results_page.estimators_section(est, "results"))
-    assert "| obj2_likelihood_progress | 0.560 | 1.12 | 640 | 140 |" in text
+    assert "| obj2_likelihood_progress | 0.560 | 1.12 | - | - | 640 | 140 |" in text
     assert "| one_pass / forward | 1.26× | ≤ 1.5× |" in text and "| naive / one_pass | 3.97× | ≥ 3× |" in text
     assert "| 4 | 8 | yes | 1.000 | 10.0 | 7.9 |" in text and "| 4 | 8 | no | 3.000 | 30.0 | 23.8 |" in text
     assert "| 32 | 0.0500 | 0.0700 | 0.950 | - | 12 | 20 |" in text
