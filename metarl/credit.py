@@ -25,7 +25,9 @@ Every token t ∈ [s_ij, e_ij) gets A_ij; tokens outside every span (padding) ge
 ``episode_kinds``). Pooled statistics mix reward scales: on the built-in task verifications are
 mostly right and attempts mostly wrong, so pooling makes every attempt look bad. Per kind, each
 episode is compared with episodes of its own kind, and one more episode of a kind adds a
-zero-mean term: the number of episodes is not rewarded for itself.
+zero-mean term: the number of episodes is not rewarded for itself. (The means are per kind with any
+``scale_rewards``; ``"batch"`` divides by one batch std over all kinds, ``"group"`` by the std of the
+group's episodes of that kind.)
 
 ``normalize="joint"`` (one stream, GRPO baseline on the whole-trace return)::
 
@@ -62,8 +64,9 @@ reward 0, so stopping is credited with what follows it (the outcome term), exact
 another episode is. Left inside the last episode, EOS would also collect that episode's reward,
 which the competing action (the first token of a new episode) does not: a bias towards stopping
 that grows with the dense rewards (with Obj-1 rewards the built-in task's policy learned to stop
-after one verification). With dense rewards off every token of a trace has the same advantage, so
-the split changes nothing there.
+after one verification). With dense rewards off and the group baseline every token of a trace has
+the same advantage, so the split changes nothing there; with the termination baseline the stop step
+is compared with J after the last episode (the value of stopping there), as a further episode would be.
 
 Missing values:
 

@@ -79,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
                        cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True)
     if r.returncode != 0:
         print(f"[demo]     report failed: {r.stderr[-2000:]}", flush=True)
-    print(f"[demo] 4/4 results ({cfg.evaluate.n} held-out problems, pass@1 = mean correctness of "
-          f"{cfg.evaluate.samples} samples per problem at temperature {cfg.evaluate.temperature})\n", flush=True)
+    cell = next(iter(summary.get("after", {}).values()), {})
+    how = (f"pass@1 = mean correctness of {cell['samples']} samples per problem at temperature "
+           f"{cfg.evaluate.temperature}" if cell.get("samples", 1) > 1 else "greedy decoding, one completion per problem")
+    print(f"[demo] 4/4 results ({cfg.evaluate.n} held-out problems, {how})\n", flush=True)
     rows = []
     header = f"{'cap C':>6} | {'phase':>6} | {'accuracy':>14} | {'tokens':>6} | {'verify acc':>10} | {'episodes':>8}"
     print(header)

@@ -50,8 +50,19 @@ def generate_batch(model, tokenizer, contexts: list[list[int]], generation_confi
         # strip padding generate adds after a sequence finished by a stop string
         while cut and cut[-1] == pad and pad not in eos:
             cut.pop()
+        # with pad == EOS (models without a pad token) that padding reads as a sampled EOS: a stream whose
+        # text already ended with a stop string was finished by it, so what follows is padding
+        if stop_strings and len(cut) > 1 and cut[-1] == pad and _stopped_before_last(tokenizer, cut, stop_strings):
+            cut.pop()
         result.append(cut)
     return result
+
+
+def _stopped_before_last(tokenizer, ids: list[int], stop_strings: Sequence[str]) -> bool:
+    """Whether a stop string is completed by ``ids[-2]``, i.e. generation had finished before ``ids[-1]``."""
+    before = tokenizer.decode(ids[:-2])
+    upto = tokenizer.decode(ids[:-1])
+    return any(s and (i := upto.rfind(s)) >= 0 and i + len(s) > len(before) for s in stop_strings)
 
 
 @dataclass

@@ -72,6 +72,7 @@ CASES = {
     "alpha not a number": (["objective.alpha=foo"],
                            r"objective\.alpha='foo' must be a finite number, e\.g\. objective\.alpha=1\.0"),
     "gamma out of range": (["objective.gamma=2"], r"objective\.gamma=2\.0 is a discount and must lie in \[0, 1\]"),
+    "samples without sampling": (["evaluate.samples=8"], r"evaluate\.samples=8 with evaluate\.temperature=0"),
     "normalize unknown": (["objective.normalize=both"],
                           r"objective\.normalize='both' is not supported; use one of separate, per_kind, joint"),
     "bool not a bool": (["trainer.use_cpu=maybe"], r"trainer\.use_cpu='maybe' must be true or false"),

@@ -73,3 +73,9 @@ def test_sampling_is_seeded_and_leaves_the_callers_rng_alone(tiny):
 def test_bad_sample_count_is_refused(tiny):
     with pytest.raises(ValueError, match="samples"):
         run(tiny, samples=0, temperature=1.0)
+
+
+def test_no_rows(tiny):
+    model, tok = tiny
+    r = evaluate_policy(model, tok, [], cap=4, scorer=scorer(tok), suffix=None, samples=2, temperature=1.0)
+    assert r["n"] == 0 and r["per_question"] == []

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -150,3 +151,52 @@ def test_trailing_eos_is_its_own_stop_step(fresh, tmp_path):
     # G_stopped = [3, 2, 1], G_cut = [2, 1]; the group mean of whole-trace returns is 2.5
     assert adv[0].tolist() == [0.5] * 4 + [-0.5] * 4 + [-1.5]
     assert adv[1].tolist() == [-0.5] * 4 + [-1.5] * 4 + [0.0]
+
+
+def _stop_step_traces(tok, scorer):
+    """Four traces of one group: two end with EOS (a stop step), two are cut at the cap."""
+    from metarl.types import Trace
+
+    out = []
+    for text, eos in (("abcdefgh", True), ("abcdefg", True), ("abcdef", False), ("abcde", False)):
+        ids = tok(text, add_special_tokens=False)["input_ids"] + ([tok.eos_token_id] if eos else [])
+        out.append(Trace(prompt="Q: ", completion=text, answer="x", completion_ids=ids))
+    scorer.score(out)
+    return out
+
+
+def test_stop_step_through_the_trainer_per_kind_and_termination(fresh, tmp_path):
+    """The trainer's credit for the EOS column: the outcome term alone (per_kind), alpha * (r - J_last) / std
+    (termination baseline); outcomes by the parity grader: 1, 0, 1, 0."""
+    model, tok = fresh()
+    a_out = 0.5 / (math.sqrt(4 * 0.25 / 3) + 1e-4)  # (r - 0.5) / (Bessel std + eps), TRL's group scaling
+    scorer = make_scorer(["outcome", first_char_reward], normalize="per_kind")
+    t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1, num_generations=4), train_dataset=dataset(),
+                      processing_class=tok, scorer=scorer)
+    traces = _stop_step_traces(tok, scorer)
+    summaries = [t._summary(tr) for tr in traces]
+    assert [s["credit_kinds"][-1] for s in summaries] == ["stop", "stop", "other", "other"]
+    adv = t._dense_advantages(summaries, 9, "train")
+    assert adv[0, 8].item() == pytest.approx(a_out, rel=1e-5)
+    assert adv[1, 7].item() == pytest.approx(-a_out, rel=1e-5)
+    assert adv[1, 8].item() == 0.0  # padding
+    # every dense reward is 1 (chunks start with a letter): per kind they are all at their mean, so the
+    # episodes carry the outcome term only, like the stop step
+    assert torch.allclose(adv[0, :8], torch.full((8,), a_out), rtol=1e-5)
+
+    scorer = make_scorer(["outcome"], baseline="termination")
+    t = MetaRLTrainer(model=copy.deepcopy(model), args=config(tmp_path / "b", max_steps=1, num_generations=4),
+                      train_dataset=dataset(), processing_class=tok, scorer=scorer)
+    traces = _stop_step_traces(tok, scorer)
+    for tr in traces:  # what the Monte Carlo estimator would leave: J before the first and after each episode
+        tr.meta["J_init"] = 0.1
+        for j, ep in enumerate(tr.episodes):
+            ep.info["J"] = 0.2 + 0.1 * j
+    summaries = [t._summary(tr) for tr in traces]
+    assert summaries[0]["termination"] == pytest.approx([0.1, 0.2, 0.3])
+    assert summaries[2]["termination"] == pytest.approx([0.1, 0.2])
+    adv = t._dense_advantages(summaries, 9, "train")
+    std = math.sqrt(4 * 0.25 / 3) + 1e-4
+    assert adv[0, 8].item() == pytest.approx((1 - 0.3) / std, rel=1e-5)  # stop step: baseline J after the last
+    assert adv[0, 4].item() == pytest.approx((1 - 0.2) / std, rel=1e-5)  # second episode: J after the first
+    assert adv[1, 7].item() == pytest.approx((0 - 0.3) / std, rel=1e-5)

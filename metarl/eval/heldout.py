@@ -37,7 +37,8 @@ def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: in
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=_devices(model)):
+        devices, device_type = _devices(model)
+        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type=device_type):
             torch.manual_seed(seed)
             comps = complete(model, tokenizer, prompts, cap, suffix=suffix, answer_stop=answer_stop,
                              answer_tokens=answer_tokens, batch_size=batch_size, do_sample=sample,
@@ -55,7 +56,7 @@ def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: in
     summary = summarize(traces, scorer, cap)
     summary["n"], summary["samples"] = len(rows), k  # problems, completions per problem
     summary["per_question"] = [sum(t.outcome or 0.0 for t in traces[i:i + k]) / k for i in range(0, len(traces), k)]
-    if k > 1:  # the standard error over questions (samples of one question are not independent)
+    if k > 1 and rows:  # the standard error over questions (samples of one question are not independent)
         q = summary["per_question"]
         mean = sum(q) / len(q)
         var = sum((x - mean) ** 2 for x in q) / (len(q) - 1) if len(q) > 1 else 0.0
@@ -65,9 +66,14 @@ def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: in
     return summary
 
 
-def _devices(model) -> list[int]:
-    dev = next(model.parameters()).device
-    return [dev.index or 0] if dev.type == "cuda" else []
+def _devices(model) -> tuple[list[int], str]:
+    """The accelerator devices the model's parameters sit on (their RNG states are saved and restored) and
+    their type; CPU only: none ("cuda" is torch's default type, unused then)."""
+    kinds = {p.device.type for p in model.parameters()} - {"cpu"}
+    if not kinds:
+        return [], "cuda"
+    kind = sorted(kinds)[0]
+    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == kind}), kind
 
 
 def summarize(traces: Sequence[Trace], scorer, cap: int) -> dict[str, Any]:

@@ -129,6 +129,12 @@ def check_types(cfg: DictConfig) -> None:
     if (isinstance(target, list) and not target) or not all(_typed_ok(t, "int")[0] and float(t) >= 1 for t in targets):
         raise ConfigError(f"budget.target_tokens={target!r} must be null, a whole number of tokens >= 1, or a "
                           f"non-empty list of them, e.g. budget.target_tokens=[32,64]")
+    samples = OmegaConf.select(cfg, "evaluate.samples", default=1)
+    temperature = OmegaConf.select(cfg, "evaluate.temperature", default=0.0)
+    if _typed_ok(samples, "int")[0] and int(samples) > 1 and _typed_ok(temperature, "float")[0] \
+            and float(temperature) == 0:
+        raise ConfigError(f"evaluate.samples={samples} with evaluate.temperature=0: greedy decoding gives one "
+                          f"completion per problem; set evaluate.temperature (e.g. 1.0) to sample, or samples=1")
     budgets = plain(OmegaConf.select(cfg, "evaluate.budgets", default=None)) or []
     if not isinstance(budgets, list) or not all(_typed_ok(b, "int")[0] and float(b) >= 1 for b in budgets):
         raise ConfigError(f"evaluate.budgets={budgets!r} must be a list of token caps >= 1, e.g. "
