@@ -496,3 +496,23 @@ def test_extractors():
     assert extract_auto(" 17</answer> junk") == "17"
     assert extract_auto(r"x \boxed{5}") == "5"
     assert extract_auto("9 apples\n") == "9 apples"
+
+
+@pytest.mark.parametrize("mode", ["one_pass", "cached", "naive"])
+def test_last_prefix_ends_before_a_trailing_eos(mode, sharp, monkeypatch):
+    """μ answers after the text, not after the EOS that ended it: a trailing EOS changes no L_j."""
+    import metarl.rewards.progress as progress
+
+    model, tok = sharp
+    plain = make_trace(tok, "Q: 12+5?", ["A: 12", "+5 is", " 17"], "17")
+    ended = make_trace(tok, "Q: 12+5?", ["A: 12", "+5 is", " 17"], "17")
+    ended.completion_ids = ended.completion_ids + [tok.eos_token_id]
+    ended.episodes[-1].token_end += 1  # the EOS belongs to the last episode (as segment() assigns it)
+    est = LikelihoodProgress(suffix=SUFFIX, mode=mode)
+    with_eos, without = est.log_likelihoods([ended, plain], model, tok)
+    assert with_eos == pytest.approx(without, abs=1e-5)
+    # answering after the EOS (what the last prefix was before) is a different context with another value
+    monkeypatch.setattr(progress, "_before_stop_tokens", lambda ends, ids, tokenizer: ends)
+    after_eos = est.log_likelihoods([ended], model, tok)[0]
+    assert after_eos[:-1] == pytest.approx(without[:-1], abs=1e-5)
+    assert abs(after_eos[-1] - without[-1]) > 1e-3

@@ -85,8 +85,28 @@ def trace_tokens(trace: Trace, tokenizer: Any) -> TraceTokens:
             completion_ids = list(trace.completion_ids)
         check_partition(trace.completion, trace.episodes, len(completion_ids))
         ends = [int(e.token_end) for e in trace.episodes]  # type: ignore[arg-type]
-        return TraceTokens(prompt_ids, completion_ids, ends)
+        return TraceTokens(prompt_ids, completion_ids, _before_stop_tokens(ends, completion_ids, tokenizer))
     return TraceTokens(prompt_ids, *_token_ends_from_chars(trace, tokenizer))
+
+
+def _before_stop_tokens(ends: list[int], completion_ids: Sequence[int], tokenizer: Any) -> list[int]:
+    """The last prefix ends before trailing EOS / pad tokens: μ answers after the text, as it would at a
+    cap, not after an end-of-sequence token (the trainer's stop step, ``metarl.credit.split_stop_tokens``).
+
+    >>> class T: eos_token_id, pad_token_id = 2, 0
+    >>> _before_stop_tokens([3, 7], [5, 6, 7, 8, 9, 2, 0], T())
+    [3, 5]
+    """
+    stop = {i for i in (getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None))
+            if i is not None}
+    n = len(completion_ids)
+    if not ends or ends[-1] != n or not stop:
+        return ends
+    k = 0
+    while k < n and int(completion_ids[n - 1 - k]) in stop:
+        k += 1
+    floor = ends[-2] if len(ends) > 1 else 0
+    return [*ends[:-1], max(floor, n - k)]
 
 
 def _token_ends_from_chars(trace: Trace, tokenizer: Any) -> tuple[list[int], list[int]]:
