@@ -91,7 +91,8 @@ STOP_KIND = "stop"
 SCALE_MODES = ("group", "batch", "none")
 BASELINES = ("group", "termination")
 
-__all__ = ["build_advantages", "episode_returns", "spans_to_token_index", "nanstd", "split_stop_tokens"]
+__all__ = ["build_advantages", "episode_returns", "spans_to_token_index", "nanstd", "split_stop_tokens",
+           "stop_token_ids", "trailing_stop_tokens"]
 
 
 def episode_returns(rewards: Sequence[float], gamma: float = 1.0) -> list[float]:
@@ -123,18 +124,41 @@ def split_stop_tokens(spans: Sequence[tuple[int, int]], token_ids: Sequence[int]
     [(0, 3), (3, 5)]
     """
     out = [(int(a), int(b)) for a, b in spans]
-    n = len(token_ids)
-    if not out or out[-1][1] != n:
+    if not out or out[-1][1] != len(token_ids):
         return out
-    k = 0
-    while k < n and int(token_ids[n - 1 - k]) in stop_ids:
-        k += 1
+    k = trailing_stop_tokens(token_ids, stop_ids)
     start, end = out[-1]
     if k == 0 or end - k <= start:
         return out
     out[-1] = (start, end - k)
     out.append((end - k, end))
     return out
+
+
+def stop_token_ids(tokenizer: object, model: object = None) -> frozenset[int]:
+    """Token ids that end a completion: the tokenizer's EOS and pad, and the EOS id(s) of the model's
+    generation config when a model is given.
+
+    >>> class Tok: eos_token_id, pad_token_id = 2, 0
+    >>> sorted(stop_token_ids(Tok()))
+    [0, 2]
+    """
+    ids = {getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None)}
+    eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update(eos if isinstance(eos, list | tuple) else [eos])
+    return frozenset(int(i) for i in ids if i is not None)
+
+
+def trailing_stop_tokens(token_ids: Sequence[int], stop_ids: set[int] | frozenset[int]) -> int:
+    """How many of the last ``token_ids`` are stop tokens (EOS / pad).
+
+    >>> trailing_stop_tokens([5, 6, 2, 0], {0, 2}), trailing_stop_tokens([5, 6], {0, 2})
+    (2, 0)
+    """
+    n, k = len(token_ids), 0
+    while k < n and int(token_ids[n - 1 - k]) in stop_ids:
+        k += 1
+    return k
 
 
 def spans_to_token_index(token_spans: Sequence[Sequence[tuple[int, int]]], num_tokens: int) -> torch.Tensor:

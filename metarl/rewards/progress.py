@@ -29,6 +29,7 @@ from typing import Any
 
 import torch
 
+from metarl.credit import stop_token_ids, trailing_stop_tokens
 from metarl.prover import (
     R1_TERMINATION_SUFFIX,
     Extractor,
@@ -97,14 +98,10 @@ def _before_stop_tokens(ends: list[int], completion_ids: Sequence[int], tokenize
     >>> _before_stop_tokens([3, 7], [5, 6, 7, 8, 9, 2, 0], T())
     [3, 5]
     """
-    stop = {i for i in (getattr(tokenizer, "eos_token_id", None), getattr(tokenizer, "pad_token_id", None))
-            if i is not None}
     n = len(completion_ids)
-    if not ends or ends[-1] != n or not stop:
+    if not ends or ends[-1] != n:
         return ends
-    k = 0
-    while k < n and int(completion_ids[n - 1 - k]) in stop:
-        k += 1
+    k = trailing_stop_tokens(completion_ids, stop_token_ids(tokenizer))
     floor = ends[-2] if len(ends) > 1 else 0
     return [*ends[:-1], max(floor, n - k)]
 

@@ -14,6 +14,7 @@ advantage is touched: the trainer reduces exactly to TRL GRPO.
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections import defaultdict
@@ -27,7 +28,7 @@ os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
 from trl import GRPOTrainer  # noqa: E402
 
-from metarl.credit import STOP_KIND, build_advantages, split_stop_tokens  # noqa: E402
+from metarl.credit import STOP_KIND, build_advantages, split_stop_tokens, stop_token_ids  # noqa: E402
 from metarl.rewards.obj1 import verification_correctness  # noqa: E402
 from metarl.runlog import RunLog, mark_complete  # noqa: E402
 from metarl.scoring import Scorer, termination_values  # noqa: E402
@@ -142,19 +143,15 @@ class MetaRLTrainer(GRPOTrainer):
             return "\n".join(m.get("content", "") if isinstance(m.get("content"), str) else "" for m in messages)
 
     # ------------------------------------------------------------------ credit
+    @functools.cached_property
     def _stop_ids(self) -> frozenset[int]:
         """Token ids that end a completion (EOS, pad): the stop step of :func:`split_stop_tokens`."""
-        tok = self.scorer.tokenizer
-        ids = {getattr(tok, "eos_token_id", None), getattr(tok, "pad_token_id", None)}
-        eos = getattr(getattr(self.accelerator.unwrap_model(self.model), "generation_config", None),
-                      "eos_token_id", None)
-        ids.update(eos if isinstance(eos, list | tuple) else [eos])
-        return frozenset(int(i) for i in ids if i is not None)
+        return stop_token_ids(self.scorer.tokenizer, self.accelerator.unwrap_model(self.model))
 
     def _summary(self, t: Trace) -> dict[str, Any]:
         eps = t.episodes
         spans = [(e.token_start, e.token_end) for e in eps]
-        credit_spans = split_stop_tokens(spans, t.completion_ids or [], self._stop_ids())
+        credit_spans = split_stop_tokens(spans, t.completion_ids or [], self._stop_ids)
         stop_step = len(credit_spans) > len(spans)
         dense = self.scorer.episode_dense(t)
         s: dict[str, Any] = {
