@@ -10,7 +10,6 @@ line: ``python -m metarl.demo trainer.max_steps=10``.
 """
 from __future__ import annotations
 
-import math
 import os
 import subprocess
 import sys
@@ -41,11 +40,9 @@ DEMO_OVERRIDES = [
 
 def paired_delta(before: list[float], after: list[float]) -> tuple[float, float]:
     """Mean of after - before over the same questions and its standard error."""
-    d = [a - b for a, b in zip(after, before)]
-    n = len(d)
-    mean = sum(d) / n
-    var = sum((x - mean) ** 2 for x in d) / (n - 1) if n > 1 else 0.0
-    return mean, math.sqrt(var / n)
+    from metarl.metrics import mean_se
+
+    return mean_se([a - b for a, b in zip(after, before)])
 
 
 def main(argv: list[str] | None = None) -> int:

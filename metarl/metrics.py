@@ -476,6 +476,20 @@ def _check_confidence(confidence: float) -> None:
         raise ValueError(f"confidence must be in (0, 1), e.g. 0.95; got {confidence!r}")
 
 
+def mean_se(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and standard error of the mean (Bessel-corrected std / √n; 0 for one value).
+
+    >>> mean_se([1.0, 2.0, 3.0])
+    (2.0, 0.5773502691896257)
+    """
+    n = len(values)
+    if n == 0:
+        raise ValueError("mean_se of no values")
+    mean = sum(values) / n
+    var = sum((x - mean) ** 2 for x in values) / (n - 1) if n > 1 else 0.0
+    return mean, math.sqrt(var / n)
+
+
 def mean_ci(values: Sequence[float] | np.ndarray, confidence: float = 0.95) -> Interval:
     """Student-t interval of the mean (e.g. over seeds): ``mean ± t_{(1+conf)/2, n−1} · s/√n``.
 

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from metarl.generation import complete
+from metarl.metrics import mean_se
 from metarl.rewards.obj1 import verification_correctness
 from metarl.types import Trace
 
@@ -57,10 +58,7 @@ def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: in
     summary["n"], summary["samples"] = len(rows), k  # problems, completions per problem
     summary["per_question"] = [sum(t.outcome or 0.0 for t in traces[i:i + k]) / k for i in range(0, len(traces), k)]
     if k > 1 and rows:  # the standard error over questions (samples of one question are not independent)
-        q = summary["per_question"]
-        mean = sum(q) / len(q)
-        var = sum((x - mean) ** 2 for x in q) / (len(q) - 1) if len(q) > 1 else 0.0
-        summary["accuracy_se"] = math.sqrt(var / len(q))
+        summary["accuracy_se"] = mean_se(summary["per_question"])[1]
     if return_traces:
         summary["traces"] = traces
     return summary
