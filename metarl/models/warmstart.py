@@ -24,6 +24,7 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -200,8 +201,9 @@ class _LossLog:
 
 
 def sft_config(recipe: TinyRecipe, output_dir: str, num_examples: int, max_steps: int | None = None,
-               show_progress: bool = True):
+               show_progress: bool = True, **extra: Any):
     """TRL ``SFTConfig`` for the recipe: completion-only loss, cosine schedule, CPU, fp32, no checkpoints.
+    ``extra`` keyword arguments override or add ``SFTConfig`` fields (the SmolLM2 reasoner turns on bf16).
 
     Batches are drawn at random: grouping examples by length would cut padding, but lengths follow the
     number of rounds, and such uniform batches made the tiny model learn far worse in our runs.
@@ -241,6 +243,7 @@ def sft_config(recipe: TinyRecipe, output_dir: str, num_examples: int, max_steps
         kwargs["warmup_ratio"] = recipe.warmup_ratio
     else:
         kwargs["warmup_steps"] = recipe.warmup_ratio  # a float below 1 is a fraction of the steps
+    kwargs.update(extra)
     return SFTConfig(**kwargs)
 
 
@@ -293,18 +296,29 @@ def tiny_policy_path(cache_dir: str | os.PathLike | None = None, rebuild: bool =
                      recipe: TinyRecipe | None = None, **overrides: Any) -> Path:
     """The directory of the tiny policy for the recipe (default :class:`TinyRecipe` with ``overrides``),
     building it first if it is not cached (or if ``rebuild``). Safe against interruption and against
-    two processes building at once: each builds in its own temporary directory, the first rename wins."""
+    two processes building at once (see :func:`build_atomically`)."""
     recipe = make_recipe(recipe, **overrides)
-    final = policy_dir(recipe, cache_dir)
+
+    def build(tmp: Path) -> None:
+        logger.info("building the tiny policy into %s (about a minute on a 2-core CPU)", tmp)
+        metrics = train_tiny_policy(recipe, tmp)
+        logger.info("built the tiny policy in %.1f s", metrics["wall_time_s"])
+
+    return build_atomically(policy_dir(recipe, cache_dir), build, rebuild=rebuild)
+
+
+def build_atomically(final: Path, build: Callable[[Path], Any], rebuild: bool = False) -> Path:
+    """``final``, after ``build(tmp)`` has filled a fresh temporary sibling directory that is then renamed to
+    ``final`` (skipped when ``final`` exists, unless ``rebuild``). An interrupted build leaves no ``final``
+    behind; two processes building at once each build in their own directory and the first rename wins.
+    """
     if final.is_dir() and not rebuild:
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_builds(final)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     try:
-        logger.info("building the tiny policy into %s (about a minute on a 2-core CPU)", final)
-        metrics = train_tiny_policy(recipe, tmp)
-        logger.info("built the tiny policy in %.1f s", metrics["wall_time_s"])
+        build(tmp)
         if rebuild and final.is_dir():  # move the old one aside first: `final` is never half-written
             os.rename(final, tempfile.mkdtemp(prefix=f".{final.name}.old-", dir=final.parent) + "/old")
         try:
