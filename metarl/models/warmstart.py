@@ -182,8 +182,9 @@ def reinit_weights(model: torch.nn.Module, std: float, seed: int) -> None:
 class _LossLog:
     """Collects the training loss the Trainer logs (for ``metrics.json`` and the tests)."""
 
-    def __init__(self) -> None:
+    def __init__(self, label: str = "tiny policy") -> None:
         self.history: list[tuple[int, float]] = []
+        self.label = label
 
     def callback(self):
         from transformers import TrainerCallback
@@ -194,7 +195,7 @@ class _LossLog:
             def on_log(self, args, state, control, logs=None, **kwargs):
                 if logs and "loss" in logs:
                     log.history.append((state.global_step, float(logs["loss"])))
-                    logger.info("tiny policy SFT step %d/%d loss %.4f", state.global_step, state.max_steps,
+                    logger.info("%s SFT step %d/%d loss %.4f", log.label, state.global_step, state.max_steps,
                                 logs["loss"])
 
         return Cb()
