@@ -318,9 +318,9 @@ def costs_section(costs: dict[str, Any]) -> list[str]:
     ts = costs.get("train_step")
     if ts:
         base = ts.get("baseline_rss_mb")
-        out += [f"Training step of each recipe against `outcome_grpo`: same model, data, batch and seed; median step "
-                f"time over steps 2..N (TRL's `step_time`: generation, scoring, credit, backward). Peak memory: the "
-                f"peak resident set of a process that runs only that recipe"
+        out += ["Training step of each recipe against `outcome_grpo`: same model, data, batch and seed; median step "
+                "time over steps 2..N (TRL's `step_time`: generation, scoring, credit, backward). Peak memory: the "
+                "peak resident set of a process that runs only that recipe"
                 + (f" (a process that only loads the model and data: {base:.0f} MB)." if base else "."),
                 f"Settings: `{json.dumps(ts.get('settings', {}), sort_keys=True)}`. {_step_target(ts['rows'])}",
                 "",
@@ -345,7 +345,7 @@ def costs_section(costs: dict[str, Any]) -> list[str]:
     if mc:
         out += ["Monte Carlo progress (m forced answers per prefix) by m and episodes per trace, with the shared prefix "
                 "reused (one prefill per trace, its KV cache serving every prefix and sample) and without (every "
-                f"sample of every prefix prefilled on its own, `MetaProver.sample`); the sampler call is timed, "
+                f"sample of every prefix prefilled on its own, `HFBackend(prefix_sharing=False)`); the sampler call is timed, "
                 f"grading is not. Settings: `{json.dumps(mc.get('settings', {}), sort_keys=True)}`.", "",
                 cl.markdown_table(["m", "episodes", "prefix reuse", "seconds", "× forward", "× likelihood one_pass"],
                                   [[r["m"], r["episodes"], "yes" if r["reuse"] else "no", _x(r["seconds"], 3),

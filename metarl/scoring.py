@@ -21,7 +21,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from metarl.engine import Engine
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
+from metarl.prover import as_prover
 from metarl.registry import ConfigError
 from metarl.rewards import Reward, RewardError, apply_reward, note_fault
 from metarl.segmenters import _context_for, build_segmenter, normalize_pieces, segment
@@ -84,6 +86,8 @@ class Scorer:
     objective: Objective = field(default_factory=Objective)
     model: Any = None
     tokenizer: Any = None
+    prover: Any = None
+    backend: Any = None
     on_error: str = "zero"
     state: dict[str, Any] = field(default_factory=dict)
     max_episodes_per_trace: int | None = 1024
@@ -99,6 +103,7 @@ class Scorer:
         if self.segment_timeout is not None and not float(self.segment_timeout) > 0:
             raise ConfigError(f"segment_timeout={self.segment_timeout!r} must be a positive number of seconds or "
                               f"null (no limit)")
+        self.prover = as_prover(self.prover)
         names = {r.name for r in self.rewards}
         if self.objective.outcome_reward and self.objective.outcome_reward not in names:
             raise ValueError(f"objective.outcome_reward={self.objective.outcome_reward!r} is not among the "
@@ -153,13 +158,18 @@ class Scorer:
 
     def context(self) -> dict[str, Any]:
         return {"grader": self.grader, "extract_answer": self.extract_answer, "parse_verdict": self.parse_verdict,
-                "model": self.model, "tokenizer": self.tokenizer, "state": self.state}
+                "model": self.model, "tokenizer": self.tokenizer, "prover": self.prover, "state": self.state,
+                "engine": None if self.backend is None else Engine(self.backend, self.prover)}
 
     def score(self, traces: Sequence[Trace]) -> list[Trace]:
         traces = list(traces)
         if any(r.needs_model for r in self.rewards) and (self.model is None or self.tokenizer is None):
             bad = [r.name for r in self.rewards if r.needs_model]
             raise ValueError(f"rewards {bad} need a model: set `model` (e.g. model.name_or_path=...)")
+        if any(r.needs_engine for r in self.rewards) and self.backend is None:
+            bad = [r.name for r in self.rewards if r.needs_engine]
+            raise ValueError(f"rewards {bad} sample from the policy and need its generation engine: set `model` "
+                             f"(e.g. model.name_or_path=...)")
         todo = [t for t in traces if not t.episodes]
         for t in todo:
             self.segment(t)

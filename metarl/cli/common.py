@@ -69,6 +69,17 @@ def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
     return grader, functools.partial(extract_answer, style=answer_style), parse
 
 
+def build_prover(cfg: DictConfig):
+    """The run's one meta-prover (``metarl.prover.ProverConfig``) from the ``prover`` key (conf/prover/)."""
+    from metarl.prover import as_prover
+
+    spec = plain(cfg.get("prover"))
+    try:
+        return as_prover(spec)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"prover: {e} (conf/prover/tags.yaml documents every field)") from None
+
+
 def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer: Any = None):
     """A ``Scorer`` from the ``segmenter``, ``rewards``, ``objective``, ``grader``, ``answer``, ``verdict`` keys."""
     from metarl.rewards import build_rewards
@@ -94,5 +105,5 @@ def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer
                                           cfg.get("verdict"))
     limits = {k: plain(cfg.get(k)) for k in ("max_episodes_per_trace", "segment_timeout") if k in cfg}
     return Scorer(segmenter=segmenter, rewards=rewards, grader=grader, extract_answer=extract,
-                  parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer,
+                  parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer, prover=build_prover(cfg),
                   on_error=cfg.get("on_reward_error", "zero"), **limits)

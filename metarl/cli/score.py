@@ -22,6 +22,7 @@ import hydra
 from omegaconf import DictConfig
 
 from metarl.cli.common import build_scorer, conf_dir, plain
+from metarl.engine import check_backend, make_backend
 from metarl.registry import ConfigError
 from metarl.types import Trace
 
@@ -78,6 +79,7 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"input={str(src)!r} is not a file; pass input=PATH to a JSONL of traces")
     if cfg.on_bad_line not in ("skip", "fail"):
         raise ConfigError(f"on_bad_line={cfg.on_bad_line!r}: use skip or fail")
+    check_backend(str(cfg.generation.backend))
     task = None
     if cfg.get("verifier"):
         from metarl.tasks import build_task
@@ -91,11 +93,13 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
         model_cfg.pop("lora", None)
         scorer.model, scorer.tokenizer = load_model_and_tokenizer(**model_cfg)
         scorer.model.eval()
+        if any(r.needs_engine for r in scorer.rewards):
+            scorer.backend = make_backend(cfg.generation, scorer.model, scorer.tokenizer)
     elif cfg.get("tokenizer"):
         scorer.tokenizer = _tokenizer(cfg.tokenizer)
-    if any(r.needs_model for r in scorer.rewards) and scorer.model is None:
-        raise ConfigError(f"rewards {[r.name for r in scorer.rewards if r.needs_model]} need a model: add model=tiny "
-                          f"or model=hf model.name_or_path=NAME")
+    needs = [r.name for r in scorer.rewards if r.needs_model or r.needs_engine]
+    if needs and scorer.model is None:
+        raise ConfigError(f"rewards {needs} need a model: add model=tiny or model=hf model.name_or_path=NAME")
     out_path = Path(cfg.output) if cfg.output else Path(cfg.run_dir) / "scored.jsonl"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     counts = {"lines": 0, "scored": 0, "bad": 0}

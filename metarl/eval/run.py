@@ -19,7 +19,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl.cli.common import answer_tools, plain
+from metarl.cli.common import answer_tools, build_prover, plain
+from metarl.engine import check_backend, make_backend
 from metarl.eval.difficulty import (compute_difficulty, counts_from_samples, read_difficulty,
                                     write_difficulty)
 from metarl.eval.engine import Evaluation, evaluate_strategies, sample_and_grade, sample_records
@@ -48,8 +49,7 @@ class EvalPlan:
     n: int
     grader: Any
     extract: Any
-    suffix: str
-    answer_stop: list[str]
+    prover: Any  # metarl.prover.ProverConfig: forces an answer at the budget
 
 
 def _int_list(value: Any, key: str) -> list[int]:
@@ -105,13 +105,13 @@ def validate(cfg: DictConfig) -> EvalPlan:
                                          data_seed=int(cfg.get("data_seed", 0)),
                                          limit=None if limit is None else int(limit))
     grader, extract, _ = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"), cfg.get("verdict"))
-    suffix = cfg.get("suffix") or (task.termination_suffix if task is not None else "\nFinal answer: ")
-    stop = list(getattr(task, "answer_stop", []) or [])
+    check_backend(str(cfg.generation.backend))
+    prover = build_prover(cfg)
     d = cfg.difficulty
     if d.enabled and not d.get("file"):
         _int_list(int(d.n or n), "difficulty.n")
         _int_list(int(d.budget or max(budgets)), "difficulty.budget")
-    return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, suffix, stop)
+    return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, prover)
 
 
 def prepare_run_dir(run_dir: str, overwrite: bool) -> Path:
@@ -145,19 +145,20 @@ def _load_policy(model_cfg: dict[str, Any], device: str):
     return model, tok
 
 
-def check_context(model, tok, questions: list[Question], budget: int, suffix: str, answer_tokens: int) -> None:
+def check_context(model, tok, questions: list[Question], budget: int, prover) -> None:
     """The longest prompt plus the largest budget, the suffix and a forced answer must fit the model."""
-    from metarl.generation import prompt_ids_for
+    from metarl.engine import prompt_ids_for
 
     limit = getattr(model.config, "max_position_embeddings", None)
     if not limit:
         return
     longest = max(len(prompt_ids_for(tok, q.prompt)) for q in questions)
-    need = longest + budget + len(tok(suffix, add_special_tokens=False)["input_ids"]) + answer_tokens + 16
+    suffix = max(len(tok(prover.suffix_for(f), add_special_tokens=False)["input_ids"]) for f in (False, True))
+    need = longest + budget + suffix + prover.answer_tokens
     if need > limit:
         raise ConfigError(f"budgets: the longest prompt ({longest} tokens) plus the largest budget {budget}, the "
                           f"suffix and a forced answer need {need} positions, but the model has {limit}; lower the "
-                          "budgets (or answer_tokens)")
+                          "budgets (or prover.answer_tokens)")
 
 
 def _difficulty_model_cfg(cfg: DictConfig) -> dict[str, Any] | None:
@@ -192,9 +193,8 @@ def difficulty(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, policy_sampler: 
         sampler = policy_sampler
         if model_cfg is not None:
             model, tok = _load_policy(model_cfg, str(cfg.get("device", "auto")))
-            sampler = PolicySampler(model, tok, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                                    answer_tokens=int(cfg.answer_tokens), temperature=float(cfg.temperature),
-                                    top_p=float(cfg.top_p), batch_size=int(cfg.batch_size))
+            sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover,
+                                    temperature=float(cfg.temperature), top_p=float(cfg.top_p))
         gen = Generation("difficulty")
         graded = sample_and_grade(plan.questions, sampler, budget, n, gen, seed=int(cfg.seed), extract=plan.extract,
                                   grade=plan.grader, prompt_for=prompt_for)
@@ -225,11 +225,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"[metarl-eval] data problem: {p}", file=sys.stderr, flush=True)
 
     model, tok = _load_policy(plain(cfg.model), str(cfg.get("device", "auto")))
-    check_context(model, tok, plan.questions, max(plan.budgets), plan.suffix, int(cfg.answer_tokens))
+    check_context(model, tok, plan.questions, max(plan.budgets), plan.prover)
     bind_verifiers(plan.strategies, model, tok)
-    sampler = PolicySampler(model, tok, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                            answer_tokens=int(cfg.answer_tokens), temperature=float(cfg.temperature),
-                            top_p=float(cfg.top_p), batch_size=int(cfg.batch_size))
+    sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover, temperature=float(cfg.temperature),
+                            top_p=float(cfg.top_p))
     mode = cfg.get("length_prompt")
     prompt_for = (lambda q, b: budget_prompt(q.prompt, b, mode)) if mode else None
     print(f"[metarl-eval] {len(plan.questions)} questions, budgets {plan.budgets}, n={plan.n}, strategies "

@@ -32,6 +32,7 @@ from metarl.credit import STOP_KIND, build_advantages, split_stop_tokens, stop_t
 from metarl.rewards.obj1 import verification_correctness  # noqa: E402
 from metarl.runlog import RunLog, mark_complete  # noqa: E402
 from metarl.scoring import Scorer, termination_values  # noqa: E402
+from metarl.trainer.rollout import trainer_backend  # noqa: E402
 from metarl.types import Trace  # noqa: E402
 
 
@@ -61,11 +62,15 @@ class MetaRLTrainer(GRPOTrainer):
     cap: the compute cap C in thinking tokens (for logging; generation enforces it).
     run_log: where ``metrics.jsonl`` / ``rollouts.jsonl`` go; rollouts_every / rollouts_per_step: how often and
         how many scored traces are written.
+    generation_backend: ``transformers`` or ``vllm``: the engine backend of the Monte Carlo branches (the
+        rollout names its own).
     """
 
     def __init__(self, *args, scorer: Scorer, rollout=None, cap: int | None = None, run_log: RunLog | None = None,
-                 rollouts_every: int = 10, rollouts_per_step: int = 8, answer_column: str = "answer", **kwargs):
+                 rollouts_every: int = 10, rollouts_per_step: int = 8, answer_column: str = "answer",
+                 generation_backend: str = "transformers", **kwargs):
         self.scorer = scorer
+        self.generation_backend = generation_backend
         self.cap = cap
         self.run_log = run_log
         self.rollouts_every = rollouts_every
@@ -129,7 +134,12 @@ class MetaRLTrainer(GRPOTrainer):
             traces.append(trace)
         self.scorer.model = self.accelerator.unwrap_model(self.model)
         self.scorer.state["global_step"] = self.state.global_step
-        self.scorer.score(traces)
+        if any(r.needs_engine for r in self.scorer.rewards):
+            with trainer_backend(self, self.generation_backend) as backend:
+                self.scorer.backend = backend
+                self.scorer.score(traces)
+        else:
+            self.scorer.score(traces)
         self._local_traces = traces
         local = torch.tensor([[self.scorer.outcome_term(t)] for t in traces], dtype=torch.float32,
                              device=self.accelerator.device)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from metarl.cli.common import build_scorer, plain
+from metarl.engine import check_backend
 from metarl.registry import ConfigError
 
 log = logging.getLogger("metarl")
@@ -32,8 +33,7 @@ class Plan:
     task: Any
     train_rows: list[dict[str, Any]]
     test_rows: list[dict[str, Any]]
-    suffix: str
-    answer_stop: list[str]
+    prover: Any  # metarl.prover.ProverConfig, the run's one meta-prover
 
 
 # (key, type, lower bound, nullable, example): the typed options checked by ``check_types`` before anything runs.
@@ -60,11 +60,13 @@ OPTION_TYPES: tuple[tuple[str, str, float | None, bool, str], ...] = (
     ("trainer.save_steps", "int", 1, False, "20"),
     ("trainer.save_total_limit", "int", 1, True, "2"),
     ("trainer.resume", "bool", None, False, "true"),
-    ("trainer.use_vllm", "bool", None, False, "false"),
     ("trainer.use_cpu", "bool", None, False, "true"),
     ("trainer.bf16", "bool", None, False, "false"),
     ("rollout.force_answer", "bool", None, False, "true"),
-    ("rollout.answer_tokens", "int", 1, False, "16"),
+    ("prover.answer_tokens", "int", 1, False, "16"),
+    ("prover.temperature", "float", 0, False, "0.7"),
+    ("prover.top_p", "float", 0, False, "1.0"),
+    ("generation.batch_size", "int", 1, False, "64"),
     ("rollout.max_episodes", "int", 1, False, "8"),
     ("rollout.episode_tokens", "int", 1, True, "64"),
     ("rollout.max_continuations", "int", 0, False, "2"),
@@ -81,6 +83,8 @@ OPTION_CHOICES: tuple[tuple[str, tuple[Any, ...]], ...] = (
     ("rollout.mode", ("single", "episodes", "budget_forcing")),
     ("budget.prompt_mode", (None, "exact", "max")),
     ("on_reward_error", ("zero", "nan")),
+    ("generation.backend", ("transformers", "vllm")),
+    ("trainer.vllm_mode", ("colocate", "server")),
 )
 _ABSENT = object()
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
@@ -259,6 +263,7 @@ def _validate(cfg: DictConfig) -> Plan:
         raise ConfigError(f"trainer.num_generations={tr.num_generations} does not divide the generation batch "
                           f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step}); "
                           f"make the batch a multiple of the group size")
+    check_backend(str(cfg.generation.backend))
     task = _task(cfg)
     scorer = build_scorer(cfg, task=task)
     if scorer.objective.baseline == "termination" and not any(r.name == "mc_progress" or
@@ -275,9 +280,7 @@ def _validate(cfg: DictConfig) -> Plan:
                                   f"{missing} of {len(train)} training rows have none: set budget.prompt_mode=exact "
                                   f"(or max) and budget.target_tokens (an int or a list), or give the dataset a "
                                   f"target_tokens column")
-    suffix = cfg.rollout.get("suffix") or (task.termination_suffix if task is not None else "\nFinal answer: ")
-    stop = list(getattr(task, "answer_stop", []) or [])
-    return Plan(scorer, task, train, test, suffix, stop)
+    return Plan(scorer, task, train, test, scorer.prover)
 
 
 def flatten_chat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -314,10 +317,13 @@ def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
                                   f"tokenizer cannot format them ({str(e)[:120]}); use a chat model or set "
                                   f"task.system_prompt=null") from None
         longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-    need = longest + int(cfg.budget.cap) + int(cfg.rollout.answer_tokens) + 16
+    suffix = max(len(tokenizer(plan.prover.suffix_for(final), add_special_tokens=False)["input_ids"])
+                 for final in (False, True))
+    need = longest + int(cfg.budget.cap) + suffix + plan.prover.answer_tokens
     if need > limit:
-        raise ConfigError(f"budget.cap={cfg.budget.cap}: the longest prompt ({longest} tokens) plus the cap and a "
-                          f"forced answer need {need} positions, but the model has {limit}; lower budget.cap")
+        raise ConfigError(f"budget.cap={cfg.budget.cap}: the longest prompt ({longest} tokens) plus the cap, the "
+                          f"termination suffix and a forced answer (prover.answer_tokens={plan.prover.answer_tokens}) "
+                          f"need {need} positions, but the model has {limit}; lower budget.cap or prover.answer_tokens")
 
 
 def grpo_config(cfg: DictConfig, run_dir: Path):
@@ -332,12 +338,13 @@ def grpo_config(cfg: DictConfig, run_dir: Path):
         temperature=float(tr.temperature), top_p=float(tr.top_p), beta=float(tr.beta), loss_type=tr.loss_type,
         epsilon=float(tr.epsilon), num_iterations=int(tr.num_iterations), max_grad_norm=float(tr.max_grad_norm),
         logging_steps=int(tr.logging_steps), save_steps=int(tr.save_steps), save_strategy="steps",
-        save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []), use_vllm=bool(tr.use_vllm),
+        save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []),
+        use_vllm=cfg.generation.backend == "vllm",
         max_completion_length=int(cfg.budget.cap), seed=int(cfg.seed), data_seed=int(cfg.seed),
         use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
         disable_tqdm=False,
     )
-    if tr.use_vllm:
+    if args["use_vllm"]:
         args["vllm_mode"] = tr.vllm_mode
     args.update(plain(tr.get("args")) or {})
     try:
@@ -350,6 +357,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (and evaluate before/after) as the config says; return the summary written to summary.json."""
     from datasets import Dataset
 
+    from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
@@ -396,11 +404,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rollout = None
     if ro.mode != "single" or ro.force_answer:
         rollout = Rollout(mode=ro.mode, cap=int(cfg.budget.cap), force_answer=bool(ro.force_answer),
-                          suffix=plan.suffix, answer_tokens=int(ro.answer_tokens), answer_stop=plan.answer_stop,
-                          episode_stop=list(ro.episode_stop), max_episodes=int(ro.max_episodes),
+                          prover=plan.prover, episode_stop=list(ro.episode_stop), max_episodes=int(ro.max_episodes),
                           episode_tokens=ro.episode_tokens, feedback=plain(ro.feedback),
                           continuation=ro.continuation, max_continuations=int(ro.max_continuations),
-                          grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer)
+                          grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer,
+                          backend=str(cfg.generation.backend), batch_size=int(cfg.generation.batch_size))
 
     summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed)}
     budgets = sorted({int(cfg.budget.cap), *[int(b) for b in (cfg.evaluate.budgets or [])]})
@@ -412,9 +420,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     def held_out(policy, phase: str, quiet: bool = False) -> dict[int, dict[str, Any]]:
         out = {}
+        backend = HFBackend(policy, tok, int(cfg.generation.batch_size))
         for b in budgets:
-            res = evaluate_policy(policy, tok, test_rows, cap=b, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                                  answer_tokens=int(ro.answer_tokens), scorer=plan.scorer, samples=eval_samples,
+            res = evaluate_policy(backend, test_rows, cap=b, scorer=plan.scorer, samples=eval_samples,
                                   temperature=eval_temperature, seed=int(cfg.seed), return_traces=True)
             traces = res.pop("traces")
             res["correct"] = res.pop("per_question")  # each question's mean correctness over its samples
@@ -444,7 +452,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows),
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
-        peft_config=peft_config,
+        peft_config=peft_config, generation_backend=str(cfg.generation.backend),
     )
     if evaluate and int(cfg.evaluate.get("every", 0) or 0) > 0:
         from metarl.trainer.callbacks import HeldOutCurve

@@ -1,0 +1,213 @@
+"""Streams: what a policy writes for a prompt under the compute cap C, on any backend.
+
+A stream is the completion of one prompt: policy tokens, optional inserted text (feedback between
+episodes, s1 continuations), and — when the stream was cut before it ended on its own — the
+meta-prover's termination suffix and a forced answer. :meth:`Engine.run` generates a batch of
+streams step by step with **one backend call per step for the whole batch**:
+
+* ``single``: one call of at most C tokens;
+* episode by episode (``StreamSpec.episode_stop``): each call stops at an episode boundary (a stop
+  string such as ``</attempt>``); between episodes ``feedback(i, text)`` may insert text;
+* continuation (``StreamSpec.continuation``; s1 budget forcing, Snell et al.'s sequential
+  revisions): a stream that ends (end-of-sequence) before the cap has its end token replaced by the
+  continuation text and goes on, at most ``max_continuations`` times.
+
+**What counts against C** (one rule, the same in training, held-out evaluation and metarl-eval):
+``thinking`` = every completion token before the termination suffix, policy tokens and inserted text
+alike (s1 counts its "Wait"s as thinking). Generation never goes past C; inserted text is added only
+when it leaves room for at least one more policy token, else the stream is cut there. The suffix and
+the forced answer (at most ``prover.answer_tokens`` tokens) come on top of C.
+
+**Forced answer**: a stream that did not end on its own (cut by the cap, by ``max_episodes``, or by
+inserted text that did not fit) gets ``prover.suffix`` (masked out of the loss) and a forced answer
+sampled like the stream, stopping at ``prover.answer_stop``.
+
+:meth:`Engine.branch` draws ``m`` forced answers from each of a list of prefixes of a sequence: the
+Monte Carlo meta-prover (MRT's J), pass@k from a prefix.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from metarl.engine.base import Backend, Prefix, Request, Sampling
+from metarl.prover import ProverConfig
+
+Feedback = Callable[[int, str], "str | None"]
+"""``feedback(stream_index, completion_text_so_far) -> text to insert (None: nothing)``."""
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """How streams are generated (see the module docstring).
+
+    cap: C, the bound on ``thinking`` tokens. episode_stop: stop strings of an episode (episode by episode
+    when set). max_episodes / episode_tokens: at most this many episodes / tokens per episode (None: no
+    bound). feedback: text inserted after each episode. continuation / max_continuations: s1
+    continuation text and how often. force_answer: force an answer on a stream that did not end.
+    """
+
+    cap: int
+    episode_stop: tuple[str, ...] = ()
+    max_episodes: int | None = None
+    episode_tokens: int | None = None
+    feedback: Feedback | None = None
+    continuation: str | None = None
+    max_continuations: int = 0
+    force_answer: bool = True
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cap, bool) or int(self.cap) < 1:
+            raise ValueError(f"the compute cap must be a whole number >= 1, got {self.cap!r}")
+        for key in ("max_episodes", "episode_tokens"):
+            value = getattr(self, key)
+            if value is not None and int(value) < 1:
+                raise ValueError(f"{key}={value!r} must be >= 1 or None")
+        if self.max_continuations < 0:
+            raise ValueError(f"max_continuations={self.max_continuations} must be >= 0")
+        if self.max_continuations > 0 and not self.continuation:
+            raise ValueError(f"max_continuations={self.max_continuations} needs a non-empty continuation text "
+                             "(e.g. 'Wait')")
+        object.__setattr__(self, "episode_stop", tuple(self.episode_stop or ()))
+
+
+@dataclass
+class Stream:
+    """One generated stream: ``ids`` (completion token ids), ``mask`` (1 = policy token, trained on; 0 =
+    inserted text or the termination suffix), ``thinking`` (tokens before the suffix: what C bounds),
+    ``ended`` (finished on its own with an end-of-sequence id), ``forced`` (suffix + forced answer
+    appended), episode and continuation counts, and ``text`` (decoded once, special tokens skipped)."""
+
+    prompt_ids: list[int]
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    thinking: int = 0
+    episodes: int = 0
+    continuations: int = 0
+    ended: bool = False
+    forced: bool = False
+    text: str = ""
+    done: bool = field(default=False, repr=False)
+
+    def add(self, toks: Sequence[int], policy: bool, thinking: bool = True) -> None:
+        self.ids.extend(toks)
+        self.mask.extend([1 if policy else 0] * len(toks))
+        if thinking:
+            self.thinking += len(toks)
+
+
+def prompt_ids_for(tokenizer: Any, prompt: Any) -> list[int]:
+    """Token ids of a prompt: plain text as is (no special tokens added), chat messages through the
+    tokenizer's chat template with the generation prompt."""
+    if isinstance(prompt, str):
+        return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    return list(tokenizer.apply_chat_template(list(prompt), tokenize=True, add_generation_prompt=True,
+                                              return_dict=False))
+
+
+class Engine:
+    """Streams and branches on one backend, with one meta-prover configuration."""
+
+    def __init__(self, backend: Backend, prover: ProverConfig | None = None):
+        self.backend = backend
+        self.prover = prover or ProverConfig()
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.backend.tokenizer
+
+    def encode(self, text: str | None) -> list[int]:
+        """Ids of a piece of text on its own (no special tokens); empty for None or ""."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"]) if text else []
+
+    def decode(self, ids: Sequence[int]) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
+    # ------------------------------------------------------------------ streams
+    def run(self, prompt_ids: Sequence[Sequence[int]], spec: StreamSpec, sampling: Sampling,
+            seed: int | None = None) -> list[Stream]:
+        """Generate one stream per prompt (see the module docstring for the steps and the cap rule)."""
+        streams = [Stream(list(p)) for p in prompt_ids]
+        eos = set(self.backend.eos_ids)
+        cue = self.encode(spec.continuation)
+        if spec.max_continuations and not cue:
+            raise ValueError(f"continuation {spec.continuation!r} encodes to no tokens; use visible text")
+        step = 0
+        while active := [s for s in streams if not s.done]:
+            index = {id(s): i for i, s in enumerate(streams)}
+            limits = [spec.cap - s.thinking for s in active]
+            if spec.episode_tokens:
+                limits = [min(r, int(spec.episode_tokens)) for r in limits]
+            new = self.backend.generate([Request(tuple(s.prompt_ids + s.ids), r, 1, spec.episode_stop)
+                                         for s, r in zip(active, limits)], sampling, _step_seed(seed, step))
+            step += 1
+            for s, (toks,) in zip(active, new):
+                s.add(toks, policy=True)
+                s.ended = bool(toks) and toks[-1] in eos
+                if s.thinking >= spec.cap or not toks:
+                    s.done = True
+                elif spec.episode_stop:
+                    s.episodes += 1
+                    if s.ended or (spec.max_episodes is not None and s.episodes >= spec.max_episodes):
+                        s.done = True
+                    elif spec.feedback is not None:
+                        text = spec.feedback(index[id(s)], self.decode(s.ids))
+                        if text:
+                            self._insert(s, self.encode(text), spec.cap)
+                elif s.ended and cue and s.continuations < spec.max_continuations:
+                    if s.thinking - 1 + len(cue) < spec.cap:  # the cue replaces the end token, one token fits after it
+                        s.ids.pop(), s.mask.pop()
+                        s.thinking -= 1
+                        s.add(cue, policy=False)
+                        s.continuations += 1
+                        s.ended = False
+                    else:
+                        s.done = True
+                else:
+                    s.done = True
+        if spec.force_answer:
+            self._force([s for s in streams if not s.ended], sampling, _step_seed(seed, step))
+        for s in streams:
+            s.text = self.decode(s.ids)
+        return streams
+
+    @staticmethod
+    def _insert(s: Stream, ids: list[int], cap: int) -> None:
+        """Inserted text (masked, counted against C) if at least one policy token fits after it; else the
+        stream is cut here."""
+        if s.thinking + len(ids) < cap:
+            s.add(ids, policy=False)
+        else:
+            s.done = True
+
+    def _force(self, streams: list[Stream], sampling: Sampling, seed: int | None) -> None:
+        if not streams:
+            return
+        suffix = self.encode(self.prover.suffix)
+        new = self.backend.generate([Request(tuple(s.prompt_ids + s.ids + suffix), self.prover.answer_tokens, 1,
+                                             self.prover.answer_stop) for s in streams], sampling, seed)
+        for s, (toks,) in zip(streams, new):
+            s.add(suffix, policy=False, thinking=False)
+            s.add(toks, policy=True, thinking=False)
+            s.forced = True
+
+    # ------------------------------------------------------------------ branches
+    def branch(self, sequences: Sequence[Sequence[int]], prefixes: Sequence[Sequence[tuple[int, bool]]], m: int,
+               seed: int | None = None) -> list[list[list[str]]]:
+        """``m`` forced answers after every prefix: ``out[t][i]`` are the answer texts (cut before the
+        first answer stop string) after ``sequences[t][:k] + suffix`` for ``(k, final) = prefixes[t][i]``,
+        the suffix being ``prover.suffix_for(final)``; sampled as ``prover.temperature`` / ``top_p`` say."""
+        suffixes = {final: tuple(self.encode(self.prover.suffix_for(final))) for final in (False, True)}
+        plans = [[Prefix(int(k), suffixes[bool(final)]) for k, final in ps] for ps in prefixes]
+        for seq, ps in zip(sequences, plans):
+            if any(p.length == 0 and not p.suffix for p in ps) and not seq:
+                raise ValueError("a context is empty and the suffix is empty: μ has nothing to condition on")
+        ids = self.backend.branch(sequences, plans, m, self.prover.answer_tokens, self.prover.answer_stop,
+                                  self.prover.sampling, seed)
+        return [[[self.prover.cut(self.decode(a)) for a in answers] for answers in per_seq] for per_seq in ids]
+
+
+def _step_seed(seed: int | None, step: int) -> int | None:
+    """A distinct, reproducible seed for each backend call of one run."""
+    return None if seed is None else (int(seed) * 1_000_003 + step) & 0x7FFFFFFF
