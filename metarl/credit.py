@@ -49,9 +49,13 @@ TRL GRPO does: ``"group"`` the std over the group, ``"batch"`` the std over the 
 (the mean is always the group mean), ``"none"`` no division (the mean is still subtracted).
 Standard deviations are TRL's ``nanstd``: Bessel-corrected, and undefined (NaN) over fewer
 than two values. A normalised term whose statistic is undefined is 0, as in TRL (for a centred
-stream it is 0 anyway): in ``separate`` mode per stream, so a group with one scorable trace
-still gets its dense credit; in ``joint`` / ``termination`` mode with ``scale_rewards="group"``
-such a group gets advantage 0 throughout (use ``"batch"`` or ``"none"`` for single samples).
+stream it is 0 anyway), in every mode: a quotient by an undefined std is 0, never its undivided
+numerator. In ``separate`` / ``per_kind`` mode this holds per stream, and the dense statistics are
+over episodes, so a group with one scorable trace of several episodes still gets its dense credit;
+in ``joint`` / ``termination`` mode with ``scale_rewards="group"`` such a group gets advantage 0
+throughout, beside groups that are divided by their std as usual (and with ``"batch"`` a batch
+with one scorable trace gets 0). ``"none"`` uses only the mean, defined for one trace: use it (or
+``"batch"``) for single samples.
 
 With no dense rewards (every ``episode_rewards[i]`` empty, or ``dense_weight == 0``) and
 ``alpha == 1``, both ``separate`` and ``joint`` give every token of trace i exactly TRL 1.16's
@@ -346,13 +350,15 @@ def _normalize(
 
 
 def _divisor(std: torch.Tensor, eps: float) -> torch.Tensor:
-    """std + eps, as TRL, except 1 where the std is exactly 0.
+    """std + eps, as TRL, except 1 where the std is exactly 0, and NaN where it is undefined.
 
     TRL only ever divides a zero numerator by a zero std (all rewards equal their mean), so the
     result there is 0 either way; per-episode returns can differ from a group whose whole-trace
     returns are all equal, and dividing those by eps = 1e-4 would blow them up 10^4-fold.
+    An undefined std (NaN: fewer than two values) stays NaN, so the quotient is NaN and becomes 0:
+    a term whose statistic is undefined is 0, never its raw, undivided numerator.
     """
-    return torch.where(std > 0, std + eps, torch.ones_like(std))
+    return torch.where(std > 0, std + eps, torch.where(torch.isnan(std), std, torch.ones_like(std)))
 
 
 def _check_options(normalize: str, scale_rewards: str, baseline: str, alpha: float, gamma: float, eps: float,

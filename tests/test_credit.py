@@ -328,3 +328,33 @@ def test_per_kind_needs_kinds_that_match_the_spans():
         build_advantages([[1.0]], [1.0], [[(0, 1)]], [0], 1, normalize="per_kind")
     with pytest.raises(ValueError, match="one kind per token span"):
         build_advantages([[1.0]], [1.0], [[(0, 1)]], [0], 1, episode_kinds=[["attempt", "verify"]])
+
+
+def test_lone_scorable_group_gets_zero_with_group_scaling():
+    """Fewer than two scorable traces in a group: the group std is undefined, so every normalised advantage of
+    that group is 0 (joint and termination alike), never the raw, undivided numerator."""
+    lone = dict(episode_rewards=[[], []], outcomes=[1.0, None], token_spans=[[(0, 2)], [(0, 2)]], group_ids=[0, 0],
+                num_tokens=3)
+    got = build_advantages(**lone, baseline="termination", termination_values=[[0.25], [0.5]])
+    assert got.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # was 0.75 = 1 - 0.25 on the first row
+    # joint: with dense rewards the later episodes of the lone trace differ from its own G_0
+    got = build_advantages([[1.0, 0.0], []], [1.0, None], [[(0, 1), (1, 2)], [(0, 2)]], [0, 0], 2,
+                           normalize="joint")
+    assert got.tolist() == [[0.0, 0.0], [0.0, 0.0]]  # was [0, -1]: G - mean G_0, undivided
+    # a lone trace beside a normal group: the normal group is divided by its std, the lone group gets 0
+    rewards, outcomes = [[1.0], [0.0], [0.0], [2.0]], [1.0, 0.0, 1.0, None]
+    spans, groups = [[(0, 1)], [(0, 1)], [(0, 1)], [(0, 1)]], [0, 0, 1, 1]
+    values = [[0.5], [0.25], [0.25], [0.0]]
+    got = build_advantages(rewards, outcomes, spans, groups, 1, baseline="termination",
+                           termination_values=values, dtype=torch.float64)
+    s = 2.0 / SQ2 + EPS  # std of G = {2, 0}
+    assert got[:, 0].tolist() == pytest.approx([1.5 / s, -0.25 / s, 0.0, 0.0], abs=1e-12)
+    got = build_advantages(rewards, outcomes, spans, groups, 1, normalize="joint", dtype=torch.float64)
+    assert got[:, 0].tolist() == pytest.approx([1.0 / s, -1.0 / s, 0.0, 0.0], abs=1e-12)
+    # batch scaling over a batch of one scorable trace: undefined as well
+    got = build_advantages([[1.0, 0.0]], [1.0], [[(0, 1), (1, 2)]], [0], 2, normalize="joint", scale_rewards="batch")
+    assert got.tolist() == [[0.0, 0.0]]
+    # the statistic "none" uses (the mean) is defined for one trace: G - G_0 is kept, as documented
+    got = build_advantages([[1.0, 0.0], []], [1.0, None], [[(0, 1), (1, 2)], [(0, 2)]], [0, 0], 2,
+                           normalize="joint", scale_rewards="none")
+    assert got.tolist() == [[0.0, -1.0], [0.0, 0.0]]
