@@ -100,6 +100,12 @@ CASES = {
     "termination baseline without mc_progress": (["objective=termination"],
                                                  r"objective\.baseline=termination needs the Monte Carlo progress "
                                                  r"estimator: add rewards=\[mc_progress\]"),
+    "mrt termination baseline without mc_progress": (["objective=termination", "objective.baseline=mrt_termination"],
+                                                     r"objective\.baseline=mrt_termination needs the Monte Carlo "
+                                                     r"progress estimator"),
+    "credit unknown": (["objective.credit=max"], r"objective\.credit='max' is not supported; use one of sum, min"),
+    "min credit with a discount": (["objective.credit=min", "objective.gamma=0.9"],
+                                   r"objective\.credit='min' takes no discount: objective\.gamma=0\.9 must be 1"),
 }
 
 

@@ -261,10 +261,10 @@ def _validate(cfg: DictConfig) -> Plan:
                           f"make the batch a multiple of the group size")
     task = _task(cfg)
     scorer = build_scorer(cfg, task=task)
-    if scorer.objective.baseline == "termination" and not any(r.name == "mc_progress" or
-                                                              type(r.fn).__name__ == "MCProgress"
-                                                              for r in scorer.rewards):
-        raise ConfigError("objective.baseline=termination needs the Monte Carlo progress estimator: "
+    if scorer.objective.termination_baseline and not any(r.name == "mc_progress" or
+                                                         type(r.fn).__name__ == "MCProgress"
+                                                         for r in scorer.rewards):
+        raise ConfigError(f"objective.baseline={scorer.objective.baseline} needs the Monte Carlo progress estimator: "
                           "add rewards=[mc_progress] (weight 0 if it should not add a dense term)")
     train, test = load_rows(cfg, task)
     for r in scorer.rewards:
