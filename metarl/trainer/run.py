@@ -352,12 +352,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
+    from metarl.monitors import health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
     from metarl.trainer.rollout import Rollout
     from metarl.utils import seed_everything, set_threads
 
     plan = validate(cfg)
+    health = health_callbacks(plain(cfg.get("health")))  # a bad health.* option fails here, before anything runs
     set_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
     run_dir = check_writable(cfg.run_dir)
@@ -444,7 +446,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows),
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
-        peft_config=peft_config,
+        peft_config=peft_config, callbacks=health,  # before the metrics.jsonl writer: its health/ keys land there
     )
     if evaluate and int(cfg.evaluate.get("every", 0) or 0) > 0:
         from metarl.trainer.callbacks import HeldOutCurve
