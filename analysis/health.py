@@ -26,8 +26,8 @@ from analysis.plots import Section, color, finish, panels, save_figure, write_cs
 from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, PREFIX, TOKENS_KEY, HealthConfig,
                              Monitor, build_monitors, replay)
 
-TITLES = {ACCURACY_KEY: "outcome accuracy", DENSE_KEY: "dense reward (per-trace sum)", TOKENS_KEY: "mean thinking tokens", CAP_KEY: "fraction of traces cut by the cap",
-          EPISODES_KEY: "episodes per trace"}
+TITLES = {ACCURACY_KEY: "outcome accuracy", DENSE_KEY: "dense reward (per-trace sum)", TOKENS_KEY: "mean thinking tokens",
+          CAP_KEY: "fraction of traces cut by the cap", EPISODES_KEY: "episodes per trace"}
 FLAGS = ("alarm", "tripped")
 
 

@@ -145,7 +145,8 @@ TERMINATION_BASELINES = ("termination", "mrt_termination")
 #: Episode returns: ``sum`` Σ_{k≥j} γ^{k−j} r̃_k (reward-to-go) or ``min`` min_{k≥j} r̃_k (PURE).
 CREDIT_FORMS = ("sum", "min")
 
-__all__ = ["build_advantages", "check_options", "episode_returns", "spans_to_token_index", "nanstd", "split_stop_tokens",
+__all__ = ["build_advantages", "check_options", "episode_returns", "spans_to_token_index", "nanstd",
+           "split_stop_tokens",
            "stop_token_ids", "trailing_stop_tokens"]
 
 

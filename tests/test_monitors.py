@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-import metarl.monitors as monitors
+from metarl import monitors
 from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, TOKENS_KEY, CapSaturation,
                              EpisodeCollapse, HealthCallback, HealthConfig, LengthInflation, RewardHacking,
                              build_monitors, fitted_change, health_callbacks, replay)
