@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.compute_accuracy import compute_accuracy_section
+from analysis.health import health_section
 from analysis.info_gain import MAX_TRACE_LINES, information_gain_section
 from analysis.io import RunData, load_run
 from analysis.plots import Section
@@ -70,6 +71,7 @@ def build_report(
     ig_section, curves = information_gain_section(found, out, max_trace_lines)
     sections = [
         training_curves(found, out),
+        health_section(found, out),
         ig_section,
         regret_section(curves, out, budgets),
         compute_accuracy_section(found, out),

@@ -29,7 +29,7 @@ from metarl.rewards import Reward, RewardError, apply_reward, note_fault
 from metarl.segmenters import _context_for, build_segmenter, normalize_pieces, segment
 from metarl.types import Episode, Trace
 
-from metarl.credit import BASELINES, NORMALIZE_MODES, SCALE_MODES  # noqa: E402  (one definition of the options)
+from metarl.credit import TERMINATION_BASELINES, check_options  # noqa: E402  (one check of the credit options)
 
 
 @dataclass
@@ -39,7 +39,8 @@ class Objective:
     alpha: weight of the outcome term. gamma: discount of the episode reward-to-go.
     outcome_reward: trace reward used as the outcome term (None: the graded final answer).
     dense: names of the episode rewards summed into r~ (None: every episode-level reward).
-    normalize / scale_rewards / baseline: credit assignment options (see ``metarl.credit``).
+    normalize / scale_rewards / baseline / credit: credit assignment options (see ``metarl.credit``; checked
+    there, by ``metarl.credit.check_options``).
     """
 
     alpha: float = 1.0
@@ -49,6 +50,12 @@ class Objective:
     normalize: str = "separate"
     scale_rewards: str = "group"
     baseline: str = "group"
+    credit: str = "sum"
+
+    @property
+    def termination_baseline(self) -> bool:
+        """Whether the baseline is a termination baseline (needs J_{j-1} from the Monte Carlo progress estimator)."""
+        return self.baseline in TERMINATION_BASELINES
 
     def __post_init__(self) -> None:
         for key in ("alpha", "gamma"):
@@ -60,13 +67,11 @@ class Objective:
             if isinstance(value, bool) or not math.isfinite(number):
                 raise ConfigError(f"objective.{key}={value!r} must be a finite number, e.g. objective.{key}=1.0")
             setattr(self, key, number)
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"objective.gamma={self.gamma} is a discount and must lie in [0, 1] (1 = undiscounted)")
-        for key, allowed in (("normalize", NORMALIZE_MODES), ("scale_rewards", SCALE_MODES),
-                             ("baseline", BASELINES)):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"objective.{key}={getattr(self, key)!r} is not supported; use one of "
-                                  f"{', '.join(allowed)}")
+        try:
+            check_options(normalize=self.normalize, scale_rewards=self.scale_rewards, baseline=self.baseline,
+                          credit=self.credit, alpha=self.alpha, gamma=self.gamma, where="objective.")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         for key in ("outcome_reward",):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise ConfigError(f"objective.{key}={getattr(self, key)!r} must be a reward name or null")

@@ -100,6 +100,15 @@ CASES = {
     "termination baseline without mc_progress": (["objective=termination"],
                                                  r"objective\.baseline=termination needs the Monte Carlo progress "
                                                  r"estimator: add rewards=\[mc_progress\]"),
+    "mrt termination baseline without mc_progress": (["objective=termination", "objective.baseline=mrt_termination"],
+                                                     r"objective\.baseline=mrt_termination needs the Monte Carlo "
+                                                     r"progress estimator"),
+    "health window too small": (["health.window=1"],
+                                r"health\.window=1 must be a whole number >= 2; set it like health\.window=20"),
+    "health unknown option": (["+health.windw=5"], r"health: unknown option\(s\) \['windw'\]"),
+    "credit unknown": (["objective.credit=max"], r"objective\.credit='max' is not supported; use one of sum, min"),
+    "min credit with a discount": (["objective.credit=min", "objective.gamma=0.9"],
+                                   r"objective\.credit='min' takes no discount: objective\.gamma=0\.9 must be 1"),
 }
 
 

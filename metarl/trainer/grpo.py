@@ -91,7 +91,7 @@ class MetaRLTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ switches
     @property
     def dense_credit(self) -> bool:
-        return bool(self.scorer.dense_rewards) or self.scorer.objective.baseline == "termination"
+        return bool(self.scorer.dense_rewards) or self.scorer.objective.termination_baseline
 
     # ------------------------------------------------------------------ generation / scoring hooks
     def _generate(self, prompts: list):
@@ -180,7 +180,7 @@ class MetaRLTrainer(GRPOTrainer):
             "errors": len(t.meta.get("reward_errors", [])),
             "faults": dict(t.meta.get("reward_faults", {})),
         }
-        if self.scorer.objective.baseline == "termination":
+        if self.scorer.objective.termination_baseline:
             s["termination"] = termination_values(t)
             if stop_step:  # J after the last episode: the value of stopping there
                 s["termination"].append(float(eps[-1].info.get("J", s["termination"][-1])))
@@ -202,9 +202,9 @@ class MetaRLTrainer(GRPOTrainer):
             [i // num_generations for i in range(n)],
             width,
             alpha=obj.alpha, gamma=obj.gamma, normalize=obj.normalize, scale_rewards=obj.scale_rewards,
-            baseline=obj.baseline, episode_kinds=[s["credit_kinds"] for s in summaries],
+            baseline=obj.baseline, episode_kinds=[s["credit_kinds"] for s in summaries], credit=obj.credit,
             termination_values=([[obj.alpha * b for b in s["termination"]] for s in summaries]
-                                if obj.baseline == "termination" else None),
+                                if obj.termination_baseline else None),
         )
         local_n = n // self.accelerator.num_processes
         rows = slice(self.accelerator.process_index * local_n, (self.accelerator.process_index + 1) * local_n)

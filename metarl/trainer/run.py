@@ -266,10 +266,10 @@ def _validate(cfg: DictConfig) -> Plan:
     check_backend(str(cfg.generation.backend))
     task = _task(cfg)
     scorer = build_scorer(cfg, task=task)
-    if scorer.objective.baseline == "termination" and not any(r.name == "mc_progress" or
-                                                              type(r.fn).__name__ == "MCProgress"
-                                                              for r in scorer.rewards):
-        raise ConfigError("objective.baseline=termination needs the Monte Carlo progress estimator: "
+    if scorer.objective.termination_baseline and not any(r.name == "mc_progress" or
+                                                         type(r.fn).__name__ == "MCProgress"
+                                                         for r in scorer.rewards):
+        raise ConfigError(f"objective.baseline={scorer.objective.baseline} needs the Monte Carlo progress estimator: "
                           "add rewards=[mc_progress] (weight 0 if it should not add a dense term)")
     train, test = load_rows(cfg, task)
     for r in scorer.rewards:
@@ -360,12 +360,14 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
+    from metarl.monitors import health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
     from metarl.trainer.rollout import Rollout
     from metarl.utils import seed_everything, set_threads
 
     plan = validate(cfg)
+    health = health_callbacks(plain(cfg.get("health")))  # a bad health.* option fails here, before anything runs
     set_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
     run_dir = check_writable(cfg.run_dir)
@@ -453,6 +455,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
         peft_config=peft_config, generation_backend=str(cfg.generation.backend),
+        callbacks=health,  # before the metrics.jsonl writer: its health/ keys land there
     )
     if evaluate and int(cfg.evaluate.get("every", 0) or 0) > 0:
         from metarl.trainer.callbacks import HeldOutCurve
