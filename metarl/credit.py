@@ -117,6 +117,8 @@ that grows with the dense rewards (with Obj-1 rewards the built-in task's policy
 after one verification). With dense rewards off and the group baseline every token of a trace has
 the same advantage, so the split changes nothing there; with the termination baseline the stop step
 is compared with J after the last episode (the value of stopping there), as a further episode would be.
+The answer region of an R1-style trace (after ``</think>``, never an episode) is given the same kind of
+step by the trainer: no dense reward, credited with the outcome term.
 
 Missing values:
 

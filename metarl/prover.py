@@ -36,35 +36,41 @@ R1_TERMINATION_SUFFIX = (
 TAG_TERMINATION_SUFFIX = "<answer>"
 """Termination suffix for the ``<attempt>/<verify>/<revise>`` tag format: open the answer tag."""
 
-R1_FINAL_SUFFIX = "\n</think>"
-"""MRT's suffix after the *full* thought of an R1-style trace: close the thought, let the model answer."""
+THINK_END = "</think>"
+"""Where an R1-style model's thinking ends; what follows is its answer."""
 
 
 @dataclass(frozen=True)
 class ProverConfig:
-    """The meta-prover μ: how an answer is forced after a prefix (BRIEF section 2). One configuration,
-    read by every user of μ: Monte Carlo and likelihood progress, the forced answer at the cap, regret.
+    """The meta-prover μ and the stream format it forces answers in (BRIEF section 2). One configuration,
+    read by every user of μ: Monte Carlo and likelihood progress, the forced answer at the cap, regret,
+    and the scorer (which part of a completion is thinking).
 
-    suffix: termination suffix appended (as ids) after a prefix, e.g. ``"<answer>"`` (tag format) or
-        MRT's "Time is up. …" (:data:`R1_TERMINATION_SUFFIX`) for R1-style models.
-    final_suffix: suffix after the *full* thought of a trace that closed it on its own (R1 style:
-        :data:`R1_FINAL_SUFFIX`, so the model answers as it would have); None: ``suffix`` everywhere.
-    answer_tokens: length bound of a forced answer, in tokens.
+    suffix: termination suffix appended (as ids) after an intermediate prefix, e.g. ``"<answer>"`` (tag
+        format) or MRT's "Time is up. …" (:data:`R1_TERMINATION_SUFFIX`, which closes the thought itself).
+    think_end: where thinking ends (``"</think>"`` for R1-style models; None: the tag format, no answer
+        region). With it, episodes cover the thinking only; the answer region (:meth:`answer_start`) is
+        never an episode. The *full* thought of a trace that closed it is followed by ``think_end`` itself,
+        so the model answers as it would have (MRT: the whole thought + ``"\n</think>"``); every other
+        prefix gets ``suffix``.
+    answer_tokens: length bound of a forced answer, and of a stream's own answer after ``think_end``.
     answer_stop: a forced answer stops at (and is cut before) the first of these strings.
     temperature, top_p: how Monte Carlo forced answers are sampled (a stream's own forced answer at the
         cap is sampled like the stream).
     """
 
     suffix: str = TAG_TERMINATION_SUFFIX
-    final_suffix: str | None = None
+    think_end: str | None = None
     answer_tokens: int = 16
     answer_stop: tuple[str, ...] = ("</answer>",)
     temperature: float = 0.7
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        if not isinstance(self.suffix, str) or not (self.final_suffix is None or isinstance(self.final_suffix, str)):
-            raise TypeError(f"prover.suffix / final_suffix must be strings, got {self.suffix!r}, {self.final_suffix!r}")
+        if not isinstance(self.suffix, str) or not (self.think_end is None or isinstance(self.think_end, str)):
+            raise TypeError(f"prover.suffix / think_end must be strings, got {self.suffix!r}, {self.think_end!r}")
+        if self.think_end == "":
+            object.__setattr__(self, "think_end", None)
         if isinstance(self.answer_tokens, bool) or int(self.answer_tokens) < 1:
             raise ValueError(f"prover.answer_tokens={self.answer_tokens!r} must be a whole number >= 1")
         object.__setattr__(self, "answer_tokens", int(self.answer_tokens))
@@ -82,8 +88,40 @@ class ProverConfig:
         return Sampling(float(self.temperature), float(self.top_p))
 
     def suffix_for(self, final: bool = False) -> str:
-        """The suffix after an intermediate prefix, or after the full thought (``final``)."""
-        return self.final_suffix if final and self.final_suffix is not None else self.suffix
+        """The suffix after an intermediate prefix, or after the full thought of a closed one (``final``)."""
+        return self.think_end if final and self.think_end is not None else self.suffix
+
+    def answer_start(self, completion: str) -> int | None:
+        """Where the answer region of ``completion`` begins (None: no answer region).
+
+        Only with ``think_end``: at the first ``think_end`` the model wrote, or at the termination suffix
+        when a stream cut by the cap was forced to answer (the suffix closes the thought, and what follows
+        is the forced answer), whichever comes first. A completion with neither is all thinking (cut by
+        the cap and not forced); text after the first ``think_end`` belongs to the answer even if another
+        ``think_end`` follows.
+
+        >>> ProverConfig(suffix="Time is up.", think_end="</think>").answer_start("a\\n\\nb</think>x</think>")
+        4
+        >>> ProverConfig(suffix="Time is up.", think_end="</think>").answer_start("a b Time is up.</think>x")
+        4
+        """
+        if self.think_end is None:
+            return None
+        found = [i for i in (completion.find(self.think_end), completion.find(self.suffix) if self.suffix else -1)
+                 if i >= 0]
+        return min(found) if found else None
+
+    def closes_thought(self, completion: str) -> bool:
+        """Whether ``completion`` closed its thought itself: ``think_end`` comes before any termination suffix.
+
+        >>> ProverConfig(suffix="Time is up.", think_end="</think>").closes_thought("a</think>b")
+        True
+        """
+        if self.think_end is None:
+            return False
+        i = completion.find(self.think_end)
+        j = completion.find(self.suffix) if self.suffix else -1
+        return i >= 0 and (j < 0 or i < j)
 
     def cut(self, text: str) -> str:
         """A forced answer's text up to (not including) the first stop string."""
@@ -97,6 +135,10 @@ class ProverConfig:
 
 TAG_PROVER = ProverConfig()
 """μ for the ``<attempt>/<verify>/<revise>`` tag format (``conf/prover/tags.yaml``)."""
+
+R1_PROVER = ProverConfig(suffix=R1_TERMINATION_SUFFIX, think_end=THINK_END, answer_tokens=64, answer_stop=())
+"""μ for R1-style ``<think> … </think>`` models, as MRT's code forces answers (``conf/prover/r1.yaml``); the
+forced-answer bound is the small reasoner's (MRT's analysis samples up to 4096 tokens: set answer_tokens)."""
 
 
 def as_prover(prover: ProverConfig | Mapping[str, Any] | None) -> ProverConfig:

@@ -26,7 +26,7 @@ from metarl.grading.deadline import GradingTimeout, run_with_time_limit
 from metarl.prover import as_prover
 from metarl.registry import ConfigError
 from metarl.rewards import Reward, RewardError, apply_reward, note_fault
-from metarl.segmenters import _context_for, build_segmenter, normalize_pieces, segment
+from metarl.segmenters import _context_for, answer_boundary, build_segmenter, normalize_pieces, segment
 from metarl.types import Episode, Trace
 
 from metarl.credit import TERMINATION_BASELINES, check_options  # noqa: E402  (one check of the credit options)
@@ -123,14 +123,27 @@ class Scorer:
         return [r for r in self.rewards if r.level == "episode" and (chosen is None or r.name in chosen)]
 
     def segment(self, trace: Trace, isolate: bool = True) -> Trace:
-        """Fill ``trace.episodes``. With ``isolate`` a segmenter that raises or runs past ``segment_timeout``
-        leaves the trace as one ``other`` episode (recorded as a fault on the trace) instead of raising."""
+        """Fill ``trace.episodes`` (and, with the meta-prover's ``think_end``, the answer region: episodes
+        cover the thinking only; see :meth:`metarl.prover.ProverConfig.answer_start`). With ``isolate`` a
+        segmenter that raises or runs past ``segment_timeout`` leaves the thinking as one ``other`` episode
+        (recorded as a fault on the trace) instead of raising."""
         ids = trace.completion_ids if self.tokenizer is not None else None
         seg = self.segmenter if self.max_episodes_per_trace is None else \
             EpisodeLimit(self.segmenter, self.max_episodes_per_trace)
+        trace.answer_start = trace.answer_token_start = None
+        cut = self.prover.answer_start(trace.completion)
+        if cut is not None:
+            try:
+                trace.answer_start, trace.answer_token_start = answer_boundary(trace.completion, cut, ids,
+                                                                               self.tokenizer)
+            except ValueError:  # ids that do not decode to the text: segment() below names the problem
+                trace.answer_start = cut
+        thinking = trace.thinking
+        if ids is not None and trace.answer_token_start is not None:
+            ids = ids[: trace.answer_token_start]
 
         def run() -> list[Episode]:
-            return segment(seg, trace.completion, token_ids=ids, tokenizer=self.tokenizer)
+            return segment(seg, thinking, token_ids=ids, tokenizer=self.tokenizer)
 
         try:
             trace.episodes = run_with_time_limit(run, self.segment_timeout)
@@ -148,11 +161,11 @@ class Scorer:
         return trace
 
     def _whole(self, trace: Trace) -> Episode:
-        """The whole completion as one episode (the fallback when segmentation fails)."""
-        text = trace.completion
+        """The whole thinking as one episode (the fallback when segmentation fails)."""
+        text = trace.thinking
         ep = Episode("other", 0, len(text), text, info={"segment_failed": True})
         if self.tokenizer is not None:
-            n = len(trace.completion_ids) if trace.completion_ids is not None else None
+            n = trace.num_thinking_tokens
             if n is None:
                 try:
                     n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

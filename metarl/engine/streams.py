@@ -9,17 +9,23 @@ streams step by step with **one backend call per step for the whole batch**:
 * episode by episode (``StreamSpec.episode_stop``): each call stops at an episode boundary (a stop
   string such as ``</attempt>``); between episodes ``feedback(i, text)`` may insert text;
 * continuation (``StreamSpec.continuation``; s1 budget forcing, Snell et al.'s sequential
-  revisions): a stream that ends (end-of-sequence) before the cap has its end token replaced by the
-  continuation text and goes on, at most ``max_continuations`` times.
+  revisions): a stream that ends before the cap has its end replaced by the continuation text and goes
+  on, at most ``max_continuations`` times. The end is the end-of-sequence token, or — for R1-style
+  streams (``prover.think_end``) — the tokens that close the thought, as s1 suppresses the
+  end-of-thinking delimiter.
+
+**R1-style streams** (``prover.think_end`` set, e.g. ``</think>``): a stream that closes its thought
+before the cap then writes its answer (at most ``prover.answer_tokens`` tokens, not counted against C;
+``Stream.closed``); one that is cut first gets the forced answer below.
 
 **What counts against C** (one rule, the same in training, held-out evaluation and metarl-eval):
-``thinking`` = every completion token before the termination suffix, policy tokens and inserted text
-alike (s1 counts its "Wait"s as thinking). Generation never goes past C; inserted text is added only
+``thinking`` = every completion token before the termination suffix (or before the answer that follows
+a closed thought), policy tokens and inserted text alike (s1 counts its "Wait"s as thinking). Generation never goes past C; inserted text is added only
 when it leaves room for at least one more policy token, else the stream is cut there. The suffix and
 the forced answer (at most ``prover.answer_tokens`` tokens) come on top of C.
 
-**Forced answer**: a stream that did not end on its own (cut by the cap, by ``max_episodes``, or by
-inserted text that did not fit) gets ``prover.suffix`` (masked out of the loss) and a forced answer
+**Forced answer**: a stream that did not end on its own nor close its thought (cut by the cap, by
+``max_episodes``, or by inserted text that did not fit) gets ``prover.suffix`` (masked out of the loss) and a forced answer
 sampled like the stream, stopping at ``prover.answer_stop``.
 
 :meth:`Engine.branch` draws ``m`` forced answers from each of a list of prefixes of a sequence: the
@@ -77,7 +83,8 @@ class Stream:
     """One generated stream: ``ids`` (completion token ids), ``mask`` (1 = policy token, trained on; 0 =
     inserted text or the termination suffix), ``thinking`` (tokens before the suffix: what C bounds),
     ``ended`` (finished on its own with an end-of-sequence id), ``forced`` (suffix + forced answer
-    appended), episode and continuation counts, and ``text`` (decoded once, special tokens skipped)."""
+    appended), ``closed`` (an R1-style stream that closed its thought with ``prover.think_end``, then answered),
+    episode and continuation counts, and ``text`` (decoded once, special tokens skipped)."""
 
     prompt_ids: list[int]
     ids: list[int] = field(default_factory=list)
@@ -86,6 +93,7 @@ class Stream:
     episodes: int = 0
     continuations: int = 0
     ended: bool = False
+    closed: bool = False
     forced: bool = False
     text: str = ""
     done: bool = field(default=False, repr=False)
@@ -95,6 +103,30 @@ class Stream:
         self.mask.extend([1 if policy else 0] * len(toks))
         if thinking:
             self.thinking += len(toks)
+
+
+CHAT_MODES = ("auto", True, False)
+
+
+def uses_chat(tokenizer: Any, mode: Any = "auto") -> bool:
+    """Whether plain-text prompts go through the chat template: ``mode`` true, or ``"auto"`` and the
+    tokenizer has one (instruct and reasoning models); false keeps plain text as is (base models, the
+    tag-format tiny policy)."""
+    if mode not in CHAT_MODES:
+        raise ValueError(f"chat_template={mode!r}: use auto (the tokenizer's template when it has one), true or false")
+    has = getattr(tokenizer, "chat_template", None) is not None
+    if mode is True and not has:
+        raise ValueError("chat_template=true but the tokenizer has no chat template; use auto or false")
+    return has if mode == "auto" else bool(mode)
+
+
+def as_chat(prompt: Any) -> Any:
+    """A plain-text prompt as one user message (chat messages unchanged).
+
+    >>> as_chat("2+2?")
+    [{'role': 'user', 'content': '2+2?'}]
+    """
+    return [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
 
 
 def prompt_ids_for(tokenizer: Any, prompt: Any) -> list[int]:
@@ -133,19 +165,26 @@ class Engine:
         cue = self.encode(spec.continuation)
         if spec.max_continuations and not cue:
             raise ValueError(f"continuation {spec.continuation!r} encodes to no tokens; use visible text")
+        think_end = self.prover.think_end
+        stops = spec.episode_stop + ((think_end,) if think_end else ())
         step = 0
         while active := [s for s in streams if not s.done]:
             index = {id(s): i for i, s in enumerate(streams)}
             limits = [spec.cap - s.thinking for s in active]
             if spec.episode_tokens:
                 limits = [min(r, int(spec.episode_tokens)) for r in limits]
-            new = self.backend.generate([Request(tuple(s.prompt_ids + s.ids), r, 1, spec.episode_stop)
+            new = self.backend.generate([Request(tuple(s.prompt_ids + s.ids), r, 1, stops)
                                          for s, r in zip(active, limits)], sampling, _step_seed(seed, step))
             step += 1
             for s, (toks,) in zip(active, new):
                 s.add(toks, policy=True)
                 s.ended = bool(toks) and toks[-1] in eos
-                if s.thinking >= spec.cap or not toks:
+                if think_end and self._closes(s, think_end):  # the thought ends here (R1 style)
+                    if cue and s.continuations < spec.max_continuations and self._continue(s, cue, spec.cap,
+                                                                                           think_end):
+                        continue
+                    s.closed = s.done = True
+                elif s.thinking >= spec.cap or not toks:
                     s.done = True
                 elif spec.episode_stop:
                     s.episodes += 1
@@ -155,22 +194,39 @@ class Engine:
                         text = spec.feedback(index[id(s)], self.decode(s.ids))
                         if text:
                             self._insert(s, self.encode(text), spec.cap)
-                elif s.ended and cue and s.continuations < spec.max_continuations:
-                    if s.thinking - 1 + len(cue) < spec.cap:  # the cue replaces the end token, one token fits after it
-                        s.ids.pop(), s.mask.pop()
-                        s.thinking -= 1
-                        s.add(cue, policy=False)
-                        s.continuations += 1
-                        s.ended = False
-                    else:
+                elif s.ended and cue and not think_end and s.continuations < spec.max_continuations:
+                    if not self._continue(s, cue, spec.cap, None):
                         s.done = True
                 else:
                     s.done = True
+        self._answer([s for s in streams if s.closed and not s.ended], sampling, _step_seed(seed, step))
         if spec.force_answer:
-            self._force([s for s in streams if not s.ended], sampling, _step_seed(seed, step))
+            self._force([s for s in streams if not s.ended and not s.closed], sampling, _step_seed(seed, step + 1))
         for s in streams:
             s.text = self.decode(s.ids)
         return streams
+
+    def _closes(self, s: Stream, think_end: str) -> bool:
+        """Whether the stream's last tokens complete ``think_end``."""
+        tail = s.ids[-(len(think_end) + 8):]
+        return think_end in self.decode(tail)
+
+    def _continue(self, s: Stream, cue: list[int], cap: int, think_end: str | None) -> bool:
+        """s1: replace the stream's end (its end-of-sequence token, or the tokens that close its thought)
+        by the continuation ``cue`` (masked, counted against C) if one policy token still fits after it."""
+        drop = 1
+        if think_end is not None:  # the tokens from the one holding the start of think_end on
+            start = self.decode(s.ids).rfind(think_end)
+            while drop < len(s.ids) and len(self.decode(s.ids[:-drop])) > start:
+                drop += 1
+        if s.thinking - drop + len(cue) >= cap:
+            return False
+        del s.ids[-drop:], s.mask[-drop:]
+        s.thinking -= drop
+        s.add(cue, policy=False)
+        s.continuations += 1
+        s.ended = False
+        return True
 
     @staticmethod
     def _insert(s: Stream, ids: list[int], cap: int) -> None:
@@ -180,6 +236,18 @@ class Engine:
             s.add(ids, policy=False)
         else:
             s.done = True
+
+    def _answer(self, streams: list[Stream], sampling: Sampling, seed: int | None) -> None:
+        """A stream that closed its thought writes its answer: at most ``prover.answer_tokens`` policy tokens
+        (not counted against C), stopping at ``prover.answer_stop``."""
+        if not streams:
+            return
+        new = self.backend.generate([Request(tuple(s.prompt_ids + s.ids), self.prover.answer_tokens, 1,
+                                             self.prover.answer_stop) for s in streams], sampling, seed)
+        eos = set(self.backend.eos_ids)
+        for s, (toks,) in zip(streams, new):
+            s.add(toks, policy=True, thinking=False)
+            s.ended = bool(toks) and toks[-1] in eos
 
     def _force(self, streams: list[Stream], sampling: Sampling, seed: int | None) -> None:
         if not streams:
@@ -197,7 +265,14 @@ class Engine:
                seed: int | None = None) -> list[list[list[str]]]:
         """``m`` forced answers after every prefix: ``out[t][i]`` are the answer texts (cut before the
         first answer stop string) after ``sequences[t][:k] + suffix`` for ``(k, final) = prefixes[t][i]``,
-        the suffix being ``prover.suffix_for(final)``; sampled as ``prover.temperature`` / ``top_p`` say."""
+        the suffix being ``prover.suffix_for(final)`` (``final``: the full thought of a trace that closed
+        it); sampled as ``prover.temperature`` / ``top_p`` say."""
+        return [[[text for text, _ in answers] for answers in per_seq]
+                for per_seq in self.branch_answers(sequences, prefixes, m, seed)]
+
+    def branch_answers(self, sequences: Sequence[Sequence[int]], prefixes: Sequence[Sequence[tuple[int, bool]]],
+                       m: int, seed: int | None = None) -> list[list[list[tuple[str, int]]]]:
+        """As :meth:`branch`, each answer as ``(text, tokens generated)``."""
         suffixes = {final: tuple(self.encode(self.prover.suffix_for(final))) for final in (False, True)}
         plans = [[Prefix(int(k), suffixes[bool(final)]) for k, final in ps] for ps in prefixes]
         for seq, ps in zip(sequences, plans):
@@ -205,7 +280,8 @@ class Engine:
                 raise ValueError("a context is empty and the suffix is empty: μ has nothing to condition on")
         ids = self.backend.branch(sequences, plans, m, self.prover.answer_tokens, self.prover.answer_stop,
                                   self.prover.sampling, seed)
-        return [[[self.prover.cut(self.decode(a)) for a in answers] for answers in per_seq] for per_seq in ids]
+        return [[[(self.prover.cut(self.decode(a)), len(a)) for a in answers] for answers in per_seq]
+                for per_seq in ids]
 
 
 def _step_seed(seed: int | None, step: int) -> int | None:

@@ -20,7 +20,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from metarl.cli.common import answer_tools, build_prover, plain
-from metarl.engine import check_backend, make_backend
+from metarl.engine import check_backend, make_backend, uses_chat
+from metarl.engine.streams import CHAT_MODES
 from metarl.eval.difficulty import (compute_difficulty, counts_from_samples, read_difficulty,
                                     write_difficulty)
 from metarl.eval.engine import Evaluation, evaluate_strategies, sample_and_grade, sample_records
@@ -96,6 +97,8 @@ def validate(cfg: DictConfig) -> EvalPlan:
         raise ConfigError(f"temperature={cfg.temperature}: use 0 (greedy) or a positive value")
     if float(cfg.temperature) == 0 and n > 1:
         log.warning("temperature=0 decodes greedily: all n=%d samples of a question are identical", n)
+    if cfg.get("chat_template", "auto") not in CHAT_MODES:
+        raise ConfigError(f"chat_template={cfg.chat_template!r}: use auto, true or false")
     if cfg.get("length_prompt") not in (None, "exact", "max"):
         raise ConfigError(f"length_prompt={cfg.length_prompt!r}: use null, exact or max")
     task = _task(cfg)
@@ -145,14 +148,14 @@ def _load_policy(model_cfg: dict[str, Any], device: str):
     return model, tok
 
 
-def check_context(model, tok, questions: list[Question], budget: int, prover) -> None:
+def check_context(model, tok, questions: list[Question], budget: int, prover, chat: bool = False) -> None:
     """The longest prompt plus the largest budget, the suffix and a forced answer must fit the model."""
-    from metarl.engine import prompt_ids_for
+    from metarl.engine import as_chat, prompt_ids_for
 
     limit = getattr(model.config, "max_position_embeddings", None)
     if not limit:
         return
-    longest = max(len(prompt_ids_for(tok, q.prompt)) for q in questions)
+    longest = max(len(prompt_ids_for(tok, as_chat(q.prompt) if chat else q.prompt)) for q in questions)
     suffix = max(len(tok(prover.suffix_for(f), add_special_tokens=False)["input_ids"]) for f in (False, True))
     need = longest + budget + suffix + prover.answer_tokens
     if need > limit:
@@ -194,7 +197,8 @@ def difficulty(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, policy_sampler: 
         if model_cfg is not None:
             model, tok = _load_policy(model_cfg, str(cfg.get("device", "auto")))
             sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover,
-                                    temperature=float(cfg.temperature), top_p=float(cfg.top_p))
+                                    temperature=float(cfg.temperature), top_p=float(cfg.top_p),
+                                    chat=uses_chat(tok, cfg.chat_template))
         gen = Generation("difficulty")
         graded = sample_and_grade(plan.questions, sampler, budget, n, gen, seed=int(cfg.seed), extract=plan.extract,
                                   grade=plan.grader, prompt_for=prompt_for)
@@ -225,10 +229,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"[metarl-eval] data problem: {p}", file=sys.stderr, flush=True)
 
     model, tok = _load_policy(plain(cfg.model), str(cfg.get("device", "auto")))
-    check_context(model, tok, plan.questions, max(plan.budgets), plan.prover)
+    chat = uses_chat(tok, cfg.chat_template)
+    check_context(model, tok, plan.questions, max(plan.budgets), plan.prover, chat)
     bind_verifiers(plan.strategies, model, tok)
     sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover, temperature=float(cfg.temperature),
-                            top_p=float(cfg.top_p))
+                            top_p=float(cfg.top_p), chat=chat)
     mode = cfg.get("length_prompt")
     prompt_for = (lambda q, b: budget_prompt(q.prompt, b, mode)) if mode else None
     print(f"[metarl-eval] {len(plan.questions)} questions, budgets {plan.budgets}, n={plan.n}, strategies "

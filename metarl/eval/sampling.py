@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from metarl.engine import Engine, Sampling, StreamSpec, prompt_ids_for
+from metarl.engine import Engine, Sampling, StreamSpec, as_chat, prompt_ids_for
 from metarl.prover import ProverConfig
 
 UNLIMITED_ROUNDS = 1 << 30
@@ -85,19 +85,20 @@ class PolicySampler:
 
     A stream that does not end within its budget gets the meta-prover's termination suffix and a forced
     answer (``prover``: the run's one μ configuration). ``temperature=0`` decodes greedily (then all ``n``
-    samples are equal).
+    samples are equal). ``chat``: plain-text prompts go through the tokenizer's chat template.
     """
 
     def __init__(self, backend, prover: ProverConfig | None = None, *, temperature: float = 0.7,
-                 top_p: float = 1.0) -> None:
+                 top_p: float = 1.0, chat: bool = False) -> None:
         self.engine = Engine(backend, prover)
         self.sampling = Sampling(temperature, top_p)
+        self.chat = chat
 
     def __call__(self, prompts: Sequence[Any], budget: int, n: int, generation: Generation = PARALLEL,
                  seed: int = 0) -> list[list[Sample]]:
         if budget < 1 or n < 1:
             raise ValueError(f"need budget >= 1 and n >= 1, got budget={budget}, n={n}")
-        ids = [prompt_ids_for(self.engine.tokenizer, p) for p in prompts for _ in range(n)]
+        ids = [prompt_ids_for(self.engine.tokenizer, as_chat(p) if self.chat else p) for p in prompts for _ in range(n)]
         spec = StreamSpec(cap=budget, continuation=generation.continuation if generation.sequential else None,
                           max_continuations=generation.max_rounds)
         streams = self.engine.run(ids, spec, self.sampling, seed=seed)

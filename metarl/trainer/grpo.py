@@ -161,7 +161,13 @@ class MetaRLTrainer(GRPOTrainer):
     def _summary(self, t: Trace) -> dict[str, Any]:
         eps = t.episodes
         spans = [(e.token_start, e.token_end) for e in eps]
-        credit_spans = split_stop_tokens(spans, t.completion_ids or [], self._stop_ids)
+        ids = t.completion_ids or []
+        if t.answer_token_start is not None and t.answer_token_start < len(ids):
+            # the answer region after the thought (R1 style) is never an episode: like the stop step, it earns
+            # no dense reward and is credited with what follows it, the outcome term
+            credit_spans = [*spans, (t.answer_token_start, len(ids))]
+        else:
+            credit_spans = split_stop_tokens(spans, ids, self._stop_ids)
         stop_step = len(credit_spans) > len(spans)
         dense = self.scorer.episode_dense(t)
         s: dict[str, Any] = {

@@ -80,6 +80,7 @@ OPTION_TYPES: tuple[tuple[str, str, float | None, bool, str], ...] = (
     ("task.limit", "int", 1, True, "1000"),
 )
 OPTION_CHOICES: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ("chat_template", ("auto", True, False)),
     ("rollout.mode", ("single", "episodes", "budget_forcing")),
     ("budget.prompt_mode", (None, "exact", "max")),
     ("on_reward_error", ("zero", "nan")),
@@ -357,6 +358,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (and evaluate before/after) as the config says; return the summary written to summary.json."""
     from datasets import Dataset
 
+    from metarl.engine import as_chat, uses_chat
     from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
@@ -394,6 +396,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model, tok = load_model_and_tokenizer(**model_cfg)
     if getattr(tok, "chat_template", None) is None:  # a base model: chat messages become plain text
         plan.train_rows, plan.test_rows = flatten_chat(plan.train_rows), flatten_chat(plan.test_rows)
+    elif uses_chat(tok, cfg.chat_template):  # instruct and reasoning models: every prompt through the template
+        plan.train_rows, plan.test_rows = ([{**r, "prompt": as_chat(r["prompt"])} for r in rows]
+                                           for rows in (plan.train_rows, plan.test_rows))
     check_context(cfg, plan, tok, model)
     plan.scorer.tokenizer = tok
     peft_config = None
