@@ -119,16 +119,10 @@ QUICK_LIKELIHOOD = dict(problems=16, samples=1)
 def toy_model(seed: int = 4):
     """A random tiny Llama over digits, space and newline (16 tokens), sharpened so that forced answers
     are far from uniform (as the ``digits`` fixture of tests/test_progress.py)."""
-    from metarl.models.tiny import build_char_tokenizer, build_tiny_model
+    from metarl.models.tiny import build_char_tokenizer, build_tiny_model, sharpen
 
     tok = build_char_tokenizer(list("0123456789 \n"))
-    model = build_tiny_model(len(tok), seed=seed, tokenizer=tok)
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(10.0)
-        for name, p in model.named_parameters():
-            if "proj" in name:
-                p.mul_(5.0)
-    return model.eval(), tok
+    return sharpen(build_tiny_model(len(tok), seed=seed, tokenizer=tok)), tok
 
 
 def char_trace(tok: Any, prompt: str, parts: Sequence[str], answer: str, kinds: Sequence[str] | None = None) -> Trace:

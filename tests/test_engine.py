@@ -15,7 +15,7 @@ from metarl.engine import GREEDY, Engine, Prefix, Request, Sampling, StreamSpec,
 from metarl.engine.hf import HFBackend
 from metarl.eval.heldout import evaluate_policy
 from metarl.eval.sampling import PARALLEL, Generation, PolicySampler
-from metarl.models.tiny import build_char_tokenizer, build_tiny_model
+from metarl.models.tiny import build_char_tokenizer, build_tiny_model, sharpen
 from metarl.prover import ProverConfig, answer_distribution
 from metarl.scoring import Scorer
 from metarl.segmenters import TokenChunkSegmenter
@@ -92,13 +92,7 @@ def test_stop_string_padding_is_not_kept_when_pad_is_eos(tiny):
 def sharp():
     """A random tiny Llama over the full character vocabulary, sharpened (answers that tell prefixes apart)."""
     tok = build_char_tokenizer()
-    model = build_tiny_model(len(tok), seed=3, tokenizer=tok)
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(10)
-        for name, p in model.named_parameters():
-            if "proj" in name:
-                p.mul_(5)
-    return model.eval(), tok
+    return sharpen(build_tiny_model(len(tok), seed=3, tokenizer=tok)), tok
 
 
 @pytest.mark.parametrize("batch_size", [3, 8])  # 8: two sequences share a (left-padded) prefill
@@ -132,7 +126,7 @@ def test_branch_sampler_matches_exact_distribution():
     tok = build_char_tokenizer(list("0123456789 \n"))
     model = build_tiny_model(len(tok), seed=4, tokenizer=tok)
     with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(10)
+        model.model.embed_tokens.weight.mul_(10)  # embeddings only: a distribution with many likely answers
     model.eval()
     prover = ProverConfig(suffix=" ", answer_tokens=1, answer_stop=(), temperature=0.7)
     sequences = [list(ids_of(tok, s)) for s in ["3 1 4 1 5 9 2 6", "27"]]

@@ -13,7 +13,7 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from metarl.models.tiny import build_char_tokenizer, build_tiny_model
+from metarl.models.tiny import build_char_tokenizer, build_tiny_model, sharpen
 from metarl.engine import Engine
 from metarl.engine.hf import HFBackend
 from metarl.prover import (
@@ -54,16 +54,6 @@ def make_trace(tok, prompt: str, parts: list[str], answer: str, with_ids: bool =
         trace.prompt_ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
         trace.completion_ids = tok(completion, add_special_tokens=False)["input_ids"]
     return trace
-
-
-def sharpen(model, scale: float = 10.0):
-    """Scale embeddings and projections so next-token distributions are far from uniform."""
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(scale)
-        for name, p in model.named_parameters():
-            if "proj" in name:
-                p.mul_(scale / 2)
-    return model.eval()
 
 
 def varied_traces(tok, digits: bool = False) -> list[Trace]:
