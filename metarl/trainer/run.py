@@ -374,21 +374,26 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     seed_everything(int(cfg.seed))
     run_dir = check_writable(cfg.run_dir)
     args = grpo_config(cfg, run_dir)  # GRPOConfig errors surface before any model loads
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     run_log = RunLog(run_dir)
-    resume_from = None
+    resume_from, finished = None, False
     if cfg.trainer.resume:
         resume_from = last_complete_checkpoint(run_dir / "checkpoints")
         if resume_from is None:
             log.warning("trainer.resume=true but %s has no complete checkpoint: starting from step 0", run_dir)
         else:
             step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
+            finished = step >= int(cfg.trainer.max_steps)
+            if finished and (run_dir / "summary.json").exists():  # a finished run: resuming changes nothing
+                print(f"[metarl] {run_dir} already finished (step {step} of trainer.max_steps="
+                      f"{cfg.trainer.max_steps}); nothing to train", flush=True)
+                return json.loads((run_dir / "summary.json").read_text())
             for name in ("metrics.jsonl", "rollouts.jsonl", "eval/curve.jsonl"):
                 run_log.truncate_after(name, step)
             print(f"[metarl] resuming from {resume_from} (step {step})", flush=True)
     elif (run_dir / "metrics.jsonl").exists():
         raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run; pass trainer.resume=true to continue it "
                           f"or choose a new run_dir")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     model_cfg = plain(cfg.model)
     lora = model_cfg.pop("lora", None)
@@ -467,7 +472,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         trainer.add_callback(HeldOutCurve(lambda m: held_out(trainer.accelerator.unwrap_model(m), "during",
                                                              quiet=True), run_log, int(cfg.evaluate.every)))
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from is not None and finished:  # trained to the end, stopped before the final save: finish only
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(str(resume_from))
+        trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+    else:  # (HF's Trainer resumed at max_steps trains one more step)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     state["step"] = trainer.state.global_step
     summary["train_seconds"] = round(time.time() - t0, 1)
     summary["steps"] = trainer.state.global_step
