@@ -12,6 +12,8 @@ Every vendored case (gold, prediction, expected verdict from math-verify's ``tes
   ``grader, extract = metarl.cli.common.answer_tools(None, "math", "auto", {})``, then
   ``grader(extract(pred), gold)``;
 - ``grader``: ``build_grader("math")(pred, gold)`` on the whole prediction;
+- ``grader_own``: the same with the options of the case's test that the grader has (``precision`` as
+  ``float_rounding``, ``strict``; it has no LaTeX-only extraction and no ``allow_set_relation_comp``);
 - ``auto_then_grader``: ``build_grader("math")(extract_answer(pred, "auto"), gold)`` (the library's
   default extraction style, which reads anchored answers only, before the grader);
 - ``cli``: ``python -m metarl.cli.score`` in a subprocess on a JSONL of ``{prompt, completion: pred,
@@ -39,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # this checkout's metarl, not an installed one
     sys.path.insert(0, str(ROOT))
 CASES = ROOT / "tests" / "data" / "math_verify_cases.jsonl"
-PATHS = ("mv", "mv_own", "scorer", "grader", "auto_then_grader", "cli")
+PATHS = ("mv", "mv_own", "scorer", "grader", "grader_own", "auto_then_grader", "cli")
 
 
 def load_cases(path: Path = CASES) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -75,11 +77,20 @@ def library_verdicts(cases: list[dict[str, Any]], names: tuple[str, ...] = PATHS
 
     scorer_grader, scorer_extract, _ = answer_tools(None, "math", "auto", {})
     grader = build_grader("math")
+    own: dict[tuple[int, bool], Any] = {}
+
+    def grader_own(c: dict[str, Any]) -> bool:
+        key = (int(c["options"].get("precision", 6)), bool(c["options"].get("strict", True)))
+        if key not in own:
+            own[key] = build_grader({"_target_": "math", "float_rounding": key[0], "strict": key[1]})
+        return own[key](c["pred"], c["gold"])
+
     paths: dict[str, Callable[[dict[str, Any]], bool]] = {
         "mv": lambda c: _mv(c["gold"], c["pred"]),
         "mv_own": lambda c: _mv(c["gold"], c["pred"], c["options"]),
         "scorer": lambda c: scorer_grader(scorer_extract(c["pred"]), c["gold"]),
         "grader": lambda c: grader(c["pred"], c["gold"]),
+        "grader_own": grader_own,
         "auto_then_grader": lambda c: grader(extract_answer(c["pred"], "auto"), c["gold"]),
     }
     out: dict[str, list[bool]] = {}
