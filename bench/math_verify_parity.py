@@ -69,20 +69,28 @@ def _mv(gold: str, pred: str, options: dict[str, Any] | None = None) -> bool:
                        allow_set_relation_comp=options.get("allow_set_relation_comp", False)))
 
 
-def library_verdicts(cases: list[dict[str, Any]], names: tuple[str, ...] = PATHS[:-1]) -> dict[str, list[bool]]:
-    """Verdicts of the in-process paths ``names`` (any but ``cli``) on every case."""
+def _grader_spec(timeout: float | None, **options: Any) -> Any:
+    """``grader=math``, with a time limit other than the default 1 s per call when ``timeout`` is given."""
+    spec = {"_target_": "math", **options, **({"timeout": timeout} if timeout else {})}
+    return spec if len(spec) > 1 else "math"
+
+
+def library_verdicts(cases: list[dict[str, Any]], names: tuple[str, ...] = PATHS[:-1],
+                     timeout: float | None = None) -> dict[str, list[bool]]:
+    """Verdicts of the in-process paths ``names`` (any but ``cli``) on every case; ``timeout``: seconds per
+    grader call (None: the default 1 s)."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     from metarl.cli.common import answer_tools
     from metarl.grading import build_grader, extract_answer
 
-    scorer_grader, scorer_extract, _ = answer_tools(None, "math", "auto", {})
-    grader = build_grader("math")
+    scorer_grader, scorer_extract, _ = answer_tools(None, _grader_spec(timeout), "auto", {})
+    grader = build_grader(_grader_spec(timeout))
     own: dict[tuple[int, bool], Any] = {}
 
     def grader_own(c: dict[str, Any]) -> bool:
         key = (int(c["options"].get("precision", 6)), bool(c["options"].get("strict", True)))
         if key not in own:
-            own[key] = build_grader({"_target_": "math", "float_rounding": key[0], "strict": key[1]})
+            own[key] = build_grader(_grader_spec(timeout, float_rounding=key[0], strict=key[1]))
         return own[key](c["pred"], c["gold"])
 
     paths: dict[str, Callable[[dict[str, Any]], bool]] = {
@@ -106,17 +114,19 @@ def library_verdicts(cases: list[dict[str, Any]], names: tuple[str, ...] = PATHS
     return out
 
 
-def cli_verdicts(cases: list[dict[str, Any]], timeout: float = 300.0) -> list[bool]:
-    """Verdicts of ``metarl-score grader=math`` (default ``answer=auto``) run once over all cases."""
+def cli_verdicts(cases: list[dict[str, Any]], timeout: float | None = None, limit_s: float = 600.0) -> list[bool]:
+    """Verdicts of ``metarl-score grader=math`` (default ``answer=auto``) run once over all cases;
+    ``timeout``: seconds per grader call (``grader={_target_: math, timeout: ...}``; None: the default)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "cases.jsonl", Path(tmp) / "scored.jsonl"
         with src.open("w", encoding="utf-8") as f:
             for c in cases:
                 f.write(json.dumps({"prompt": c["id"], "completion": c["pred"], "answer": c["gold"]}) + "\n")
         env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
+        grader = "grader=math" if not timeout else f"grader={{_target_:math,timeout:{float(timeout)}}}"
         cmd = [sys.executable, "-m", "metarl.cli.score", f"input={src}", f"output={dst}", f"run_dir={tmp}/run",
-               "grader=math", "rewards=[outcome]"]
-        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+               grader, "rewards=[outcome]"]
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit_s)
         if proc.returncode != 0:
             raise RuntimeError(f"metarl-score failed ({proc.returncode}): {proc.stderr[-2000:]}")
         rows = [json.loads(line) for line in dst.read_text(encoding="utf-8").splitlines()]
@@ -144,11 +154,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cases", type=Path, default=CASES)
     ap.add_argument("--no-cli", action="store_true", help="skip the metarl-score subprocess")
     ap.add_argument("--json", action="store_true", help="print the report as JSON")
+    ap.add_argument("--timeout", type=float, default=None,
+                    help="seconds per grader call (default: the grader's own 1 s; a loaded machine can need more)")
     args = ap.parse_args(argv)
     header, cases = load_cases(args.cases)
-    verdicts = library_verdicts(cases)
+    verdicts = library_verdicts(cases, timeout=args.timeout)
     if not args.no_cli:
-        verdicts["cli"] = cli_verdicts(cases)
+        verdicts["cli"] = cli_verdicts(cases, timeout=args.timeout)
     rep = report(cases, verdicts)
     if args.json:
         print(json.dumps(rep, indent=1))

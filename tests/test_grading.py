@@ -323,6 +323,10 @@ MATH_PAIRS = [
     ("the number is not 10 which is 1,000.99\u20ac", "1000.99", True),
     ("1,5", "1.5", True),  # a bare decimal comma, read by math-verify's number reader
     ("\\boxed{1,5}", "1.5", False),  # in a box it is LaTeX: the set {1, 5}
+    ("\\boxed{1, 3}", "1,3", True),  # a gold answer's comma lists ("enter all solutions, separated by commas")
+    ("\\boxed{1.3}", "1,3", False),
+    ("<answer>3,1</answer>", "1, 3", True),  # a tag holds an answer as a box does
+    ("\\boxed{1234}", "1,234", True),
     ("The roots are $1$ and $-2$.", "\\{1,-2\\}", True),
     ("AZYUK2A", "2", False),
 ]

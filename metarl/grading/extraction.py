@@ -380,30 +380,39 @@ def _balanced(text: str) -> bool:
     return opened == closed == len(matching_braces(text))
 
 
-def math_answer(text: str, tag: str = "answer", depth: int = 0) -> str | None:
+def math_answer(text: str, tag: str = "answer", _in_tag: bool = False) -> str | None:
     """The answer of ``text`` written as math-verify reads it best (the ``"math"`` style of
-    :func:`extract_answer`): a box, tag, "final answer is" or phrase answer (:func:`stated_answer`) in
+    :func:`extract_answer`): a box, "final answer is" or phrase answer (:func:`stated_answer`) in
     ``\\boxed{}`` (a phrase answer holding prose, ``5 apples``, by its first formula or number, as
-    math-verify reads "answer" followed by text); a tag's content read the same way; a bare text as it is
-    (``-5``, ``$x=2$``, ``1000,99``); else the last formula or number (:func:`_extract_last_math`).
-    Reading its own output gives an ordinary answer back (a box, a bare answer, a formula, a number):
-    ``math_answer(math_answer(t)) == math_answer(t)``, so the math grader grades an answer extracted this
-    way as it grades the text it came from.
+    math-verify reads "answer" followed by text); a tag's content read the same way, a bare one in
+    ``\\boxed{}`` too (metarl's own format: ``<answer>1,3</answer>`` is the list, as a box is); a bare
+    text as it is (``-5``, ``$x=2$``, ``1000,99``: math-verify reads such a text itself); else the last
+    formula or number (:func:`_extract_last_math`). Reading its own output gives an ordinary answer back
+    (a box, a bare answer, a formula, a number): ``math_answer(math_answer(t)) == math_answer(t)``, so the
+    math grader grades an answer extracted this way as it grades the text it came from.
 
     >>> math_answer("so \\\\boxed{1} and \\\\boxed{2}."), math_answer("The answer is 7."), math_answer("$-5$")
     ('\\\\boxed{1, 2}', '\\\\boxed{7}', '$-5$')
-    >>> math_answer("the total is 1 000 apples")
-    '1 000'
+    >>> math_answer("the total is 1 000 apples"), math_answer("<answer>1,3</answer>")
+    ('1 000', '\\\\boxed{1,3}')
     """
     found = stated_answer(text, tag)
     if found is None:
-        return _extract_last_math(text)
+        return _extract_last_math(text) if not _in_tag else _anchored(text.strip(), text)
     answer, how = found
-    if how == "tag":
-        return math_answer(answer, tag, depth + 1) if depth == 0 else answer
-    if how == "bare":
+    if how == "tag" and not _in_tag:
+        return math_answer(answer, tag, True)
+    if how == "bare" and not _in_tag:
         return text.strip()
-    if how == "boxed" or (reads_as_latex(answer) and _balanced(answer) and _BOXED_RE.search(answer) is None):
+    if how == "boxed":
+        return "\\boxed{" + answer + "}"
+    return _anchored(answer, text)
+
+
+def _anchored(answer: str, text: str) -> str | None:
+    """A stated answer in ``\\boxed{}`` when it reads as LaTeX, else its first formula or number (else
+    the text's last one)."""
+    if reads_as_latex(answer) and _balanced(answer) and _BOXED_RE.search(answer) is None:
         return "\\boxed{" + answer + "}"
     return _extract_first_math(answer) or _extract_last_math(text)
 

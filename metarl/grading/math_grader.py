@@ -45,6 +45,8 @@ _CANON_RE = re.compile(r"\s+|\$|\\left|\\right|\\[,;:! ]|\\displaystyle")
 _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\percent)\s*$")
 # math-verify's plain number formats: 1,234.5 / 1 234 / 1000,99 / .5 / 42 (with a sign)
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?|\d+[.,]\d+|\.\d+|\d+)")
+_DECIMAL_COMMA_RE = re.compile(r"[-+]?\d+,\d+")
+_THOUSANDS_RE = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+")
 
 
 def _drop_percent(answer: str) -> str:
@@ -53,11 +55,17 @@ def _drop_percent(answer: str) -> str:
     return _PERCENT_RE.sub("", answer)
 
 
-def _as_math(answer: str) -> str:
+def _as_gold(answer: str) -> str:
     """A bare gold answer as math-verify reads it best: a plain number as it is (its number reader knows
-    ``1 000``, ``1000,99``, ``1,234``), anything else in ``\\boxed{}`` (its LaTeX reader needs delimiters:
-    a bare ``\\frac12`` or ``(1, 2]`` is not read as LaTeX)."""
-    return answer if _PLAIN_NUMBER_RE.fullmatch(answer.strip()) else "\\boxed{" + answer + "}"
+    ``1 000``, ``1,234``), anything else in ``\\boxed{}`` (its LaTeX reader needs delimiters: a bare
+    ``\\frac12`` or ``(1, 2]`` is not read as LaTeX). A decimal comma is not read in a gold answer: a
+    dataset's ``1,3`` ("enter all solutions, separated by commas") is the list, in ``\\boxed{}``, as metarl
+    always read it (math-verify's number reader, used on its own bare gold ``1,22``, reads 1.22: the one
+    vendored case where the two differ on purpose)."""
+    a = answer.strip()
+    if _PLAIN_NUMBER_RE.fullmatch(a) and not (_DECIMAL_COMMA_RE.fullmatch(a) and not _THOUSANDS_RE.fullmatch(a)):
+        return answer
+    return "\\boxed{" + answer + "}"
 
 
 class MathWorker:
@@ -233,9 +241,10 @@ class MathGrader:
     ``prediction`` may be a whole completion or an answer extracted from one (``extract_answer(text,
     "math")``: the verdict is the same, as the grader reads its input with that same extraction);
     ``answer`` is the gold answer, bare (``"\\\\frac{1}{2}"``) or in ``$...$``/``\\\\boxed{}`` (then
-    math-verify reads it as it reads any text). On math-verify's own 269 parametrized test cases
-    (``tests/data/math_verify_cases.jsonl``) it agrees with their expected verdict on 263, math-verify's
-    ``verify(parse(gold), parse(pred))`` with default options on 262.
+    math-verify reads it as it reads any text; a bare one as :func:`_as_gold` writes it). On math-verify's
+    own 269 parametrized test cases (``tests/data/math_verify_cases.jsonl``) it agrees with their expected
+    verdict on 262, as math-verify's ``verify(parse(gold), parse(pred))`` with default options does
+    (``bench/math_verify_parity.py`` lists the cases).
     ``isolation``: ``"auto"`` (screen; worker process only for inputs that may build huge
     integers), ``"process"`` (every call in the worker), ``"inline"`` (never a worker; such
     inputs grade as incorrect).
@@ -309,7 +318,7 @@ class MathGrader:
         """(gold text, prediction text) for math-verify's ``parse``, and the answer the prediction states."""
         pred, stated = self._reading(prediction)
         delimited = any(k in answer for k in ("$", "\\boxed", "\\(", "\\["))
-        gold = answer if delimited else _as_math(answer)
+        gold = answer if delimited else _as_gold(answer)
         return gold, pred, stated
 
     def __call__(self, prediction: str | None, answer: str) -> bool:
