@@ -254,7 +254,8 @@ def test_the_gpu_recipe_composes_validates_and_trains_with_a_tiny_stand_in(tmp_p
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         cfg = compose("train", overrides=["recipe=mrt_r1_gpu", f"task.source={data}"])
         small = compose("train", overrides=[
-            "recipe=mrt_r1_gpu", f"task.source={data}", "model=random-tiny", "model.name_or_path=random-tiny",
+            "recipe=mrt_r1_gpu", "name=mrt_r1_gpu", f"task.source={data}", "model=random-tiny",
+            "model.name_or_path=random-tiny",
             "model.dtype=float32", "trainer=cpu", "generation.backend=transformers", "budget.cap=24",
             "prover.answer_tokens=6", "rewards.mc_progress.m=2", "trainer.max_steps=1",
             "trainer.per_device_train_batch_size=4", "trainer.num_generations=2", "evaluate.enabled=false",
