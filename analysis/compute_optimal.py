@@ -20,8 +20,16 @@ from pathlib import Path
 from typing import Any
 
 from analysis.io import RunData
-from analysis.plots import Section, color, finish, panels, save_figure, write_csv
+from analysis.plots import Section, finish, panels, save_figure, write_csv
 from metarl.metrics import Interval
+
+
+def color(i: int) -> tuple[float, float, float]:
+    """A colour per strategy: tab20 (a report often has more than ten strategies and Best-of-k rows)."""
+    import matplotlib.pyplot as plt
+
+    cols = plt.get_cmap("tab20").colors
+    return cols[(2 * i) % 20 + (i // 10) % 2]
 
 ALL = "all"
 HEADER = ["run", "difficulty", "bin", "kind", "strategy", "budget", "compute", "accuracy", "ci_low", "ci_high",
@@ -37,6 +45,7 @@ def _bin_key(b: Any) -> tuple[int, int]:
 def _fmt(m: Any, lo: Any, hi: Any) -> str:
     if not isinstance(m, (int, float)):
         return "-"
+    m, lo, hi = (0.0 if isinstance(v, (int, float)) and abs(v) < 5e-7 else v for v in (m, lo, hi))
     if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and math.isfinite(lo) and math.isfinite(hi):
         return f"{m:.3f} [{lo:.3f}, {hi:.3f}]"
     return f"{m:.3f}"
@@ -91,11 +100,14 @@ def compute_optimal_section(runs: list[RunData], out_dir: Path) -> Section:
         for source in sorted({str(r["difficulty"]) for r in run.compute_optimal}):
             recs = [r for r in run.compute_optimal if r["difficulty"] == source]
             bins = sorted({r["bin"] for r in recs}, key=_bin_key)
-            fig, axes = panels(len(bins), ncols=3, size=(5.4, 4.0))
-            for i, (ax, b) in enumerate(zip(axes, bins)):
+            fig, axes = panels(len(bins) + 1, ncols=4, size=(5.0, 3.9))
+            for ax, b in zip(axes, bins):
                 title = f"{source} difficulty: " + ("all questions" if b == ALL else f"bin {b}" +
                                                       (" (easiest)" if b == 1 else ""))
-                _panel(ax, [r for r in recs if r["bin"] == b], title, strategies, legend=i == 0)
+                _panel(ax, [r for r in recs if r["bin"] == b], title, strategies, legend=False)
+            handles, labels = axes[0].get_legend_handles_labels()
+            axes[-1].axis("off")  # the legend gets a panel of its own
+            axes[-1].legend(handles, labels, loc="center", fontsize=8, frameon=False)
             name = f"compute_optimal_{''.join(c if c.isalnum() else '_' for c in run.label)}_{source}"
             png = save_figure(fig, out_dir, name, f"{tag}: accuracy vs generated tokens per {source} difficulty bin")
             rows = [[tag, source, r["bin"], r["kind"], r.get("strategy"), r.get("budget"), r.get("compute"),

@@ -379,3 +379,18 @@ def test_eval_run_writes_search_rows_and_compute_optimal_outputs(tmp_path):
     report = build_report([tmp_path / "r"], tmp_path / "rep").read_text()
     assert "## Compute-optimal strategy selection" in report and "best-of-N matched" in report
     assert (tmp_path / "rep" / "compute_optimal_eval_oracle.csv").read_text().startswith("run,difficulty,bin,kind")
+    # the benchmark's page renders from these outputs
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import search_results
+
+    bench = tmp_path / "bench"
+    (bench / "eval_run").parent.mkdir(exist_ok=True)
+    (bench / "eval_run").symlink_to(tmp_path / "r")
+    (bench / "bench.json").write_text(json.dumps({"command": "python -m metarl.cli.eval ...", "report_command": "...",
+                                                  "machine": search_results.machine() | {"cpu_count": 2},
+                                                  "wall_s": 1.0, "quick": True, "finished": "now"}))
+    page = search_results.render(bench, tmp_path / "docs").read_text()
+    assert "| beam_search |" in page and "**oracle difficulty — all questions, every compute budget**" in page

@@ -12,7 +12,13 @@ returns one :class:`Outcome` per reported strategy name. Built-in strategies (``
   appended and it continues, ``rounds`` times, all rounds within the budget; the final answer is the
   last one stated; reported: the mean correctness of the ``n`` chains;
 * ``budget_forcing``: s1 — when the stream stops before the budget its end becomes ``continuation``
-  ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``.
+  ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``;
+* ``beam_search``, ``lookahead``, ``dvts``: step-level search scored by a step scorer
+  (:mod:`metarl.eval.search`); they generate their own paths (``searches = True``) instead of selecting
+  among parallel samples.
+
+``best_of_n`` / ``weighted_best_of_n`` with ``ks`` also report Best-of-k (``<name>@k``): the rule's
+expected correctness on a random k-subset of the n samples.
 
 Tokens: the budget bounds the thinking tokens of **each sample**. ``Outcome.samples_used`` says how
 many samples the strategy's answer consumes (k for pass@k, n for voting and Best-of-N, 1 for a chain),
