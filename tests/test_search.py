@@ -155,6 +155,24 @@ def test_search_tokens_are_every_generated_token_pruned_branches_included(tiny):
     assert ev.rows[0]["total_tokens"] == 24 == backend.generated
 
 
+def test_segmenter_steps_cut_after_one_piece_and_count_the_discarded_ids(tiny):
+    _, tok = tiny
+
+    def rule(ctx: str, i: int) -> str:  # one paragraph and the start of the next per call, then "end"
+        return f"{i}x\n\ny" if ctx.count("\n\n") < 2 else "end"
+
+    backend = ScriptedBackend(tok, rule, indexed=True)
+    s = BeamSearch(n=2, beam_width=2, scorer=Table(), step="segmenter", segmenter="paragraphs", stop=(),
+                   step_tokens=8)
+    ev = evaluate_strategies([Q], [s], [32], PolicySampler(backend, TAG_PROVER), n=2, extract=lambda t: t,
+                             grade=lambda a, gold, prompt: False, seed=0)
+    # each step is cut after "<i>x\n\n": "y" and EOS are discarded (but counted); the last step ends
+    assert s.scorer.fn.seen[:2] == [["0x\n\n", "1x\n\n"], ["0x\n\n0x\n\n", "0x\n\n1x\n\n"]]
+    assert [r["completion"] for r in ev.samples] == ["0x\n\n0x\n\nend"] * 2
+    (row,) = ev.rows
+    assert (row["tokens"], row["total_tokens"], backend.generated) == (12, 2 * 6 + 2 * 6 + 2 * 4, 32)
+
+
 def test_search_config_errors_name_the_key(tiny):
     with pytest.raises(ConfigError, match="beam_width=3 must divide n=4"):
         build_strategies([{"_target_": "beam_search", "beam_width": 3}], n=4)
@@ -272,6 +290,14 @@ def test_self_verify_and_mc_value_scorers_on_the_policy(tiny):
     js = mc.fn.score_batch(traces, engine=engine, grader=task.verify)
     assert all(j in (0.0, 0.5, 1.0) for j in js) and all(t.meta["scorer_tokens"] > 0 for t in traces)
     assert mc.fn.oracle and not sv.fn.oracle
+    lik = build_step_scorer({"_target_": "likelihood_value", "answer_template": "{answer}</answer>"})
+    (value, _) = lik.fn.score_batch(traces, model=model, tokenizer=tok, prover=TAG_PROVER)
+    ctx = pid + traces[0].completion_ids + tok("<answer>", add_special_tokens=False)["input_ids"]
+    ans = tok("3+8</answer>", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():  # teacher-forced p(a* | prompt, path, suffix), token by token
+        logp = sum(torch.log_softmax(model(input_ids=torch.tensor([ctx + ans[:j]])).logits[0, -1], -1)[a].item()
+                   for j, a in enumerate(ans))
+    assert value == pytest.approx(math.exp(logp), rel=1e-3)
 
 
 # ---------------------------------------------------------------- compute-optimal selection
