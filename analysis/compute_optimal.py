@@ -4,13 +4,14 @@ Reads the ``eval/compute_optimal.jsonl`` records that ``metarl-eval`` writes (:m
 analysis reads run outputs only):
 
 * ``curve`` records: one per difficulty source, bin, strategy and budget — accuracy on the evaluation split
-  with its 95% bootstrap interval over questions, and the mean generated tokens per question;
+  with its 95% bootstrap interval over questions, and the mean compute per question (generated tokens, plus
+  the step scorer's own tokens with ``compute_optimal.scorer_tokens``);
 * ``choice`` records: one per source, bin and compute T — the configuration chosen on the selection split
   (best accuracy with at most T tokens there), its evaluation-split accuracy, best-of-N at matched
   generated tokens, and their paired difference.
 
 One figure per difficulty source with a panel per bin (``all`` first): a line per strategy (its budgets
-as points, x = generated tokens per question), the compute-optimal envelope (black) and the matched
+as points, x = compute per question), the compute-optimal envelope (black) and the matched
 best-of-N (dashed); the CSV behind each figure; a markdown table of the choices.
 """
 from __future__ import annotations
@@ -82,7 +83,7 @@ def _panel(ax: Any, recs: list[dict[str, Any]], title: str, strategies: list[str
     if xs_all and min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 4:
         ax.set_xscale("log", base=2)
     ax.set_ylim(-0.03, 1.03)
-    finish(ax, title, "generated tokens per question", "accuracy, evaluation split (95% CI)", legend=legend)
+    finish(ax, title, "compute: generated tokens per question", "accuracy, evaluation split (95% CI)", legend=legend)
 
 
 def compute_optimal_section(runs: list[RunData], out_dir: Path) -> Section:

@@ -102,15 +102,22 @@ def accuracy_table(run: Path) -> list[str]:
     results = _jsonl(run / "eval" / "results.jsonl")
     oracle = {r["strategy"] for r in results if r.get("oracle")}
     budgets = sorted({int(r["budget"]) for r in rows})
-    head = "| strategy | " + " | ".join(f"accuracy @ {b} | tokens/path | generated/question" for b in budgets) + " |"
-    lines = [head, "|---|" + "---|---|---|" * len(budgets)]
+    scorer: dict[tuple[str, int], list[float]] = {}
+    for r in results:
+        if "scorer_tokens" in r:
+            scorer.setdefault((r["strategy"], int(r["budget"])), []).append(float(r["scorer_tokens"]))
+    head = "| strategy | " + " | ".join(f"accuracy @ {b} | tokens/path | generated/question | scorer tokens/question"
+                                       for b in budgets) + " |"
+    lines = [head, "|---|" + "---|---|---|---|" * len(budgets)]
     cell = {(r["strategy"], int(r["budget"])): r for r in rows if r["difficulty_bin"] == "all"}
     for s in dict.fromkeys(r["strategy"] for r in rows):
         parts = []
         for b in budgets:
             r = cell.get((s, b))
-            parts.append("- | - | -" if r is None else f"{_iv(r['accuracy'], r['ci_low'], r['ci_high'])} | "
-                         f"{float(r['mean_tokens']):.1f} | {float(r['mean_total_tokens']):.0f}")
+            sc = scorer.get((s, b))
+            parts.append("- | - | - | -" if r is None else f"{_iv(r['accuracy'], r['ci_low'], r['ci_high'])} | "
+                         f"{float(r['mean_tokens']):.1f} | {float(r['mean_total_tokens']):.0f} | "
+                         + (f"{sum(sc) / len(sc):.0f}" if sc else "0"))
         lines.append(f"| {s}{' (oracle)' if s in oracle else ''} | " + " | ".join(parts) + " |")
     return lines
 
@@ -195,12 +202,15 @@ def render(out: Path, docs: Path) -> Path:
              f"metarl-eval wall time {info['wall_s'] / 60:.1f} min, finished {info['finished']}",
              "- intervals: 95% percentile bootstrap over questions; *generated/question* counts every token the "
              "policy generated for a question (n × tokens for sampling; every branch, pruned or kept, and every "
-             "lookahead rollout for a search); verification probes and forced answers are reported apart in "
-             "`eval/results.jsonl` (`scorer_tokens`, `answer_tokens`)", "",
+             "lookahead rollout for a search); *scorer tokens/question* are the tokens a search's step scorer "
+             "generated itself (the policy's verification probes; μ's forced answers for `beam_mc`); the compute T "
+             "of the selection below is generated + scorer tokens (`compute_optimal.scorer_tokens=true`); best-of-N's "
+             "`self_verify` reads verdicts already in its samples (0). Forced answers at the budget are in "
+             "`eval/results.jsonl` (`answer_tokens`) and counted for no strategy", "",
              "### Accuracy per strategy and budget (all questions)", "", *accuracy_table(run), "",
              "### Compute-optimal selection", "",
              "Questions are split in two halves by a hash of their id; per difficulty bin and compute budget T "
-             "(generated tokens per question), the configuration (strategy, hyper-parameters, budget) with the best "
+             "(generated + scorer tokens per question), the configuration (strategy, hyper-parameters, budget) with the best "
              "accuracy among those costing at most T on the selection half is reported on the evaluation half, "
              "against best-of-N (weighted, Best-of-k rows included) with the most tokens ≤ T; the difference is "
              "paired over the evaluation questions. Oracle difficulty: quantile bins of pass@1 of 8 samples at the "

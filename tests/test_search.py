@@ -354,6 +354,14 @@ def test_oracle_rows_are_not_selected_and_bins_are_per_source():
     choices = [r for r in recs if r["kind"] == "choice"]
     assert {r["strategy"] for r in choices} == {"weighted_best_of_n"}
     assert {(r["difficulty"], r["bin"]) for r in choices} >= {("oracle", "all"), ("predicted", "all"), ("predicted", 1)}
+    # a search's compute includes its scorer's tokens: 20 + 20 > 32 is not feasible at T = 32
+    search = [{"question_id": q, "strategy": "beam", "budget": 8, "correct": 1.0, "total_tokens": 20,
+               "scorer_tokens": 20} for q in qs]
+    picked = {r["strategy"] for r in compute_optimal(rows + search, bins, seed=0) if r["kind"] == "choice"}
+    assert picked == {"weighted_best_of_n"}
+    picked = {r["strategy"] for r in compute_optimal(rows + search, bins, seed=0, scorer_tokens=False)
+              if r["kind"] == "choice"}
+    assert picked == {"beam"}
     curves = [r for r in recs if r["kind"] == "curve" and r["strategy"] == "pass@4"]
     assert curves and all(r["oracle"] for r in curves)
     assert predicted_difficulty({"a": [3.0, 1.0], "b": [-5.0], "c": [2.0]}, n_bins=3) == {

@@ -300,7 +300,8 @@ def compute_optimal_outputs(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, bin
     compute = plain(co.get("compute"))
     recs = compute_optimal(ev.rows, sources, seed=int(cfg.seed), baseline=str(co.baseline),
                            compute=_positive_numbers(compute, "compute_optimal.compute") if compute else None,
-                           include_oracle=bool(co.include_oracle), notes=notes.append)
+                           include_oracle=bool(co.include_oracle), scorer_tokens=bool(co.get("scorer_tokens", True)),
+                           notes=notes.append)
     if not any(r["kind"] == "choice" for r in recs):
         notes.append(f"no compute-optimal choice: is the baseline {co.baseline!r} among the strategies?")
     write_jsonl(out / "compute_optimal.jsonl", recs)

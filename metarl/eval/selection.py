@@ -9,7 +9,8 @@ that do best, fit on one set of questions and evaluated on another. Here:
   out unless ``include_oracle``;
 * **compute** of c on a set of questions Q: tokens_Q(c) = mean over Q of the row's ``total_tokens`` —
   every token the strategy generated for the question (n × tokens for best-of-N, all branches for a
-  search); accuracy acc_Q(c) = mean of ``correct``;
+  search) — plus, with ``scorer_tokens`` (default), the tokens its step scorer generated (the policy's
+  verification probes, μ's forced answers); accuracy acc_Q(c) = mean of ``correct``;
 * **splits**: questions ordered by sha256(f"{seed}|{question_id}") alternate between the *selection* split
   (even ranks) and the *evaluation* split (odd ranks): disjoint, half each (± 1), fixed by ``seed``;
 * **difficulty** from two sources, both reported: ``oracle`` — the difficulty model's pass@1 quantile
@@ -74,17 +75,20 @@ def predicted_difficulty(scores: Mapping[str, Sequence[float]], n_bins: int = 5,
     return {q: (means[q], int(bins[q])) for q in means}
 
 
-def _cells(rows: Iterable[Mapping[str, Any]]) -> tuple[dict[Config, Cell], list[Config], set[Config]]:
-    """config -> question -> (mean correct, mean total tokens) over repeated rows; configs in row order; the
-    configs whose rows read the gold answer."""
+def _cells(rows: Iterable[Mapping[str, Any]], scorer_tokens: bool = True
+           ) -> tuple[dict[Config, Cell], list[Config], set[Config]]:
+    """config -> question -> (mean correct, mean compute) over repeated rows; configs in row order; the
+    configs whose rows read the gold answer. Compute = ``total_tokens`` (+ ``scorer_tokens``)."""
     acc: dict[Config, dict[str, list[tuple[float, float]]]] = {}
     oracle: set[Config] = set()
     for r in rows:
         key = (str(r["strategy"]), int(r["budget"]))
         if r.get("oracle"):
             oracle.add(key)
-        acc.setdefault(key, {}).setdefault(str(r["question_id"]), []).append(
-            (float(r["correct"]), float(r.get("total_tokens", r.get("tokens", 0.0)))))
+        tokens = float(r.get("total_tokens", r.get("tokens", 0.0)))
+        if scorer_tokens:
+            tokens += float(r.get("scorer_tokens") or 0.0)
+        acc.setdefault(key, {}).setdefault(str(r["question_id"]), []).append((float(r["correct"]), tokens))
     cells = {c: {q: (sum(a for a, _ in v) / len(v), sum(t for _, t in v) / len(v)) for q, v in qs.items()}
              for c, qs in acc.items()}
     return cells, list(acc), oracle
@@ -148,7 +152,7 @@ def evaluate(choice: Mapping[str, Any], evaluation: Mapping[Config, Cell], quest
 
 def compute_optimal(rows: Sequence[Mapping[str, Any]], bins: Mapping[str, Mapping[str, int]], *, seed: int = 0,
                     baseline: str = "weighted_best_of_n", compute: Sequence[float] | None = None,
-                    include_oracle: bool = False,
+                    include_oracle: bool = False, scorer_tokens: bool = True,
                     notes: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Records of ``eval/compute_optimal.jsonl`` (see the module docstring).
 
@@ -159,8 +163,8 @@ def compute_optimal(rows: Sequence[Mapping[str, Any]], bins: Mapping[str, Mappin
     say = notes or (lambda m: None)
     split = split_questions((str(r["question_id"]) for r in rows), seed)
     parts = {name: [r for r in rows if split[str(r["question_id"])] == name] for name in (SELECTION, EVALUATION)}
-    sel_cells, order, oracle = _cells(parts[SELECTION])  # fit() sees nothing else
-    eval_cells, eval_order, eval_oracle = _cells(parts[EVALUATION])
+    sel_cells, order, oracle = _cells(parts[SELECTION], scorer_tokens)  # fit() sees nothing else
+    eval_cells, eval_order, eval_oracle = _cells(parts[EVALUATION], scorer_tokens)
     candidates = [c for c in order if include_oracle or c not in oracle]
     curves = list(dict.fromkeys(order + eval_order))
     out: list[dict[str, Any]] = []
