@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.compute_accuracy import compute_accuracy_section
+from analysis.compute_optimal import compute_optimal_section
 from analysis.health import health_section
 from analysis.info_gain import AXES, MAX_TRACE_LINES, information_gain_section
 from analysis.io import RunData, load_run
@@ -76,6 +77,7 @@ def build_report(
         ig_section,
         regret_section(curves, out, budgets),
         compute_accuracy_section(found, out),
+        compute_optimal_section(found, out),
     ]
     path = out / "report.md"
     path.write_text(render(runs, sections), encoding="utf-8")

@@ -30,6 +30,13 @@ sampled like the stream, stopping at ``prover.answer_stop``.
 
 :meth:`Engine.branch` draws ``m`` forced answers from each of a list of prefixes of a sequence: the
 Monte Carlo meta-prover (MRT's J), pass@k from a prefix.
+
+**Step-level search** (beam search, lookahead, DVTS in ``metarl-eval``) grows a tree of partial streams:
+:meth:`Engine.expand` gives every one of many partial streams ``n`` children of one more step each — one
+backend call for all of them, every step stopping at the step's stop strings, the cap C or
+``step_tokens`` — under the same flags and cap rule as :meth:`Engine.run`; :meth:`Engine.finish` ends
+the chosen streams as ``run`` ends its own (the answer after a closed thought, the suffix and a forced
+answer after a cut, the text decoded).
 """
 from __future__ import annotations
 
@@ -103,6 +110,26 @@ class Stream:
         self.mask.extend([1 if policy else 0] * len(toks))
         if thinking:
             self.thinking += len(toks)
+
+    def fork(self) -> Stream:
+        """An independent copy (its own id and mask lists): a child to grow in a search tree."""
+        return Stream(list(self.prompt_ids), list(self.ids), list(self.mask), self.thinking, self.episodes,
+                      self.continuations, self.ended, self.closed, self.forced, self.text, self.done)
+
+    def truncate(self, length: int, eos_ids: Sequence[int] = ()) -> int:
+        """Keep the first ``length`` completion ids of a stream that has no suffix or answer yet (all of it
+        thinking); ``ended`` / ``done`` are recomputed from what is left. Returns how many ids were dropped."""
+        if self.forced or self.closed or self.thinking != len(self.ids):
+            raise ValueError("truncate() is for streams of thinking tokens only (no answer, suffix or forced answer)")
+        if not 0 <= length <= len(self.ids):
+            raise ValueError(f"truncate({length}) of a stream with {len(self.ids)} completion ids")
+        dropped = len(self.ids) - length
+        if dropped:
+            del self.ids[length:], self.mask[length:]
+            self.thinking = length
+            self.ended = bool(self.ids) and self.ids[-1] in set(eos_ids)
+            self.done = self.ended
+        return dropped
 
 
 CHAT_MODES = ("auto", True, False)
@@ -199,11 +226,71 @@ class Engine:
                         s.done = True
                 else:
                     s.done = True
+        self._finish(streams, sampling, seed, step, spec.force_answer)
+        return streams
+
+    def _finish(self, streams: list[Stream], sampling: Sampling, seed: int | None, step: int, force: bool) -> None:
         self._answer([s for s in streams if s.closed and not s.ended], sampling, _step_seed(seed, step))
-        if spec.force_answer:
+        if force:
             self._force([s for s in streams if not s.ended and not s.closed], sampling, _step_seed(seed, step + 1))
         for s in streams:
             s.text = self.decode(s.ids)
+
+    # ------------------------------------------------------------------ search steps
+    def expand(self, streams: Sequence[Stream], n: int, cap: int, sampling: Sampling, *,
+               stop: Sequence[str] = (), step_tokens: int | None = None, seed: int | None = None
+               ) -> list[list[Stream]]:
+        """``out[i]`` = ``n`` children of ``streams[i]``, each the parent plus one sampled step.
+
+        All ``len(streams) × n`` steps are **one** backend call (a request with ``n`` continuations per
+        parent). A step ends after a ``stop`` string, an end-of-sequence id (the child ``ended``), R1's
+        ``prover.think_end`` (the child ``closed``), ``step_tokens`` tokens, or when the child's thinking
+        reaches ``cap``. Step tokens are policy tokens and count against C (the rule of :meth:`run`); a
+        child that ended, closed, reached the cap or got no token is ``done``. ``text`` is the decoded
+        completion. Parents are left unchanged; a parent that is ``done`` cannot be expanded.
+        """
+        if isinstance(n, bool) or int(n) < 1:
+            raise ValueError(f"expand: n={n!r} children per stream must be >= 1")
+        if isinstance(cap, bool) or int(cap) < 1:
+            raise ValueError(f"expand: the compute cap must be a whole number >= 1, got {cap!r}")
+        if step_tokens is not None and int(step_tokens) < 1:
+            raise ValueError(f"expand: step_tokens={step_tokens!r} must be >= 1 or None")
+        if any(s.done or s.thinking >= cap for s in streams):
+            raise ValueError("expand: a stream that is done (ended, closed or at the cap) has no next step")
+        if not streams:
+            return []
+        think_end = self.prover.think_end
+        stops = tuple(stop) + ((think_end,) if think_end and think_end not in stop else ())
+        limits = [cap - s.thinking if step_tokens is None else min(cap - s.thinking, int(step_tokens)) for s in streams]
+        new = self.backend.generate([Request(tuple(s.prompt_ids + s.ids), r, int(n), stops)
+                                     for s, r in zip(streams, limits)], sampling, seed)
+        eos = set(self.backend.eos_ids)
+        out: list[list[Stream]] = []
+        for parent, conts in zip(streams, new):
+            children = []
+            for toks in conts:
+                c = parent.fork()
+                c.add(toks, policy=True)
+                c.episodes += 1
+                c.ended = bool(toks) and toks[-1] in eos
+                c.closed = bool(think_end) and not c.ended and self._closes(c, think_end)
+                c.done = c.ended or c.closed or c.thinking >= cap or not toks
+                c.text = self.decode(c.ids)
+                children.append(c)
+            out.append(children)
+        return out
+
+    def finish(self, streams: Sequence[Stream], sampling: Sampling, seed: int | None = None,
+               force_answer: bool = True) -> list[Stream]:
+        """End streams grown by :meth:`expand` as :meth:`run` ends its own: a stream that closed its thought
+        writes its answer, one that neither ended nor closed gets the suffix and a forced answer (with
+        ``force_answer``), and every ``text`` is decoded. Returns ``streams``."""
+        streams = list(streams)
+        if any(s.forced for s in streams):
+            raise ValueError("finish: a stream already has its forced answer")
+        self._finish(streams, sampling, seed, 0, force_answer)
+        for s in streams:
+            s.done = True
         return streams
 
     def _closes(self, s: Stream, think_end: str) -> bool:

@@ -94,11 +94,15 @@ class PolicySampler:
         self.sampling = Sampling(temperature, top_p)
         self.chat = chat
 
+    def prompt_ids(self, prompts: Sequence[Any]) -> list[list[int]]:
+        """Token ids of each prompt as the policy sees it (through the chat template when ``chat``)."""
+        return [prompt_ids_for(self.engine.tokenizer, as_chat(p) if self.chat else p) for p in prompts]
+
     def __call__(self, prompts: Sequence[Any], budget: int, n: int, generation: Generation = PARALLEL,
                  seed: int = 0) -> list[list[Sample]]:
         if budget < 1 or n < 1:
             raise ValueError(f"need budget >= 1 and n >= 1, got budget={budget}, n={n}")
-        ids = [prompt_ids_for(self.engine.tokenizer, as_chat(p) if self.chat else p) for p in prompts for _ in range(n)]
+        ids = [p for p in self.prompt_ids(prompts) for _ in range(n)]
         spec = StreamSpec(cap=budget, continuation=generation.continuation if generation.sequential else None,
                           max_continuations=generation.max_rounds)
         streams = self.engine.run(ids, spec, self.sampling, seed=seed)
