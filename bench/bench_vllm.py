@@ -14,8 +14,8 @@ Two workloads, each timed once after a warm-up (the machine may be shared: read 
   answered ``--m`` times (``--answer-tokens`` tokens, T=0.7).
   transformers: ``generate(num_return_sequences=m)`` over ``--hf-batch`` contexts a call (every sample row
   prefilled on its own, no reuse); vLLM: one ``branch`` call (one request per prefix, ``n=m``) on an engine
-  without prefix caching, with prefix caching from a cold cache, and with the traces already cached (as after
-  the engine generated them, the Monte Carlo case in training).
+  without prefix caching, with prefix caching from a cold cache, with the traces already cached (as after the
+  engine generated them, the Monte Carlo case in training), and once more on the same contexts (all cached).
 
 Tokens/s counts generated tokens (up to and including EOS).
 """
@@ -84,9 +84,9 @@ def timed(fn):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--batch", type=int, default=64)
-    ap.add_argument("--plain-tokens", type=int, default=128)
-    ap.add_argument("--traces", type=int, default=64)
-    ap.add_argument("--trace-tokens", type=int, default=192)
+    ap.add_argument("--plain-tokens", type=int, default=64)
+    ap.add_argument("--traces", type=int, default=16)
+    ap.add_argument("--trace-tokens", type=int, default=128)
     ap.add_argument("--prefixes", type=int, default=6)
     ap.add_argument("--m", type=int, default=4)
     ap.add_argument("--answer-tokens", type=int, default=16)
@@ -95,6 +95,8 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=None, help="vLLM KV block size (CPU default 128)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for transformers (default: all)")
     ap.add_argument("--skip-hf", action="store_true")
+    ap.add_argument("--skip-plain", action="store_true")
+    ap.add_argument("--repeats", type=int, default=1, help="cold-cache branch runs (the fastest counts)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
 
@@ -110,27 +112,29 @@ def main() -> None:
     model = AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32).eval()
     eos = [tok.eos_token_id]
     res: dict = {"model": "SmolLM2-135M-Instruct", "device": "cuda" if torch.cuda.is_available() else "cpu",
-                 "hf_threads": torch.get_num_threads(), "args": vars(args)}
+                 "threads_before_vllm_start": torch.get_num_threads(), "load_average": os.getloadavg(),
+                 "args": vars(args)}
     extra = {"block_size": args.block_size} if args.block_size else {}
     say("models loaded; starting vLLM")
     eng = VLLMBackend.standalone(d, dtype=args.vllm_dtype, max_model_len=2048, **extra)
-    res["vllm_threads"] = torch.get_num_threads()
+    res["threads_after_vllm_start"] = torch.get_num_threads()  # vLLM sets (and then pins) torch's threads
     prompts = chat_prompts(tok, args.batch)
     sample = Sampling(temperature=1.0)
 
     # ---------------- (a) plain generation
-    say("vLLM up")
-    eng.generate([Request(tuple(p), 8) for p in prompts[:4]], sample, seed=0)  # warm-up
-    out, t_v = timed(lambda: eng.generate([Request(tuple(p), args.plain_tokens) for p in prompts], sample, seed=1))
-    n_v = sum(len(c[0]) for c in out)
-    res["plain_vllm"] = {"tokens": n_v, "s": t_v, "tok_s": n_v / t_v}
-    say(f"plain vLLM {t_v:.1f}s")
-    if not args.skip_hf:
-        hf_generate(model, tok, prompts[:4], 8, eos, 1.0)
-        out, t_h = timed(lambda: hf_generate(model, tok, prompts, args.plain_tokens, eos, 1.0))
-        n_h = sum(len(c) for c in out)
-        res["plain_hf"] = {"tokens": n_h, "s": t_h, "tok_s": n_h / t_h}
-    print(json.dumps({k: v for k, v in res.items() if k.startswith("plain")}), flush=True)
+    if not args.skip_plain:
+        say("vLLM up")
+        eng.generate([Request(tuple(p), 8) for p in prompts[:4]], sample, seed=0)  # warm-up
+        out, t_v = timed(lambda: eng.generate([Request(tuple(p), args.plain_tokens) for p in prompts], sample, seed=1))
+        n_v = sum(len(c[0]) for c in out)
+        res["plain_vllm"] = {"tokens": n_v, "s": t_v, "tok_s": n_v / t_v}
+        say(f"plain vLLM {t_v:.1f}s")
+        if not args.skip_hf:
+            hf_generate(model, tok, prompts[:4], 8, eos, 1.0)
+            out, t_h = timed(lambda: hf_generate(model, tok, prompts, args.plain_tokens, eos, 1.0))
+            n_h = sum(len(c) for c in out)
+            res["plain_hf"] = {"tokens": n_h, "s": t_h, "tok_s": n_h / t_h}
+        print(json.dumps({k: v for k, v in res.items() if k.startswith("plain")}), flush=True)
 
     # ---------------- (b) branches at episode boundaries
     from vllm import SamplingParams
@@ -153,19 +157,29 @@ def main() -> None:
         out = backend.branch(traces, prefixes, args.m, args.answer_tokens, (), mc, seed=seed)
         return sum(len(c) for per in out for cs in per for c in cs)
 
-    out, t_warm = timed(lambda: run_branch(eng, 5))  # traces cached by the generation above
+    # warm-up of the n=m path on other contexts (the plain prompts), so the traces stay as they are in the cache
+    eng.branch(prompts[:4], [[Prefix(len(p))] for p in prompts[:4]], args.m, 4, (), mc, seed=0)
+    out, t_warm = timed(lambda: run_branch(eng, 5))  # traces in the cache: the engine just generated them
     res["branches_vllm_cached"] = {"tokens": out, "s": t_warm, "tok_s": out / t_warm}
-    eng.llm.reset_prefix_cache()
-    out, t_cold = timed(lambda: run_branch(eng, 6))
+    out, t_again = timed(lambda: run_branch(eng, 8))  # the same contexts again: prefixes + suffix cached too
+    res["branches_vllm_contexts_cached"] = {"tokens": out, "s": t_again, "tok_s": out / t_again}
+    t_cold, out = float("inf"), 0
+    for rep in range(args.repeats):  # prefix caching on, nothing cached at the start
+        eng.llm.reset_prefix_cache()
+        o, t = timed(lambda: run_branch(eng, 6 + 10 * rep))
+        if t < t_cold:
+            t_cold, out = t, o
     res["branches_vllm_prefix_cache"] = {"tokens": out, "s": t_cold, "tok_s": out / t_cold}
+    say(f"branches: traces cached {t_warm:.1f}s, contexts cached {t_again:.1f}s, cold cache {t_cold:.1f}s")
     print(json.dumps({k: v for k, v in res.items() if k.startswith("branches")}), flush=True)
     eng.close()
-    del eng
     nocache = VLLMBackend.standalone(d, dtype=args.vllm_dtype, max_model_len=2048, enable_prefix_caching=False,
                                      **extra)
     nocache.generate([Request(tuple(p), 8) for p in prompts[:4]], sample, seed=0)
+    nocache.branch(prompts[:4], [[Prefix(len(p))] for p in prompts[:4]], args.m, 4, (), mc, seed=0)
     out, t_nc = timed(lambda: run_branch(nocache, 7))
     res["branches_vllm_no_prefix_cache"] = {"tokens": out, "s": t_nc, "tok_s": out / t_nc}
+    say(f"branches: no prefix caching {t_nc:.1f}s")
     nocache.close()
     print(json.dumps(res["branches_vllm_no_prefix_cache"]), flush=True)
     if not args.skip_hf:
@@ -180,16 +194,22 @@ def main() -> None:
 
         out, t_hf = timed(hf_branches)
         res["branches_hf_no_reuse"] = {"tokens": out, "s": t_hf, "tok_s": out / t_hf}
+        say(f"branches: transformers {t_hf:.1f}s")
     # ---------------- ratios
     r = {}
-    if "plain_hf" in res:
+    if "plain_hf" in res and "plain_vllm" in res:
         r["plain vllm/hf tok/s"] = res["plain_vllm"]["tok_s"] / res["plain_hf"]["tok_s"]
-    for k in ("branches_vllm_no_prefix_cache", "branches_vllm_prefix_cache", "branches_vllm_cached"):
+    for k in ("branches_vllm_no_prefix_cache", "branches_vllm_prefix_cache", "branches_vllm_cached",
+              "branches_vllm_contexts_cached"):
         if "branches_hf_no_reuse" in res:
             r[f"{k} / hf tok/s"] = res[k]["tok_s"] / res["branches_hf_no_reuse"]["tok_s"]
-    r["prefix cache cold / off"] = res["branches_vllm_prefix_cache"]["tok_s"] / res["branches_vllm_no_prefix_cache"]["tok_s"]
-    r["prefixes cached / off"] = res["branches_vllm_cached"]["tok_s"] / res["branches_vllm_no_prefix_cache"]["tok_s"]
+    off = res["branches_vllm_no_prefix_cache"]["tok_s"]
+    r["prefix cache cold / off"] = res["branches_vllm_prefix_cache"]["tok_s"] / off
+    r["traces cached / off"] = res["branches_vllm_cached"]["tok_s"] / res["branches_vllm_no_prefix_cache"]["tok_s"]
+    r["contexts cached / off"] = (res["branches_vllm_contexts_cached"]["tok_s"]
+                                  / res["branches_vllm_no_prefix_cache"]["tok_s"])
     res["ratios"] = r
+    res["load_average_end"] = os.getloadavg()
     print(json.dumps(res, indent=2))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

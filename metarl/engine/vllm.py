@@ -158,7 +158,8 @@ def _keep_rng():
     """Leave the caller's torch random state as it was (CPU, and CUDA when it is in use)."""
     import torch
 
-    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() and torch.cuda.is_initialized() else []
+    cuda = torch.cuda.is_available() and torch.cuda.is_initialized()
+    devices = list(range(torch.cuda.device_count())) if cuda else []
     return torch.random.fork_rng(devices=devices)
 
 
@@ -244,14 +245,16 @@ class VLLMBackend:
         """An engine of its own on a Hugging Face model directory (evaluation and scoring outside training).
 
         Eager mode (CUDA graphs / torch.compile cost more start-up than they save on short runs: 42 s against 3 s
-        on CPU), prefix caching on, ``dtype`` as vLLM reads it (``"float32"`` to match transformers exactly).
-        On CPU the KV cache is ``kv_cache_gib`` GiB (default ``$VLLM_CPU_KVCACHE_SPACE``, else 1) and
-        ``gpu_memory_utilization`` is not passed (vLLM would read it as a fraction of the machine's RAM).
-        ``tokenizer`` defaults to the one in ``model_dir``; other keywords go to ``vllm.LLM``."""
+        on CPU), prefix caching on, ``dtype`` as vLLM reads it (``"auto"`` runs a float32 checkpoint in bfloat16;
+        ``"float32"`` matches transformers to ~1e-5 in logprobs). ``in_process`` (unless
+        ``VLLM_ENABLE_V1_MULTIPROCESSING`` is set): the engine core runs in this process, so no ``__main__``
+        guard is needed; note that vLLM's CPU worker then pins torch's thread count for the whole process.
+        On CPU the KV cache is ``kv_cache_gib`` GiB (default ``$VLLM_CPU_KVCACHE_SPACE``, else 1), chunked
+        prefill is off (see :func:`_cpu_scheduler_kwargs`) and ``gpu_memory_utilization`` is not passed (vLLM
+        would read it as a fraction of the machine's RAM). ``tokenizer`` defaults to the one in ``model_dir``;
+        other keywords go to ``vllm.LLM`` (and win over the defaults above)."""
         require_vllm()
         set_cpu_env(in_process=in_process)
-        if not in_process:
-            os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1")
         cpu = on_cpu()
         check_model(model_dir, cpu=cpu, trust_remote_code=trust_remote_code)
         kwargs: dict[str, Any] = dict(model=str(model_dir), dtype=dtype, enforce_eager=enforce_eager,
