@@ -198,7 +198,7 @@ def test_seeded_requests_larger_than_one_step(engine):
     assert all(len(c) == 2 for c in a)
 
 
-def test_chunked_prefill_engine_falls_back_to_unseeded(tiny_dir):
+def test_chunked_prefill_engine_falls_back_to_unseeded(tiny_dir, engine):
     """An engine built with chunked prefill on CPU (as TRL builds one without patch_trl_engine_for_cpu): seeded
     calls are sampled without per-request seeds (a warning) instead of crashing."""
     from metarl.engine.vllm import VLLMBackend
@@ -213,6 +213,12 @@ def test_chunked_prefill_engine_falls_back_to_unseeded(tiny_dir):
         assert [len(o) for o in out] == [2] * 6
     finally:
         b.close()
+    del b
+    import gc
+
+    gc.collect()
+    # another in-process engine let go of: this process's other engine still runs
+    assert len(engine.generate([Request(_ids(tok, "still alive"), 3)], GREEDY)[0][0]) <= 3
 
 
 def test_branch_counts_and_semantics(engine):

@@ -278,6 +278,13 @@ class VLLMBackend:
                 llm = LLM(**kwargs)
         except Exception as e:
             raise VLLMModelError(f"vLLM could not start on model {str(model_dir)!r}: {type(e).__name__}: {e}") from e
+        if _in_process(llm):
+            # vLLM shuts an in-process engine core down when the LLM is garbage-collected, and that shutdown
+            # destroys the process-wide parallel groups every other in-process engine runs on ("pipeline model
+            # parallel group is not initialized"): detach it, the memory is freed with the objects anyway
+            fin = getattr(llm.llm_engine.engine_core, "_finalizer", None)
+            if fin is not None:
+                fin.detach()
         gen_cfg = None
         try:
             from transformers import GenerationConfig
@@ -311,13 +318,19 @@ class VLLMBackend:
         raise ConfigError(f"vllm_mode={vg.mode!r}: use colocate or server")
 
     def close(self) -> None:
-        """Shut down an engine this backend started (standalone); a trainer's engine is left alone."""
-        if self._owns_engine and self.llm is not None:
+        """Let go of an engine this backend started (standalone); a trainer's engine is left alone. An engine
+        core in another process is shut down; an in-process one is only dropped (its memory goes with the last
+        reference): shutting it down would tear down vLLM's process-wide parallel state, which every other
+        in-process engine of this process uses."""
+        if self._owns_engine and self.llm is not None and not _in_process(self.llm):
             try:
                 self.llm.llm_engine.engine_core.shutdown()
             except Exception:  # pragma: no cover - best effort
                 pass
-        self.llm = None
+        self.llm = self.client = None
+        import gc
+
+        gc.collect()
 
     # ------------------------------------------------------------------ sampling
     def _params(self, n: int, max_tokens: int, stop: Sequence[str], sampling: Sampling, seed: int | None):
