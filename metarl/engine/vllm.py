@@ -57,6 +57,7 @@ INSTALL_HINT = (
     "(the range TRL 1.16 supports)"
 )
 DEFAULT_CPU_KV_CACHE_GIB = 1
+CPU_BLOCK_SIZE = 32
 # the head sizes vLLM 0.31's CPU attention accepts, in case its backend class cannot be imported
 _CPU_HEAD_SIZES_FALLBACK = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 
@@ -249,8 +250,8 @@ class VLLMBackend:
         ``"float32"`` matches transformers to ~1e-5 in logprobs). ``in_process`` (unless
         ``VLLM_ENABLE_V1_MULTIPROCESSING`` is set): the engine core runs in this process, so no ``__main__``
         guard is needed; note that vLLM's CPU worker then pins torch's thread count for the whole process.
-        On CPU the KV cache is ``kv_cache_gib`` GiB (default ``$VLLM_CPU_KVCACHE_SPACE``, else 1), chunked
-        prefill is off (see :func:`_cpu_scheduler_kwargs`) and ``gpu_memory_utilization`` is not passed (vLLM
+        On CPU the KV cache is ``kv_cache_gib`` GiB (default ``$VLLM_CPU_KVCACHE_SPACE``, else 1) in blocks of
+        ``CPU_BLOCK_SIZE`` tokens, chunked prefill is off (see :func:`_cpu_scheduler_kwargs`) and ``gpu_memory_utilization`` is not passed (vLLM
         would read it as a fraction of the machine's RAM). ``tokenizer`` defaults to the one in ``model_dir``;
         other keywords go to ``vllm.LLM`` (and win over the defaults above)."""
         require_vllm()
@@ -268,6 +269,10 @@ class VLLMBackend:
             if kv_cache_gib is not None:
                 kwargs["kv_cache_memory_bytes"] = int(kv_cache_gib * 2**30)
             kwargs.update(_cpu_scheduler_kwargs(model_dir, max_model_len, None, trust_remote_code))
+            # prefix caching shares whole KV blocks only: 32-token blocks (the CPU kernels' smallest) instead of
+            # vLLM's CPU default 128 let branches share more of their prefix (m=4 branches at 6 prefixes of 16
+            # SmolLM2 traces: 1.9x faster than no caching with 32, 1.5x with 128, on this 2-core CPU)
+            kwargs["block_size"] = CPU_BLOCK_SIZE
         else:
             kwargs["gpu_memory_utilization"] = gpu_memory_utilization
         kwargs.update(engine_kwargs)
