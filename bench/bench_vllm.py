@@ -92,7 +92,8 @@ def main() -> None:
     ap.add_argument("--answer-tokens", type=int, default=16)
     ap.add_argument("--hf-batch", type=int, default=16, help="contexts per transformers generate call (x m rows)")
     ap.add_argument("--vllm-dtype", default="float32")
-    ap.add_argument("--block-size", type=int, default=None, help="vLLM KV block size (VLLMBackend.standalone uses 32 on CPU; vLLM alone 128)")
+    ap.add_argument("--block-size", type=int, default=None,
+                    help="vLLM KV block size (VLLMBackend.standalone uses 32 on CPU; vLLM alone 128)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for transformers (default: all)")
     ap.add_argument("--skip-hf", action="store_true")
     ap.add_argument("--skip-plain", action="store_true")
