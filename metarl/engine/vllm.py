@@ -252,8 +252,9 @@ class VLLMBackend:
         guard is needed; note that vLLM's CPU worker then pins torch's thread count for the whole process.
         On CPU the KV cache is ``kv_cache_gib`` GiB (default ``$VLLM_CPU_KVCACHE_SPACE``, else 1) in blocks of
         ``CPU_BLOCK_SIZE`` tokens, chunked prefill is off (see :func:`_cpu_scheduler_kwargs`) and
-        ``gpu_memory_utilization`` is not passed (vLLM would read it as a fraction of the machine's RAM). ``tokenizer`` defaults to the one in ``model_dir``;
-        other keywords go to ``vllm.LLM`` (and win over the defaults above)."""
+        ``gpu_memory_utilization`` is not passed (vLLM would read it as a fraction of the machine's RAM).
+        ``tokenizer`` defaults to the one in ``model_dir``; other keywords go to ``vllm.LLM`` (and win over the
+        defaults above)."""
         require_vllm()
         set_cpu_env(in_process=in_process)
         cpu = on_cpu()
