@@ -29,3 +29,21 @@ def test_importing_the_backend_does_not_import_vllm():
     import metarl.engine.vllm  # noqa: F401
 
     assert "vllm" not in sys.modules or importlib.util.find_spec("vllm") is not None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed in this environment")
+@pytest.mark.parametrize("app, args", [
+    ("metarl.cli.train", ["recipe=outcome_grpo", "model=random-tiny"]),
+    ("metarl.cli.eval", ["model=random-tiny"]),
+    ("metarl.cli.score", ["input=metarl/data/sample_traces.jsonl", "model=random-tiny", "rewards=[mc_progress]"]),
+])
+def test_every_cli_refuses_the_vllm_backend_before_loading_a_model(app, args, tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", app, *args, "generation.backend=vllm", f"run_dir={tmp_path / 'run'}"],
+                       cwd=root, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    assert "make test-vllm" in r.stderr and "Loading" not in r.stderr

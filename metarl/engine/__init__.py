@@ -40,10 +40,11 @@ def make_backend(generation: Any, model: Any, tokenizer: Any) -> Backend:
     get = generation.get if hasattr(generation, "get") else (lambda k, d=None: getattr(generation, k, d))
     name = str(get("backend", "transformers"))
     check_backend(name)
-    if name == "vllm":
-        from metarl.engine.vllm import VLLMBackend
+    if name == "vllm":  # a standalone engine on the policy's model directory
+        from metarl.engine.vllm import VLLMBackend, model_dir_for
 
-        return VLLMBackend.for_model(model, tokenizer, **dict(get("vllm", None) or {}))
+        kwargs = {"dtype": str(getattr(model, "dtype", "auto")).split(".")[-1], **dict(get("vllm", None) or {})}
+        return VLLMBackend.standalone(model_dir_for(model, tokenizer), tokenizer, **kwargs)
     from metarl.engine.hf import HFBackend
 
     return HFBackend(model, tokenizer, int(get("batch_size", 64)))

@@ -548,3 +548,40 @@ def patch_trl_engine_for_cpu(**llm_kwargs: Any) -> bool:
     eager_llm.__wrapped__ = real  # type: ignore[attr-defined]
     vgm.LLM = eager_llm
     return True
+
+
+# ---------------------------------------------------------------------- a loaded policy as a model directory
+def model_dir_for(model: Any, tokenizer: Any, cache: str | Path | None = None) -> Path:
+    """A Hugging Face directory vLLM can load for an in-memory policy: its own ``name_or_path`` when that is a
+    directory with a config and safetensors weights (a hub snapshot, a ``final/`` of a training run), else the
+    policy saved once under ``cache`` (default ``$METARL_CACHE/vllm-models``, keyed by the weights' hash), with
+    a GGUF ``quantization_config`` dropped (the weights are dequantised on load)."""
+    import json
+    import shutil
+
+    import torch
+
+    path = Path(str(getattr(getattr(model, "config", None), "_name_or_path", "") or ""))
+    if (path / "config.json").is_file() and list(path.glob("*.safetensors")):
+        return path
+    h = hashlib.sha256()
+    with torch.no_grad():
+        for name, p in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(p.detach().to("cpu", torch.float32).numpy().tobytes()[:4096])
+            h.update(str(tuple(p.shape)).encode())
+    from metarl.models.smollm2 import cache_root
+
+    target = Path(cache or cache_root() / "vllm-models") / h.hexdigest()[:16]
+    if (target / "config.json").is_file():
+        return target
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    cfg = json.loads((tmp / "config.json").read_text())
+    if cfg.pop("quantization_config", None) is not None:
+        (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return target

@@ -347,6 +347,10 @@ def grpo_config(cfg: DictConfig, run_dir: Path):
     )
     if args["use_vllm"]:
         args["vllm_mode"] = tr.vllm_mode
+        if cfg.rollout.mode != "single" or cfg.rollout.force_answer:
+            # metarl's engine rollouts hand TRL token ids without vLLM's sampling log-probs (inserted text has
+            # none), so TRL's importance-sampling correction of the vLLM/trainer mismatch has nothing to use
+            args["vllm_importance_sampling_correction"] = False
     args.update(plain(tr.get("args")) or {})
     try:
         return GRPOConfig(**args)
@@ -358,7 +362,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (and evaluate before/after) as the config says; return the summary written to summary.json."""
     from datasets import Dataset
 
-    from metarl.engine import as_chat, uses_chat
+    from metarl.engine import as_chat, make_backend, uses_chat
     from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
@@ -432,7 +436,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     def held_out(policy, phase: str, quiet: bool = False) -> dict[int, dict[str, Any]]:
         out = {}
-        backend = HFBackend(policy, tok, int(cfg.generation.batch_size))
+        # the run's backend before and after training (vLLM: a standalone engine on the policy's weights); during
+        # training the policy itself (a second engine per evaluation would cost more than it saves)
+        backend = HFBackend(policy, tok, int(cfg.generation.batch_size)) if quiet else \
+            make_backend(cfg.generation, policy, tok)
         for b in budgets:
             res = evaluate_policy(backend, test_rows, cap=b, scorer=plan.scorer, samples=eval_samples,
                                   temperature=eval_temperature, seed=int(cfg.seed), return_traces=True)
@@ -449,6 +456,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                  "c": int(sum(t.outcome or 0 for t in traces[i * k:(i + 1) * k]))}
                 for i, r in enumerate(test_rows)])
             print(f"[metarl] held-out {phase} training, cap {b}: {_fmt(res)}", flush=True)
+        if hasattr(backend, "close"):
+            backend.close()
         return out
 
     state = {"step": 0}
@@ -460,6 +469,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if evaluate and resume_from is None:
         summary["before"] = held_out(model, "before")
 
+    vllm = str(cfg.generation.backend) == "vllm"
+    if vllm:  # TRL's engine loads the policy from its name_or_path: a Hugging Face directory of these weights
+        from metarl.engine.vllm import model_dir_for, patch_cpu_weight_sync, patch_trl_engine_for_cpu
+
+        model.name_or_path = model.config._name_or_path = str(model_dir_for(model, tok))
+        patch_trl_engine_for_cpu(dtype=str(model.dtype).split(".")[-1])  # CPU only: eager, no chunked prefill
     trainer = MetaRLTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows),
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
@@ -467,6 +482,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         peft_config=peft_config, generation_backend=str(cfg.generation.backend),
         callbacks=health,  # before the metrics.jsonl writer: its health/ keys land there
     )
+    if vllm:
+        patch_cpu_weight_sync(trainer)  # on CPU TRL's weight sync cannot load into vLLM's repacked weights
     if evaluate and int(cfg.evaluate.get("every", 0) or 0) > 0:
         from metarl.trainer.callbacks import HeldOutCurve
 
