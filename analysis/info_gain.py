@@ -53,8 +53,15 @@ def _has_j(t: dict[str, Any]) -> bool:
     return any(is_number(((e or {}).get("info") or {}).get("J")) for e in t.get("episodes") or [] if isinstance(e, dict))
 
 
-def collect_curves(runs: list[RunData]) -> tuple[dict[str, CurveSet], list[str]]:
-    """Curves of every run label that has traces with ``episodes[*].info.J``, plus notes."""
+AXES = ("metarl", "mrt")
+"""Regret / information-gain axes: metarl's (thinking tokens, curve from (0, J_init)) or MRT's notebook's."""
+
+
+def collect_curves(runs: list[RunData], axis: str = "metarl") -> tuple[dict[str, CurveSet], list[str]]:
+    """Curves of every run label that has traces with ``episodes[*].info.J``, plus notes; ``axis="mrt"``
+    places them on MRT's regret axis (:func:`metarl.metrics.mrt_curve`)."""
+    if axis not in AXES:
+        raise ValueError(f"axis={axis!r}: use one of {AXES}")
     notes: list[str] = []
     sets: dict[str, CurveSet] = {}
     for label, rs in group_runs(runs).items():
@@ -74,18 +81,21 @@ def collect_curves(runs: list[RunData]) -> tuple[dict[str, CurveSet], list[str]]
         built: list[tuple[InfoGainCurve, dict[str, Any], int]] = []
         for t, si in pairs:
             try:
-                c = curve_from_trace(t)
+                c = curve_from_trace(t, unit="mrt" if axis == "mrt" else "auto")
             except ValueError as e:
                 notes.append(f"{t.get('_source', label)}: {e}; trace skipped")
                 continue
             if c is not None:
                 built.append((c, t, si))
         if not built:
+            if axis == "mrt":
+                notes.append(f"{label}: traces lack the Monte Carlo context/forced-answer token counts of MRT's axis "
+                             f"(info.context_tokens, info.forced_tokens); rescore them with mc_progress")
             continue
         if len({c.unit for c, _, _ in built}) > 1:
             notes.append(f"{label}: some traces lack token spans; all curves of this run use characters")
             built = [(curve_from_trace(t, unit="chars"), t, si) for _, t, si in built]
-        if not all(c.has_init for c, _, _ in built):
+        if axis != "mrt" and not all(c.has_init for c, _, _ in built):
             n = sum(not c.has_init for c, _, _ in built)
             notes.append(f"{label}: {n} traces have no meta.J_init; their curves start at (0, 0) as in MRT's notebook")
         cs.unit = built[0][0].unit
@@ -143,7 +153,7 @@ def info_gain_vs_episodes(sets: dict[str, CurveSet], out_dir: Path) -> tuple[str
         kmax = max(c.num_episodes for c in cs.curves)
         ks, ivs = [], []
         for k in range(kmax + 1):
-            v = [c.J[k] for c in cs.curves if c.num_episodes >= k and (k > 0 or c.has_init)]
+            v = [c.levels[k] for c in cs.curves if c.num_episodes >= k and (k > 0 or c.has_init or c.unit == "mrt")]
             if v:
                 ks.append(k)
                 ivs.append(mean_ci(v))
@@ -174,7 +184,7 @@ def progress_by_kind(sets: dict[str, CurveSet], out_dir: Path) -> tuple[str, str
         d = data.setdefault(label, {})
         for c in cs.curves:
             prog = episode_progress(c)
-            for j, (kind, p) in enumerate(zip(c.kinds, prog)):
+            for j, (kind, p) in enumerate(zip(c.episode_kinds, prog)):
                 if j == 0 and not c.has_init:
                     continue  # no J_init: the first episode's progress is unknown
                 d.setdefault(kind, []).append(float(p))
@@ -245,10 +255,14 @@ def episode_rewards_by_kind(runs: list[RunData], out_dir: Path) -> tuple[str, st
     return png, csv
 
 
-def information_gain_section(runs: list[RunData], out_dir: Path, max_lines: int = MAX_TRACE_LINES) -> tuple[Section, dict[str, CurveSet]]:
+def information_gain_section(runs: list[RunData], out_dir: Path, max_lines: int = MAX_TRACE_LINES,
+                             axis: str = "metarl") -> tuple[Section, dict[str, CurveSet]]:
     """The report section on information gain; also returns the curves for the regret section."""
     sec = Section("Information gain and per-episode progress")
-    sets, notes = collect_curves(runs)
+    sets, notes = collect_curves(runs, axis)
+    if axis == "mrt":
+        notes.insert(0, "x axis: MRT's regret notebook (prompt + prefix + suffix tokens + forced-answer tokens / 16, "
+                        "curves from (0, 0)); numbers are comparable with MRT's plots, not with metarl's default axis")
     sec.notes += notes
     if sets:
         png, csv = info_gain_vs_tokens(sets, out_dir, max_lines)

@@ -5,6 +5,8 @@ under it (hidden and checkpoint folders skipped) is read and each JSON object is
 keys:
 
 * trace: has ``completion`` or ``episodes`` (``rollouts.jsonl``, score outputs);
+* compute-optimal record: ``kind`` ``choice`` or ``curve`` with a ``difficulty`` source
+  (``eval/compute_optimal.jsonl``);
 * eval result: has ``strategy`` and ``budget`` (``eval/results.jsonl``);
 * training metrics: has ``step`` (``metrics.jsonl``).
 
@@ -36,6 +38,7 @@ class RunData:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     traces: list[dict[str, Any]] = field(default_factory=list)
     eval_results: list[dict[str, Any]] = field(default_factory=list)
+    compute_optimal: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -123,6 +126,8 @@ def load_run(path: Path | str) -> RunData:
         for r in rows:
             if "completion" in r or "episodes" in r:
                 run.traces.append(r)
+            elif r.get("kind") in ("choice", "curve") and "difficulty" in r:
+                run.compute_optimal.append(r)
             elif "strategy" in r and "budget" in r:
                 run.eval_results.append(r)
             elif "step" in r:

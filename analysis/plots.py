@@ -102,5 +102,10 @@ def summarise(per_run: Sequence[Sequence[float]], seed: int = 0) -> tuple[Interv
 
 
 def unit_label(unit: str) -> str:
-    """Axis label for offsets in the stream."""
-    return "thinking tokens" if unit == "tokens" else "characters (no token spans in the data)"
+    """Axis label saying which axis a plot uses: metarl's (the stream's thinking tokens, or characters, the
+    curve from (0, J_init)) or MRT's regret-notebook axis."""
+    if unit == "mrt":
+        return "MRT axis: prompt+prefix+suffix tokens + forced-answer tokens/16 (curve from (0, 0))"
+    if unit == "tokens":
+        return "thinking tokens (metarl axis, curve from (0, J_init))"
+    return "characters (metarl axis; no token spans in the data)"

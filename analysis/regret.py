@@ -69,7 +69,7 @@ def cumulative_regret_vs_episodes(sets: dict[str, CurveSet], out_dir: Path) -> t
     fig, (ax,) = panels(1, size=(7.5, 4.5))
     rows = []
     for gi, (label, cs) in enumerate(sets.items()):
-        deltas = [cumulative_regret(c.J[1:]) for c in cs.curves]
+        deltas = [cumulative_regret(c.levels[1:]) for c in cs.curves]
         kmax = max(len(d) for d in deltas) - 1
         ks, ivs = [], []
         for k in range(kmax + 1):

@@ -15,7 +15,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from analysis.compute_accuracy import compute_accuracy_section
-from analysis.info_gain import MAX_TRACE_LINES, information_gain_section
+from analysis.compute_optimal import compute_optimal_section
+from analysis.health import health_section
+from analysis.info_gain import AXES, MAX_TRACE_LINES, information_gain_section
 from analysis.io import RunData, load_run
 from analysis.plots import Section
 from analysis.regret import MRT_BUDGETS, regret_section
@@ -60,19 +62,22 @@ def render(runs: list[RunData], sections: list[Section]) -> str:
 
 
 def build_report(
-    run_paths: Sequence[str | Path], out_dir: str | Path, budgets: Sequence[float] | None = None, max_trace_lines: int = MAX_TRACE_LINES
+    run_paths: Sequence[str | Path], out_dir: str | Path, budgets: Sequence[float] | None = None, max_trace_lines: int = MAX_TRACE_LINES,
+    axis: str = "metarl",
 ) -> Path:
     """Read the runs, write every plot + CSV and ``report.md`` under ``out_dir``; return report.md's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(p) for p in run_paths]
     found = [r for r in runs if r.path.exists()]
-    ig_section, curves = information_gain_section(found, out, max_trace_lines)
+    ig_section, curves = information_gain_section(found, out, max_trace_lines, axis)
     sections = [
         training_curves(found, out),
+        health_section(found, out),
         ig_section,
         regret_section(curves, out, budgets),
         compute_accuracy_section(found, out),
+        compute_optimal_section(found, out),
     ]
     path = out / "report.md"
     path.write_text(render(runs, sections), encoding="utf-8")
@@ -85,8 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--out", required=True, help="output folder for PNG, CSV and report.md")
     ap.add_argument("--budgets", type=parse_budgets, default=None, help="budgets C0 for regret, e.g. 64,128 or 'mrt' (4096,...,16384); default: from the data")
     ap.add_argument("--max-trace-lines", type=int, default=MAX_TRACE_LINES, help="single-trace lines drawn per information-gain panel")
+    ap.add_argument("--axis", choices=AXES, default="metarl",
+                    help="x axis of information-gain curves and regret: metarl (thinking tokens, curve from (0, J_init)) "
+                         "or mrt (MRT's regret notebook: context tokens + forced-answer tokens/16, curve from (0, 0))")
     args = ap.parse_args(argv)
-    path = build_report(args.runs, args.out, args.budgets, args.max_trace_lines)
+    path = build_report(args.runs, args.out, args.budgets, args.max_trace_lines, args.axis)
     problems = path.read_text(encoding="utf-8").split("## Input problems", 1)[1].strip()
     print(f"wrote {path}")
     if not problems.startswith("None"):

@@ -25,7 +25,7 @@ from collections.abc import Callable
 import torch
 
 from metarl.models.tiny import build_char_tokenizer, build_tiny_model
-from metarl.prover import R1_TERMINATION_SUFFIX, TAG_TERMINATION_SUFFIX
+from metarl.prover import R1_TERMINATION_SUFFIX, TAG_TERMINATION_SUFFIX, ProverConfig
 from metarl.rewards.progress import LikelihoodProgress
 from metarl.types import Episode, Trace
 
@@ -110,13 +110,14 @@ def measure(model, tok, traces: list[Trace], suffix: str = TAG_TERMINATION_SUFFI
     """
     device = next(model.parameters()).device
     batch = len(traces)
-    est = {mode: LikelihoodProgress(suffix=suffix, answer_template=answer_template, mode=mode, batch_size=batch)
+    prover = ProverConfig(suffix=suffix)
+    est = {mode: LikelihoodProgress(answer_template=answer_template, mode=mode, batch_size=batch)
            for mode in ("one_pass", "cached", "naive")}
-    ref = est["naive"].log_likelihoods(traces, model, tok)
+    ref = est["naive"].log_likelihoods(traces, model, tok, prover)
     max_diff = max(abs(x - y) for mode in ("one_pass", "cached")
-                   for la, lb in zip(est[mode].log_likelihoods(traces, model, tok), ref) for x, y in zip(la, lb))
+                   for la, lb in zip(est[mode].log_likelihoods(traces, model, tok, prover), ref) for x, y in zip(la, lb))
     times = median_times({"forward": forward_fn(model, traces),
-                          **{mode: (lambda e=e: e.log_likelihoods(traces, model, tok)) for mode, e in est.items()}},
+                          **{mode: (lambda e=e: e.log_likelihoods(traces, model, tok, prover)) for mode, e in est.items()}},
                          repeats, device)
     block = len(tok(suffix, add_special_tokens=False)["input_ids"]) + max(
         len(tok(answer_template.format(answer=t.answer), add_special_tokens=False)["input_ids"]) for t in traces)

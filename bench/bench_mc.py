@@ -6,11 +6,11 @@ Same traces as ``bench_likelihood.py`` (random tiny Llama, character tokenizer, 
 * ``forward``: one plain forward pass over the B traces;
 * ``likelihood one_pass`` / ``cached``: all n+1 prefixes teacher-forced (no sampling);
 * ``mc``: `MCProgress` with ``m`` forced answers of ``--answer-tokens`` tokens per prefix
-  (B·(n+1)·m generations, batched ``--gen-batch`` sequences per ``generate`` call); every trace is
-  prefilled once and its KV cache serves all its prefixes (`MetaProver.sample_prefixes`);
-* ``mc, no prefix reuse`` (``--no-reuse``): the same with `PerPrefixProver`, which sends every prefix
-  through `MetaProver.sample` as an explicit context (no cache shared between prefixes; ``sample``
-  repeats each context m times, so every sample row is prefilled on its own).
+  (B·(n+1)·m generations, batched ``--gen-batch`` sequences per ``generate`` call) through the engine's
+  branches (`HFBackend.branch`): every trace is prefilled once and its KV cache serves all its prefixes;
+* ``mc, no prefix reuse`` (``--no-reuse``): the same with ``HFBackend(prefix_sharing=False)``, which sends
+  every prefix as an explicit context (no cache shared between prefixes; each of the m sample rows of a
+  prefix is prefilled on its own).
 
 The random model never writes ``</answer>``, so every forced answer runs to ``--answer-tokens``.
 `mc_grid` (used by ``bench/costs.py``) sweeps m and episodes per trace for both sampling paths.
@@ -28,7 +28,9 @@ from typing import Any
 import torch
 from bench_likelihood import build_model, forward_fn, make_traces, median_times
 
-from metarl.prover import TAG_TERMINATION_SUFFIX, MetaProver
+from metarl.engine import GREEDY, Engine, Prefix
+from metarl.engine.hf import HFBackend
+from metarl.prover import TAG_TERMINATION_SUFFIX, ProverConfig
 from metarl.rewards.progress import LikelihoodProgress, MCProgress, trace_tokens
 from metarl.types import Trace
 
@@ -43,35 +45,13 @@ def exact_match(prediction: str, answer: str, prompt: str) -> bool:
     return prediction.strip() == answer.strip()
 
 
-def explicit_contexts(sequences: Sequence[Sequence[int]], prefix_lengths: Sequence[Sequence[int]]) -> list[list[int]]:
-    """Every prefix ``sequences[t][:k]`` as its own context, in (trace, prefix) order."""
-    return [list(seq[:k]) for seq, ks in zip(sequences, prefix_lengths) for k in ks]
-
-
-def _regroup(flat: list[Any], prefix_lengths: Sequence[Sequence[int]]) -> list[list[Any]]:
-    it = iter(flat)
-    return [[next(it) for _ in ks] for ks in prefix_lengths]
-
-
-class PerPrefixProver(MetaProver):
-    """`MetaProver` without prefix reuse: every prefix goes through `sample` / `force` as an explicit context.
-
-    Same arguments, same outputs (``out[t][i]`` = the answers after ``sequences[t][:prefix_lengths[t][i]]``)
-    as `MetaProver.sample_prefixes` / `force_prefixes`, but no KV cache is shared between prefixes:
-    `MetaProver.sample` repeats each context m times in its ``generate`` batches, so every sample row
-    is prefilled on its own.
-    """
-
-    def sample_prefixes(self, model: torch.nn.Module, tokenizer: Any, sequences: Sequence[Sequence[int]],
-                        prefix_lengths: Sequence[Sequence[int]], seed: int | None = None) -> list[list[list[str]]]:
-        """``m`` sampled answers after every prefix, one explicit context per prefix."""
-        return _regroup(self.sample(model, tokenizer, explicit_contexts(sequences, prefix_lengths), seed=seed),
-                        prefix_lengths)
-
-    def force_prefixes(self, model: torch.nn.Module, tokenizer: Any, sequences: Sequence[Sequence[int]],
-                       prefix_lengths: Sequence[Sequence[int]]) -> list[list[str]]:
-        """One greedy answer after every prefix, one explicit context per prefix."""
-        return _regroup(self.force(model, tokenizer, explicit_contexts(sequences, prefix_lengths)), prefix_lengths)
+def engine(model: torch.nn.Module, tok: Any, reuse: bool, answer_tokens: int, gen_batch: int = 64,
+           suffix: str = TAG_TERMINATION_SUFFIX) -> Engine:
+    """The engine whose branches share each trace's prefill (``reuse``) or send every prefix as its own
+    context (``HFBackend(prefix_sharing=False)``: every sample row prefilled on its own)."""
+    return Engine(HFBackend(model, tok, gen_batch, prefix_sharing=reuse),
+                  ProverConfig(suffix=suffix, answer_tokens=answer_tokens, answer_stop=ANSWER_STOP,
+                               temperature=TEMPERATURE))
 
 
 def prefix_inputs(traces: Sequence[Trace], tok: Any) -> tuple[list[list[int]], list[list[int]]]:
@@ -83,7 +63,7 @@ def prefix_inputs(traces: Sequence[Trace], tok: Any) -> tuple[list[list[int]], l
     """
     tokens = [trace_tokens(t, tok) for t in traces]
     return ([tt.context(len(tt.completion_ids)) for tt in tokens],
-            [[len(tt.prompt_ids) + k for k in tt.prefix_lengths()] for tt in tokens])
+            [[(len(tt.prompt_ids) + k, False) for k in tt.prefix_lengths()] for tt in tokens])
 
 
 def check_counts(out: list[list[list[str]]], prefix_lengths: Sequence[Sequence[int]], m: int) -> None:
@@ -95,27 +75,29 @@ def check_counts(out: list[list[list[str]]], prefix_lengths: Sequence[Sequence[i
 
 
 def greedy_agreement(model: torch.nn.Module, tok: Any, sequences: Sequence[Sequence[int]],
-                     prefix_lengths: Sequence[Sequence[int]], answer_tokens: int,
+                     prefixes: Sequence[Sequence[tuple[int, bool]]], answer_tokens: int,
                      suffix: str = TAG_TERMINATION_SUFFIX) -> tuple[int, int]:
     """(prefixes whose greedy forced answers are identical on both paths, prefixes compared).
 
-    Greedy decoding makes the two paths comparable token for token: with the shared KV cache
-    (`MetaProver.force_prefixes`) and with one explicit context per prefix (`PerPrefixProver`). Equal
-    answers mean equal argmax at every answer step, i.e. both paths condition on the same prefix.
+    Greedy decoding makes the two paths comparable token for token: with the shared KV cache and with one
+    explicit context per prefix. Equal answers mean equal argmax at every answer step, i.e. both paths
+    condition on the same prefix.
     """
-    kwargs = dict(m=1, max_answer_tokens=answer_tokens, stop_strings=ANSWER_STOP)
-    reuse = MetaProver(suffix, **kwargs).force_prefixes(model, tok, sequences, prefix_lengths)
-    explicit = PerPrefixProver(suffix, **kwargs).force_prefixes(model, tok, sequences, prefix_lengths)
-    pairs = [(a, b) for ra, rb in zip(reuse, explicit) for a, b in zip(ra, rb)]
+    answers = []
+    for reuse in (True, False):
+        eng = engine(model, tok, reuse, answer_tokens, suffix=suffix)
+        plans = [[Prefix(k, tuple(eng.encode(suffix))) for k, _ in ps] for ps in prefixes]
+        ids = eng.backend.branch(sequences, plans, 1, answer_tokens, ANSWER_STOP, GREEDY)
+        answers.append([a for per_trace in ids for (a,) in per_trace])
+    pairs = list(zip(*answers))
     return sum(a == b for a, b in pairs), len(pairs)
 
 
-def sampler(prover: MetaProver, model: torch.nn.Module, tok: Any, sequences: list[list[int]],
-            prefix_lengths: list[list[int]], seed: int) -> Callable[[], None]:
-    """A timed call: ``prover.sample_prefixes`` on the traces, checked for m answers per prefix."""
+def sampler(eng: Engine, m: int, sequences: list[list[int]], prefixes: list[list[tuple[int, bool]]],
+            seed: int) -> Callable[[], None]:
+    """A timed call: ``m`` branches after every prefix of the traces, checked for m answers per prefix."""
     def run() -> None:
-        check_counts(prover.sample_prefixes(model, tok, sequences, prefix_lengths, seed=seed), prefix_lengths,
-                     prover.m)
+        check_counts(eng.branch(sequences, prefixes, m, seed=seed), prefixes, m)
 
     return run
 
@@ -129,35 +111,31 @@ def mc_grid(model: torch.nn.Module, tok: Any, ms: Sequence[int], episodes: Seque
     For each episodes-per-trace value: B random traces (`make_traces`), the median seconds of one
     forward pass and of likelihood ``one_pass`` on them (``baseline_repeats``), the greedy agreement
     of the two paths, then for each m the median of ``repeats`` interleaved timings of
-    `MetaProver.sample_prefixes` (reuse) and `PerPrefixProver.sample_prefixes` (no reuse), each
-    output checked to hold m answers per prefix. One warm-up call of each path runs first.
+    the engine's branches with the shared prefill (reuse) and with one explicit context per prefix (no
+    reuse), each output checked to hold m answers per prefix. One warm-up call of each path runs first.
     Returns ``{"rows": [...], "per_episodes": [...]}`` (seconds and ratios as in ``costs.json``).
     """
     device = next(model.parameters()).device
 
-    def provers(m: int) -> dict[bool, MetaProver]:
-        kwargs = dict(m=m, temperature=TEMPERATURE, max_answer_tokens=answer_tokens, batch_size=gen_batch,
-                      stop_strings=ANSWER_STOP)
-        return {True: MetaProver(TAG_TERMINATION_SUFFIX, **kwargs),
-                False: PerPrefixProver(TAG_TERMINATION_SUFFIX, **kwargs)}
-
+    engines = {reuse: engine(model, tok, reuse, answer_tokens, gen_batch) for reuse in (True, False)}
     warm = make_traces(tok, 1, min(episodes), min(completion_tokens, 32), prompt_tokens, seed)
-    for p in provers(min(ms)).values():
-        sampler(p, model, tok, *prefix_inputs(warm, tok), seed)()
+    for eng in engines.values():
+        sampler(eng, min(ms), *prefix_inputs(warm, tok), seed)()
     rows, per_episodes = [], []
     for n_ep in episodes:
         traces = make_traces(tok, batch, n_ep, completion_tokens, prompt_tokens, seed)
         seqs, lengths = prefix_inputs(traces, tok)
-        one = LikelihoodProgress(suffix=TAG_TERMINATION_SUFFIX, mode="one_pass", batch_size=batch)
+        one = LikelihoodProgress(mode="one_pass", batch_size=batch)
         base = median_times({"forward": forward_fn(model, traces),
-                             "one_pass": lambda: one.log_likelihoods(traces, model, tok)}, baseline_repeats, device)
+                             "one_pass": lambda: one.log_likelihoods(traces, model, tok, engines[True].prover)},
+                            baseline_repeats, device)
         agree, total = greedy_agreement(model, tok, seqs, lengths, answer_tokens)
         per_episodes.append({"episodes": n_ep, "forward_s": base["forward"], "one_pass_s": base["one_pass"],
                              "prefixes": total, "greedy_agree": agree})
         log(f"  episodes={n_ep}: forward {base['forward']:.4f} s, likelihood one_pass {base['one_pass']:.4f} s, "
             f"greedy answers identical on {agree}/{total} prefixes")
         for m in ms:
-            fns = {PATHS[reuse]: sampler(p, model, tok, seqs, lengths, seed) for reuse, p in provers(m).items()}
+            fns = {PATHS[reuse]: sampler(eng, m, seqs, lengths, seed) for reuse, eng in engines.items()}
             times = median_times(fns, repeats, device, warmup=False)
             for reuse in (True, False):
                 t = times[PATHS[reuse]]
@@ -191,19 +169,16 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     device = torch.device(args.device)
     model, tok = build_model(args.hidden, args.layers, device=args.device, seed=args.seed)
     traces = make_traces(tok, args.batch, args.episodes, args.completion_tokens, args.prompt_tokens, args.seed)
-    one = LikelihoodProgress(suffix=TAG_TERMINATION_SUFFIX, mode="one_pass", batch_size=args.batch)
-    cached = LikelihoodProgress(suffix=TAG_TERMINATION_SUFFIX, mode="cached", batch_size=args.batch)
-    mc = MCProgress(suffix=TAG_TERMINATION_SUFFIX, m=args.m, max_answer_tokens=args.answer_tokens,
-                    batch_size=args.gen_batch, extract="auto", stop_strings=ANSWER_STOP, seed=args.seed)
-    fns = {"forward": forward_fn(model, traces), "likelihood one_pass": lambda: one.score_batch(traces, model, tok),
-           "likelihood cached": lambda: cached.score_batch(traces, model, tok),
-           "mc": lambda: mc.score_batch(traces, model, tok, exact_match)}
+    reuse, explicit = (engine(model, tok, r, args.answer_tokens, args.gen_batch) for r in (True, False))
+    one = LikelihoodProgress(mode="one_pass", batch_size=args.batch)
+    cached = LikelihoodProgress(mode="cached", batch_size=args.batch)
+    mc = MCProgress(m=args.m, extract="auto", seed=args.seed)
+    fns = {"forward": forward_fn(model, traces),
+           "likelihood one_pass": lambda: one.score_batch(traces, model, tok, reuse.prover),
+           "likelihood cached": lambda: cached.score_batch(traces, model, tok, reuse.prover),
+           "mc": lambda: mc.score_batch(traces, reuse, exact_match)}
     if args.no_reuse:
-        explicit = MCProgress(suffix=TAG_TERMINATION_SUFFIX, m=args.m, max_answer_tokens=args.answer_tokens,
-                              batch_size=args.gen_batch, extract="auto", stop_strings=ANSWER_STOP, seed=args.seed)
-        explicit.prover = PerPrefixProver(TAG_TERMINATION_SUFFIX, m=args.m, max_answer_tokens=args.answer_tokens,
-                                          batch_size=args.gen_batch, stop_strings=ANSWER_STOP)
-        fns["mc, no prefix reuse"] = lambda: explicit.score_batch(traces, model, tok, exact_match)
+        fns["mc, no prefix reuse"] = lambda: mc.score_batch(traces, explicit, exact_match)
     times = median_times(fns, args.repeats, device)
 
     prefixes = args.batch * (args.episodes + 1)

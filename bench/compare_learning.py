@@ -175,11 +175,12 @@ def _load(cfg, model_path: str):
 def _heldout(s: Settings, plan, model, tok, cap: int, seed: int, sampled: bool = True) -> tuple[dict[str, Any], list[Any]]:
     """Held-out evaluation at ``cap``: sampled pass@1 (``s.eval_samples`` per problem at temperature 1, as
     metarl-train's with this comparison's overrides) or greedy; the summary cell and the traces."""
+    from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
 
     kw = dict(samples=s.eval_samples, temperature=1.0, seed=seed) if sampled else {}
-    res = evaluate_policy(model, tok, plan.test_rows[: s.eval_n], cap=cap, suffix=plan.suffix,
-                          answer_stop=plan.answer_stop, scorer=plan.scorer, return_traces=True, **kw)
+    res = evaluate_policy(HFBackend(model, tok), plan.test_rows[: s.eval_n], cap=cap, scorer=plan.scorer,
+                          return_traces=True, **kw)
     traces = res.pop("traces")
     res["correct"] = res.pop("per_question")
     return _cell(res), traces
@@ -187,12 +188,14 @@ def _heldout(s: Settings, plan, model, tok, cap: int, seed: int, sampled: bool =
 
 def _regret(s: Settings, seed: int, plan, model, tok, traces: list[Any]) -> dict[str, Any]:
     """Normalised regret of greedy held-out traces (cap C), J from ``s.mc_m`` forced answers per prefix."""
+    from metarl.engine import Engine
+    from metarl.engine.hf import HFBackend
     from metarl.metrics import curve_from_trace, information_gain_curve, normalized_regret
     from metarl.rewards.progress import MCProgress
 
-    mc = MCProgress(suffix=plan.suffix, m=s.mc_m, temperature=0.7, max_answer_tokens=16, extract="context",
-                    stop_strings=plan.answer_stop or None, seed=seed)
-    mc.success_rates(traces, model, tok, plan.scorer.grader, plan.scorer.extract_answer)
+    mc = MCProgress(m=s.mc_m, extract="context", seed=seed)
+    mc.success_rates(traces, Engine(HFBackend(model, tok), plan.prover), plan.scorer.grader,
+                     plan.scorer.extract_answer)
     per_budget: dict[str, list[float]] = {str(b): [] for b in s.regret_budgets}
     for t in traces:
         curve = curve_from_trace(t, unit="tokens") or information_gain_curve([], [], t.meta.get("J_init"))

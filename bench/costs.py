@@ -24,10 +24,9 @@ Three parts, every number measured in this run:
 3. ``mc``: ``bench_mc.mc_grid`` on the same model: Monte Carlo progress sampling for m in {2, 4, 8}
    and episodes per trace in {2, 4, 8} (B=4 traces, prompt 64 + completion 256 tokens, 16-token forced
    answers, 64 sequences per ``generate`` call; median of 3 interleaved repeats), with reuse of the
-   shared prefix (``MetaProver.sample_prefixes``, what ``MCProgress`` calls: one prefill per trace)
-   and without (``bench_mc.PerPrefixProver``: every prefix as an explicit context through
-   ``MetaProver.sample``, which repeats each context m times, so every sample row is prefilled on its
-   own). Ratios are to one forward pass and to likelihood ``one_pass`` on the same traces (median of
+   shared prefix (the engine's branches, what ``MCProgress`` calls: one prefill per trace) and without
+   (``HFBackend(prefix_sharing=False)``: every prefix as an explicit context, each of its m sample rows
+   prefilled on its own). Ratios are to one forward pass and to likelihood ``one_pass`` on the same traces (median of
    5). Checked, not assumed: every timed call of both paths returns exactly m answers per prefix (else
    the run stops), and greedy forced answers of the two paths are compared token for token on every
    prefix (``mc.per_episodes[*].greedy_agree`` of ``prefixes``). Sampled answers are not compared:
@@ -295,8 +294,9 @@ def measure_mc(s: MCSettings, model: Any, tok: Any, m: ModelSettings, log: Log =
     settings = {**asdict(s), **asdict(m), "suffix": "<answer>", "temperature": bench_mc.TEMPERATURE,
                 "timing": f"median of {s.repeats} interleaved repeats (reuse, no reuse); forward and "
                           f"one_pass: median of {s.baseline_repeats}; one warm-up call of each path first",
-                "reuse": "MetaProver.sample_prefixes (MCProgress): one prefill per trace, KV cache shared",
-                "no_reuse": "MetaProver.sample on every prefix as an explicit context (each sample row prefilled)"}
+                "reuse": "Engine.branch (MCProgress): one prefill per trace, KV cache shared",
+                "no_reuse": "HFBackend(prefix_sharing=False): every prefix an explicit context (each sample row "
+                            "prefilled)"}
     agree = sum(p["greedy_agree"] for p in grid["per_episodes"])
     total = sum(p["prefixes"] for p in grid["per_episodes"])
     checks = {"samples_per_prefix": "every timed call of both paths returned exactly m answers per prefix",

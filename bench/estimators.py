@@ -8,7 +8,7 @@
 Writes ``DIR/estimators.json`` (schema below), CSVs and PNG plots next to it, and prints a summary.
 
 1. **MC against exact** (``mc_vs_exact``): a random, sharpened tiny Llama over a 16-token vocabulary
-   (digits, space, newline, 4 specials) whose forced-answer distribution `MetaProver.answer_distribution`
+   (digits, space, newline, 4 specials) whose forced-answer distribution `metarl.prover.answer_distribution`
    enumerates exactly (answers of at most 2 tokens). On the prefixes of a few digit-string traces, the
    exact J (probability that the forced answer is graded correct; toy grader: the answer starts with a
    digit <= the gold digit) is compared with `MCProgress`'s Ĵ for m in {4, 8, 32, 128}, each repeated
@@ -63,7 +63,9 @@ import torch  # noqa: E402
 if str(Path(__file__).resolve().parent) not in sys.path:  # compare_learning (plan loading, machine info)
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from metarl.prover import MetaProver, extract_raw  # noqa: E402
+from metarl.engine import Engine  # noqa: E402
+from metarl.engine.hf import HFBackend  # noqa: E402
+from metarl.prover import ProverConfig, extract_raw, success_probability  # noqa: E402
 from metarl.rewards.progress import LikelihoodProgress, MCProgress, trace_tokens  # noqa: E402
 from metarl.types import EPISODE_KINDS, Episode, Trace  # noqa: E402
 
@@ -82,6 +84,10 @@ class ExactSettings:
     max_answer_tokens: int = 2
     suffix: str = " "
     seed: int = 0
+
+    def prover(self) -> ProverConfig:
+        return ProverConfig(suffix=self.suffix, answer_tokens=self.max_answer_tokens, answer_stop=(),
+                            temperature=self.temperature)
 
 
 @dataclass
@@ -113,16 +119,10 @@ QUICK_LIKELIHOOD = dict(problems=16, samples=1)
 def toy_model(seed: int = 4):
     """A random tiny Llama over digits, space and newline (16 tokens), sharpened so that forced answers
     are far from uniform (as the ``digits`` fixture of tests/test_progress.py)."""
-    from metarl.models.tiny import build_char_tokenizer, build_tiny_model
+    from metarl.models.tiny import build_char_tokenizer, build_tiny_model, sharpen
 
     tok = build_char_tokenizer(list("0123456789 \n"))
-    model = build_tiny_model(len(tok), seed=seed, tokenizer=tok)
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(10.0)
-        for name, p in model.named_parameters():
-            if "proj" in name:
-                p.mul_(5.0)
-    return model.eval(), tok
+    return sharpen(build_tiny_model(len(tok), seed=seed, tokenizer=tok)), tok
 
 
 def char_trace(tok: Any, prompt: str, parts: Sequence[str], answer: str, kinds: Sequence[str] | None = None) -> Trace:
@@ -163,7 +163,7 @@ def low_digit_grader(prediction: str, answer: str, prompt: str) -> bool:
     return prediction[:1].isdigit() and int(prediction[0]) <= int(answer)
 
 
-def exact_success(prover: MetaProver, model: Any, tok: Any, traces: Sequence[Trace],
+def exact_success(prover: ProverConfig, model: Any, tok: Any, traces: Sequence[Trace],
                   grader: Grader) -> list[list[float]]:
     """Exact J for every prefix (j = −1 .. n−1) of every trace: the probability mass of forced answers
     whose first line (``extract_raw``, as ``MCProgress(extract="raw")``) the grader accepts."""
@@ -175,7 +175,7 @@ def exact_success(prover: MetaProver, model: Any, tok: Any, traces: Sequence[Tra
             pred = extract_raw(text)
             return pred is not None and bool(grader(pred, str(trace.answer), trace.prompt))
 
-        out.append([prover.success_probability(model, tok, tt.context(k), correct) for k in tt.prefix_lengths()])
+        out.append([success_probability(model, tok, tt.context(k), prover, correct) for k in tt.prefix_lengths()])
     return out
 
 
@@ -191,10 +191,10 @@ def mc_draws(model: Any, tok: Any, traces: Sequence[Trace], grader: Grader, m: i
              s: ExactSettings) -> np.ndarray:
     """Ĵ of every prefix for ``repeats`` independent seeds: shape (repeats, prefixes)."""
     draws = []
+    engine = Engine(HFBackend(model, tok, batch_size=8192), s.prover())
     for r in range(repeats):
-        mc = MCProgress(suffix=s.suffix, m=m, temperature=s.temperature, max_answer_tokens=s.max_answer_tokens,
-                        batch_size=8192, extract="raw", seed=s.seed * 1_000_003 + 1000 * r + m)
-        rates = mc.success_rates(traces, model, tok, grader)
+        mc = MCProgress(m=m, extract="raw", seed=s.seed * 1_000_003 + 1000 * r + m)
+        rates = mc.success_rates(traces, engine, grader)
         draws.append([j for js in rates for j in js])
     return np.asarray(draws, dtype=float)
 
@@ -227,8 +227,7 @@ def error_row(exact: np.ndarray, draws: np.ndarray, m: int) -> dict[str, Any]:
 
 def mc_vs_exact(model: Any, tok: Any, traces: Sequence[Trace], grader: Grader, s: ExactSettings) -> dict[str, Any]:
     """Part 1: one row of `error_row` per m, the exact J of every prefix and the per-draw errors."""
-    prover = MetaProver(s.suffix, m=1, temperature=s.temperature, max_answer_tokens=s.max_answer_tokens)
-    exact = np.asarray([j for js in exact_success(prover, model, tok, traces, grader) for j in js])
+    exact = np.asarray([j for js in exact_success(s.prover(), model, tok, traces, grader) for j in js])
     rows, draws_by_m = [], {}
     for m in s.ms:
         draws = mc_draws(model, tok, traces, grader, m, s.repeats, s)
@@ -266,14 +265,14 @@ def likelihood_vs_mc(traces: Sequence[Trace], model: Any, tok: Any, grader: Grad
                      extract_answer: Callable[[str], str | None], suffix: str, s: LikelihoodSettings,
                      stop_strings: Sequence[str] | None = None) -> dict[str, Any]:
     """Part 2: score ``traces`` with both estimators and correlate their per-episode progress and levels."""
-    lp = LikelihoodProgress(suffix=suffix, answer_template=s.answer_template, scale=s.likelihood_scale,
-                            mode=s.likelihood_mode)
-    mc = MCProgress(suffix=suffix, m=s.mc_m, temperature=s.mc_temperature, max_answer_tokens=s.mc_max_answer_tokens,
-                    extract="context", stop_strings=list(stop_strings or []) or None, seed=s.seed)
+    prover = ProverConfig(suffix=suffix, answer_tokens=s.mc_max_answer_tokens, answer_stop=tuple(stop_strings or ()),
+                          temperature=s.mc_temperature)
+    lp = LikelihoodProgress(answer_template=s.answer_template, scale=s.likelihood_scale, mode=s.likelihood_mode)
+    mc = MCProgress(m=s.mc_m, extract="context", seed=s.seed)
     t0 = time.perf_counter()
-    levels_l = lp.log_likelihoods(traces, model, tok)
+    levels_l = lp.log_likelihoods(traces, model, tok, prover)
     t1 = time.perf_counter()
-    levels_j = mc.success_rates(traces, model, tok, grader, extract_answer)
+    levels_j = mc.success_rates(traces, Engine(HFBackend(model, tok), prover), grader, extract_answer)
     t2 = time.perf_counter()
     episodes = episode_rows(traces, levels_l, levels_j)
     present = {e["kind"] for e in episodes}
@@ -319,9 +318,8 @@ def policy_traces(s: LikelihoodSettings):
     rows = plan.test_rows[:s.problems]
     if len(rows) < s.problems:
         raise ValueError(f"the task has {len(rows)} held-out problems, fewer than --problems {s.problems}")
-    res = evaluate_policy(model, tok, rows, cap=s.cap, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                          scorer=plan.scorer, samples=s.samples, temperature=s.policy_temperature, seed=s.seed,
-                          return_traces=True)
+    res = evaluate_policy(HFBackend(model, tok), rows, cap=s.cap, scorer=plan.scorer, samples=s.samples,
+                          temperature=s.policy_temperature, seed=s.seed, return_traces=True)
     return plan, model, tok, res["traces"]
 
 
@@ -414,8 +412,8 @@ def run_likelihood_vs_mc(s: LikelihoodSettings, out: Path) -> tuple[dict[str, An
     t0 = time.perf_counter()
     plan, model, tok, traces = policy_traces(s)
     gen_s = time.perf_counter() - t0
-    res = likelihood_vs_mc(traces, model, tok, plan.scorer.grader, plan.scorer.extract_answer, plan.suffix, s,
-                           stop_strings=plan.answer_stop)
+    res = likelihood_vs_mc(traces, model, tok, plan.scorer.grader, plan.scorer.extract_answer, plan.prover.suffix, s,
+                           stop_strings=plan.prover.answer_stop)
     res["generation_seconds"] = round(gen_s, 3)
     write_csv(out / "estimators_likelihood_vs_mc.csv", res["episodes"])
     plot_delta_scatter(res, out / "estimators_delta_scatter.png")

@@ -25,6 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
+from metarl.prover import TAG_PROVER  # noqa: E402
+
 
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased pass@k from ``c`` correct among ``n`` samples: 1 - C(n-c, k) / C(n, k)."""
@@ -35,28 +37,23 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 def sample(model, tok, prompts: list[str], n: int, temperature: float, max_new_tokens: int,
            batch_size: int, seed: int) -> list[list[tuple[str, int]]]:
-    """``n`` sampled completions per prompt: (text, number of completion tokens incl. EOS if emitted)."""
-    torch.manual_seed(seed)
-    flat = [p for p in prompts for _ in range(n)]
-    outs: list[tuple[str, int]] = []
-    for i in range(0, len(flat), batch_size):
-        enc = tok(flat[i : i + batch_size], return_tensors="pt", padding=True)
-        with torch.no_grad():
-            gen = model.generate(**enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0,
-                                 max_new_tokens=max_new_tokens, pad_token_id=tok.pad_token_id,
-                                 eos_token_id=tok.eos_token_id)
-        for row in gen[:, enc["input_ids"].shape[1]:].tolist():
-            ids = row[: row.index(tok.eos_token_id) + 1] if tok.eos_token_id in row else [
-                t for t in row if t != tok.pad_token_id]
-            outs.append((tok.decode(ids, skip_special_tokens=True), len(ids)))
+    """``n`` sampled completions per prompt through the generation engine: (text, number of completion
+    tokens incl. EOS if emitted)."""
+    from metarl.engine import Engine, Sampling, StreamSpec, prompt_ids_for
+    from metarl.engine.hf import HFBackend
+
+    engine = Engine(HFBackend(model, tok, batch_size))
+    ids = [prompt_ids_for(tok, p) for p in prompts for _ in range(n)]
+    streams = engine.run(ids, StreamSpec(cap=max_new_tokens, force_answer=False), Sampling(temperature), seed=seed)
+    outs = [(s.text, len(s.ids)) for s in streams]
     return [outs[j * n : (j + 1) * n] for j in range(len(prompts))]
 
 
 def forced_answer_accuracy(model, tok, task, problems, temperature: float, seed: int) -> float:
     """J_-1: accuracy of the answer forced right after the prompt (``prompt + "<answer>"``), one sample each."""
-    prompts = [p["prompt"] + task.termination_suffix for p in problems]
+    prompts = [p["prompt"] + TAG_PROVER.suffix for p in problems]
     res = sample(model, tok, prompts, 1, temperature, 16, 64, seed)
-    ok = [task.verify(task.extract_answer(task.termination_suffix + r[0][0]), p["answer"], p["prompt"])
+    ok = [task.verify(task.extract_answer(TAG_PROVER.suffix + r[0][0]), p["answer"], p["prompt"])
           for p, r in zip(problems, res)]
     return sum(ok) / len(ok)
 

@@ -44,14 +44,64 @@ with b_ij = ``termination_values[i][j]``, the success probability of forcing an 
 termination value is the baseline. Pass b on the scale of the returns (e.g. α·J when the
 outcome weight is α).
 
+``baseline="mrt_termination"``: the termination baseline exactly as MRT's RL README states it
+(CMU-AIRe/MRT, ``train/rl/README.md``: "we replace the group-based baseline with a termination
+reward baseline: A(s, a) = R(s, a) - R_termination, where R_termination is the reward assigned to
+the termination action. This allows the model to optimize relative to a stable, per-sequence
+baseline rather than cross-rollout averages"; in code ``adv = rewards - termination_rewards`` in
+place of ``adv = rewards - rewards.mean()``)::
+
+    A_ij = w_d · R_i0 + α · r_i − b_i0            (the same for every token of trace i)
+
+One advantage per sequence, no group mean and no std: R is the whole rollout's reward and
+b_i0 = ``termination_values[i][0]`` the reward of terminating at the rollout's start (J_{−1}: an
+answer forced before any episode; the trainer's rollouts start at the prompt). ``normalize`` and
+``scale_rewards`` are not used. ``"termination"`` differs in three ways: its baseline is per
+episode (b_ij = J_{j−1}), so is its return (R_ij, from episode j on), and it divides by the group
+std of the whole-trace returns unless ``scale_rewards="none"``.
+
+``credit="min"`` (PURE, arXiv 2504.15275, min-form credit): the return of episode j is the
+minimum of the future dense rewards instead of their discounted sum::
+
+    R_ij = min_{k≥j} r̃_ik        (over the rewarded episodes k ≥ j of trace i; 0 if there is none)
+
+in every formula above (``joint``, ``termination``, ``mrt_termination``), and in ``separate`` /
+``per_kind`` the min is over the normalised rewards: A_ij = w_d · min_{k≥j} r̂_ik + α · A_out_i.
+How it combines with the rest:
+
+- the outcome term stays its own stream, outside the min (α · r_i, or α · A_out_i), added to
+  every token. PURE adds its verifiable reward the same way: RLOO-baselined on its own and put on
+  the last token, which its reverse cumulative sum carries to every token. Inside the min a correct
+  answer would rarely be the minimum and a wrong one would mask every process reward;
+- no discount: γ must be 1 (PURE's value is V(s_t) = min_{t'≥t} r_t', undiscounted; a discounted
+  min_{k≥j} γ^{k−j} r̃_k would pull negative future rewards towards 0 and change which step is the
+  worst);
+- order: ``separate`` / ``per_kind`` normalise each episode reward first and take the min of the
+  normalised rewards (the worst step relative to its group, or its kind, as the sum form sums
+  them); ``joint`` and the termination baselines take the min of the raw rewards and then treat
+  the return G_ij = w_d · R_ij + α · r_i exactly as the sum form does;
+- the stop step (kind :data:`STOP_KIND`) is not in the min: it earns no reward, and its 0 would cap
+  every positive minimum before it at 0. With nothing after it its dense return is 0, as in the sum
+  form, so stopping is credited with the outcome term. A trace without dense rewards has dense
+  return 0; a NaN episode reward counts as 0 (it is in the min).
+
+PURE's code approximates the min: each step's reward is weighted by softmax(−r/T) over the whole
+trace (T = 0.1) and the weighted rewards are summed from each step on, which as T → 0 gives the
+trace's minimum at every step up to the worst one and about 0 after it. Here the min is exact and
+over k ≥ j for every j, the paper's definition.
+
 Here w_d is ``dense_weight`` and α is ``alpha``. ``scale_rewards`` picks the divisor exactly as
 TRL GRPO does: ``"group"`` the std over the group, ``"batch"`` the std over the whole batch
 (the mean is always the group mean), ``"none"`` no division (the mean is still subtracted).
 Standard deviations are TRL's ``nanstd``: Bessel-corrected, and undefined (NaN) over fewer
 than two values. A normalised term whose statistic is undefined is 0, as in TRL (for a centred
-stream it is 0 anyway): in ``separate`` mode per stream, so a group with one scorable trace
-still gets its dense credit; in ``joint`` / ``termination`` mode with ``scale_rewards="group"``
-such a group gets advantage 0 throughout (use ``"batch"`` or ``"none"`` for single samples).
+stream it is 0 anyway), in every mode: a quotient by an undefined std is 0, never its undivided
+numerator. In ``separate`` / ``per_kind`` mode this holds per stream, and the dense statistics are
+over episodes, so a group with one scorable trace of several episodes still gets its dense credit;
+in ``joint`` / ``termination`` mode with ``scale_rewards="group"`` such a group gets advantage 0
+throughout, beside groups that are divided by their std as usual (and with ``"batch"`` a batch
+with one scorable trace gets 0). ``"none"`` uses only the mean, defined for one trace: use it (or
+``"batch"``) for single samples.
 
 With no dense rewards (every ``episode_rewards[i]`` empty, or ``dense_weight == 0``) and
 ``alpha == 1``, both ``separate`` and ``joint`` give every token of trace i exactly TRL 1.16's
@@ -67,6 +117,8 @@ that grows with the dense rewards (with Obj-1 rewards the built-in task's policy
 after one verification). With dense rewards off and the group baseline every token of a trace has
 the same advantage, so the split changes nothing there; with the termination baseline the stop step
 is compared with J after the last episode (the value of stopping there), as a further episode would be.
+The answer region of an R1-style trace (after ``</think>``, never an episode) is given the same kind of
+step by the trainer: no dense reward, credited with the outcome term.
 
 Missing values:
 
@@ -89,24 +141,32 @@ NORMALIZE_MODES = ("separate", "per_kind", "joint")
 #: Episode kind of the stop step (:func:`split_stop_tokens`): never part of a dense-reward statistic.
 STOP_KIND = "stop"
 SCALE_MODES = ("group", "batch", "none")
-BASELINES = ("group", "termination")
+BASELINES = ("group", "termination", "mrt_termination")
+#: Baselines that need ``termination_values`` (J_{j-1} at the start of every episode).
+TERMINATION_BASELINES = ("termination", "mrt_termination")
+#: Episode returns: ``sum`` Σ_{k≥j} γ^{k−j} r̃_k (reward-to-go) or ``min`` min_{k≥j} r̃_k (PURE).
+CREDIT_FORMS = ("sum", "min")
 
-__all__ = ["build_advantages", "episode_returns", "spans_to_token_index", "nanstd", "split_stop_tokens",
+__all__ = ["build_advantages", "check_options", "episode_returns", "spans_to_token_index", "nanstd",
+           "split_stop_tokens",
            "stop_token_ids", "trailing_stop_tokens"]
 
 
-def episode_returns(rewards: Sequence[float], gamma: float = 1.0) -> list[float]:
-    """Reward-to-go R_j = Σ_{k≥j} γ^{k−j} r_k of one trace's episode rewards.
+def episode_returns(rewards: Sequence[float], gamma: float = 1.0, credit: str = "sum") -> list[float]:
+    """Episode returns of one trace: R_j = Σ_{k≥j} γ^{k−j} r_k (``credit="sum"``) or min_{k≥j} r_k (``"min"``).
 
     >>> episode_returns([1.0, 0.0, 2.0], gamma=0.5)
     [1.5, 1.0, 2.0]
+    >>> episode_returns([1.0, 0.0, 2.0], credit="min")
+    [0.0, 0.0, 2.0]
     >>> episode_returns([])
     []
     """
+    check_options(credit=credit, gamma=gamma)
     out: list[float] = []
-    acc = 0.0
+    acc = math.inf if credit == "min" else 0.0
     for r in reversed(rewards):
-        acc = float(r) + gamma * acc
+        acc = min(acc, float(r)) if credit == "min" else float(r) + gamma * acc
         out.append(acc)
     return out[::-1]
 
@@ -201,13 +261,15 @@ def build_advantages(
     eps: float = 1e-4,
     dense_weight: float = 1.0,
     episode_kinds: Sequence[Sequence[str]] | None = None,
+    credit: str = "sum",
     dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Per-token advantages (B, T) from dense episode rewards and outcomes; see the module docstring.
 
     ``episode_kinds[i][j]`` is the kind of span j of trace i (``"attempt"``, ``"verify"``, ...; needed by
     ``normalize="per_kind"``); a span of kind :data:`STOP_KIND` is a stop step, left out of the dense
-    statistics of ``separate`` / ``per_kind`` (its normalised dense reward is 0).
+    statistics of ``separate`` / ``per_kind`` (its normalised dense reward is 0) and of every min of
+    ``credit="min"``. ``credit`` is the episode return: ``"sum"`` (reward-to-go) or ``"min"`` (PURE).
 
     Two prompts × two samples, one episode each, no dense rewards: plain GRPO advantages.
 
@@ -216,7 +278,14 @@ def build_advantages(
     >>> [round(v, 3) for v in A[:, 0].tolist()], A[1, 1].item()
     ([0.707, -0.707, 0.0, 0.0], 0.0)
     """
-    _check_options(normalize, scale_rewards, baseline, alpha, gamma, eps, dense_weight, termination_values)
+    check_options(normalize=normalize, scale_rewards=scale_rewards, baseline=baseline, credit=credit, alpha=alpha,
+                  gamma=gamma, eps=eps, dense_weight=dense_weight)
+    if baseline in TERMINATION_BASELINES and termination_values is None:
+        raise ValueError(f"baseline={baseline!r} needs termination_values[i][j] = J_{{j-1}}, the forced-answer "
+                         f"success at the start of each episode (e.g. from the Monte Carlo progress estimator)")
+    if baseline not in TERMINATION_BASELINES and termination_values is not None:
+        raise ValueError("termination_values were given but baseline='group' ignores them; "
+                         "set baseline='termination' (or 'mrt_termination') or drop termination_values")
     batch = _check_inputs(episode_rewards, outcomes, token_spans, group_ids, num_tokens, termination_values)
     if normalize == "per_kind" and episode_kinds is None:
         raise ValueError("normalize='per_kind' needs episode_kinds[i][j], the kind of every episode")
@@ -238,42 +307,49 @@ def build_advantages(
         if len(rewards):
             dense[i, : len(rewards)] = torch.tensor([math.nan if r is None else float(r) for r in rewards], dtype=dtype)
     dense = torch.nan_to_num(dense, nan=0.0)  # a NaN episode reward counts as 0
+    names = sorted({k for ks in episode_kinds for k in ks}) if episode_kinds is not None else []
+    kind = torch.zeros(batch, width, dtype=torch.long)
+    for i, ks in enumerate(episode_kinds or []):
+        kind[i, : len(ks)] = torch.tensor([names.index(k) for k in ks], dtype=torch.long)
+    stop = kind == names.index(STOP_KIND) if STOP_KIND in names else torch.zeros(batch, width, dtype=torch.bool)
+    rewarded = is_episode & has_dense.unsqueeze(1) & ~stop  # the episodes that earn a dense reward
 
-    if baseline == "termination":
+    def returns(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """R_ij of the chosen credit form; ``mask`` marks the entries a min runs over (a sum ignores it:
+        the entries outside it are 0)."""
+        return _future_min(values, mask) if credit == "min" else _reward_to_go(values, gamma)
+
+    if baseline in TERMINATION_BASELINES:
         total = alpha * outcome.unsqueeze(1).expand(batch, width)
         if use_dense:
-            total = dense_weight * _reward_to_go(dense, gamma) + total
+            total = dense_weight * returns(dense, rewarded) + total
         assert termination_values is not None
         base = torch.zeros(batch, width, dtype=dtype)
         for i, values in enumerate(termination_values):
             if len(values):
                 base[i, : len(values)] = torch.tensor([float(v) for v in values], dtype=dtype)
-        adv = total - base
-        if scale_rewards != "none":
-            std = _scale(total[:, 0], group_of, n_groups, scale_rewards)
-            adv = adv / _divisor(std.unsqueeze(1), eps)
+        if baseline == "mrt_termination":  # one advantage per sequence: R - R_termination, no std
+            adv = (total[:, :1] - base[:, :1]).expand(batch, width)
+        else:
+            adv = total - base
+            if scale_rewards != "none":
+                std = _scale(total[:, 0], group_of, n_groups, scale_rewards)
+                adv = adv / _divisor(std.unsqueeze(1), eps)
     elif normalize in ("separate", "per_kind"):
         adv_out = _normalize(outcome, group_of, n_groups, scale_rewards, eps)
         adv = alpha * adv_out.unsqueeze(1).expand(batch, width)
         if use_dense:
-            chosen = is_episode & has_dense.unsqueeze(1) & scorable.unsqueeze(1)
+            chosen = rewarded & scorable.unsqueeze(1)
             keys, n_keys = group_of.unsqueeze(1).expand(batch, width), n_groups
-            if episode_kinds is not None:
-                names = sorted({k for ks in episode_kinds for k in ks})
-                kind = torch.zeros(batch, width, dtype=torch.long)
-                for i, ks in enumerate(episode_kinds):
-                    kind[i, : len(ks)] = torch.tensor([names.index(k) for k in ks], dtype=torch.long)
-                if STOP_KIND in names:
-                    chosen = chosen & (kind != names.index(STOP_KIND))
-                if normalize == "per_kind":
-                    keys, n_keys = keys * len(names) + kind, n_groups * len(names)
+            if normalize == "per_kind":
+                keys, n_keys = keys * len(names) + kind, n_groups * len(names)
             normed = torch.zeros(batch, width, dtype=dtype)
             normed[chosen] = _normalize(dense[chosen], keys[chosen], n_keys, scale_rewards, eps)
-            adv = dense_weight * _reward_to_go(normed, gamma) + adv
+            adv = dense_weight * returns(normed, chosen) + adv
     else:  # joint
         total = alpha * outcome.unsqueeze(1).expand(batch, width)
         if use_dense:
-            total = dense_weight * _reward_to_go(dense, gamma) + total
+            total = dense_weight * returns(dense, rewarded) + total
         adv = _normalize(total, group_of, n_groups, scale_rewards, eps, stats_of=total[:, 0])
 
     adv = torch.where(torch.isnan(adv) | ~scorable.unsqueeze(1), torch.zeros_like(adv), adv)
@@ -290,6 +366,20 @@ def _reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
         acc = rewards[:, j] + gamma * acc
         out[:, j] = acc
     return out
+
+
+def _future_min(rewards: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """min_{k≥j, mask[k]} r_k along dim 1 of a (B, E) tensor; 0 where no masked entry lies at or after j.
+
+    >>> _future_min(torch.tensor([[1.0, -1.0, 2.0, 0.0]]), torch.tensor([[True, True, True, False]])).tolist()
+    [[-1.0, -1.0, 2.0, 0.0]]
+    """
+    out = torch.empty_like(rewards)
+    acc = torch.full_like(rewards[:, 0], math.inf)
+    for j in range(rewards.shape[1] - 1, -1, -1):
+        acc = torch.where(mask[:, j], torch.minimum(acc, rewards[:, j]), acc)
+        out[:, j] = acc
+    return torch.where(torch.isinf(out), torch.zeros_like(out), out)
 
 
 def _group_index(group_ids: Sequence[Hashable]) -> tuple[torch.Tensor, int]:
@@ -346,35 +436,46 @@ def _normalize(
 
 
 def _divisor(std: torch.Tensor, eps: float) -> torch.Tensor:
-    """std + eps, as TRL, except 1 where the std is exactly 0.
+    """std + eps, as TRL, except 1 where the std is exactly 0, and NaN where it is undefined.
 
     TRL only ever divides a zero numerator by a zero std (all rewards equal their mean), so the
     result there is 0 either way; per-episode returns can differ from a group whose whole-trace
     returns are all equal, and dividing those by eps = 1e-4 would blow them up 10^4-fold.
+    An undefined std (NaN: fewer than two values) stays NaN, so the quotient is NaN and becomes 0:
+    a term whose statistic is undefined is 0, never its raw, undivided numerator.
     """
-    return torch.where(std > 0, std + eps, torch.ones_like(std))
+    return torch.where(std > 0, std + eps, torch.where(torch.isnan(std), std, torch.ones_like(std)))
 
 
-def _check_options(normalize: str, scale_rewards: str, baseline: str, alpha: float, gamma: float, eps: float,
-                   dense_weight: float, termination_values: object) -> None:
+def check_options(*, normalize: str = "separate", scale_rewards: str = "group", baseline: str = "group",
+                  credit: str = "sum", alpha: float = 1.0, gamma: float = 1.0, eps: float = 1e-4,
+                  dense_weight: float = 1.0, where: str = "") -> None:
+    """Raise ``ValueError`` naming the option if a credit option (or a combination) is not supported.
+
+    The one check of these options: :func:`build_advantages` calls it, and so does the config's
+    ``Objective`` (with ``where="objective."``, so the message names the config key).
+
+    >>> check_options(credit="min", gamma=0.9)
+    Traceback (most recent call last):
+    ...
+    ValueError: credit='min' takes no discount: gamma=0.9 must be 1 (the min of the future rewards is undiscounted)
+    """
     for name, value, allowed in (("normalize", normalize, NORMALIZE_MODES),
                                  ("scale_rewards", scale_rewards, SCALE_MODES),
-                                 ("baseline", baseline, BASELINES)):
+                                 ("baseline", baseline, BASELINES),
+                                 ("credit", credit, CREDIT_FORMS)):
         if value not in allowed:
-            raise ValueError(f"{name}={value!r} is not supported; use one of {allowed}")
+            raise ValueError(f"{where}{name}={value!r} is not supported; use one of {', '.join(allowed)}")
     for name, value in (("alpha", alpha), ("gamma", gamma), ("eps", eps), ("dense_weight", dense_weight)):
         if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
-            raise ValueError(f"{name} must be a finite number, got {value!r}")
+            raise ValueError(f"{where}{name} must be a finite number, got {value!r}")
     if not 0.0 <= gamma <= 1.0:
-        raise ValueError(f"gamma={gamma} is outside [0, 1]; use a discount 0 <= gamma <= 1 (1 = undiscounted)")
+        raise ValueError(f"{where}gamma={gamma} is a discount and must lie in [0, 1] (1 = undiscounted)")
     if eps <= 0:
-        raise ValueError(f"eps={eps} must be > 0 (it keeps the division by a zero std finite)")
-    if baseline == "termination" and termination_values is None:
-        raise ValueError("baseline='termination' needs termination_values[i][j] = J_{j-1}, the forced-answer "
-                         "success at the start of each episode (e.g. from the Monte Carlo progress estimator)")
-    if baseline != "termination" and termination_values is not None:
-        raise ValueError("termination_values were given but baseline='group' ignores them; "
-                         "set baseline='termination' or drop termination_values")
+        raise ValueError(f"{where}eps={eps} must be > 0 (it keeps the division by a zero std finite)")
+    if credit == "min" and gamma != 1:
+        raise ValueError(f"{where}credit='min' takes no discount: {where}gamma={gamma} must be 1 (the min of the "
+                         f"future rewards is undiscounted)")
 
 
 def _check_inputs(episode_rewards: Sequence[Sequence[float]], outcomes: Sequence[float | None],

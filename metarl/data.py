@@ -11,6 +11,19 @@ Sources:
 - a Hugging Face Hub dataset name (needs network; ``HF_DATASETS_OFFLINE=1`` turns it off).
 
 ``columns`` maps metarl's names to the source's, e.g. ``{"prompt": "question", "answer": "solution"}``.
+
+Math datasets as researchers have them (MATH: ``problem``, ``solution``, ``level``, ``type``; NuminaMath:
+``problem``, ``solution``, ``messages``; DeepScaleR: ``problem``, ``answer``, ``solution``) also map
+``"solution"``: where the source has no answer column (or a row's answer is empty), the gold answer is the
+content of the last ``\\boxed{}`` of the row's solution (balanced braces, so ``\\boxed{\\frac{1}{2}}``
+gives ``\\frac{1}{2}``), the convention of MATH's and DeepScaleR's own answer extraction::
+
+    load_dataset_source("math_train.jsonl", columns={"prompt": "problem", "answer": "answer",
+                                                      "solution": "solution"})
+
+A solution without a ``\\boxed{}`` answer is an error naming the row and the column
+(``on_missing_answer="error"``, the default), or, with ``on_missing_answer="skip"``, the row is dropped and
+the number of rows dropped is logged as a warning (never silently).
 """
 from __future__ import annotations
 
@@ -26,6 +39,8 @@ logger = logging.getLogger(__name__)
 FORMATS: dict[str, str] = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 TASK_PREFIX = "task:"
 DEFAULT_TASK_SIZE = 1000
+COLUMN_KEYS = ("prompt", "answer", "target_tokens", "solution")
+MISSING_ANSWER = ("error", "skip")
 
 
 class DataError(ValueError):
@@ -114,27 +129,48 @@ def _accepts(fn: Any, name: str) -> bool:
         return False
 
 
+def boxed_answer(solution: Any) -> str | None:
+    """The content of the last ``\\boxed{...}`` (or ``\\fbox{...}``, ``\\boxed 5``) of a worked solution, or None.
+
+    >>> boxed_answer("so $x = \\\\boxed{\\\\frac{1}{2}}$, and then \\\\boxed{\\\\{1, 2\\\\}}.")
+    '\\\\{1, 2\\\\}'
+    >>> boxed_answer("The answer is 5.") is None
+    True
+    """
+    from metarl.grading.extraction import extract_answer
+
+    if not isinstance(solution, str):
+        return None
+    return extract_answer(solution, "boxed", max_chars=max(len(solution), 1))
+
+
 def load_dataset_source(source: str, split: str = "train", columns: Mapping[str, str | None] | None = None,
                         data_files: Any = None, limit: int | None = None, seed: int = 0,
                         keep_columns: bool = False, task_options: Mapping[str, Any] | None = None,
-                        **load_kwargs: Any):
+                        on_missing_answer: str = "error", **load_kwargs: Any):
     """A ``datasets.Dataset`` with ``prompt`` (str), ``answer`` (str) and, when available, ``target_tokens`` (int).
 
-    ``columns`` maps ``"prompt"``, ``"answer"`` and ``"target_tokens"`` to source column names (defaults:
-    the same names; ``target_tokens`` is optional unless mapped explicitly). ``limit`` keeps the first
-    ``limit`` rows (for a task: generates that many problems). ``keep_columns`` keeps the source's other
-    columns (e.g. ``id``); otherwise only ``id`` is kept when present. ``task_options`` go to the task's
-    constructor (``{"difficulty": 3}``). Raises :class:`DataError` naming the problem and the fix.
+    ``columns`` maps ``"prompt"``, ``"answer"``, ``"target_tokens"`` and ``"solution"`` to source column
+    names (defaults: the same names for the first two; ``target_tokens`` is optional unless mapped
+    explicitly; ``solution``, when mapped, supplies the answer as its last ``\\boxed{}`` where the source
+    has no answer column or a row's answer is empty, see the module doc). ``on_missing_answer``: ``"error"``
+    (a solution without ``\\boxed{}`` raises, naming the row and column) or ``"skip"`` (such rows are
+    dropped; the count is logged). ``limit`` keeps the first ``limit`` rows (for a task: generates that
+    many problems). ``keep_columns`` keeps the source's other columns (e.g. ``id``); otherwise only ``id``
+    is kept when present. ``task_options`` go to the task's constructor (``{"difficulty": 3}``). Raises
+    :class:`DataError` naming the problem and the fix.
     """
     if not isinstance(source, str) or not source:
         raise DataError(f"dataset source must be a non-empty string, got {source!r}")
     if limit is not None and limit < 1:
         raise DataError(f"limit must be a positive number of rows, got {limit}")
-    mapping = {"prompt": "prompt", "answer": "answer", "target_tokens": None, **dict(columns or {})}
-    unknown = set(mapping) - {"prompt", "answer", "target_tokens"}
+    mapping = {"prompt": "prompt", "answer": "answer", "target_tokens": None, "solution": None, **dict(columns or {})}
+    unknown = set(mapping) - set(COLUMN_KEYS)
     if unknown:
         raise DataError(f"columns has unknown key(s) {sorted(unknown)}; map 'prompt', 'answer' and optionally "
-                        "'target_tokens' to your dataset's column names")
+                        "'target_tokens' and 'solution' to your dataset's column names")
+    if on_missing_answer not in MISSING_ANSWER:
+        raise DataError(f"on_missing_answer={on_missing_answer!r}: use one of {MISSING_ANSWER}")
     if source.startswith(TASK_PREFIX):
         ds = _load_task(source[len(TASK_PREFIX):], split, limit, seed, task_options)
     else:
@@ -145,11 +181,21 @@ def load_dataset_source(source: str, split: str = "train", columns: Mapping[str,
         raise DataError(f"dataset {source!r} (split {split!r}) is empty; check the file, the split name or limit")
 
     names = set(ds.column_names)
-    for key in ("prompt", "answer"):
-        col = mapping[key]
-        if col not in names:
-            raise DataError(f"dataset {source!r} has no column {col!r} for {key!r}; its columns are "
-                            f"{sorted(names)}. Set columns={{'{key}': '<column name>'}}")
+    if mapping["prompt"] not in names:
+        raise DataError(f"dataset {source!r} has no column {mapping['prompt']!r} for 'prompt'; its columns are "
+                        f"{sorted(names)}. Set columns={{'prompt': '<column name>'}}")
+    sol_col = mapping["solution"]
+    if sol_col is not None and sol_col not in names:
+        raise DataError(f"dataset {source!r} has no column {sol_col!r} for 'solution'; its columns are "
+                        f"{sorted(names)}. Fix columns['solution'] or leave it out")
+    ans_col = mapping["answer"] if mapping["answer"] in names else None
+    if ans_col is None and sol_col is None:
+        raise DataError(f"dataset {source!r} has no column {mapping['answer']!r} for 'answer'; its columns are "
+                        f"{sorted(names)}. Set columns={{'answer': '<column name>'}}, or map a worked-solution "
+                        f"column (columns={{'solution': '<column name>'}}) to take the answer from its last \\boxed{{}}")
+    if ans_col is None:
+        logger.info("dataset %r has no %r column: answers are the last \\boxed{} of column %r",
+                    source, mapping["answer"], sol_col)
     tt_col = mapping["target_tokens"]
     if tt_col is not None and tt_col not in names:
         raise DataError(f"dataset {source!r} has no column {tt_col!r} for 'target_tokens'; its columns are "
@@ -157,11 +203,24 @@ def load_dataset_source(source: str, split: str = "train", columns: Mapping[str,
     if tt_col is None and "target_tokens" in names:
         tt_col = "target_tokens"
 
-    def convert(row: dict[str, Any], idx: int) -> dict[str, Any]:
-        prompt, answer = row[mapping["prompt"]], row[mapping["answer"]]
+    skipped: list[int] = []
+
+    def convert(row: dict[str, Any], idx: int) -> dict[str, Any] | None:
+        prompt = row[mapping["prompt"]]
+        answer = row[ans_col] if ans_col is not None else None
         if not isinstance(prompt, str):
             raise DataError(f"row {idx}: prompt (column {mapping['prompt']!r}) must be a string, got "
                             f"{type(prompt).__name__}")
+        if (answer is None or answer == "") and sol_col is not None:
+            answer = boxed_answer(row[sol_col])
+            if answer is None:
+                if on_missing_answer == "skip":
+                    skipped.append(idx)
+                    return None
+                where = f"answer (column {ans_col!r}) is empty and " if ans_col is not None else ""
+                raise DataError(f"row {idx}: {where}the solution (column {sol_col!r}) has no \\boxed{{}} answer: "
+                                f"{str(row[sol_col])[-120:]!r}. Fix the row, or pass on_missing_answer='skip' to "
+                                f"drop such rows (they are counted)")
         if answer is None:
             raise DataError(f"row {idx}: answer (column {mapping['answer']!r}) is missing")
         out = {"prompt": prompt, "answer": answer if isinstance(answer, str) else _to_str(answer)}
@@ -169,8 +228,17 @@ def load_dataset_source(source: str, split: str = "train", columns: Mapping[str,
             out["target_tokens"] = _to_int(row[tt_col], idx, tt_col)
         return out
 
-    converted = [convert(row, i) for i, row in enumerate(ds)]
-    extra = [c for c in ds.column_names if c not in {mapping["prompt"], mapping["answer"], tt_col,
+    converted = [c for c in (convert(row, i) for i, row in enumerate(ds)) if c is not None]
+    if skipped:
+        logger.warning("dataset %r (split %r): skipped %d of %d rows whose solution (column %r) has no \\boxed{} "
+                       "answer (rows %s%s)", source, split, len(skipped), len(ds), sol_col,
+                       ", ".join(map(str, skipped[:10])), ", ..." if len(skipped) > 10 else "")
+    if not converted:
+        raise DataError(f"dataset {source!r} (split {split!r}): none of its {len(ds)} rows has a \\boxed{{}} answer "
+                        f"in column {sol_col!r}; check columns['solution']")
+    dropped = set(skipped)
+    kept = [i for i in range(len(ds)) if i not in dropped] if skipped else None
+    extra = [c for c in ds.column_names if c not in {mapping["prompt"], ans_col, tt_col,
                                                      "prompt", "answer", "target_tokens"}]
     if not keep_columns:
         extra = [c for c in extra if c == "id"]
@@ -178,7 +246,8 @@ def load_dataset_source(source: str, split: str = "train", columns: Mapping[str,
 
     data = {k: [r[k] for r in converted] for k in converted[0]}
     for c in extra:
-        data[c] = ds[c]
+        values = ds[c]
+        data[c] = values if kept is None else [values[i] for i in kept]
     features = None
     if tt_col is not None:
         features = datasets.Features({

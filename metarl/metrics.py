@@ -229,8 +229,10 @@ def vote_accuracy(
 class InfoGainCurve:
     """Points ``(tokens[i], J[i])`` of one trace; point 0 is ``(0, J_init)``, point j+1 ends episode j.
 
-    ``kinds[j]`` is the kind of episode j; ``unit`` is "tokens" or "chars"; ``has_init`` is False
-    when ``J_init`` was unknown and the curve starts at ``(0, 0)``.
+    ``kinds[j]`` is the kind of episode j; ``unit`` is "tokens" or "chars" (metarl's axis: the stream's
+    offset), or "mrt" (MRT's regret-notebook axis, :func:`mrt_curve`: point 0 is ``(0, 0)``, point 1 is
+    J_init, and the kind of that first segment is ``"prompt"``); ``has_init`` is False when the curve
+    starts at ``(0, 0)``.
     """
 
     tokens: tuple[float, ...]
@@ -245,8 +247,17 @@ class InfoGainCurve:
         return self.tokens[-1]
 
     @property
+    def levels(self) -> tuple[float, ...]:
+        """``(J_init, J_0, …, J_{n−1})`` whatever the axis (MRT's puts a ``(0, 0)`` point before J_init)."""
+        return self.J[1:] if self.unit == "mrt" else self.J
+
+    @property
+    def episode_kinds(self) -> tuple[str, ...]:
+        return self.kinds[1:] if self.unit == "mrt" else self.kinds
+
+    @property
     def num_episodes(self) -> int:
-        return len(self.J) - 1
+        return len(self.levels) - 1
 
 
 def information_gain_curve(
@@ -281,15 +292,50 @@ def _get(obj: Any, name: str, default: Any = None) -> Any:
     return getattr(obj, name, default)
 
 
+def _number(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def mrt_curve(trace: Any) -> InfoGainCurve | None:
+    """The curve on MRT's regret axis (``CMU-AIRe/MRT`` ``analysis/code/regret.ipynb``).
+
+    MRT places the forced answer after prefix j at ``x_j = n_ctx_j + (Σ_r n_r) / 16``: the tokens of
+    the whole context sent to μ (prompt + prefix + suffix) plus the tokens of its forced answers summed
+    over the samples and divided by 16, and starts the curve at ``(0, 0)``:
+    ``x = [0, x_init, x_0, ...]``, ``y = [0, J_init, J_0, ...]``. It needs the Monte Carlo estimator's
+    ``info["context_tokens"]`` / ``info["forced_tokens"]`` (``meta["J_init_info"]`` for the prompt alone);
+    returns None without them. Numbers on this axis are comparable with MRT's plots, not with metarl's
+    own axis (thinking tokens, from ``(0, J_init)``). The x values need not increase (MRT's don't either).
+    """
+    meta = _get(trace, "meta", None) or {}
+    init, j_init = meta.get("J_init_info") or {}, _number(meta.get("J_init"))
+    xs, ys, kinds = [0.0], [0.0], []
+    for info, j, kind in [(init, j_init, "prompt")] + [
+            ((_get(e, "info", None) or {}), _number((_get(e, "info", None) or {}).get("J")), str(_get(e, "kind", "other")))
+            for e in _get(trace, "episodes", None) or []]:
+        ctx, forced = _number(info.get("context_tokens")), _number(info.get("forced_tokens"))
+        if j is None or ctx is None or forced is None:
+            continue
+        xs.append(ctx + forced / 16)
+        ys.append(j)
+        kinds.append(kind)
+    if len(xs) < 2:
+        return None
+    return InfoGainCurve(tuple(xs), tuple(ys), tuple(kinds), "mrt", has_init=False)
+
+
 def curve_from_trace(trace: Any, unit: str = "auto") -> InfoGainCurve | None:
     """The curve of a ``Trace`` or its JSON dict, from ``meta.J_init`` and each ``episode.info.J``.
 
     Episodes without a numeric ``info["J"]`` are skipped; returns None when no episode has one.
     ``unit="auto"`` uses ``token_end`` when every such episode has it, else the character ``end``;
-    ``"tokens"`` requires token spans; ``"chars"`` always uses characters.
+    ``"tokens"`` requires token spans; ``"chars"`` always uses characters; ``"mrt"`` is MRT's regret
+    axis (:func:`mrt_curve`).
     """
+    if unit == "mrt":
+        return mrt_curve(trace)
     if unit not in ("auto", "tokens", "chars"):
-        raise ValueError(f"unit must be 'auto', 'tokens' or 'chars', got {unit!r}")
+        raise ValueError(f"unit must be 'auto', 'tokens', 'chars' or 'mrt', got {unit!r}")
     pts = []
     for e in _get(trace, "episodes", None) or []:
         j = (_get(e, "info", None) or {}).get("J")
@@ -352,8 +398,31 @@ def area_under_curve(curve: InfoGainCurve, c0: float) -> float:
     return area
 
 
+def mrt_area(curve: InfoGainCurve, c0: float) -> float:
+    """``(1/C0) ∫_0^{C0} J`` computed as MRT's regret notebook does on its own points (trapezoids over the
+    points below C0, then to C0: linearly interpolated when a point lies beyond it, else held at the last
+    value). Equal to ``area_under_curve(curve, c0) / c0`` when the x values increase; MRT's rule on
+    points that do not."""
+    if not (c0 > 0 and math.isfinite(c0)):
+        raise ValueError(f"budget C0 must be a positive number, got {c0!r}")
+    x, y = np.asarray(curve.tokens, dtype=float), list(curve.J)
+    below = list(x[x < c0])
+
+    def trapz(ys: list[float], xs: list[float]) -> float:
+        return float(sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2 for i in range(len(xs) - 1)))
+
+    if len(below) == len(x):
+        return trapz(y + [y[-1]], list(x) + [c0]) / c0
+    i = len(below) - 1
+    y_c = y[i] + (c0 - x[i]) / (x[i + 1] - x[i]) * (y[i + 1] - y[i])
+    return trapz(y[: i + 1] + [y_c], below + [c0]) / c0
+
+
 def normalized_regret(curve: InfoGainCurve, c0: float, J_star: float = 1.0) -> float:
-    """Normalised regret at budget C0: ``J* − (1/C0) ∫_0^{C0} J(t) dt`` (= ``1 − mean J`` for J* = 1)."""
+    """Normalised regret at budget C0: ``J* − (1/C0) ∫_0^{C0} J(t) dt`` (= ``1 − mean J`` for J* = 1); on
+    MRT's axis (``unit="mrt"``) the area is :func:`mrt_area` (MRT's notebook reports that area)."""
+    if curve.unit == "mrt":
+        return J_star - mrt_area(curve, c0)
     return J_star - area_under_curve(curve, c0) / c0
 
 
@@ -393,7 +462,7 @@ def cumulative_regret(episode_J: Sequence[float], J_star: float = 1.0) -> np.nda
 
 def episode_progress(curve: InfoGainCurve) -> np.ndarray:
     """Per-episode progress ``ΔJ_j = J_j − J_{j−1}`` (``J_{−1} = J_init``), one value per episode."""
-    return np.diff(np.asarray(curve.J, dtype=float))
+    return np.diff(np.asarray(curve.levels, dtype=float))
 
 
 # --------------------------------------------------------------------------------------------

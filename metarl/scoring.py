@@ -21,13 +21,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from metarl.engine import Engine
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
+from metarl.prover import as_prover
 from metarl.registry import ConfigError
 from metarl.rewards import Reward, RewardError, apply_reward, note_fault
-from metarl.segmenters import _context_for, build_segmenter, normalize_pieces, segment
+from metarl.segmenters import _context_for, answer_boundary, build_segmenter, normalize_pieces, segment
 from metarl.types import Episode, Trace
 
-from metarl.credit import BASELINES, NORMALIZE_MODES, SCALE_MODES  # noqa: E402  (one definition of the options)
+from metarl.credit import TERMINATION_BASELINES, check_options  # noqa: E402  (one check of the credit options)
 
 
 @dataclass
@@ -37,7 +39,8 @@ class Objective:
     alpha: weight of the outcome term. gamma: discount of the episode reward-to-go.
     outcome_reward: trace reward used as the outcome term (None: the graded final answer).
     dense: names of the episode rewards summed into r~ (None: every episode-level reward).
-    normalize / scale_rewards / baseline: credit assignment options (see ``metarl.credit``).
+    normalize / scale_rewards / baseline / credit: credit assignment options (see ``metarl.credit``; checked
+    there, by ``metarl.credit.check_options``).
     """
 
     alpha: float = 1.0
@@ -47,6 +50,12 @@ class Objective:
     normalize: str = "separate"
     scale_rewards: str = "group"
     baseline: str = "group"
+    credit: str = "sum"
+
+    @property
+    def termination_baseline(self) -> bool:
+        """Whether the baseline is a termination baseline (needs J_{j-1} from the Monte Carlo progress estimator)."""
+        return self.baseline in TERMINATION_BASELINES
 
     def __post_init__(self) -> None:
         for key in ("alpha", "gamma"):
@@ -58,13 +67,11 @@ class Objective:
             if isinstance(value, bool) or not math.isfinite(number):
                 raise ConfigError(f"objective.{key}={value!r} must be a finite number, e.g. objective.{key}=1.0")
             setattr(self, key, number)
-        if not 0.0 <= self.gamma <= 1.0:
-            raise ConfigError(f"objective.gamma={self.gamma} is a discount and must lie in [0, 1] (1 = undiscounted)")
-        for key, allowed in (("normalize", NORMALIZE_MODES), ("scale_rewards", SCALE_MODES),
-                             ("baseline", BASELINES)):
-            if getattr(self, key) not in allowed:
-                raise ConfigError(f"objective.{key}={getattr(self, key)!r} is not supported; use one of "
-                                  f"{', '.join(allowed)}")
+        try:
+            check_options(normalize=self.normalize, scale_rewards=self.scale_rewards, baseline=self.baseline,
+                          credit=self.credit, alpha=self.alpha, gamma=self.gamma, where="objective.")
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         for key in ("outcome_reward",):
             if getattr(self, key) is not None and not isinstance(getattr(self, key), str):
                 raise ConfigError(f"objective.{key}={getattr(self, key)!r} must be a reward name or null")
@@ -84,6 +91,8 @@ class Scorer:
     objective: Objective = field(default_factory=Objective)
     model: Any = None
     tokenizer: Any = None
+    prover: Any = None
+    backend: Any = None
     on_error: str = "zero"
     state: dict[str, Any] = field(default_factory=dict)
     max_episodes_per_trace: int | None = 1024
@@ -99,6 +108,7 @@ class Scorer:
         if self.segment_timeout is not None and not float(self.segment_timeout) > 0:
             raise ConfigError(f"segment_timeout={self.segment_timeout!r} must be a positive number of seconds or "
                               f"null (no limit)")
+        self.prover = as_prover(self.prover)
         names = {r.name for r in self.rewards}
         if self.objective.outcome_reward and self.objective.outcome_reward not in names:
             raise ValueError(f"objective.outcome_reward={self.objective.outcome_reward!r} is not among the "
@@ -113,14 +123,27 @@ class Scorer:
         return [r for r in self.rewards if r.level == "episode" and (chosen is None or r.name in chosen)]
 
     def segment(self, trace: Trace, isolate: bool = True) -> Trace:
-        """Fill ``trace.episodes``. With ``isolate`` a segmenter that raises or runs past ``segment_timeout``
-        leaves the trace as one ``other`` episode (recorded as a fault on the trace) instead of raising."""
+        """Fill ``trace.episodes`` (and, with the meta-prover's ``think_end``, the answer region: episodes
+        cover the thinking only; see :meth:`metarl.prover.ProverConfig.answer_start`). With ``isolate`` a
+        segmenter that raises or runs past ``segment_timeout`` leaves the thinking as one ``other`` episode
+        (recorded as a fault on the trace) instead of raising."""
         ids = trace.completion_ids if self.tokenizer is not None else None
         seg = self.segmenter if self.max_episodes_per_trace is None else \
             EpisodeLimit(self.segmenter, self.max_episodes_per_trace)
+        trace.answer_start = trace.answer_token_start = None
+        cut = self.prover.answer_start(trace.completion)
+        if cut is not None:
+            try:
+                trace.answer_start, trace.answer_token_start = answer_boundary(trace.completion, cut, ids,
+                                                                               self.tokenizer)
+            except ValueError:  # ids that do not decode to the text: segment() below names the problem
+                trace.answer_start = cut
+        thinking = trace.thinking
+        if ids is not None and trace.answer_token_start is not None:
+            ids = ids[: trace.answer_token_start]
 
         def run() -> list[Episode]:
-            return segment(seg, trace.completion, token_ids=ids, tokenizer=self.tokenizer)
+            return segment(seg, thinking, token_ids=ids, tokenizer=self.tokenizer)
 
         try:
             trace.episodes = run_with_time_limit(run, self.segment_timeout)
@@ -138,11 +161,11 @@ class Scorer:
         return trace
 
     def _whole(self, trace: Trace) -> Episode:
-        """The whole completion as one episode (the fallback when segmentation fails)."""
-        text = trace.completion
+        """The whole thinking as one episode (the fallback when segmentation fails)."""
+        text = trace.thinking
         ep = Episode("other", 0, len(text), text, info={"segment_failed": True})
         if self.tokenizer is not None:
-            n = len(trace.completion_ids) if trace.completion_ids is not None else None
+            n = trace.num_thinking_tokens
             if n is None:
                 try:
                     n = len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
@@ -153,13 +176,18 @@ class Scorer:
 
     def context(self) -> dict[str, Any]:
         return {"grader": self.grader, "extract_answer": self.extract_answer, "parse_verdict": self.parse_verdict,
-                "model": self.model, "tokenizer": self.tokenizer, "state": self.state}
+                "model": self.model, "tokenizer": self.tokenizer, "prover": self.prover, "state": self.state,
+                "engine": None if self.backend is None else Engine(self.backend, self.prover)}
 
     def score(self, traces: Sequence[Trace]) -> list[Trace]:
         traces = list(traces)
         if any(r.needs_model for r in self.rewards) and (self.model is None or self.tokenizer is None):
             bad = [r.name for r in self.rewards if r.needs_model]
             raise ValueError(f"rewards {bad} need a model: set `model` (e.g. model.name_or_path=...)")
+        if any(r.needs_engine for r in self.rewards) and self.backend is None:
+            bad = [r.name for r in self.rewards if r.needs_engine]
+            raise ValueError(f"rewards {bad} sample from the policy and need its generation engine: set `model` "
+                             f"(e.g. model.name_or_path=...)")
         todo = [t for t in traces if not t.episodes]
         for t in todo:
             self.segment(t)

@@ -186,6 +186,30 @@ def segment(segmenter: Segmenter | str | Mapping[str, Any], text: str, token_ids
     return episodes
 
 
+def answer_boundary(text: str, cut: int, token_ids: Sequence[int] | None = None,
+                    tokenizer: Any = None) -> tuple[int, int | None]:
+    """Where the answer region starts, as ``(character, token)`` offsets, at a token boundary.
+
+    ``cut`` is the character offset found in the text (e.g. the first ``</think>``). With ``token_ids``
+    the token boundary is ``t(cut)`` of the module docstring's rule, so a token that straddles ``cut``
+    (``".\\n</"``) begins the answer region, and the character offset moves back to where that token
+    starts (``len(decode(ids[:t]))``); the thinking is then exactly ``decode(ids[:t])``. With a tokenizer
+    alone the token boundary comes from the offsets of ``tokenizer(text)``; without one there is none.
+
+    >>> answer_boundary("ab</think>c", 2)
+    (2, None)
+    """
+    if token_ids is not None and tokenizer is not None:
+        ids = [int(t) for t in token_ids]
+        skip = _resolve_skip(text, ids, tokenizer, None)
+        (t,) = char_to_token_boundaries(text, [cut], ids, tokenizer, skip)
+        return len(tokenizer.decode(ids[:t], skip_special_tokens=skip)), t
+    if tokenizer is not None:
+        (t,), _ = _boundaries_by_offsets(text, [cut], tokenizer)
+        return cut, t
+    return cut, None
+
+
 def _context_for(seg: Callable, context: Mapping[str, Any]) -> dict[str, Any]:
     """The context keywords ``seg``'s signature accepts (all of them for ``**kwargs``)."""
     try:

@@ -1,9 +1,10 @@
 """Small typed records shared by every part of metarl: a `Trace` and its `Episode`s.
 
-The episodes of a trace partition its completion exactly: no gap, no overlap, and
-``"".join(e.text for e in trace.episodes) == trace.completion``. Character spans index into
-``trace.completion``; token spans (when a tokenizer was given) index into
-``trace.completion_ids``.
+The episodes of a trace partition its thinking exactly: no gap, no overlap, and
+``"".join(e.text for e in trace.episodes) == trace.thinking``. The thinking is the whole completion,
+except for R1-style traces (``think_end``, see :class:`metarl.prover.ProverConfig`), whose **answer
+region** after the thought (``trace.answer_start`` on) is never an episode. Character spans index into
+``trace.completion``; token spans (when a tokenizer was given) index into ``trace.completion_ids``.
 """
 from __future__ import annotations
 
@@ -50,6 +51,8 @@ class Trace:
     model-based estimators tokenize ``prompt``/``completion`` otherwise. ``outcome`` is the graded
     final answer (1.0 correct, 0.0 not); ``rewards`` holds trace-level rewards by name; ``meta``
     holds estimator by-products such as ``J_init`` (forced-answer success with an empty prefix).
+    ``answer_start`` / ``answer_token_start``: where the answer region begins (character offset into
+    ``completion``, token offset into ``completion_ids``); None when the whole completion is thinking.
     """
 
     prompt: str
@@ -62,15 +65,34 @@ class Trace:
     outcome: float | None = None
     rewards: dict[str, float] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    answer_start: int | None = None
+    answer_token_start: int | None = None
 
     @property
     def num_tokens(self) -> int | None:
         return None if self.completion_ids is None else len(self.completion_ids)
 
+    @property
+    def thinking(self) -> str:
+        """The part of the completion the episodes partition (all of it without an answer region)."""
+        return self.completion if self.answer_start is None else self.completion[: self.answer_start]
+
+    @property
+    def num_thinking_tokens(self) -> int | None:
+        """Token count of the thinking (None without completion ids)."""
+        if self.completion_ids is None:
+            return None
+        return len(self.completion_ids) if self.answer_token_start is None else self.answer_token_start
+
+    def check(self, tokens: bool = True) -> None:
+        """Raise ``ValueError`` unless the episodes partition the thinking (and, with ``tokens`` and token
+        spans, its token ids)."""
+        check_partition(self.thinking, self.episodes, self.num_thinking_tokens if tokens else None)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["episodes"] = [e.to_dict() for e in self.episodes]
-        for k in ("completion_ids", "prompt_ids"):
+        for k in ("completion_ids", "prompt_ids", "answer_start", "answer_token_start"):
             if d[k] is None:
                 del d[k]
         return d

@@ -237,3 +237,51 @@ def test_command_line_entry_point(tmp_path):
     assert res.returncode == 0, res.stderr
     assert (tmp_path / "o" / "training_curves.png").read_bytes()[:8] == PNG_MAGIC
     assert float(row(read_csv(tmp_path / "o" / "training_curves.csv"), step=2)["mean"]) == 0.5
+
+
+def _health_rows(n: int) -> list[dict]:
+    """A run whose dense reward climbs from step 1 while accuracy stays flat; cap fraction and episodes healthy."""
+    return [{"step": s, "metarl/reward/dense": 0.5 + 0.05 * s, "metarl/outcome_accuracy": 0.3 + 0.01 * (s % 2),
+             "metarl/tokens/mean": 40.0, "metarl/tokens/cap_fraction": 0.1, "metarl/episodes_per_trace": 2.0}
+            for s in range(1, n + 1)]
+
+
+def test_health_section_from_logged_and_replayed_metrics(tmp_path):
+    from metarl.monitors import build_monitors, replay
+
+    # run A: health keys logged by the trainer (window 4, patience 1 in its config): trips at step 4
+    a = tmp_path / "logged"
+    a.mkdir()
+    (a / "config.yaml").write_text("name: hacked\nseed: 0\nhealth:\n  window: 4\n  patience: 1\n")
+    rows = _health_rows(8)
+    logged = [{**r, **rec} for r, rec in zip(rows, replay(rows, build_monitors({"window": 4, "patience": 1})))]
+    write_jsonl(a / "metrics.jsonl", logged)
+    # run B: the same series without health keys and a config without a health block: replayed with the
+    # defaults (window 20, patience 3) it needs 22 steps; with 30 it trips at step 22
+    b = tmp_path / "replayed"
+    b.mkdir()
+    (b / "config.yaml").write_text("name: hacked\nseed: 1\n")
+    write_jsonl(b / "metrics.jsonl", _health_rows(30))
+    # run C: old-style bare metric names (no metarl/ prefix), too short to trip anything
+    c = tmp_path / "bare"
+    write_jsonl(c / "metrics.jsonl", [{"step": s, "outcome_accuracy": 0.5} for s in range(3)])
+    out = tmp_path / "report"
+    md = build_report([a, b, c], out).read_text()
+    section = md.split("## Training health", 1)[1].split("\n## ", 1)[0]
+    lines = [ln for ln in section.splitlines() if ln.startswith("| hacked")]
+    tripped = [ln for ln in lines if "**tripped**" in ln]
+    assert len(tripped) == 2 and all("| reward_hacking |" in ln for ln in tripped)
+    assert "| hacked | 0 | `logged` | reward_hacking | **tripped** | 4 | dense reward (metarl/reward/dense) changed +0.15 " \
+           "over the last 4 steps" in section
+    assert "| hacked | 1 | `replayed` | reward_hacking | **tripped** | 22 | dense reward (metarl/reward/dense) changed " \
+           "+0.95 over the last 20 steps" in section
+    assert "| hacked | 0 | `logged` | cap_saturation | quiet |  | last window: cap_fraction=0.1, n=4 |" in section
+    assert "| bare | | `bare` | reward_hacking | no data |" in section.replace("|  |", "| |")
+    assert "health read from the health/ keys the trainer logged" in section
+    assert "health replayed over metrics.jsonl with the default thresholds" in section
+    for name in ("health_hacked_seed0", "health_hacked_seed1", "health_bare"):
+        assert (out / f"{name}.png").read_bytes()[:8] == PNG_MAGIC and f"]({name}.csv)" in md
+    data = read_csv(out / "health_hacked_seed0.csv")
+    assert float(row(data, step=4, series="health/reward_hacking/reward_change")["value"]) == pytest.approx(0.15)
+    assert float(row(data, step=8, series="metarl/reward/dense")["value"]) == pytest.approx(0.9)
+    assert float(row(read_csv(out / "health_bare.csv"), step=2, series="metarl/outcome_accuracy")["value"]) == 0.5

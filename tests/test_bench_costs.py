@@ -96,9 +96,9 @@ def test_both_sampling_paths_give_m_answers_per_prefix(tiny):
     model, tok = tiny
     seqs, lengths = bench_mc.prefix_inputs(make_traces(tok, 2, 3, 24, 8, seed=0), tok)
     assert [len(ks) for ks in lengths] == [4, 4]
-    for prover_cls in (bench_mc.MetaProver, bench_mc.PerPrefixProver):
-        prover = prover_cls("<answer>", m=3, max_answer_tokens=4)
-        bench_mc.check_counts(prover.sample_prefixes(model, tok, seqs, lengths, seed=0), lengths, 3)
+    for reuse in (True, False):
+        eng = bench_mc.engine(model, tok, reuse, answer_tokens=4)
+        bench_mc.check_counts(eng.branch(seqs, lengths, 3, seed=0), lengths, 3)
     agree, total = bench_mc.greedy_agreement(model, tok, seqs, lengths, answer_tokens=4)
     assert (agree, total) == (8, 8)
 

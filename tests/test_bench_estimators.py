@@ -6,6 +6,7 @@ hand-built traces scored by a random tiny model, NaN with a reason when MC progr
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import sys
@@ -53,8 +54,9 @@ def test_biased_estimators_fail_the_check(toy, monkeypatch):
     class WrongTemperature(est.MCProgress):
         """A sampler that ignores the prover's temperature 0.7 and samples at 1.0."""
 
-        def __init__(self, **kw):
-            super().__init__(**{**kw, "temperature": 1.0})
+        def success_rates(self, traces, engine, *args, **kwargs):
+            wrong = est.Engine(engine.backend, dataclasses.replace(engine.prover, temperature=1.0))
+            return super().success_rates(traces, wrong, *args, **kwargs)
 
     class Shifted(est.MCProgress):
         """Ĵ + 0.15, clipped to [0, 1]."""

@@ -76,7 +76,7 @@ def test_missing_target_names_the_fix():
 
 def test_dataset_integer_types_are_accepted():
     assert lcpo_exact(1.0, np.int64(1200), np.int64(1000)) == pytest.approx(0.94)
-    assert lcpo_max(np.float32(1.0), 2000, 1000.0) == pytest.approx(0.35)
+    assert lcpo_max(np.float32(1.0), 2000, 1000.0, alpha_l=0.0003) == pytest.approx(0.35)
 
 
 def test_budget_prompt_wording():
@@ -111,3 +111,9 @@ def test_called_by_name_through_the_registry():
 def test_doctests():
     result = doctest.testmod(budget)
     assert result.failed == 0 and result.attempted >= 8
+
+
+def test_lcpo_max_defaults_to_l1s_max_alpha():
+    """L1's Max runs use α_L = 0.01 (0.0003 is its Exact value): 30 tokens over N give s = −0.3."""
+    assert lcpo_max(1.0, 1030, 1000) == pytest.approx(0.35)
+    assert lcpo_max(1.0, 1030, 1000) == lcpo_max(1.0, 1030, 1000, alpha_l=0.01)

@@ -100,6 +100,15 @@ CASES = {
     "termination baseline without mc_progress": (["objective=termination"],
                                                  r"objective\.baseline=termination needs the Monte Carlo progress "
                                                  r"estimator: add rewards=\[mc_progress\]"),
+    "mrt termination baseline without mc_progress": (["objective=termination", "objective.baseline=mrt_termination"],
+                                                     r"objective\.baseline=mrt_termination needs the Monte Carlo "
+                                                     r"progress estimator"),
+    "health window too small": (["health.window=1"],
+                                r"health\.window=1 must be a whole number >= 2; set it like health\.window=20"),
+    "health unknown option": (["+health.windw=5"], r"health: unknown option\(s\) \['windw'\]"),
+    "credit unknown": (["objective.credit=max"], r"objective\.credit='max' is not supported; use one of sum, min"),
+    "min credit with a discount": (["objective.credit=min", "objective.gamma=0.9"],
+                                   r"objective\.credit='min' takes no discount: objective\.gamma=0\.9 must be 1"),
 }
 
 
@@ -198,8 +207,9 @@ def test_existing_run_dir_without_resume_is_refused_and_left_alone(tmp_path, no_
 def test_cap_plus_prompt_longer_than_the_model_context(tmp_path):
     """The one check that needs the tokenizer: it runs right after the (tiny) model loads, before training."""
     cfg = compose_train(tmp_path, "budget.cap=1020")  # random-tiny has 1024 positions
-    run_expecting(cfg, r"budget\.cap=1020: the longest prompt \(\d+ tokens\) plus the cap and a forced answer need "
-                       r"\d+ positions, but the model has 1024; lower budget\.cap")
+    run_expecting(cfg, r"budget\.cap=1020: the longest prompt \(\d+ tokens\) plus the cap, the termination suffix and "
+                       r"a forced answer \(prover\.answer_tokens=16\) need \d+ positions, but the model has 1024; "
+                       r"lower budget\.cap or prover\.answer_tokens")
     assert not (tmp_path / "run" / "metrics.jsonl").exists()
 
 

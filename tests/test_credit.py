@@ -271,7 +271,7 @@ def test_float32_default_and_empty_batch():
     ({"baseline": "termination", "termination_values": [[0.5], [0.5, 0.0], [0.75], [1.0, 0.5]]},
      "1 termination values but 3 episodes"),
     ({"baseline": "termination", "termination_values": [[0.5, math.nan, 1.0], *TERMINATION[1:]]}, "must be finite"),
-    ({"gamma": 1.5}, "outside \\[0, 1\\]"),
+    ({"gamma": 1.5}, "must lie in \\[0, 1\\]"),
     ({"eps": 0.0}, "eps=0.0 must be > 0"),
     ({"alpha": math.nan}, "alpha must be a finite number"),
 ])
@@ -328,3 +328,173 @@ def test_per_kind_needs_kinds_that_match_the_spans():
         build_advantages([[1.0]], [1.0], [[(0, 1)]], [0], 1, normalize="per_kind")
     with pytest.raises(ValueError, match="one kind per token span"):
         build_advantages([[1.0]], [1.0], [[(0, 1)]], [0], 1, episode_kinds=[["attempt", "verify"]])
+
+
+def test_lone_scorable_group_gets_zero_with_group_scaling():
+    """Fewer than two scorable traces in a group: the group std is undefined, so every normalised advantage of
+    that group is 0 (joint and termination alike), never the raw, undivided numerator."""
+    lone = dict(episode_rewards=[[], []], outcomes=[1.0, None], token_spans=[[(0, 2)], [(0, 2)]], group_ids=[0, 0],
+                num_tokens=3)
+    got = build_advantages(**lone, baseline="termination", termination_values=[[0.25], [0.5]])
+    assert got.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # was 0.75 = 1 - 0.25 on the first row
+    # joint: with dense rewards the later episodes of the lone trace differ from its own G_0
+    got = build_advantages([[1.0, 0.0], []], [1.0, None], [[(0, 1), (1, 2)], [(0, 2)]], [0, 0], 2,
+                           normalize="joint")
+    assert got.tolist() == [[0.0, 0.0], [0.0, 0.0]]  # was [0, -1]: G - mean G_0, undivided
+    # a lone trace beside a normal group: the normal group is divided by its std, the lone group gets 0
+    rewards, outcomes = [[1.0], [0.0], [0.0], [2.0]], [1.0, 0.0, 1.0, None]
+    spans, groups = [[(0, 1)], [(0, 1)], [(0, 1)], [(0, 1)]], [0, 0, 1, 1]
+    values = [[0.5], [0.25], [0.25], [0.0]]
+    got = build_advantages(rewards, outcomes, spans, groups, 1, baseline="termination",
+                           termination_values=values, dtype=torch.float64)
+    s = 2.0 / SQ2 + EPS  # std of G = {2, 0}
+    assert got[:, 0].tolist() == pytest.approx([1.5 / s, -0.25 / s, 0.0, 0.0], abs=1e-12)
+    got = build_advantages(rewards, outcomes, spans, groups, 1, normalize="joint", dtype=torch.float64)
+    assert got[:, 0].tolist() == pytest.approx([1.0 / s, -1.0 / s, 0.0, 0.0], abs=1e-12)
+    # batch scaling over a batch of one scorable trace: undefined as well
+    got = build_advantages([[1.0, 0.0]], [1.0], [[(0, 1), (1, 2)]], [0], 2, normalize="joint", scale_rewards="batch")
+    assert got.tolist() == [[0.0, 0.0]]
+    # the statistic "none" uses (the mean) is defined for one trace: G - G_0 is kept, as documented
+    got = build_advantages([[1.0, 0.0], []], [1.0, None], [[(0, 1), (1, 2)], [(0, 2)]], [0, 0], 2,
+                           normalize="joint", scale_rewards="none")
+    assert got.tolist() == [[0.0, -1.0], [0.0, 0.0]]
+
+
+# ---------------------------------------------------------------- min-form credit (PURE)
+# The fixture with credit="min" (gamma 1): raw min returns t0 [0, 0, 1], t1 [0, 1], t2 [2], t3 [0, 0].
+KINDS = [["attempt", "verify", "attempt"], ["attempt", "verify"], ["attempt"], ["attempt", "verify"]]
+
+
+def test_min_credit_joint_hand_computed():
+    # G = M + r: t0 [1, 1, 2], t1 [0, 1], t2 [3], t3 [1, 1]; group means of G_0: 0.5 and 2.
+    base = [[0.5, 0.5, 1.5], [-0.5, 0.5], [1.0], [-1.0, -1.0]]
+    got = adv(normalize="joint", scale_rewards="none", gamma=1.0, credit="min")
+    torch.testing.assert_close(got, tokens(base), rtol=0, atol=1e-12)
+    s0, s1 = 1 / SQ2 + EPS, SQ2 + EPS  # Bessel std of G_0 = {1, 0} and {3, 1}
+    got = adv(normalize="joint", scale_rewards="group", gamma=1.0, credit="min")
+    want = tokens([[a / s for a in row] for row, s in zip(base, [s0, s0, s1, s1])])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_min_credit_separate_hand_computed():
+    # r_hat (as in the sum test): t0 [.4, -.6, .4], t1 [-.6, .4] (group 0); t2 [4/3], t3 [-2/3, -2/3] (group 1);
+    # min from j on: t0 [-.6, -.6, .4], t1 [-.6, .4], t2 [4/3], t3 [-2/3, -2/3]; outcome +-.5 and 0 on top.
+    got = adv(normalize="separate", scale_rewards="none", gamma=1.0, credit="min")
+    want = tokens([[-0.1, -0.1, 0.9], [-1.1, -0.1], [4 / 3], [-2 / 3, -2 / 3]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    s, s1, o = math.sqrt(0.3) + EPS, math.sqrt(4 / 3) + EPS, 0.5 / (1 / SQ2 + EPS)
+    got = adv(normalize="separate", scale_rewards="group", gamma=1.0, credit="min", alpha=2.0, dense_weight=0.5)
+    want = tokens([[0.5 * -0.6 / s + 2 * o, 0.5 * -0.6 / s + 2 * o, 0.5 * 0.4 / s + 2 * o],
+                   [0.5 * -0.6 / s - 2 * o, 0.5 * 0.4 / s - 2 * o], [0.5 * (4 / 3) / s1],
+                   [0.5 * (-2 / 3) / s1, 0.5 * (-2 / 3) / s1]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_min_credit_per_kind_hand_computed():
+    # group 0 attempts {1, 1, 0} (mean 2/3): t0 e0, e2 +1/3, t1 e0 -2/3; verifications {0, 1}: t0 e1 -.5, t1 e1 +.5.
+    # group 1 attempts {2, 0} (mean 1): t2 +1, t3 e0 -1; t3's lone verification is centred on itself: 0.
+    # r_hat t0 [1/3, -1/2, 1/3] -> min [-1/2, -1/2, 1/3]; t1 [-2/3, 1/2] -> itself; t3 [-1, 0] -> itself.
+    got = adv(normalize="per_kind", scale_rewards="none", gamma=1.0, credit="min", episode_kinds=KINDS)
+    want = tokens([[0.0, 0.0, 1 / 3 + 0.5], [-2 / 3 - 0.5, 0.0], [1.0], [-1.0, 0.0]])
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+
+
+def test_min_credit_termination_baselines_hand_computed():
+    # per episode: A = G - b, G as in the joint min test
+    base = [[0.5, 0.75, 1.0], [-0.5, 1.0], [2.25], [0.0, 0.5]]
+    got = adv(baseline="termination", termination_values=TERMINATION, scale_rewards="none", gamma=1.0, credit="min")
+    torch.testing.assert_close(got, tokens(base), rtol=0, atol=1e-12)
+    s0, s1 = 1 / SQ2 + EPS, SQ2 + EPS
+    got = adv(baseline="termination", termination_values=TERMINATION, gamma=1.0, credit="min")
+    torch.testing.assert_close(got, tokens([[a / s for a in row] for row, s in zip(base, [s0, s0, s1, s1])]),
+                               rtol=0, atol=1e-12)
+    # per sequence (MRT's README): G_0 - b_0 = 1 - .5, 0 - .5, 3 - .75, 1 - 1 on every token
+    got = adv(baseline="mrt_termination", termination_values=TERMINATION, gamma=1.0, credit="min")
+    torch.testing.assert_close(got, tokens([[0.5] * 3, [-0.5] * 2, [2.25], [0.0] * 2]), rtol=0, atol=1e-12)
+
+
+def test_min_credit_leaves_the_stop_step_out_of_the_min():
+    """The stop step's reward 0 must not cap the positive rewards before it; its own dense return is 0."""
+    rewards, kinds = [[1.0, 2.0, 0.0], [3.0, 0.0]], [["attempt", "attempt", "stop"], ["attempt", "stop"]]
+    spans = [[(0, 1), (1, 2), (2, 3)], [(0, 1), (1, 2)]]
+    # M_A = [1, 2, 0], M_B = [3, 0]; G = M + r: A [2, 3, 1], B [3, 0]; mean of G_0 = 2.5
+    got = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="joint", scale_rewards="none",
+                           credit="min", episode_kinds=kinds)
+    assert got.tolist() == [[-0.5, 0.5, -1.5], [0.5, -2.5, 0.0]]
+    # separate: the stop steps are out of the statistics (real episodes {1, 2, 3}, mean 2) and out of the min
+    got = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="separate", scale_rewards="none",
+                           credit="min", episode_kinds=kinds, alpha=0.0)
+    assert got.tolist() == [[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    # without kinds the 0 counts as an episode reward and is everyone's minimum
+    blind = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="joint", scale_rewards="none",
+                             credit="min")
+    assert blind.tolist() == [[0.5, 0.5, 0.5], [-0.5, -0.5, 0.0]]
+
+
+def test_min_credit_without_dense_rewards_is_grpo_and_sum_is_the_default():
+    for normalize in ("separate", "joint"):
+        for scale in ("group", "batch", "none"):
+            no_dense = dict(episode_rewards=[[], [], [], []], normalize=normalize, scale_rewards=scale, gamma=1.0)
+            assert torch.equal(adv(credit="min", **no_dense), adv(**no_dense))
+            assert torch.equal(adv(normalize=normalize, scale_rewards=scale, credit="sum"),
+                               adv(normalize=normalize, scale_rewards=scale))
+    assert torch.equal(adv(baseline="termination", termination_values=TERMINATION, credit="sum"),
+                       adv(baseline="termination", termination_values=TERMINATION))
+    # a trace without dense rewards has dense return 0 under min too
+    rewards = [[1.0, 0.0, 1.0], [], [2.0], [0.0, 0.0]]
+    got = adv(episode_rewards=rewards, normalize="joint", scale_rewards="none", gamma=1.0, credit="min")
+    assert got[1, 0].item() == pytest.approx(0.0 - 0.5)  # G_1 = 0 + 0, group mean of G_0 = (1 + 0) / 2
+
+
+def test_episode_returns_min():
+    assert episode_returns([3.0, -1.0, 2.0, 0.5], credit="min") == [-1.0, -1.0, 0.5, 0.5]
+    with pytest.raises(ValueError, match="takes no discount"):
+        episode_returns([1.0], gamma=0.5, credit="min")
+
+
+# ---------------------------------------------------------------- MRT's termination baseline, per sequence
+
+
+def test_mrt_termination_baseline_hand_computed():
+    # README: adv = R - R_termination per sequence; R = w_d R_0 + alpha r, b = termination_values[i][0].
+    # sum form (gamma .5) G_0: t0 2.25, t1 .5, t2 3, t3 1; b_0: .5, .5, .75, 1.
+    want = tokens([[1.75] * 3, [0.0] * 2, [2.25], [0.0] * 2])
+    for scale in ("group", "batch", "none"):  # no std scaling: scale_rewards and normalize are not used
+        got = adv(baseline="mrt_termination", termination_values=TERMINATION, scale_rewards=scale)
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(adv(baseline="mrt_termination", termination_values=TERMINATION, normalize="joint"),
+                               want, rtol=0, atol=1e-12)
+    # outcome only (MRT's own setting, conf/objective/termination.yaml: dense []), alpha 2: 2 r - b_0
+    got = adv(episode_rewards=[[], [], [], []], baseline="mrt_termination", termination_values=TERMINATION, alpha=2.0)
+    torch.testing.assert_close(got, tokens([[1.5] * 3, [-0.5] * 2, [1.25], [1.0] * 2]), rtol=0, atol=1e-12)
+    # today's per-episode variant is a different thing on the same input
+    assert not torch.allclose(adv(baseline="termination", termination_values=TERMINATION), want)
+    # a lone scorable trace still gets R - b (no statistic is involved); an unscorable one 0
+    got = build_advantages([[], []], [1.0, None], [[(0, 2)], [(0, 2)]], [0, 0], 3, baseline="mrt_termination",
+                           termination_values=[[0.25], [0.5]])
+    assert got.tolist() == [[0.75, 0.75, 0.0], [0.0, 0.0, 0.0]]
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"credit": "max"}, "credit='max' is not supported; use one of sum, min"),
+    ({"credit": "min", "gamma": 0.5}, "credit='min' takes no discount"),
+    ({"baseline": "mrt_termination"}, "baseline='mrt_termination' needs termination_values"),
+    ({"baseline": "minimum"}, "use one of group, termination, mrt_termination"),
+])
+def test_bad_credit_options_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        adv(**kwargs)
+
+
+def test_objective_delegates_to_the_credit_check():
+    from metarl.registry import ConfigError
+    from metarl.scoring import Objective
+
+    assert Objective(credit="min").credit == "min" and Objective().credit == "sum"
+    assert Objective(baseline="mrt_termination").termination_baseline and not Objective().termination_baseline
+    with pytest.raises(ConfigError, match=r"objective\.credit='min' takes no discount: objective\.gamma=0\.9"):
+        Objective(credit="min", gamma=0.9)
+    with pytest.raises(ConfigError, match=r"objective\.credit='max' is not supported; use one of sum, min"):
+        Objective(credit="max")
+    with pytest.raises(ConfigError, match=r"objective\.baseline='x' is not supported"):
+        Objective(baseline="x")

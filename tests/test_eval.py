@@ -16,7 +16,10 @@ from metarl.eval.difficulty import compute_difficulty, counts_from_samples, read
 from metarl.eval.engine import derive_seed, evaluate_strategies
 from metarl.eval.outputs import ALL, attach_bins, format_table, summarize
 from metarl.eval.questions import read_questions_jsonl
+from metarl.engine.hf import HFBackend
 from metarl.eval.sampling import PARALLEL, Generation, PolicySampler, Sample
+from metarl.prover import TAG_PROVER, ProverConfig
+from tests.scripted import ScriptedBackend
 from metarl.eval.strategies import (BestOfN, BudgetForcing, GradedSample, MajorityVote, Outcome, PassAtK,
                                     Question, SequentialRevisions, WeightedBestOfN, build_strategies)
 from metarl.eval.verifiers import MeanLogProb, SelfVerification, build_verifier
@@ -184,27 +187,10 @@ def test_plain_function_is_a_strategy_over_parallel_samples():
 # ---------------------------------------------------------------- sampling within budgets
 
 
-class ScriptedLM(torch.nn.Module):
-    """A stand-in causal LM: after "<answer>" it answers "42</answer>", otherwise writes "a<k>" and stops,
-    k = how often the cue ``count`` string occurs in the context (so each continuation round is visible)."""
-
-    def __init__(self, tok, count: str):
-        from transformers import GenerationConfig
-
-        super().__init__()
-        self.w = torch.nn.Parameter(torch.zeros(1))
-        self.tok, self.count = tok, count
-        self.generation_config = GenerationConfig(eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-
-    def generate(self, input_ids, attention_mask, generation_config, **_):
-        rows = []
-        for ids, mask in zip(input_ids.tolist(), attention_mask.tolist()):
-            ctx = self.tok.decode([t for t, m in zip(ids, mask) if m], skip_special_tokens=True)
-            text = "42</answer>" if ctx.endswith("<answer>") else f"a{ctx.count(self.count)}"
-            new = self.tok(text, add_special_tokens=False)["input_ids"] + [self.tok.eos_token_id]
-            rows.append(ids + new[: generation_config.max_new_tokens])
-        width = max(map(len, rows))
-        return torch.tensor([r + [self.tok.pad_token_id] * (width - len(r)) for r in rows])
+def scripted(tok, count: str) -> ScriptedBackend:
+    """After "<answer>" answer "42</answer>", otherwise write "a<k>" and stop, k = how often the cue ``count``
+    string occurs in the context (so each continuation round is visible)."""
+    return ScriptedBackend(tok, lambda ctx: "42</answer>" if ctx.endswith("<answer>") else f"a{ctx.count(count)}")
 
 
 @pytest.mark.parametrize("budget, text, thinking, rounds, forced", [
@@ -214,7 +200,7 @@ class ScriptedLM(torch.nn.Module):
 ])
 def test_sequential_revisions_count_cue_tokens_and_force_at_budget(tiny, budget, text, thinking, rounds, forced):
     _, tok = tiny
-    sampler = PolicySampler(ScriptedLM(tok, "<r>"), tok, suffix="<answer>", answer_stop=["</answer>"])
+    sampler = PolicySampler(scripted(tok, "<r>"), TAG_PROVER)
     (samples,) = sampler(["P:"], budget, 2, Generation("revisions", "<r>", 2), seed=0)
     for s in samples:
         assert (s.completion, s.thinking_tokens, s.rounds, s.forced) == (text, thinking, rounds, forced)
@@ -223,7 +209,7 @@ def test_sequential_revisions_count_cue_tokens_and_force_at_budget(tiny, budget,
 
 def test_budget_forcing_continues_while_budget_lasts(tiny):
     _, tok = tiny
-    sampler = PolicySampler(ScriptedLM(tok, "W"), tok, suffix="<answer>")
+    sampler = PolicySampler(scripted(tok, "W"), TAG_PROVER)
     ((s,),) = sampler(["P:"], 12, 1, BudgetForcing(continuation="W").generation, seed=0)
     assert (s.completion, s.thinking_tokens, s.rounds, s.forced) == ("a0Wa1Wa2Wa3", 12, 3, False)
     ((s,),) = sampler(["P:"], 2, 1, PARALLEL, seed=0)  # parallel: cut at 2 tokens, answer forced
@@ -232,8 +218,7 @@ def test_budget_forcing_continues_while_budget_lasts(tiny):
 
 def test_policy_sampler_on_tiny_model_respects_budgets_and_seed(tiny):
     model, tok = tiny
-    sampler = PolicySampler(model, tok, suffix="<answer>", answer_stop=["</answer>"], answer_tokens=4,
-                            temperature=1.0)
+    sampler = PolicySampler(HFBackend(model, tok), ProverConfig(answer_tokens=4), temperature=1.0)
     prompts = ["Numbers: 3 8 5. Target: 11.\n", "Numbers: 1 5 6. Target: 11.\n"]
     for gen in (PARALLEL, Generation("revisions", "<revise>", 2), Generation("bf", "W", 10**6)):
         for budget in (3, 9):

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import json
 import pickle
 import threading
 import time
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -92,6 +94,60 @@ def math_grader():
 )
 def test_extract_answer(text, style, expected):
     assert extract_answer(text, style) == expected
+
+
+@pytest.mark.parametrize(
+    "text, style, expected",
+    [
+        # math-verify's reading of anchored answers (auto): box lists, "final answer is", bare texts
+        ("so \\boxed{1}, \\boxed{2} and \\boxed{3}.", "auto", "1, 2, 3"),  # listed boxes form one answer
+        ("\\boxed{1}, \\boxed{2}", "boxed", "2"),  # the boxed style stays the last box
+        ("\\boxed{2} then much later, after a long detour through other ideas, \\boxed{5}", "auto", "2, 5"),
+        ("\\boxed{2} was wrong. Much later, after a long detour through several other ideas: \\boxed{5}", "auto",
+         "5"),  # 70 or more characters apart: only the last box
+        ("\\boxed{5}\\boxed{5}", "auto", "5"),  # a repeated box counts once
+        ("\\boxed{\\boxed{7}}", "auto", "7"),
+        ("\\boxed{255} so $10,455. Final Answer: The final answer is $10,455$. I hope it is correct.", "auto",
+         "10,455"),  # the later of box and "final answer is" wins
+        ("The final answer is 3, so we box it: \\boxed{4}", "auto", "4"),
+        ("Final Answer: The largest $n$ is 34.", "auto", "34"),
+        ("Final Answer: The largest $n$ is 34.", "phrase", "34"),
+        ("Final answer: 5. This is because 2+3=5", "auto", "5"),  # "is because" states no math
+        ("-5", "auto", "-5"),  # a bare answer is its own answer
+        ("$x = 2$", "auto", "x = 2"),
+        ("it is -5", "auto", None),
+        # the math style: auto written for math-verify, else the last formula or number
+        ("so \\boxed{1}, \\boxed{2}", "math", "\\boxed{1, 2}"),
+        ("The answer is 7.", "math", "\\boxed{7}"),
+        ("the answer is 5 apples and 3 pears", "math", "5"),  # the first math after "answer", as math-verify
+        ("$-5$", "math", "$-5$"),
+        ("the number is not 10 which is 1,000.99\u20ac", "math", "1,000.99"),
+        ("Soucis : 2,74 $ a..", "math", "2,74"),  # decimal comma, as math-verify's number reader
+        ("The roots are $1$ and $-2$ (both real).", "math", "$1$ and $-2$"),  # a list of formulas
+        ("we get \\( x^2 \\) at last", "math", "\\( x^2 \\)"),
+        ("AZYUK2A", "math", None),  # a digit inside a word is not a number
+        ("no answer here", "math", None),
+    ],
+)
+def test_extract_answer_reads_like_math_verify(text, style, expected):
+    assert extract_answer(text, style) == expected
+
+
+def test_math_style_reads_its_own_answers_back():
+    """The math grader reads its input with the math style, so an answer extracted with it grades the same."""
+    from metarl.grading.extraction import math_answer
+
+    data = Path(__file__).parent / "data" / "math_verify_cases.jsonl"
+    texts = [t for line in data.read_text().splitlines()[1:] for t in (json.loads(line)["pred"],
+                                                                         json.loads(line)["gold"])]
+    texts += [p for p, _, _ in MATH_PAIRS]
+    checked = 0
+    for text in texts:
+        answer = math_answer(text)
+        if answer is not None:
+            assert math_answer(answer) == answer, (text[-80:], answer)
+            checked += 1
+    assert checked > 500
 
 
 def test_extract_answer_options_and_errors():
@@ -257,6 +313,22 @@ MATH_PAIRS = [
     ("x = 5", "5", True),
     ("\\sqrt{8}", "2\\sqrt{2}", True),
     ("it is 5 apples", "5", True),  # prose: math-verify reads the text itself
+    # issue #12: what math-verify grades right and metarl-score did not
+    ("-5", "-5", True),
+    ("\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\{1,2,3\\}", True),  # listed boxes are a set
+    ("\\boxed{1} and \\boxed{2}", "2", False),
+    ("Final Answer: The largest $n$ is 34.", "34", True),
+    ("so \\boxed{255}. The final answer is $10,455$. I hope it is correct.", "10455", True),
+    ("so \\boxed{255}. The final answer is $10,455$. I hope it is correct.", "255", False),
+    ("the number is not 10 which is 1,000.99\u20ac", "1000.99", True),
+    ("1,5", "1.5", True),  # a bare decimal comma, read by math-verify's number reader
+    ("\\boxed{1,5}", "1.5", False),  # in a box it is LaTeX: the set {1, 5}
+    ("\\boxed{1, 3}", "1,3", True),  # a gold answer's comma lists ("enter all solutions, separated by commas")
+    ("\\boxed{1.3}", "1,3", False),
+    ("<answer>3,1</answer>", "1, 3", True),  # a tag holds an answer as a box does
+    ("\\boxed{1234}", "1,234", True),
+    ("The roots are $1$ and $-2$.", "\\{1,-2\\}", True),
+    ("AZYUK2A", "2", False),
 ]
 
 
@@ -274,6 +346,18 @@ def test_math_grader_in_a_thread_and_in_a_worker_process_agree(math_grader):
     expected = [e for _, _, e in MATH_PAIRS]
     assert in_thread == expected
     assert in_process == expected
+
+
+def test_scorer_grades_extracted_answers_as_whole_completions(math_grader):
+    """metarl-score's grader=math, answer=auto: the math style, whose answers the grader reads back the same."""
+    from metarl.cli.common import answer_tools
+
+    grader, extract, _ = answer_tools(None, "math", "auto", {})
+    assert extract.keywords["style"] == "math" and grader.answer_style == "math"
+    assert [grader(extract(p), g) for p, g, _ in MATH_PAIRS] == [e for _, _, e in MATH_PAIRS]
+    assert answer_tools(None, "number", "auto", {})[1].keywords["style"] == "auto"  # other graders: auto
+    assert answer_tools(None, "math", "boxed", {})[1].keywords["style"] == "boxed"  # an explicit style stays
+    assert build_grader(lambda p, a: p == a).answer_style == "auto"
 
 
 def test_math_grader_rejects_bad_config():
@@ -537,7 +621,7 @@ def test_adversarial_inputs_are_bounded_and_incorrect(math_grader):
                 assert bounded(g, text, gold, prompt) is False, (name, text[:60])
                 worst = max(worst, time.perf_counter() - t0)
                 tried += 1
-        for style in ("auto", "boxed", "tag", "phrase", "last_number"):
+        for style in ("auto", "boxed", "tag", "phrase", "last_number", "math"):
             bounded(extract_answer, text, style)
             tried += 1
         bounded(parse_verdict, text)
@@ -573,7 +657,7 @@ _GOLDS = st.sampled_from(["5", "\\frac{1}{2}", "x^2", "\\{1,2\\}"])
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(text=_TEXT, gold=_GOLDS)
 def test_fuzz_extraction_and_cheap_graders_never_raise(text, gold):
-    for style in ("auto", "boxed", "tag", "phrase", "last_number"):
+    for style in ("auto", "boxed", "tag", "phrase", "last_number", "math"):
         out = extract_answer(text, style)
         assert out is None or isinstance(out, str)
     assert parse_verdict(text) in (True, False, None)

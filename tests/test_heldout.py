@@ -6,6 +6,7 @@ import math
 import pytest
 import torch
 
+from metarl.engine.hf import HFBackend
 from metarl.eval.heldout import evaluate_policy
 from metarl.scoring import Scorer
 from metarl.segmenters import TokenChunkSegmenter
@@ -26,7 +27,7 @@ ROWS = [{"prompt": f"Q{i}: {i}+{i}=", "answer": str(2 * i)} for i in range(6)]
 
 def run(tiny, **kw):
     model, tok = tiny
-    return evaluate_policy(model, tok, ROWS, cap=9, scorer=scorer(tok), suffix=None, return_traces=True, **kw)
+    return evaluate_policy(HFBackend(model, tok), ROWS, cap=9, scorer=scorer(tok), return_traces=True, **kw)
 
 
 def test_greedy_is_one_completion_per_problem(tiny):
@@ -77,5 +78,5 @@ def test_bad_sample_count_is_refused(tiny):
 
 def test_no_rows(tiny):
     model, tok = tiny
-    r = evaluate_policy(model, tok, [], cap=4, scorer=scorer(tok), suffix=None, samples=2, temperature=1.0)
+    r = evaluate_policy(HFBackend(model, tok), [], cap=4, scorer=scorer(tok), samples=2, temperature=1.0)
     assert r["n"] == 0 and r["per_question"] == []

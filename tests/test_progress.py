@@ -13,20 +13,30 @@ import pytest
 import torch
 from scipy.stats import chisquare
 
-from metarl.models.tiny import build_char_tokenizer, build_tiny_model
+from metarl.models.tiny import build_char_tokenizer, build_tiny_model, sharpen
+from metarl.engine import Engine
+from metarl.engine.hf import HFBackend
 from metarl.prover import (
     R1_TERMINATION_SUFFIX,
-    MetaProver,
-    StopOnStrings,
+    ProverConfig,
+    answer_distribution,
     extract_auto,
     extract_boxed,
     extract_raw,
+    success_probability,
     warp_logits,
 )
 from metarl.rewards.progress import LikelihoodProgress, MCProgress, trace_tokens
 from metarl.types import Episode, Trace
 
 SUFFIX = "\nTime is up.\n<answer>"
+P = ProverConfig(suffix=SUFFIX)
+P0 = ProverConfig(suffix="")
+
+
+def engine(model, tok, batch_size: int = 64, **prover) -> Engine:
+    """The transformers engine on ``model`` with a meta-prover of the given fields."""
+    return Engine(HFBackend(model, tok, batch_size), ProverConfig(**{"suffix": SUFFIX, "answer_stop": (), **prover}))
 
 
 def make_trace(tok, prompt: str, parts: list[str], answer: str, with_ids: bool = True) -> Trace:
@@ -44,16 +54,6 @@ def make_trace(tok, prompt: str, parts: list[str], answer: str, with_ids: bool =
         trace.prompt_ids = [tok.bos_token_id] + tok(prompt, add_special_tokens=False)["input_ids"]
         trace.completion_ids = tok(completion, add_special_tokens=False)["input_ids"]
     return trace
-
-
-def sharpen(model, scale: float = 10.0):
-    """Scale embeddings and projections so next-token distributions are far from uniform."""
-    with torch.no_grad():
-        model.model.embed_tokens.weight.mul_(scale)
-        for name, p in model.named_parameters():
-            if "proj" in name:
-                p.mul_(scale / 2)
-    return model.eval()
 
 
 def varied_traces(tok, digits: bool = False) -> list[Trace]:
@@ -101,8 +101,8 @@ def direct_logp(model, context: list[int], suffix_ids: list[int], answer_ids: li
 def test_packed_modes_agree_with_naive(mode, which, tiny, sharp):
     model, tok = tiny if which == "tiny" else sharp
     traces = varied_traces(tok)
-    packed = LikelihoodProgress(suffix=SUFFIX, mode=mode, batch_size=3).log_likelihoods(traces, model, tok)
-    naive = LikelihoodProgress(suffix=SUFFIX, mode="naive", batch_size=5).log_likelihoods(traces, model, tok)
+    packed = LikelihoodProgress(mode=mode, batch_size=3).log_likelihoods(traces, model, tok, P)
+    naive = LikelihoodProgress(mode="naive", batch_size=5).log_likelihoods(traces, model, tok, P)
     assert [len(x) for x in packed] == [n + 1 for n in range(1, 9)]
     for a, b in zip(packed, naive):
         assert a == pytest.approx(b, abs=1e-4)
@@ -115,7 +115,7 @@ def test_empty_suffix_scores_from_the_prefix(mode, sharp):
     """Without a suffix the first answer token is predicted by the last prefix token."""
     model, tok = sharp
     trace = make_trace(tok, "Q: 5-2", ["5-2=", "3"], answer="3.")
-    values = LikelihoodProgress(suffix="", mode=mode).log_likelihoods([trace], model, tok)[0]
+    values = LikelihoodProgress(mode=mode).log_likelihoods([trace], model, tok, P0)[0]
     answer_ids = tok("3.", add_special_tokens=False)["input_ids"]
     for k, value in zip([0, 4, 5], values):
         expected = direct_logp(model, trace.prompt_ids + trace.completion_ids[:k], [], answer_ids)
@@ -127,8 +127,8 @@ def test_packed_equals_hand_computation(mode, sharp):
     model, tok = sharp
     trace = make_trace(tok, "Compute 3+4.", ["3+4 is 8. ", "Wait, 3+4=7.", " So 7."], answer="7")
     template = "{answer}</answer>"
-    est = LikelihoodProgress(suffix=SUFFIX, answer_template=template, mode=mode)
-    values = est.log_likelihoods([trace], model, tok)[0]
+    est = LikelihoodProgress(answer_template=template, mode=mode)
+    values = est.log_likelihoods([trace], model, tok, P)[0]
     suffix_ids = tok(SUFFIX, add_special_tokens=False)["input_ids"]
     answer_ids = tok("7</answer>", add_special_tokens=False)["input_ids"]
     for k, value in zip([0, 10, 22, 28], values):
@@ -142,13 +142,12 @@ def test_packed_equals_hand_computation(mode, sharp):
 def test_max_length_splits_packs_exactly(mode, sharp):
     model, tok = sharp
     traces = varied_traces(tok)
-    full = LikelihoodProgress(suffix=SUFFIX, mode=mode).log_likelihoods(traces, model, tok)
-    split = LikelihoodProgress(suffix=SUFFIX, mode=mode, max_length=90, batch_size=4).log_likelihoods(
-        traces, model, tok)
+    full = LikelihoodProgress(mode=mode).log_likelihoods(traces, model, tok, P)
+    split = LikelihoodProgress(mode=mode, max_length=90, batch_size=4).log_likelihoods(traces, model, tok, P)
     for a, b in zip(full, split):
         assert a == pytest.approx(b, abs=1e-4)
     with pytest.raises(ValueError, match="max_length"):
-        LikelihoodProgress(suffix=SUFFIX, max_length=20).log_likelihoods(traces, model, tok)
+        LikelihoodProgress(max_length=20).log_likelihoods(traces, model, tok, P)
 
 
 def _other_architecture(name: str, vocab: int, sliding_window: int | None = None):
@@ -174,9 +173,9 @@ def test_other_architectures(arch, sharp):
     _, tok = sharp
     model = _other_architecture(arch, len(tok))
     traces = varied_traces(tok)
-    naive = LikelihoodProgress(suffix=SUFFIX, mode="naive").log_likelihoods(traces, model, tok)
+    naive = LikelihoodProgress(mode="naive").log_likelihoods(traces, model, tok, P)
     for mode in ("one_pass", "cached"):
-        packed = LikelihoodProgress(suffix=SUFFIX, mode=mode, batch_size=3).log_likelihoods(traces, model, tok)
+        packed = LikelihoodProgress(mode=mode, batch_size=3).log_likelihoods(traces, model, tok, P)
         for a, b in zip(packed, naive):
             assert a == pytest.approx(b, abs=1e-4)
 
@@ -187,16 +186,16 @@ def test_sliding_window_refused_for_block_masks(sharp):
     traces = varied_traces(tok)[:2]
     for mode in ("one_pass", "cached"):
         with pytest.raises(ValueError, match="sliding window 16"):
-            LikelihoodProgress(suffix=SUFFIX, mode=mode).score_batch(traces, model, tok)
-    assert len(LikelihoodProgress(suffix=SUFFIX, mode="naive").score_batch(traces, model, tok)[1]) == 2
+            LikelihoodProgress(mode=mode).score_batch(traces, model, tok, P)
+    assert len(LikelihoodProgress(mode="naive").score_batch(traces, model, tok, P)[1]) == 2
 
 
 def test_scales_and_telescoping(sharp):
     model, tok = sharp
     traces = varied_traces(tok)[2:6]
-    log_d = LikelihoodProgress(suffix=SUFFIX, scale="log").score_batch(traces, model, tok)
+    log_d = LikelihoodProgress(scale="log").score_batch(traces, model, tok, P)
     logp = [[t.meta["logp_init"]] + [e.info["logp"] for e in t.episodes] for t in traces]
-    prob_d = LikelihoodProgress(suffix=SUFFIX, scale="prob").score_batch(traces, model, tok)
+    prob_d = LikelihoodProgress(scale="prob").score_batch(traces, model, tok, P)
     for d_log, d_prob, ls, t in zip(log_d, prob_d, logp, traces):
         assert len(d_log) == len(t.episodes)
         assert d_log == pytest.approx([b - a for a, b in zip(ls, ls[1:])], abs=1e-12)
@@ -209,12 +208,12 @@ def test_scales_and_telescoping(sharp):
 def test_likelihood_batching_invariance_and_eager(mode, sharp):
     model, tok = sharp
     traces = varied_traces(tok)
-    ref = LikelihoodProgress(suffix=SUFFIX, mode=mode, batch_size=64).log_likelihoods(traces, model, tok)
-    one = LikelihoodProgress(suffix=SUFFIX, mode=mode, batch_size=1).log_likelihoods(traces, model, tok)
+    ref = LikelihoodProgress(mode=mode, batch_size=64).log_likelihoods(traces, model, tok, P)
+    one = LikelihoodProgress(mode=mode, batch_size=1).log_likelihoods(traces, model, tok, P)
     eager = copy.deepcopy(model)
     eager.set_attn_implementation("eager")
     assert eager.config._attn_implementation == "eager"
-    via_eager = LikelihoodProgress(suffix=SUFFIX, mode=mode, batch_size=3).log_likelihoods(traces, eager, tok)
+    via_eager = LikelihoodProgress(mode=mode, batch_size=3).log_likelihoods(traces, eager, tok, P)
     for a, b, c in zip(ref, one, via_eager):
         assert a == pytest.approx(b, abs=1e-5)
         assert a == pytest.approx(c, abs=1e-4)
@@ -228,11 +227,11 @@ def test_char_span_fallback_and_empty_completion(sharp):
     tt = trace_tokens(without, tok)
     assert tt.ends == [3, 7, 16] and tt.prompt_ids == with_ids.prompt_ids
     assert tt.completion_ids == with_ids.completion_ids
-    est = LikelihoodProgress(suffix=SUFFIX)
-    (a,), (b,) = est.score_batch([without], model, tok), est.score_batch([with_ids], model, tok)
+    est = LikelihoodProgress()
+    (a,), (b,) = est.score_batch([without], model, tok, P), est.score_batch([with_ids], model, tok, P)
     assert a == pytest.approx(b, abs=1e-6)
     empty = make_trace(tok, "Q: 2*3?", [""], "6")
-    (delta,) = est.score_batch([empty], model, tok)
+    (delta,) = est.score_batch([empty], model, tok, P)
     assert delta == pytest.approx([0.0], abs=1e-5)
 
 
@@ -241,9 +240,9 @@ def test_model_mode_and_grad_restored(tiny):
     trace = make_trace(tok, "Q", ["ab", "cd"], "1")
     model.train()
     try:
-        LikelihoodProgress(suffix=SUFFIX).score_batch([trace], model, tok)
-        MCProgress(suffix=SUFFIX, m=2, max_answer_tokens=2, seed=0).score_batch([trace], model, tok,
-                                                                                 lambda p, a, q: True)
+        LikelihoodProgress().score_batch([trace], model, tok, P)
+        MCProgress(m=2, seed=0).score_batch([trace], engine(model, tok, suffix=SUFFIX, answer_tokens=2),
+                                            lambda p, a, q: True)
         assert model.training
     finally:
         model.eval()
@@ -252,15 +251,15 @@ def test_model_mode_and_grad_restored(tiny):
 
 def test_bad_input_errors(tiny):
     model, tok = tiny
-    est = LikelihoodProgress(suffix=SUFFIX)
+    est = LikelihoodProgress()
     with pytest.raises(ValueError, match="no episodes"):
-        est.score_batch([Trace("q", "abc", answer="1")], model, tok)
+        est.score_batch([Trace("q", "abc", answer="1")], model, tok, P)
     with pytest.raises(ValueError, match="trace 1: trace.answer is None"):
-        est.score_batch([make_trace(tok, "q", ["a"], "1"), make_trace(tok, "q", ["a"], None)], model, tok)
+        est.score_batch([make_trace(tok, "q", ["a"], "1"), make_trace(tok, "q", ["a"], None)], model, tok, P)
     bad = make_trace(tok, "q", ["ab", "c"], "1")
     bad.episodes[0].token_end = 1
     with pytest.raises(ValueError, match="token span"):
-        est.score_batch([bad], model, tok)
+        est.score_batch([bad], model, tok, P)
     with pytest.raises(ValueError, match="scale"):
         LikelihoodProgress(scale="linear")
     with pytest.raises(ValueError, match="mode"):
@@ -268,9 +267,11 @@ def test_bad_input_errors(tiny):
     with pytest.raises(ValueError, match="answer_template"):
         LikelihoodProgress(answer_template="{solution}")
     with pytest.raises(ValueError, match="grader"):
-        MCProgress(suffix=SUFFIX).score_batch([make_trace(tok, "q", ["a"], "1")], model, tok, None)
+        MCProgress().score_batch([make_trace(tok, "q", ["a"], "1")], engine(model, tok), None)
     with pytest.raises(ValueError, match="temperature"):
-        MetaProver(temperature=0)
+        ProverConfig(temperature=0)
+    with pytest.raises(ValueError, match="m=0"):
+        MCProgress(m=0)
 
 
 def test_attention_implementation_switch():
@@ -306,9 +307,9 @@ def test_nothing_to_condition_on(sharp):
     trace.prompt_ids = []
     for mode in ("one_pass", "naive"):
         with pytest.raises(ValueError, match="nothing to predict"):
-            LikelihoodProgress(suffix="", mode=mode).score_batch([trace], model, tok)
+            LikelihoodProgress(mode=mode).score_batch([trace], model, tok, P0)
     with pytest.raises(ValueError, match="nothing to condition on"):
-        MetaProver(suffix="").force(model, tok, [[]])
+        engine(model, tok, suffix="").branch([[]], [[(0, False)]], 1)
 
 
 # --------------------------------------------------------------------------- meta-prover and MC progress
@@ -335,56 +336,16 @@ def test_sampler_matches_exact_distribution(digits):
     model.generation_config.repetition_penalty = 1.3
     context = tok("12 7", add_special_tokens=False)["input_ids"]
     for temperature, top_p in [(0.7, 1.0), (1.0, 0.9)]:
-        prover = MetaProver(suffix=" ", m=3000, temperature=temperature, top_p=top_p, max_answer_tokens=1,
-                            batch_size=1000)
-        exact = prover.answer_distribution(model, tok, context)
+        eng = engine(model, tok, suffix=" ", answer_tokens=1, temperature=temperature, top_p=top_p, batch_size=1000)
+        exact = answer_distribution(model, tok, context, eng.prover)
         assert sum(exact.values()) == pytest.approx(1.0, abs=1e-9)
         assert max(exact.values()) > 0.3 and len(exact) >= 3  # a peaked, non-trivial distribution
-        (samples,) = prover.sample(model, tok, [context], seed=1)
+        ((samples,),) = eng.branch([context], [[(len(context), False)]], 3000, seed=1)
         texts = sorted(exact)
         observed = [samples.count(t) for t in texts]
         assert sum(observed) == len(samples)  # nothing outside the support
         expected = [exact[t] * len(samples) for t in texts]
         assert chisquare(observed, expected).pvalue > 1e-3
-
-
-@pytest.mark.parametrize("batch_size", [3, 8])  # 8: two sequences share a (left-padded) prefill
-def test_prefix_sharing_matches_explicit_contexts(batch_size, sharp, monkeypatch):
-    """One prefill per sequence, its KV cache masked per prefix: same greedy answers as fresh contexts."""
-    model, tok = sharp
-    sequences = [tok(s)["input_ids"] for s in ["Q: 12+5? A: 12+5 is 17 ok", "short one", "mid length text"]]
-    lengths = [[0, 3, 10, 25], [9, 2], []]
-    prover = MetaProver(suffix=" ", max_answer_tokens=6, batch_size=batch_size)
-    explicit = prover.force(model, tok, [seq[:k] for seq, ks in zip(sequences, lengths) for k in ks])
-    assert len(set(explicit)) >= 4  # answers that tell prefixes apart
-
-    def no_fallback(*args, **kwargs):
-        raise AssertionError("the shared-cache path fell back to one prefill per prefix")
-
-    with monkeypatch.context() as patch:
-        patch.setattr(MetaProver, "_generate", no_fallback)
-        shared = prover.force_prefixes(model, tok, sequences, lengths)
-    assert [a for per_trace in shared for a in per_trace] == explicit
-    assert shared[2] == []
-    no_suffix = MetaProver(suffix="", max_answer_tokens=4)  # nothing uncached to feed generate: fallback path
-    assert no_suffix.force_prefixes(model, tok, sequences[:1], [[3, 10]]) == [
-        no_suffix.force(model, tok, [sequences[0][:3], sequences[0][:10]])]
-    with pytest.raises(ValueError, match="prefix lengths"):
-        prover.force_prefixes(model, tok, sequences[:1], [[30]])
-
-
-def test_prefix_sharing_sampler_matches_exact_distribution(digits):
-    model, tok = digits
-    sequences = [tok(s, add_special_tokens=False)["input_ids"] for s in ["3 1 4 1 5 9 2 6", "27"]]
-    m = 600  # both sequences in one left-padded prefill and one generate batch
-    prover = MetaProver(suffix=" ", m=m, temperature=0.7, max_answer_tokens=1, batch_size=3 * m)
-    (first, second), (third,) = prover.sample_prefixes(model, tok, sequences, [[4, 11], [2]], seed=2)
-    for samples, context in [(first, sequences[0][:4]), (second, sequences[0][:11]), (third, sequences[1])]:
-        exact = prover.answer_distribution(model, tok, context)
-        texts = sorted(exact)
-        observed = [samples.count(t) for t in texts]
-        assert sum(observed) == len(samples) == m
-        assert chisquare(observed, [exact[t] * len(samples) for t in texts]).pvalue > 1e-3
 
 
 def grader_low_digit(prediction: str, answer: str, prompt: str) -> bool:
@@ -397,15 +358,15 @@ def test_mc_progress_within_standard_error_of_exact(digits):
     traces = [make_trace(tok, "3 1 4", ["1 5 9", " 2 6", "5\n3 5", " 8"], "4"),
               make_trace(tok, "27 18", ["2", "8 4 5 9", "0"], "6")]
     m = 256
-    est = MCProgress(suffix=" ", m=m, temperature=0.7, max_answer_tokens=2, extract="raw", seed=5)
-    rates = est.success_rates(traces, model, tok, grader_low_digit)
-    prover = est.prover
+    eng = engine(model, tok, suffix=" ", answer_tokens=2, temperature=0.7)
+    est = MCProgress(m=m, extract="raw", seed=5)
+    rates = est.success_rates(traces, eng, grader_low_digit)
     checked = 0
     for trace, js in zip(traces, rates):
         tt = trace_tokens(trace, tok)
         for k, j_hat in zip(tt.prefix_lengths(), js):
-            exact = prover.success_probability(
-                model, tok, tt.context(k),
+            exact = success_probability(
+                model, tok, tt.context(k), eng.prover,
                 lambda text: (p := extract_raw(text)) is not None and grader_low_digit(p, trace.answer, trace.prompt))
             se = math.sqrt(exact * (1 - exact) / m)
             assert abs(j_hat - exact) <= 3 * se + 1e-9, (k, j_hat, exact)
@@ -417,25 +378,21 @@ def test_mc_progress_within_standard_error_of_exact(digits):
         assert [e.info["J"] for e in trace.episodes] == js[1:]
         for e in trace.episodes:
             assert e.info["J_se"] == pytest.approx(math.sqrt(e.info["J"] * (1 - e.info["J"]) / m))
-    deltas = MCProgress(suffix=" ", m=m, max_answer_tokens=2, extract="raw", seed=5).score_batch(
-        traces, model, tok, grader_low_digit)
+    deltas = MCProgress(m=m, extract="raw", seed=5).score_batch(traces, eng, grader_low_digit)
     assert deltas == [[b - a for a, b in zip(js, js[1:])] for js in rates]  # same seed, same draw
 
 
 def test_mc_determinism_and_shared_prefixes(digits):
     model, tok = digits
     traces = [make_trace(tok, "5 5", ["1 2", "3"], "5"), make_trace(tok, "5 5", ["9 9 9"], "5")]
-    a = MCProgress(suffix=" ", m=16, max_answer_tokens=2, extract="raw", seed=0)
-    b = MCProgress(suffix=" ", m=16, max_answer_tokens=2, extract="raw", seed=0)
-    first = a.success_rates(traces, model, tok, grader_low_digit)
-    assert first == b.success_rates(traces, model, tok, grader_low_digit)
+    eng = engine(model, tok, suffix=" ", answer_tokens=2)
+    a = MCProgress(m=16, extract="raw", seed=0)
+    b = MCProgress(m=16, extract="raw", seed=0)
+    first = a.success_rates(traces, eng, grader_low_digit)
+    assert first == b.success_rates(traces, eng, grader_low_digit)
     assert first[0][0] == first[1][0]  # the shared prompt is sampled once
     assert 0 < first[0][0] < 1
-    assert a.success_rates(traces, model, tok, grader_low_digit) != first  # next call, next seed
-    prover = MetaProver(suffix=" ", m=16, max_answer_tokens=2)
-    ctx = [tok("5 5")["input_ids"], tok("1")["input_ids"]]
-    assert prover.sample(model, tok, ctx, seed=3) == prover.sample(model, tok, ctx, seed=3)
-    assert prover.sample(model, tok, ctx, seed=3) != prover.sample(model, tok, ctx, seed=4)
+    assert a.success_rates(traces, eng, grader_low_digit) != first  # next call, next seed
 
 
 def test_extract_from_scorer_context(digits):
@@ -448,42 +405,22 @@ def test_extract_from_scorer_context(digits):
         seen.append(completion)
         return extract_raw(completion[len("1 "):])
 
-    ctx = MCProgress(suffix="1 ", m=32, max_answer_tokens=2, extract="context", seed=9)
-    raw = MCProgress(suffix="1 ", m=32, max_answer_tokens=2, extract="raw", seed=9)
-    got = ctx.success_rates(traces, model, tok, grader_low_digit, extract_answer=scorer_extract)
-    assert got == raw.success_rates(traces, model, tok, grader_low_digit)
+    eng = engine(model, tok, suffix="1 ", answer_tokens=2)
+    ctx = MCProgress(m=32, extract="context", seed=9)
+    raw = MCProgress(m=32, extract="raw", seed=9)
+    got = ctx.success_rates(traces, eng, grader_low_digit, extract_answer=scorer_extract)
+    assert got == raw.success_rates(traces, eng, grader_low_digit)
     assert seen and all(text.startswith("1 ") for text in seen)
     with pytest.raises(ValueError, match="extract_answer"):
-        ctx.score_batch(traces, model, tok, grader_low_digit)
+        ctx.score_batch(traces, eng, grader_low_digit)
 
 
-def test_force_is_greedy_and_batch_invariant(sharp):
-    model, tok = sharp
-    contexts = [tok(p)["input_ids"] for p in ["Q: 1+1", "abc", "A much longer prompt to pad against", "z"]]
-    big = MetaProver(suffix=SUFFIX, max_answer_tokens=6, batch_size=64).force(model, tok, contexts)
-    small = MetaProver(suffix=SUFFIX, max_answer_tokens=6, batch_size=1).force(model, tok, contexts)
-    assert big == small
-    suffix_ids = tok(SUFFIX, add_special_tokens=False)["input_ids"]
-    ids = contexts[1] + suffix_ids
-    greedy = []
-    with torch.no_grad():
-        for _ in range(6):
-            nxt = int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax())
-            if nxt == tok.eos_token_id:
-                break
-            ids, greedy = ids + [nxt], greedy + [nxt]
-    assert big[1] == tok.decode(greedy, skip_special_tokens=True)
-
-
-def test_stop_strings(digits):
+def test_answer_distribution_respects_stop_strings(digits):
     model, tok = digits
-    ids = torch.tensor([tok("7 1\n2", add_special_tokens=False)["input_ids"],
-                        tok("7 123", add_special_tokens=False)["input_ids"]])
-    assert StopOnStrings(tok, ["\n"], prompt_len=2)(ids, None).tolist() == [True, False]
-    assert StopOnStrings(tok, ["\n"], prompt_len=4)(ids, None).tolist() == [False, False]  # only generated text
-    prover = MetaProver(suffix=" ", m=40, max_answer_tokens=3, stop_strings=["\n", "0"])
-    (samples,) = prover.sample(model, tok, [tok("1 2", add_special_tokens=False)["input_ids"]], seed=0)
-    exact = prover.answer_distribution(model, tok, tok("1 2")["input_ids"])
+    eng = engine(model, tok, suffix=" ", answer_tokens=3, answer_stop=["\n", "0"])
+    context = tok("1 2", add_special_tokens=False)["input_ids"]
+    ((samples,),) = eng.branch([context], [[(len(context), False)]], 40, seed=0)
+    exact = answer_distribution(model, tok, context, eng.prover)
     assert not any("\n" in t or "0" in t for t in [*samples, *exact])
     assert set(samples) <= set(exact)
 
@@ -508,11 +445,11 @@ def test_last_prefix_ends_before_a_trailing_eos(mode, sharp, monkeypatch):
     ended = make_trace(tok, "Q: 12+5?", ["A: 12", "+5 is", " 17"], "17")
     ended.completion_ids = ended.completion_ids + [tok.eos_token_id]
     ended.episodes[-1].token_end += 1  # the EOS belongs to the last episode (as segment() assigns it)
-    est = LikelihoodProgress(suffix=SUFFIX, mode=mode)
-    with_eos, without = est.log_likelihoods([ended, plain], model, tok)
+    est = LikelihoodProgress(mode=mode)
+    with_eos, without = est.log_likelihoods([ended, plain], model, tok, P)
     assert with_eos == pytest.approx(without, abs=1e-5)
     # answering after the EOS (what the last prefix was before) is a different context with another value
     monkeypatch.setattr(progress, "_before_stop_tokens", lambda ends, ids, tokenizer: ends)
-    after_eos = est.log_likelihoods([ended], model, tok)[0]
+    after_eos = est.log_likelihoods([ended], model, tok, P)[0]
     assert after_eos[:-1] == pytest.approx(without[:-1], abs=1e-5)
     assert abs(after_eos[-1] - without[-1]) > 1e-3

@@ -9,7 +9,9 @@ from hydra import compose, initialize_config_dir
 
 from metarl.cli.common import conf_dir
 
-RECIPES = sorted(p.stem for p in (Path(conf_dir()).parent / "recipes").glob("*.yaml"))
+RECIPES = sorted(p.stem for p in (Path(conf_dir()).parent / "recipes").glob("*.yaml") if not p.stem.endswith("_gpu"))
+"""Recipes that train on the built-in task with a tiny model here; ``*_gpu`` recipes name a real model and data
+and are checked with a tiny stand-in in ``tests/test_reasoning.py``."""
 SMALL = ["model=random-tiny", "trainer.max_steps=2", "evaluate.n=4", "task.n_train=32", "task.n_test=4",
          "trainer.per_device_train_batch_size=8", "trainer.num_generations=4", "budget.cap=40", "budget.target_tokens=[16,32]", "rollouts_every=1"]
 

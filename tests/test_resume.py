@@ -64,3 +64,30 @@ def test_resume_refuses_to_overwrite_and_finds_no_checkpoint(tmp_path):
     (run_dir / "metrics.jsonl").write_text('{"step": 1}\n')
     r = subprocess.run(_cmd(run_dir), env=_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "trainer.resume=true" in r.stderr
+
+
+def test_resuming_a_finished_run_trains_nothing(tmp_path):
+    """A retry script that resumes every job leaves finished runs as they are; a run killed after its last
+    checkpoint but before the final save is finished from that checkpoint, without an extra step."""
+    from hydra import compose, initialize_config_dir
+
+    from metarl.cli.common import conf_dir
+    from metarl.trainer.run import run
+
+    run_dir = tmp_path / "run"
+    small = [a for a in ARGS if not a.startswith("trainer.max_steps")] + ["trainer.max_steps=2", f"run_dir={run_dir}"]
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        first = compose("train", overrides=small)
+        again = compose("train", overrides=[*small, "trainer.resume=true"])
+    summary = run(first)
+    files = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    assert run(again) == summary
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == files  # nothing touched
+    (run_dir / "summary.json").unlink()  # killed after the step-2 checkpoint, before the final save
+    weights = (run_dir / "final" / "model.safetensors").read_bytes()
+    for p in (run_dir / "final").iterdir():
+        p.unlink()
+    resumed = run(again)
+    assert resumed["steps"] == 2 and _steps(run_dir / "metrics.jsonl") == [1, 2]
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
+    assert (run_dir / "final" / "model.safetensors").read_bytes() == weights  # the checkpoint's trained weights

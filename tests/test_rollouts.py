@@ -1,6 +1,7 @@
 """Multi-episode rollouts: episode-by-episode generation with masked feedback, budget forcing, the compute cap."""
 from __future__ import annotations
 
+import contextlib
 import copy
 
 import pytest
@@ -11,7 +12,10 @@ from metarl.rewards import build_rewards
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
 from metarl.trainer.grpo import MetaRLTrainer
+import metarl.trainer.rollout as rollout_module
+from metarl.prover import ProverConfig
 from metarl.trainer.rollout import Rollout
+from tests.scripted import ScriptedBackend
 
 CAP = 24
 
@@ -40,7 +44,7 @@ def generate(trainer):
 
 def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_path):
     ro = Rollout(mode="episodes", cap=CAP, episode_tokens=5, feedback="test_rollouts.fb", force_answer=True,
-                 suffix="<answer>", answer_tokens=3, max_episodes=10)
+                 prover=ProverConfig(suffix="<answer>", answer_tokens=3), max_episodes=10)
     tr = make_trainer(tiny, tmp_path, ro)
     _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
     tok = tr.processing_class
@@ -53,26 +57,33 @@ def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_pa
         inserted = [t for t, k in zip(ids, m) if k == 0]
         assert text.count("[fb]") >= 1 or len(policy) <= 5
         assert inserted[: len(fb_ids)] == fb_ids or not inserted
-        if forced:  # the cap was hit: masked suffix, then at most answer_tokens policy tokens
-            assert "<answer>" in text
-            assert len(policy) - thinking <= 3
-        else:
-            assert len(policy) == thinking
+        suffix = tok("<answer>", add_special_tokens=False)["input_ids"]
+        if forced:  # did not end on its own: masked suffix, then at most answer_tokens policy tokens
+            assert ids[thinking:thinking + len(suffix)] == suffix and m[thinking:thinking + len(suffix)] == [0] * 8
+            assert len(ids) - thinking - len(suffix) <= 3
+        else:  # thinking counts policy tokens and inserted feedback alike
+            assert len(ids) == thinking
 
 
-def test_budget_forcing_replaces_early_stops_with_a_masked_continuation(tiny, tmp_path):
-    model, tok = tiny
+def test_budget_forcing_replaces_early_stops_with_a_masked_continuation(tiny, tmp_path, monkeypatch):
+    _, tok = tiny
     eos = tok.eos_token_id
+    backend = ScriptedBackend(tok, lambda ctx: "")  # the policy stops at once, every time
+
+    @contextlib.contextmanager
+    def scripted(trainer, kind="transformers", batch_size=64):
+        yield backend
+
+    monkeypatch.setattr(rollout_module, "trainer_backend", scripted)
     ro = Rollout(mode="budget_forcing", cap=CAP, continuation="Wait", max_continuations=2, force_answer=False)
     tr = make_trainer(tiny, tmp_path, ro)
-    tr.generation_config.sequence_bias = {(eos,): 30.0}  # the policy stops at once, every time
     _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
     wait = tok("Wait", add_special_tokens=False)["input_ids"]
     for ids, m, text, thinking in zip(completion_ids, mask, completions, extra["thinking_tokens"]):
         assert text == "WaitWait"  # two early stops replaced by the continuation, then the final stop
         assert ids == wait + wait + [eos]
         assert m == [0] * (2 * len(wait)) + [1]  # inserted text is masked out of the loss
-        assert thinking == 1
+        assert thinking == 2 * len(wait) + 1  # and counts against the cap (the engine's one rule)
 
 
 def test_rollout_rejects_bad_settings():

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from metarl.prover import TAG_PROVER
 from metarl.registry import ConfigError
 from metarl.tasks import LEVELS, TASKS, Level, SubsetSumTask, build_task
 from metarl.tasks.base import split_of, stable_hash, tagged_blocks
@@ -244,8 +245,8 @@ def test_forced_answer_follows_the_prefix(task):
         ans = solver.forced_answer(rejected, p, rng)
         assert ans != "1+2" and not task.verify(ans, "", p["prompt"])
     ex = solver.forced_answer_example(solver.trace(p, rng), p, rng)
-    assert ex["prompt"].startswith(p["prompt"]) and ex["prompt"].endswith(task.termination_suffix)
-    assert ex["completion"].endswith(task.answer_stop[0])
+    assert ex["prompt"].startswith(p["prompt"]) and ex["prompt"].endswith(TAG_PROVER.suffix)
+    assert ex["completion"].endswith(TAG_PROVER.answer_stop[0])
     assert task.extract_answer(ex["completion"]) == ex["completion"][: -len("</answer>")]
 
 

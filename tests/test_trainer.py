@@ -200,3 +200,31 @@ def test_stop_step_through_the_trainer_per_kind_and_termination(fresh, tmp_path)
     assert adv[0, 8].item() == pytest.approx((1 - 0.3) / std, rel=1e-5)  # stop step: baseline J after the last
     assert adv[0, 4].item() == pytest.approx((1 - 0.2) / std, rel=1e-5)  # second episode: J after the first
     assert adv[1, 7].item() == pytest.approx((0 - 0.3) / std, rel=1e-5)
+
+
+def test_min_credit_and_mrt_baseline_through_the_trainer(fresh, tmp_path):
+    """objective.credit and objective.baseline=mrt_termination reach build_advantages (outcomes 1, 0, 1, 0)."""
+    model, tok = fresh()
+    scorer = make_scorer(["outcome", first_char_reward], credit="min", normalize="joint", scale_rewards="none")
+    t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1, num_generations=4), train_dataset=dataset(),
+                      processing_class=tok, scorer=scorer)
+    summaries = [t._summary(tr) for tr in _stop_step_traces(tok, scorer)]
+    adv = t._dense_advantages(summaries, 9, "train")
+    # every chunk earns 1, the stop step is out of the min: G_0 = 2, 1, 2, 1 (mean 1.5); the stop step of
+    # trace 0 has dense return 0, so G = 0 + 1 there (the sum form would give its second episode 2 - 2.5)
+    assert adv[0].tolist() == pytest.approx([0.5] * 8 + [-0.5])
+    assert adv[1].tolist() == pytest.approx([-0.5] * 7 + [-1.5, 0.0])
+
+    scorer = make_scorer(["outcome"], baseline="mrt_termination")
+    t = MetaRLTrainer(model=copy.deepcopy(model), args=config(tmp_path / "b", max_steps=1, num_generations=4),
+                      train_dataset=dataset(), processing_class=tok, scorer=scorer)
+    assert t.dense_credit
+    traces = _stop_step_traces(tok, scorer)
+    for tr in traces:
+        tr.meta["J_init"] = 0.1
+        for j, ep in enumerate(tr.episodes):
+            ep.info["J"] = 0.2 + 0.1 * j
+    adv = t._dense_advantages([t._summary(tr) for tr in traces], 9, "train")
+    # one advantage per sequence, r - J_init, no std: the stop step included
+    assert adv[0].tolist() == pytest.approx([0.9] * 9)
+    assert adv[1].tolist() == pytest.approx([-0.1] * 8 + [0.0])

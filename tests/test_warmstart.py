@@ -10,6 +10,7 @@ import torch
 from metarl.models import warmstart as ws
 from metarl.models.warmstart import (TinyRecipe, load_tiny_policy, make_recipe, policy_dir, sft_examples,
                                      tiny_policy_path)
+from metarl.prover import TAG_PROVER
 from metarl.tasks.subset_sum import parse_problem
 
 #: A recipe small enough to build in a few seconds (the real one takes about a minute).
@@ -91,10 +92,10 @@ def test_sft_examples_are_deterministic_train_only_and_well_formed():
     for e in ex:
         numbers, target = parse_problem(e["prompt"])
         assert task.split_of(numbers, target) == "train"  # never a held-out problem
-        if e["prompt"].endswith(task.termination_suffix):  # forced answer: the completion is only the answer
+        if e["prompt"].endswith(TAG_PROVER.suffix):  # forced answer: the completion is only the answer
             n_forced += 1
             answer = task.extract_answer(e["completion"])
-            assert e["completion"] == answer + task.answer_stop[0]
+            assert e["completion"] == answer + TAG_PROVER.answer_stop[0]
             assert set(map(abs, map(int, answer.replace("-", "+").split("+")))) <= set(numbers)
         else:
             assert task.follows_format(e["completion"]), e["completion"]

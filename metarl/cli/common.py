@@ -46,7 +46,12 @@ def reward_specs(rewards: Any) -> list[Any]:
 
 
 def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
-    """(grader, extract_answer, parse_verdict): the task's own verifier/extractor when there is a task."""
+    """(grader, extract_answer, parse_verdict): the task's own verifier/extractor when there is a task.
+
+    Otherwise ``answer_style`` is an :func:`~metarl.grading.extract_answer` style; ``auto`` means the
+    grader's own (:attr:`~metarl.grading.Grader.answer_style`): ``math`` for the math grader (math-verify's
+    reading: anchored answers, then a text's last formula or number), ``auto`` for the others.
+    """
     from metarl.grading import ANSWER_STYLES, build_grader, extract_answer, parse_verdict
 
     verdict_kwargs = plain(verdict) or {}
@@ -66,7 +71,20 @@ def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
         grader = build_grader(plain(grader_spec))
     except ConfigError as e:
         raise ConfigError(f"grader={plain(grader_spec)!r}: {e}") from None
+    if answer_style == "auto":  # the grader's own reading: for grader=math, math-verify's ("math")
+        answer_style = grader.answer_style
     return grader, functools.partial(extract_answer, style=answer_style), parse
+
+
+def build_prover(cfg: DictConfig):
+    """The run's one meta-prover (``metarl.prover.ProverConfig``) from the ``prover`` key (conf/prover/)."""
+    from metarl.prover import as_prover
+
+    spec = plain(cfg.get("prover"))
+    try:
+        return as_prover(spec)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"prover: {e} (conf/prover/tags.yaml documents every field)") from None
 
 
 def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer: Any = None):
@@ -94,5 +112,5 @@ def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer
                                           cfg.get("verdict"))
     limits = {k: plain(cfg.get(k)) for k in ("max_episodes_per_trace", "segment_timeout") if k in cfg}
     return Scorer(segmenter=segmenter, rewards=rewards, grader=grader, extract_answer=extract,
-                  parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer,
+                  parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer, prover=build_prover(cfg),
                   on_error=cfg.get("on_reward_error", "zero"), **limits)

@@ -7,9 +7,11 @@
 
 Each input line is ``{"prompt", "completion", "answer", "target_tokens"?}``; each output line is the same
 trace with ``episodes: [{kind, start, end, text, rewards}]`` (``start``/``end`` are character offsets into
-``completion``), ``outcome``, ``rewards`` (trace rewards and the ``dense`` / ``total`` of the objective) and
-``line`` (the input line number). A malformed line is reported with its number and, with
-``on_bad_line=skip``, written as ``{"line", "error"}`` so the output keeps one line per input line.
+``completion``; with ``prover.think_end``, e.g. ``prover=r1``, episodes cover the thinking and
+``answer_region: {start, end, text}`` is the answer after it), ``outcome``, ``rewards`` (trace rewards and
+the ``dense`` / ``total`` of the objective) and ``line`` (the input line number). A malformed line is
+reported with its number and, with ``on_bad_line=skip``, written as ``{"line", "error"}`` so the output
+keeps one line per input line.
 """
 from __future__ import annotations
 
@@ -22,6 +24,8 @@ import hydra
 from omegaconf import DictConfig
 
 from metarl.cli.common import build_scorer, conf_dir, plain
+from metarl.engine import as_chat, check_backend, make_backend, prompt_ids_for, uses_chat
+from metarl.engine.streams import CHAT_MODES
 from metarl.registry import ConfigError
 from metarl.types import Trace
 
@@ -64,6 +68,8 @@ def _record(t: Trace, number: int) -> dict[str, Any]:
     extra = d["meta"].pop("input", {})
     d.pop("completion_ids", None)
     d.pop("prompt_ids", None)
+    if t.answer_start is not None:  # R1 style: the answer after the thought, never an episode
+        d["answer_region"] = {"start": t.answer_start, "end": len(t.completion), "text": t.completion[t.answer_start:]}
     return {"line": number, **extra, **d}
 
 
@@ -78,6 +84,9 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(f"input={str(src)!r} is not a file; pass input=PATH to a JSONL of traces")
     if cfg.on_bad_line not in ("skip", "fail"):
         raise ConfigError(f"on_bad_line={cfg.on_bad_line!r}: use skip or fail")
+    check_backend(str(cfg.generation.backend))
+    if cfg.get("chat_template", "auto") not in CHAT_MODES:
+        raise ConfigError(f"chat_template={cfg.chat_template!r}: use auto, true or false")
     task = None
     if cfg.get("verifier"):
         from metarl.tasks import build_task
@@ -85,17 +94,21 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
         task = build_task(plain(cfg.verifier))
     scorer = build_scorer(cfg, task=task)
     model_cfg = plain(cfg.get("model"))
+    chat = False
     if model_cfg:
         from metarl.models.loading import load_model_and_tokenizer
 
         model_cfg.pop("lora", None)
         scorer.model, scorer.tokenizer = load_model_and_tokenizer(**model_cfg)
         scorer.model.eval()
+        if any(r.needs_engine for r in scorer.rewards):
+            scorer.backend = make_backend(cfg.generation, scorer.model, scorer.tokenizer)
+        chat = uses_chat(scorer.tokenizer, cfg.chat_template)
     elif cfg.get("tokenizer"):
         scorer.tokenizer = _tokenizer(cfg.tokenizer)
-    if any(r.needs_model for r in scorer.rewards) and scorer.model is None:
-        raise ConfigError(f"rewards {[r.name for r in scorer.rewards if r.needs_model]} need a model: add model=tiny "
-                          f"or model=hf model.name_or_path=NAME")
+    needs = [r.name for r in scorer.rewards if r.needs_model or r.needs_engine]
+    if needs and scorer.model is None:
+        raise ConfigError(f"rewards {needs} need a model: add model=tiny or model=hf model.name_or_path=NAME")
     out_path = Path(cfg.output) if cfg.output else Path(cfg.run_dir) / "scored.jsonl"
     out_path.parent.mkdir(parents=True, exist_ok=True)
     counts = {"lines": 0, "scored": 0, "bad": 0}
@@ -103,6 +116,9 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
 
     def flush(f) -> None:
         if batch:
+            for _, t in batch:  # instruct / reasoning models read the prompt through their chat template
+                if chat and t.prompt_ids is None:
+                    t.prompt_ids = prompt_ids_for(scorer.tokenizer, as_chat(t.prompt))
             scorer.score([t for _, t in batch])
             for n, t in batch:
                 f.write(json.dumps(_record(t, n), ensure_ascii=False) + "\n")

@@ -12,6 +12,15 @@ select, and returns
   ``selected`` (voting / Best-of-N);
 * ``samples``: one per sample (``eval/samples.jsonl``): question id, generation, budget, sample index,
   completion, extracted answer, correct, tokens (thinking), total_tokens, forced, rounds, verifier scores.
+
+Step-level search strategies (``strategy.searches``: beam search, lookahead, DVTS in
+:mod:`metarl.eval.search`) generate their own paths through the sampler's engine, seeded by
+``(seed, budget, strategy name)``. Their rows have ``total_tokens`` = every token the policy generated
+for the search (pruned branches and lookahead rollouts included), ``tokens`` = mean thinking tokens of
+the finished paths, ``samples_used`` = the width N, ``n`` / ``c`` = finished paths / correct ones, and
+``answer_tokens``, ``scorer_tokens``, ``scorer_faults``, ``steps``, ``params``; their finished paths are
+sample records (``generation`` = the strategy name, ``step_scores``). A row whose answer reads the gold
+answer (pass@k for k > 1, a search scored by μ's J) has ``oracle: true``.
 """
 from __future__ import annotations
 
@@ -86,8 +95,10 @@ def evaluate_strategies(questions: Sequence[Question], strategies: Sequence[Stra
     if n < 1:
         raise ValueError(f"n must be >= 1 samples per question, got {n}")
     gens: dict[Generation, list[Strategy]] = {}
+    searches = [s for s in strategies if getattr(s, "searches", False)]
     for s in strategies:
-        gens.setdefault(s.generation, []).append(s)
+        if not getattr(s, "searches", False):
+            gens.setdefault(s.generation, []).append(s)
     ev = Evaluation()
     for budget in budgets:
         for gen, strats in gens.items():
@@ -104,10 +115,46 @@ def evaluate_strategies(questions: Sequence[Question], strategies: Sequence[Stra
                                "n": len(samples), "c": c, "generation": gen.name, "phase": "eval", "seed": seed}
                         if o.selected is not None:
                             row["selected"] = o.selected
+                        if o.oracle:
+                            row["oracle"] = True
                         ev.rows.append(row)
                 ev.samples += sample_records(q, samples, budget, gen.name, seed=seed)
             if progress:
                 acc = sum(s.correct for ss in graded for s in ss) / max(1, sum(len(ss) for ss in graded))
                 progress(f"budget {budget}, {gen.name}: {len(questions)} questions x {n} samples, "
                          f"sample accuracy {acc:.3f}")
+        for strat in searches:
+            _search_rows(ev, strat, questions, sampler, budget, seed=seed, extract=extract, grade=grade,
+                         prompt_for=prompt_for)
+            if progress:
+                got = ev.rows[-len(questions):]
+                progress(f"budget {budget}, {strat.name}: accuracy {sum(r['correct'] for r in got) / len(got):.3f}, "
+                         f"{sum(r['total_tokens'] for r in got) / len(got):.0f} generated tokens per question")
     return ev
+
+
+def _search_rows(ev: Evaluation, strat: Strategy, questions: Sequence[Question], sampler: Sampler, budget: int, *,
+                 seed: int, extract: Extract, grade: Grade, prompt_for: PromptFor | None) -> None:
+    """Run one step-level search at ``budget``; append its rows and its finished paths as sample records."""
+    outs = strat.search(questions, sampler, budget, seed=derive_seed(seed, budget, strat.generation.name),
+                        extract=extract, grade=grade, prompt_for=prompt_for)
+    for q, out in zip(questions, outs):
+        o = out.outcome
+        thinking = [p.stream.thinking for p in out.pool]
+        row = {"question_id": q.id, "strategy": o.strategy, "budget": budget, "correct": float(o.correct),
+               "tokens": sum(thinking) / len(thinking) if thinking else 0.0, "total_tokens": out.tokens,
+               "samples_used": o.samples_used, "n": len(out.pool), "c": sum(out.correct),
+               "generation": strat.generation.name, "phase": "eval", "seed": seed,
+               "answer_tokens": out.answer_tokens, "scorer_tokens": out.scorer_tokens,
+               "scorer_faults": out.scorer_faults, "steps": out.steps, "params": strat.params()}
+        if o.selected is not None:
+            row["selected"] = o.selected
+        if o.oracle:
+            row["oracle"] = True
+        ev.rows.append(row)
+        for i, (p, ans, ok) in enumerate(zip(out.pool, out.answers, out.correct)):
+            ev.samples.append({"question_id": q.id, "generation": strat.generation.name, "budget": budget, "sample": i,
+                               "answer": q.answer, "completion": p.stream.text, "extracted": ans, "correct": int(ok),
+                               "tokens": p.stream.thinking, "total_tokens": len(p.stream.ids),
+                               "forced": p.stream.forced, "rounds": 0, "scores": {strat.scorer.name: p.value},
+                               "step_scores": list(p.scores), "seed": seed})

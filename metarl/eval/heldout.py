@@ -10,20 +10,17 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import torch
-
-from metarl.generation import complete
+from metarl.engine import GREEDY, Engine, Sampling, StreamSpec, prompt_ids_for
 from metarl.metrics import mean_se
 from metarl.rewards.obj1 import verification_correctness
 from metarl.types import Trace
 
 
-def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: int, scorer, suffix: str | None,
-                    answer_stop: Sequence[str] | None = None, answer_tokens: int = 16, batch_size: int = 64,
-                    samples: int = 1, temperature: float = 0.0, seed: int = 0,
-                    return_traces: bool = False) -> dict[str, Any]:
-    """Completions of ``rows`` (``prompt``, ``answer``) at cap ``cap``, segmented and graded with ``scorer``
-    (its segmenter, grader, extractor, verdict parser; no rewards are run).
+def evaluate_policy(backend, rows: Sequence[dict[str, Any]], *, cap: int, scorer, samples: int = 1,
+                    temperature: float = 0.0, seed: int = 0, return_traces: bool = False) -> dict[str, Any]:
+    """Completions of ``rows`` (``prompt``, ``answer``) at cap ``cap``, generated on ``backend`` with the
+    scorer's meta-prover forcing an answer at the cap, then segmented and graded with ``scorer`` (its
+    segmenter, grader, extractor, verdict parser; no rewards are run).
 
     ``temperature=0``: one greedy completion per row. ``temperature>0``: ``samples`` sampled completions per
     row, drawn under ``seed`` without touching the caller's random state; ``accuracy`` is then the mean
@@ -34,23 +31,15 @@ def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: in
         raise ValueError(f"samples={samples} must be >= 1")
     sample = temperature > 0
     k = samples if sample else 1
-    prompts = [r["prompt"] for r in rows for _ in range(k)]
-    was_training = model.training
-    model.eval()
-    try:
-        devices, device_type = _devices(model)
-        with torch.no_grad(), torch.random.fork_rng(devices=devices, device_type=device_type):
-            torch.manual_seed(seed)
-            comps = complete(model, tokenizer, prompts, cap, suffix=suffix, answer_stop=answer_stop,
-                             answer_tokens=answer_tokens, batch_size=batch_size, do_sample=sample,
-                             temperature=temperature if sample else 1.0)
-    finally:
-        model.train(was_training)
+    expanded = [r for r in rows for _ in range(k)]
+    engine = Engine(backend, scorer.prover)
+    prompt_ids = [prompt_ids_for(engine.tokenizer, r["prompt"]) for r in expanded]
+    streams = engine.run(prompt_ids, StreamSpec(cap=cap), Sampling(temperature) if sample else GREEDY, seed=seed)
     traces = []
-    for r, c in zip((r for r in rows for _ in range(k)), comps):
-        t = Trace(prompt=r["prompt"] if isinstance(r["prompt"], str) else str(r["prompt"]), completion=c.text,
-                  answer=str(r["answer"]), completion_ids=c.completion_ids, prompt_ids=c.prompt_ids)
-        t.meta.update(thinking_tokens=c.thinking_tokens, forced=c.forced)
+    for r, s in zip(expanded, streams):
+        t = Trace(prompt=r["prompt"] if isinstance(r["prompt"], str) else str(r["prompt"]), completion=s.text,
+                  answer=str(r["answer"]), completion_ids=s.ids, prompt_ids=s.prompt_ids)
+        t.meta.update(thinking_tokens=s.thinking, forced=s.forced)
         scorer.segment(t)
         t.outcome = float(bool(scorer.grader(scorer.extract_answer(t.completion), t.answer, t.prompt)))
         traces.append(t)
@@ -62,16 +51,6 @@ def evaluate_policy(model, tokenizer, rows: Sequence[dict[str, Any]], *, cap: in
     if return_traces:
         summary["traces"] = traces
     return summary
-
-
-def _devices(model) -> tuple[list[int], str]:
-    """The accelerator devices the model's parameters sit on (their RNG states are saved and restored) and
-    their type; CPU only: none ("cuda" is torch's default type, unused then)."""
-    kinds = {p.device.type for p in model.parameters()} - {"cpu"}
-    if not kinds:
-        return [], "cuda"
-    kind = sorted(kinds)[0]
-    return sorted({p.device.index or 0 for p in model.parameters() if p.device.type == kind}), kind
 
 
 def summarize(traces: Sequence[Trace], scorer, cap: int) -> dict[str, Any]:

@@ -129,7 +129,7 @@ def _dataset_questions(source: str, task_cfg: Mapping[str, Any], columns: Mappin
                        split: str | None) -> tuple[list[Question], list[str]]:
     from metarl.data import DataError, load_dataset_source
 
-    mapping = {k: columns[k] for k in ("prompt", "answer") if k in columns}
+    mapping = {k: columns[k] for k in ("prompt", "answer", "solution") if k in columns}
     try:
         rows = list(load_dataset_source(source, split=split or task_cfg.get("test_split") or "test", columns=mapping,
                                         data_files=task_cfg.get("data_files"), limit=task_cfg.get("limit")))

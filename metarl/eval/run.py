@@ -6,6 +6,11 @@ runs at every budget (:func:`metarl.eval.engine.evaluate_strategies`), questions
 difficulty model's pass@1 (:mod:`metarl.eval.difficulty`), and the run directory gets
 ``eval/results.jsonl``, ``eval/samples.jsonl``, ``eval/summary.csv``, ``eval/difficulty.json``,
 ``eval/config.yaml`` and ``eval/meta.json``; a table of accuracy per strategy and budget is printed.
+With ``compute_optimal.enabled`` it also writes ``eval/difficulty_predicted.json`` (Snell et al.'s
+predicted difficulty: bins of the mean verifier score of each question's samples) and
+``eval/compute_optimal.jsonl`` (:mod:`metarl.eval.selection`: per difficulty source, bin and compute, the
+strategy chosen on the selection split, its accuracy on the evaluation split, and best-of-N at matched
+generated tokens), which ``analysis.report`` plots.
 """
 from __future__ import annotations
 
@@ -19,7 +24,9 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl.cli.common import answer_tools, plain
+from metarl.cli.common import answer_tools, build_prover, plain
+from metarl.engine import check_backend, make_backend, uses_chat
+from metarl.engine.streams import CHAT_MODES
 from metarl.eval.difficulty import (compute_difficulty, counts_from_samples, read_difficulty,
                                     write_difficulty)
 from metarl.eval.engine import Evaluation, evaluate_strategies, sample_and_grade, sample_records
@@ -33,7 +40,8 @@ log = logging.getLogger("metarl")
 
 DEFAULT_REVISION_CUE = "<revise>"
 """Revision cue when neither ``revisions.cue`` nor the task's ``revision_cue`` is set (the tag format)."""
-OUTPUT_FILES = ("results.jsonl", "samples.jsonl", "summary.csv", "difficulty.json", "meta.json", "config.yaml")
+OUTPUT_FILES = ("results.jsonl", "samples.jsonl", "summary.csv", "difficulty.json", "meta.json", "config.yaml",
+                "difficulty_predicted.json", "compute_optimal.jsonl")
 
 
 @dataclass
@@ -48,8 +56,7 @@ class EvalPlan:
     n: int
     grader: Any
     extract: Any
-    suffix: str
-    answer_stop: list[str]
+    prover: Any  # metarl.prover.ProverConfig: forces an answer at the budget
 
 
 def _int_list(value: Any, key: str) -> list[int]:
@@ -61,6 +68,17 @@ def _int_list(value: Any, key: str) -> list[int]:
     if not out or any(v < 1 or v != x for v, x in zip(out, vals)):
         raise ConfigError(f"{key} must be a list of positive integers (e.g. [32,64,128]), got {value!r}")
     return sorted(set(out))
+
+
+def _positive_numbers(value: Any, key: str) -> list[float]:
+    vals = value if isinstance(value, list | tuple) else [value]
+    try:
+        out = [float(v) for v in vals]
+    except (TypeError, ValueError):
+        raise ConfigError(f"{key} must be a list of positive numbers (generated tokens per question), got {value!r}") from None
+    if not out or any(not v > 0 for v in out):
+        raise ConfigError(f"{key} must be a list of positive numbers (generated tokens per question), got {value!r}")
+    return out
 
 
 def _task(cfg: DictConfig):
@@ -78,12 +96,15 @@ def strategy_defaults(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
     verdict = plain(cfg.get("verdict")) or {}
     if verifier == "self_verify" and verdict:
         verifier = {"_target_": "self_verify", **verdict}
-    bon = {"verifier": verifier}
+    bon = {"verifier": verifier, "ks": plain(cfg.best_of_n.get("ks"))}
     rev = dict(plain(cfg.revisions) or {})
     rev["cue"] = rev.get("cue") or getattr(task, "revision_cue", None) or DEFAULT_REVISION_CUE
     k = {"k": plain(cfg.pass_at_k.get("k"))}
+    search = dict(plain(cfg.get("search")) or {})
+    tree = {key: v for key, v in search.items() if key != "lookahead"}
     return {"pass@k": k, "pass_at_k": k, "best_of_n": bon, "weighted_best_of_n": bon, "revisions": rev,
-            "budget_forcing": dict(plain(cfg.budget_forcing) or {})}
+            "budget_forcing": dict(plain(cfg.budget_forcing) or {}), "beam_search": tree, "dvts": tree,
+            "lookahead": search}
 
 
 def validate(cfg: DictConfig) -> EvalPlan:
@@ -96,22 +117,31 @@ def validate(cfg: DictConfig) -> EvalPlan:
         raise ConfigError(f"temperature={cfg.temperature}: use 0 (greedy) or a positive value")
     if float(cfg.temperature) == 0 and n > 1:
         log.warning("temperature=0 decodes greedily: all n=%d samples of a question are identical", n)
+    if cfg.get("chat_template", "auto") not in CHAT_MODES:
+        raise ConfigError(f"chat_template={cfg.chat_template!r}: use auto, true or false")
     if cfg.get("length_prompt") not in (None, "exact", "max"):
         raise ConfigError(f"length_prompt={cfg.length_prompt!r}: use null, exact or max")
     task = _task(cfg)
     strategies = build_strategies(plain(cfg.strategies), n, strategy_defaults(cfg, task))
+    for s in strategies:
+        check_budgets = getattr(s, "check_budgets", None)
+        if callable(check_budgets):
+            check_budgets(budgets)
+    co = cfg.get("compute_optimal") or {}
+    if co.get("enabled") and co.get("compute") is not None:
+        _positive_numbers(plain(co.compute), "compute_optimal.compute")
     limit = cfg.get("n_questions")
     questions, problems = load_questions(plain(cfg.task), task, data=cfg.get("data"),
                                          data_seed=int(cfg.get("data_seed", 0)),
                                          limit=None if limit is None else int(limit))
     grader, extract, _ = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"), cfg.get("verdict"))
-    suffix = cfg.get("suffix") or (task.termination_suffix if task is not None else "\nFinal answer: ")
-    stop = list(getattr(task, "answer_stop", []) or [])
+    check_backend(str(cfg.generation.backend))
+    prover = build_prover(cfg)
     d = cfg.difficulty
     if d.enabled and not d.get("file"):
         _int_list(int(d.n or n), "difficulty.n")
         _int_list(int(d.budget or max(budgets)), "difficulty.budget")
-    return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, suffix, stop)
+    return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, prover)
 
 
 def prepare_run_dir(run_dir: str, overwrite: bool) -> Path:
@@ -145,19 +175,20 @@ def _load_policy(model_cfg: dict[str, Any], device: str):
     return model, tok
 
 
-def check_context(model, tok, questions: list[Question], budget: int, suffix: str, answer_tokens: int) -> None:
+def check_context(model, tok, questions: list[Question], budget: int, prover, chat: bool = False) -> None:
     """The longest prompt plus the largest budget, the suffix and a forced answer must fit the model."""
-    from metarl.generation import prompt_ids_for
+    from metarl.engine import as_chat, prompt_ids_for
 
     limit = getattr(model.config, "max_position_embeddings", None)
     if not limit:
         return
-    longest = max(len(prompt_ids_for(tok, q.prompt)) for q in questions)
-    need = longest + budget + len(tok(suffix, add_special_tokens=False)["input_ids"]) + answer_tokens + 16
+    longest = max(len(prompt_ids_for(tok, as_chat(q.prompt) if chat else q.prompt)) for q in questions)
+    suffix = max(len(tok(prover.suffix_for(f), add_special_tokens=False)["input_ids"]) for f in (False, True))
+    need = longest + budget + suffix + prover.answer_tokens
     if need > limit:
         raise ConfigError(f"budgets: the longest prompt ({longest} tokens) plus the largest budget {budget}, the "
                           f"suffix and a forced answer need {need} positions, but the model has {limit}; lower the "
-                          "budgets (or answer_tokens)")
+                          "budgets (or prover.answer_tokens)")
 
 
 def _difficulty_model_cfg(cfg: DictConfig) -> dict[str, Any] | None:
@@ -192,9 +223,9 @@ def difficulty(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, policy_sampler: 
         sampler = policy_sampler
         if model_cfg is not None:
             model, tok = _load_policy(model_cfg, str(cfg.get("device", "auto")))
-            sampler = PolicySampler(model, tok, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                                    answer_tokens=int(cfg.answer_tokens), temperature=float(cfg.temperature),
-                                    top_p=float(cfg.top_p), batch_size=int(cfg.batch_size))
+            sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover,
+                                    temperature=float(cfg.temperature), top_p=float(cfg.top_p),
+                                    chat=uses_chat(tok, cfg.chat_template))
         gen = Generation("difficulty")
         graded = sample_and_grade(plan.questions, sampler, budget, n, gen, seed=int(cfg.seed), extract=plan.extract,
                                   grade=plan.grader, prompt_for=prompt_for)
@@ -206,6 +237,78 @@ def difficulty(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, policy_sampler: 
     info = {"model": source, "budget": budget, "n": n, "n_bins": int(d.n_bins), "ties": str(d.ties)}
     write_difficulty(run_dir / "eval" / "difficulty.json", entries, **info)
     return {e.question_id: e.difficulty_bin for e in entries}, info
+
+
+def predicted_bins(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, dinfo: dict[str, Any], out: Path,
+                   model: Any, tok: Any) -> tuple[dict[str, int] | None, str]:
+    """Snell et al.'s predicted difficulty: bins of the mean verifier score of each question's samples at the
+    difficulty reference budget (the difficulty model's samples when it has its own, else the parallel ones);
+    writes ``eval/difficulty_predicted.json``. Returns (bins or None, a note)."""
+    from metarl.eval.selection import predicted_difficulty
+    from metarl.eval.verifiers import build_verifier, verifier_name
+
+    co, d = cfg.compute_optimal, cfg.difficulty
+    spec = plain(co.get("predicted_verifier")) or plain(cfg.best_of_n.get("verifier")) or "self_verify"
+    try:
+        verifier = build_verifier(spec, model=model, tokenizer=tok)
+    except ConfigError as e:
+        raise ConfigError(f"compute_optimal.predicted_verifier: {e}") from None
+    bind = getattr(verifier, "bind", None)
+    if callable(bind):
+        bind(model, tok)
+    name = verifier_name(verifier)
+    budget = int(dinfo.get("budget") or d.budget or max(plan.budgets))
+    gens = ("difficulty",) if any(r["generation"] == "difficulty" for r in ev.samples) else ("parallel",)
+    records = [r for r in ev.samples if r["generation"] in gens and r["budget"] == budget]
+    if not records:
+        return None, f"no parallel samples at budget {budget} to predict difficulty from (add a parallel strategy)"
+    prompts = {q.id: q.prompt for q in plan.questions}
+    scores: dict[str, list[float]] = {}
+    for r in records:
+        v = r["scores"].get(name)
+        if v is None:
+            v = float(verifier(prompts[str(r["question_id"])], r["completion"], r["extracted"]))
+        scores.setdefault(str(r["question_id"]), []).append(float(v))
+    table = predicted_difficulty(scores, n_bins=int(d.n_bins), ties=str(d.ties))
+    (out / "difficulty_predicted.json").write_text(json.dumps(
+        {"verifier": name, "budget": budget, "generation": gens[0], "n_bins": int(d.n_bins),
+         "questions": [{"question_id": q, "mean_score": m, "difficulty_bin": b} for q, (m, b) in table.items()]},
+        indent=1))
+    return {q: b for q, (_, b) in table.items()}, f"verifier {name} on {gens[0]} samples at budget {budget}"
+
+
+def compute_optimal_outputs(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, bins: dict[str, int] | None,
+                            dinfo: dict[str, Any], out: Path, model: Any, tok: Any) -> dict[str, Any]:
+    """``eval/compute_optimal.jsonl`` from the result rows (:func:`metarl.eval.selection.compute_optimal`)."""
+    from metarl.eval.selection import compute_optimal
+
+    co = cfg.get("compute_optimal")
+    if not co or not co.get("enabled"):
+        return {"enabled": False}
+    notes: list[str] = []
+    sources: dict[str, dict[str, int]] = {}
+    if bins:
+        sources["oracle"] = bins
+    else:
+        notes.append("no oracle difficulty bins (difficulty.enabled=false)")
+    predicted, note = predicted_bins(cfg, plan, ev, dinfo, out, model, tok)
+    notes.append(f"predicted difficulty: {note}")
+    if predicted:
+        sources["predicted"] = predicted
+    if not sources:
+        return {"enabled": True, "notes": notes}
+    compute = plain(co.get("compute"))
+    recs = compute_optimal(ev.rows, sources, seed=int(cfg.seed), baseline=str(co.baseline),
+                           compute=_positive_numbers(compute, "compute_optimal.compute") if compute else None,
+                           include_oracle=bool(co.include_oracle), scorer_tokens=bool(co.get("scorer_tokens", True)),
+                           notes=notes.append)
+    if not any(r["kind"] == "choice" for r in recs):
+        notes.append(f"no compute-optimal choice: is the baseline {co.baseline!r} among the strategies?")
+    write_jsonl(out / "compute_optimal.jsonl", recs)
+    for n_ in notes:
+        print(f"[metarl-eval] compute-optimal: {n_}", file=sys.stderr, flush=True)
+    return {"enabled": True, "baseline": str(co.baseline), "sources": sorted(sources), "records": len(recs),
+            "notes": notes}
 
 
 def run(cfg: DictConfig) -> dict[str, Any]:
@@ -225,11 +328,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         print(f"[metarl-eval] data problem: {p}", file=sys.stderr, flush=True)
 
     model, tok = _load_policy(plain(cfg.model), str(cfg.get("device", "auto")))
-    check_context(model, tok, plan.questions, max(plan.budgets), plan.suffix, int(cfg.answer_tokens))
+    chat = uses_chat(tok, cfg.chat_template)
+    check_context(model, tok, plan.questions, max(plan.budgets), plan.prover, chat)
     bind_verifiers(plan.strategies, model, tok)
-    sampler = PolicySampler(model, tok, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                            answer_tokens=int(cfg.answer_tokens), temperature=float(cfg.temperature),
-                            top_p=float(cfg.top_p), batch_size=int(cfg.batch_size))
+    sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover, temperature=float(cfg.temperature),
+                            top_p=float(cfg.top_p), chat=chat)
     mode = cfg.get("length_prompt")
     prompt_for = (lambda q, b: budget_prompt(q.prompt, b, mode)) if mode else None
     print(f"[metarl-eval] {len(plan.questions)} questions, budgets {plan.budgets}, n={plan.n}, strategies "
@@ -244,6 +347,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
               file=sys.stderr, flush=True)
     summary = summarize(ev.rows, seed=int(cfg.seed))
     out = run_dir / "eval"
+    co_info = compute_optimal_outputs(cfg, plan, ev, bins, dinfo, out, model, tok)
     write_jsonl(out / "results.jsonl", ev.rows)
     write_jsonl(out / "samples.jsonl", ev.samples)
     write_summary_csv(out / "summary.csv", summary)
@@ -253,6 +357,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                                                 "max_rounds": None if s.generation.max_rounds >= UNLIMITED_ROUNDS
                                                 else s.generation.max_rounds} for s in plan.strategies},
             "difficulty": dinfo, "data_problems": plan.data_problems, "grader_stats": dict(plan.grader.stats),
+            "compute_optimal": co_info,
+            "scorer_stats": {s.name: dict(s.scorer.stats) for s in plan.strategies if hasattr(s, "scorer")},
             "seconds": round(time.time() - t0, 1)}
     (out / "meta.json").write_text(json.dumps(meta, indent=1))
     print(format_table(summary), flush=True)

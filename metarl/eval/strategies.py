@@ -12,7 +12,13 @@ returns one :class:`Outcome` per reported strategy name. Built-in strategies (``
   appended and it continues, ``rounds`` times, all rounds within the budget; the final answer is the
   last one stated; reported: the mean correctness of the ``n`` chains;
 * ``budget_forcing``: s1 — when the stream stops before the budget its end becomes ``continuation``
-  ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``.
+  ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``;
+* ``beam_search``, ``lookahead``, ``dvts``: step-level search scored by a step scorer
+  (:mod:`metarl.eval.search`); they generate their own paths (``searches = True``) instead of selecting
+  among parallel samples.
+
+``best_of_n`` / ``weighted_best_of_n`` with ``ks`` also report Best-of-k (``<name>@k``): the rule's
+expected correctness on a random k-subset of the n samples.
 
 Tokens: the budget bounds the thinking tokens of **each sample**. ``Outcome.samples_used`` says how
 many samples the strategy's answer consumes (k for pass@k, n for voting and Best-of-N, 1 for a chain),
@@ -70,12 +76,15 @@ class GradedSample:
 @dataclass(frozen=True)
 class Outcome:
     """One result of a strategy on one question: correctness in [0, 1] (a fraction for pass@k and
-    chains), how many samples the answer consumes, the selected answer when there is one."""
+    chains), how many samples the answer consumes, the selected answer when there is one; ``oracle``:
+    the result reads the gold answer (pass@k for k > 1, a search scored by μ's J), so it bounds what a
+    deployable strategy can do and compute-optimal selection leaves it out."""
 
     strategy: str
     correct: float
     samples_used: int
     selected: str | None = None
+    oracle: bool = False
 
 
 def verifier_scores(verifier: Callable[..., float], question: Question,
@@ -143,7 +152,7 @@ class PassAtK(Strategy):
 
     def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
         n, c = len(samples), sum(s.correct for s in samples)
-        return [Outcome(f"pass@{k}", pass_at_k(n, c, k), k) for k in self.k]
+        return [Outcome(f"pass@{k}", pass_at_k(n, c, k), k, oracle=k > 1) for k in self.k]
 
 
 class MajorityVote(Strategy):
@@ -157,27 +166,75 @@ class MajorityVote(Strategy):
         return [Outcome(self.name, _correct_of(samples, chosen), len(samples), chosen)]
 
 
-class BestOfN(Strategy):
-    """The answer of the highest-scoring sample under ``verifier`` (``metrics.best_of_n``)."""
+SUBSETS = 256
+"""Best-of-k from n samples: every k-subset when there are at most this many, else this many random ones."""
 
-    def __init__(self, verifier: Any = "self_verify", name: str = "best_of_n") -> None:
+
+def subset_mean(n: int, k: int, value: Callable[[Sequence[int]], float], key: str) -> float:
+    """Mean of ``value(subset)`` over the k-subsets of ``range(n)``: all C(n, k) of them when C(n, k) <=
+    :data:`SUBSETS`, else :data:`SUBSETS` uniform random subsets drawn with a generator seeded by ``key``
+    (the question id, so the estimate does not depend on other questions)."""
+    import itertools
+    import random
+
+    if math.comb(n, k) <= SUBSETS:
+        subsets: Sequence[Sequence[int]] = list(itertools.combinations(range(n), k))
+    else:
+        rng = random.Random(f"subsets|{key}|{n}|{k}")
+        subsets = [sorted(rng.sample(range(n), k)) for _ in range(SUBSETS)]
+    return sum(value(s) for s in subsets) / len(subsets)
+
+
+class BestOfN(Strategy):
+    """The answer of the highest-scoring sample under ``verifier`` (``metrics.best_of_n``).
+
+    ``ks``: also report Best-of-k for each k < n as ``<name>@k`` — the expected correctness of the rule on
+    a random k-subset of the n samples (:func:`subset_mean`), consuming k samples: Best-of-N at a fraction
+    of the compute, without drawing new samples (the compute-optimal baseline's curve).
+    """
+
+    rule = staticmethod(best_of_n)
+
+    def __init__(self, verifier: Any = "self_verify", name: str = "best_of_n", ks: Sequence[int] | None = None) -> None:
         self.verifier = build_verifier(verifier)
         self.name = name
+        ks = list(ks or [])
+        if any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
+            raise ConfigError(f"{name}: ks must be a list of positive integers (best_of_n.ks), got {ks!r}")
+        self.ks = sorted({int(k) for k in ks})
+        self._n: int | None = None
+
+    def check(self, n: int) -> None:
+        bad = [k for k in self.ks if k > n]
+        if bad:
+            raise ConfigError(f"{self.name}: ks={bad} exceed n={n} samples per question (best_of_n.ks)")
+        self._n = n
+
+    def names(self) -> list[str]:
+        return [f"{self.name}@{k}" for k in self.ks if self._n is None or k < self._n] + [self.name]
 
     def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
-        chosen = best_of_n([s.answer for s in samples], verifier_scores(self.verifier, question, samples))
-        return [Outcome(self.name, _correct_of(samples, chosen), len(samples), chosen)]
+        scores = verifier_scores(self.verifier, question, samples)
+        answers = [s.answer for s in samples]
+
+        def correct(idx: Sequence[int]) -> float:
+            sub = [samples[i] for i in idx]
+            return _correct_of(sub, self.rule([answers[i] for i in idx], [scores[i] for i in idx]))
+
+        n = len(samples)
+        out = [Outcome(f"{self.name}@{k}", subset_mean(n, k, correct, question.id), k) for k in self.ks if k < n]
+        chosen = self.rule(answers, scores)
+        return out + [Outcome(self.name, _correct_of(samples, chosen), n, chosen)]
 
 
 class WeightedBestOfN(BestOfN):
     """Verifier scores summed per distinct answer; the heaviest answer wins (``metrics.weighted_best_of_n``)."""
 
-    def __init__(self, verifier: Any = "self_verify", name: str = "weighted_best_of_n") -> None:
-        super().__init__(verifier, name)
+    rule = staticmethod(weighted_best_of_n)
 
-    def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
-        chosen = weighted_best_of_n([s.answer for s in samples], verifier_scores(self.verifier, question, samples))
-        return [Outcome(self.name, _correct_of(samples, chosen), len(samples), chosen)]
+    def __init__(self, verifier: Any = "self_verify", name: str = "weighted_best_of_n",
+                 ks: Sequence[int] | None = None) -> None:
+        super().__init__(verifier, name, ks)
 
 
 class _Chains(Strategy):
@@ -246,6 +303,9 @@ STRATEGIES: dict[str, str] = {
     "weighted_best_of_n": "metarl.eval.strategies.WeightedBestOfN",
     "revisions": "metarl.eval.strategies.SequentialRevisions",
     "budget_forcing": "metarl.eval.strategies.BudgetForcing",
+    "beam_search": "metarl.eval.search.BeamSearch",
+    "lookahead": "metarl.eval.search.Lookahead",
+    "dvts": "metarl.eval.search.DVTS",
 }
 """Short strategy names -> dotted paths (any dotted path to a Strategy class or function works too)."""
 
@@ -302,8 +362,10 @@ def build_strategies(specs: Sequence[Any], n: int,
 
 
 def bind_verifiers(strategies: Sequence[Strategy], model, tokenizer) -> None:
-    """Give the policy to every strategy verifier that asks for it (has ``bind(model, tokenizer)``)."""
+    """Give the policy to every strategy verifier (and search step scorer) that asks for it (has
+    ``bind(model, tokenizer)``); a process reward model loads here, before any generation."""
     for s in strategies:
-        bind = getattr(getattr(s, "verifier", None), "bind", None)
-        if callable(bind):
-            bind(model, tokenizer)
+        for obj in (getattr(s, "verifier", None), getattr(getattr(s, "scorer", None), "fn", None)):
+            bind = getattr(obj, "bind", None)
+            if callable(bind):
+                bind(model, tokenizer)

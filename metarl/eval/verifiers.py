@@ -78,7 +78,7 @@ class MeanLogProb:
         self.model, self.tokenizer = model, tokenizer
 
     def __call__(self, prompt: Any, completion: str, answer_text: str | None) -> float:
-        from metarl.generation import prompt_ids_for
+        from metarl.engine import prompt_ids_for
 
         if self.model is None or self.tokenizer is None:
             raise RuntimeError("mean_logprob has no model: pass model= and tokenizer= or call bind(model, tokenizer)")

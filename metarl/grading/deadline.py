@@ -139,24 +139,38 @@ def run_with_time_limit(fn: Callable[[], T], seconds: float | None) -> T:
         return fn()
     watchdog = _WATCHDOG
     entry = _Entry(threading.get_ident(), time.monotonic() + max(float(seconds), 0.0))
-    started = False
     outcome: tuple[str, Any] | None = None
-    # The loop makes the bookkeeping safe against an interrupt landing at any bytecode: whatever
-    # happens, ``finish`` runs to completion before we return, and no interrupt is left pending.
-    while True:
+    try:
+        watchdog.register(entry)
+        outcome = ("ok", fn())
+        watchdog.finish(entry)
+    except _Interrupt:
+        if outcome is None:
+            outcome = ("interrupt", None)
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, after cleanup
+        if outcome is None:
+            outcome = ("error", exc)
+    # ``finish`` must run to completion before we return, with no interrupt left pending. CPython
+    # delivers a pending interrupt at calls and at *backward* jumps, so a retry loop here would leak one
+    # at its back edge (outside any handler) when the watchdog re-fired while the interrupted call was
+    # still unwinding. Retries are therefore nested, forward jumps only: each catches one interrupt that
+    # was pending when ``finish`` was entered (the watchdog re-fires at most every RETRY_S, and
+    # ``finish`` takes microseconds), and the final loop is only a backstop.
+    if not entry.done:
         try:
-            if not started:
-                started = True
-                watchdog.register(entry)
-                outcome = ("ok", fn())
             watchdog.finish(entry)
-            break
         except _Interrupt:
-            if outcome is None:
-                outcome = ("interrupt", None)
-        except BaseException as exc:  # noqa: BLE001 - re-raised below, after cleanup
-            if outcome is None:
-                outcome = ("error", exc)
+            try:
+                watchdog.finish(entry)
+            except _Interrupt:
+                try:
+                    watchdog.finish(entry)
+                except _Interrupt:
+                    while not entry.done:
+                        try:
+                            watchdog.finish(entry)
+                        except _Interrupt:
+                            pass
     kind, value = outcome if outcome is not None else ("interrupt", None)
     if kind == "ok":
         return value

@@ -108,6 +108,13 @@ class Grader:
         self.stats: dict[str, int] = dict.fromkeys(STAT_KEYS, 0)
         self.last_error: str | None = None
 
+    @property
+    def answer_style(self) -> str:
+        """The :func:`extract_answer` style that ``answer=auto`` means for this grader: the wrapped
+        callable's ``answer_style`` attribute if it has one (the math grader: ``"math"``), else ``"auto"``."""
+        style = getattr(self.fn, "answer_style", None)
+        return style if style in ANSWER_STYLES else "auto"
+
     def _count(self, key: str) -> None:
         with self._lock:
             self.stats[key] = self.stats.get(key, 0) + 1

@@ -4,8 +4,10 @@ math-verify's own timeouts use ``signal.alarm``: whole seconds, main thread only
 threads ``parse``/``verify`` raise), and they cannot stop a C-level big-integer operation
 (``9**9**9**9`` hangs straight through them). :class:`MathGrader` instead:
 
-1. narrows the prediction to the answer it states (:func:`extract_answer`) and accepts
-   identical answer strings at once;
+1. reads the answer the prediction states as math-verify's ``parse`` would find it
+   (:func:`~metarl.grading.extraction.math_answer`: an ``<answer>`` tag, the last ``\\boxed{}`` with the
+   boxes listed before it, "final answer is", an answer phrase, a bare answer, else the last formula or
+   number) and accepts identical answer strings at once;
 2. screens both sides (:func:`screen_math`): hopeless inputs are incorrect at once;
 3. grades ordinary answers in-process, math-verify's timeouts off, under
    :func:`run_with_time_limit` (works in any thread; costs no process spawn);
@@ -33,27 +35,37 @@ import time
 from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, note, run_with_time_limit
-from metarl.grading.extraction import extract_answer
+from metarl.grading.extraction import _strip_boxed, extract_answer, math_answer, reads_as_latex
 from metarl.grading.mathworker import mv_equal
 from metarl.grading.screening import INLINE, ISOLATE, REJECT, ScreenLimits, screen_math, worst
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mathworker.py")
 ISOLATION_MODES = ("auto", "process", "inline")
 _CANON_RE = re.compile(r"\s+|\$|\\left|\\right|\\[,;:! ]|\\displaystyle")
-_PROSE_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{4,}")  # a word that is not a LaTeX command
 _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\percent)\s*$")
-
-
-def _is_bare_answer(text: str) -> bool:
-    """A short math expression without prose or delimiters (math-verify misreads some of these
-    unless they are wrapped, e.g. a bare ``\\frac12``)."""
-    return 0 < len(text.strip()) <= 200 and "$" not in text and not _PROSE_RE.search(text)
+# math-verify's plain number formats: 1,234.5 / 1 234 / 1000,99 / .5 / 42 (with a sign)
+_PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?|\d+[.,]\d+|\.\d+|\d+)")
+_DECIMAL_COMMA_RE = re.compile(r"[-+]?\d+,\d+")
+_THOUSANDS_RE = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+")
 
 
 def _drop_percent(answer: str) -> str:
     """``50\\%`` -> ``50``: MATH-style answers grade percentages by their number (math-verify
     cannot parse a gold answer ending in ``\\%``)."""
     return _PERCENT_RE.sub("", answer)
+
+
+def _as_gold(answer: str) -> str:
+    """A bare gold answer as math-verify reads it best: a plain number as it is (its number reader knows
+    ``1 000``, ``1,234``), anything else in ``\\boxed{}`` (its LaTeX reader needs delimiters: a bare
+    ``\\frac12`` or ``(1, 2]`` is not read as LaTeX). A decimal comma is not read in a gold answer: a
+    dataset's ``1,3`` ("enter all solutions, separated by commas") is the list, in ``\\boxed{}``, as metarl
+    always read it (math-verify's number reader, used on its own bare gold ``1,22``, reads 1.22: the one
+    vendored case where the two differ on purpose)."""
+    a = answer.strip()
+    if _PLAIN_NUMBER_RE.fullmatch(a) and not (_DECIMAL_COMMA_RE.fullmatch(a) and not _THOUSANDS_RE.fullmatch(a)):
+        return answer
+    return "\\boxed{" + answer + "}"
 
 
 class MathWorker:
@@ -226,8 +238,13 @@ class MathGrader:
     """``grader(prediction, answer) -> bool``: math equivalence via math-verify, never raising,
     returning within about ``timeout`` seconds in any thread.
 
-    ``prediction`` may be a whole completion (its stated answer is extracted) or a bare answer;
-    ``answer`` is the gold answer, bare (``"\\\\frac{1}{2}"``) or in ``$...$``/``\\\\boxed{}``.
+    ``prediction`` may be a whole completion or an answer extracted from one (``extract_answer(text,
+    "math")``: the verdict is the same, as the grader reads its input with that same extraction);
+    ``answer`` is the gold answer, bare (``"\\\\frac{1}{2}"``) or in ``$...$``/``\\\\boxed{}`` (then
+    math-verify reads it as it reads any text; a bare one as :func:`_as_gold` writes it). On math-verify's
+    own 269 parametrized test cases (``tests/data/math_verify_cases.jsonl``) it agrees with their expected
+    verdict on 262, as math-verify's ``verify(parse(gold), parse(pred))`` with default options does
+    (``bench/math_verify_parity.py`` lists the cases).
     ``isolation``: ``"auto"`` (screen; worker process only for inputs that may build huge
     integers), ``"process"`` (every call in the worker), ``"inline"`` (never a worker; such
     inputs grade as incorrect).
@@ -240,6 +257,11 @@ class MathGrader:
     >>> grade("\\\\boxed{9**9**9**9}", "1"), grade(None, "1")
     (False, False)
     """
+
+    answer_style = "math"
+    """The :func:`extract_answer` style that ``answer=auto`` means with this grader (see
+    :attr:`metarl.grading.Grader.answer_style`): the answer as math-verify reads it, so the scorer's
+    ``grader(extract_answer(completion), answer)`` grades as ``grader(completion, answer)`` does."""
 
     def __init__(
         self,
@@ -273,15 +295,30 @@ class MathGrader:
         """Start the worker process now (otherwise it starts on the first input that needs it)."""
         return self.worker.warm_up(timeout)
 
-    def _texts(self, prediction: str, answer: str) -> tuple[str, str, str | None]:
-        window = prediction[-self.max_scan_chars :]
-        stated = extract_answer(window)
-        if stated is None and _is_bare_answer(window):
-            stated = window.strip()  # an answer extracted upstream: "\\frac12", "x = 5"
-        stated = _drop_percent(stated) if stated else stated
-        pred = "\\boxed{" + stated + "}" if stated else window[-self.limits.max_chars :]
+    def _reading(self, prediction: str) -> tuple[str | None, str | None]:
+        """(prediction text for math-verify's ``parse``, the answer it states), both None when the
+        prediction states nothing math-verify could read.
+
+        The answer is :func:`math_answer`'s (the ``"math"`` style: box, tag, "final answer is", phrase,
+        bare text, else the last formula or number), percent sign dropped; it goes to math-verify in
+        ``\\boxed{}`` when boxed or LaTeX-like (:func:`reads_as_latex`), as it is when a plain number
+        (math-verify's number reader knows ``1 000``, ``1000,99``; its LaTeX reader does not), a formula
+        in ``$...$`` or prose (``5 apples``: math-verify finds the number).
+        """
+        answer = math_answer(prediction[-self.max_scan_chars :])
+        if answer is None:
+            return None, None
+        inner = _strip_boxed(answer)
+        stated = _drop_percent(inner)
+        if inner != answer or (reads_as_latex(stated) and not _PLAIN_NUMBER_RE.fullmatch(stated.strip())):
+            return "\\boxed{" + stated + "}", stated
+        return stated, stated
+
+    def _texts(self, prediction: str, answer: str) -> tuple[str, str | None, str | None]:
+        """(gold text, prediction text) for math-verify's ``parse``, and the answer the prediction states."""
+        pred, stated = self._reading(prediction)
         delimited = any(k in answer for k in ("$", "\\boxed", "\\(", "\\["))
-        gold = answer if delimited else "\\boxed{" + answer + "}"
+        gold = answer if delimited else _as_gold(answer)
         return gold, pred, stated
 
     def __call__(self, prediction: str | None, answer: str) -> bool:
@@ -293,9 +330,10 @@ class MathGrader:
             return False
         answer = _drop_percent(answer)
         gold, pred, stated = self._texts(prediction, answer)
+        if pred is None or stated is None:
+            return False
         gold_bare = extract_answer(answer) or answer
-        candidate = stated if stated is not None else prediction[: self.limits.max_chars + 1]
-        if _canonical(candidate) and _canonical(candidate) == _canonical(gold_bare):
+        if _canonical(stated) and _canonical(stated) == _canonical(gold_bare):
             return True  # the same answer string: correct without parsing (even 2^{2^{100}})
         level = worst(screen_math(gold, self.limits), screen_math(pred, self.limits))
         if self.isolation == "process" and level == INLINE:

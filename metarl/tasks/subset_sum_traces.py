@@ -21,6 +21,7 @@ import random
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from metarl.prover import TAG_PROVER
 from metarl.tasks.base import tagged_blocks
 from metarl.tasks.subset_sum import Level, format_expression, parse_expression
 
@@ -163,8 +164,9 @@ class NoisySolver:
     def forced_answer_example(self, trace: SolverTrace, problem: dict[str, Any],
                               rng: random.Random) -> dict[str, str]:
         """A prompt/completion pair teaching the forced answer: the prompt is the problem, a prefix of
-        ``trace`` cut at a random episode boundary and ``"<answer>"``; the completion is the answer and
-        ``"</answer>"`` (so SFT's completion-only loss trains the answer alone)."""
+        ``trace`` cut at a random episode boundary and the tag format's termination suffix (``"<answer>"``,
+        :data:`metarl.prover.TAG_PROVER`); the completion is the answer and ``"</answer>"`` (so SFT's
+        completion-only loss trains the answer alone)."""
         ends = [0]
         for r in range(len(trace.rounds)):
             a = len(attempt_block(trace.rounds[r].terms, first=r == 0))
@@ -174,4 +176,4 @@ class NoisySolver:
         prefix = trace.completion[:cut]
         answer = self.forced_answer(prefix, problem, rng)
         assert parse_expression(answer) is not None
-        return {"prompt": trace.prompt + prefix + "<answer>", "completion": answer + "</answer>"}
+        return {"prompt": trace.prompt + prefix + TAG_PROVER.suffix, "completion": answer + TAG_PROVER.answer_stop[0]}

@@ -32,6 +32,7 @@ from metarl.credit import STOP_KIND, build_advantages, split_stop_tokens, stop_t
 from metarl.rewards.obj1 import verification_correctness  # noqa: E402
 from metarl.runlog import RunLog, mark_complete  # noqa: E402
 from metarl.scoring import Scorer, termination_values  # noqa: E402
+from metarl.trainer.rollout import trainer_backend  # noqa: E402
 from metarl.types import Trace  # noqa: E402
 
 
@@ -61,11 +62,15 @@ class MetaRLTrainer(GRPOTrainer):
     cap: the compute cap C in thinking tokens (for logging; generation enforces it).
     run_log: where ``metrics.jsonl`` / ``rollouts.jsonl`` go; rollouts_every / rollouts_per_step: how often and
         how many scored traces are written.
+    generation_backend: ``transformers`` or ``vllm``: the engine backend of the Monte Carlo branches (the
+        rollout names its own).
     """
 
     def __init__(self, *args, scorer: Scorer, rollout=None, cap: int | None = None, run_log: RunLog | None = None,
-                 rollouts_every: int = 10, rollouts_per_step: int = 8, answer_column: str = "answer", **kwargs):
+                 rollouts_every: int = 10, rollouts_per_step: int = 8, answer_column: str = "answer",
+                 generation_backend: str = "transformers", **kwargs):
         self.scorer = scorer
+        self.generation_backend = generation_backend
         self.cap = cap
         self.run_log = run_log
         self.rollouts_every = rollouts_every
@@ -86,7 +91,7 @@ class MetaRLTrainer(GRPOTrainer):
     # ------------------------------------------------------------------ switches
     @property
     def dense_credit(self) -> bool:
-        return bool(self.scorer.dense_rewards) or self.scorer.objective.baseline == "termination"
+        return bool(self.scorer.dense_rewards) or self.scorer.objective.termination_baseline
 
     # ------------------------------------------------------------------ generation / scoring hooks
     def _generate(self, prompts: list):
@@ -129,7 +134,12 @@ class MetaRLTrainer(GRPOTrainer):
             traces.append(trace)
         self.scorer.model = self.accelerator.unwrap_model(self.model)
         self.scorer.state["global_step"] = self.state.global_step
-        self.scorer.score(traces)
+        if any(r.needs_engine for r in self.scorer.rewards):
+            with trainer_backend(self, self.generation_backend) as backend:
+                self.scorer.backend = backend
+                self.scorer.score(traces)
+        else:
+            self.scorer.score(traces)
         self._local_traces = traces
         local = torch.tensor([[self.scorer.outcome_term(t)] for t in traces], dtype=torch.float32,
                              device=self.accelerator.device)
@@ -151,7 +161,13 @@ class MetaRLTrainer(GRPOTrainer):
     def _summary(self, t: Trace) -> dict[str, Any]:
         eps = t.episodes
         spans = [(e.token_start, e.token_end) for e in eps]
-        credit_spans = split_stop_tokens(spans, t.completion_ids or [], self._stop_ids)
+        ids = t.completion_ids or []
+        if t.answer_token_start is not None and t.answer_token_start < len(ids):
+            # the answer region after the thought (R1 style) is never an episode: like the stop step, it earns
+            # no dense reward and is credited with what follows it, the outcome term
+            credit_spans = [*spans, (t.answer_token_start, len(ids))]
+        else:
+            credit_spans = split_stop_tokens(spans, ids, self._stop_ids)
         stop_step = len(credit_spans) > len(spans)
         dense = self.scorer.episode_dense(t)
         s: dict[str, Any] = {
@@ -170,7 +186,7 @@ class MetaRLTrainer(GRPOTrainer):
             "errors": len(t.meta.get("reward_errors", [])),
             "faults": dict(t.meta.get("reward_faults", {})),
         }
-        if self.scorer.objective.baseline == "termination":
+        if self.scorer.objective.termination_baseline:
             s["termination"] = termination_values(t)
             if stop_step:  # J after the last episode: the value of stopping there
                 s["termination"].append(float(eps[-1].info.get("J", s["termination"][-1])))
@@ -192,9 +208,9 @@ class MetaRLTrainer(GRPOTrainer):
             [i // num_generations for i in range(n)],
             width,
             alpha=obj.alpha, gamma=obj.gamma, normalize=obj.normalize, scale_rewards=obj.scale_rewards,
-            baseline=obj.baseline, episode_kinds=[s["credit_kinds"] for s in summaries],
+            baseline=obj.baseline, episode_kinds=[s["credit_kinds"] for s in summaries], credit=obj.credit,
             termination_values=([[obj.alpha * b for b in s["termination"]] for s in summaries]
-                                if obj.baseline == "termination" else None),
+                                if obj.termination_baseline else None),
         )
         local_n = n // self.accelerator.num_processes
         rows = slice(self.accelerator.process_index * local_n, (self.accelerator.process_index + 1) * local_n)

@@ -19,6 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from metarl.cli.common import build_scorer, plain
+from metarl.engine import check_backend
 from metarl.registry import ConfigError
 
 log = logging.getLogger("metarl")
@@ -32,8 +33,7 @@ class Plan:
     task: Any
     train_rows: list[dict[str, Any]]
     test_rows: list[dict[str, Any]]
-    suffix: str
-    answer_stop: list[str]
+    prover: Any  # metarl.prover.ProverConfig, the run's one meta-prover
 
 
 # (key, type, lower bound, nullable, example): the typed options checked by ``check_types`` before anything runs.
@@ -60,11 +60,13 @@ OPTION_TYPES: tuple[tuple[str, str, float | None, bool, str], ...] = (
     ("trainer.save_steps", "int", 1, False, "20"),
     ("trainer.save_total_limit", "int", 1, True, "2"),
     ("trainer.resume", "bool", None, False, "true"),
-    ("trainer.use_vllm", "bool", None, False, "false"),
     ("trainer.use_cpu", "bool", None, False, "true"),
     ("trainer.bf16", "bool", None, False, "false"),
     ("rollout.force_answer", "bool", None, False, "true"),
-    ("rollout.answer_tokens", "int", 1, False, "16"),
+    ("prover.answer_tokens", "int", 1, False, "16"),
+    ("prover.temperature", "float", 0, False, "0.7"),
+    ("prover.top_p", "float", 0, False, "1.0"),
+    ("generation.batch_size", "int", 1, False, "64"),
     ("rollout.max_episodes", "int", 1, False, "8"),
     ("rollout.episode_tokens", "int", 1, True, "64"),
     ("rollout.max_continuations", "int", 0, False, "2"),
@@ -78,9 +80,12 @@ OPTION_TYPES: tuple[tuple[str, str, float | None, bool, str], ...] = (
     ("task.limit", "int", 1, True, "1000"),
 )
 OPTION_CHOICES: tuple[tuple[str, tuple[Any, ...]], ...] = (
+    ("chat_template", ("auto", True, False)),
     ("rollout.mode", ("single", "episodes", "budget_forcing")),
     ("budget.prompt_mode", (None, "exact", "max")),
     ("on_reward_error", ("zero", "nan")),
+    ("generation.backend", ("transformers", "vllm")),
+    ("trainer.vllm_mode", ("colocate", "server")),
 )
 _ABSENT = object()
 _TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
@@ -259,12 +264,13 @@ def _validate(cfg: DictConfig) -> Plan:
         raise ConfigError(f"trainer.num_generations={tr.num_generations} does not divide the generation batch "
                           f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step}); "
                           f"make the batch a multiple of the group size")
+    check_backend(str(cfg.generation.backend))
     task = _task(cfg)
     scorer = build_scorer(cfg, task=task)
-    if scorer.objective.baseline == "termination" and not any(r.name == "mc_progress" or
-                                                              type(r.fn).__name__ == "MCProgress"
-                                                              for r in scorer.rewards):
-        raise ConfigError("objective.baseline=termination needs the Monte Carlo progress estimator: "
+    if scorer.objective.termination_baseline and not any(r.name == "mc_progress" or
+                                                         type(r.fn).__name__ == "MCProgress"
+                                                         for r in scorer.rewards):
+        raise ConfigError(f"objective.baseline={scorer.objective.baseline} needs the Monte Carlo progress estimator: "
                           "add rewards=[mc_progress] (weight 0 if it should not add a dense term)")
     train, test = load_rows(cfg, task)
     for r in scorer.rewards:
@@ -275,9 +281,7 @@ def _validate(cfg: DictConfig) -> Plan:
                                   f"{missing} of {len(train)} training rows have none: set budget.prompt_mode=exact "
                                   f"(or max) and budget.target_tokens (an int or a list), or give the dataset a "
                                   f"target_tokens column")
-    suffix = cfg.rollout.get("suffix") or (task.termination_suffix if task is not None else "\nFinal answer: ")
-    stop = list(getattr(task, "answer_stop", []) or [])
-    return Plan(scorer, task, train, test, suffix, stop)
+    return Plan(scorer, task, train, test, scorer.prover)
 
 
 def flatten_chat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -314,10 +318,13 @@ def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
                                   f"tokenizer cannot format them ({str(e)[:120]}); use a chat model or set "
                                   f"task.system_prompt=null") from None
         longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
-    need = longest + int(cfg.budget.cap) + int(cfg.rollout.answer_tokens) + 16
+    suffix = max(len(tokenizer(plan.prover.suffix_for(final), add_special_tokens=False)["input_ids"])
+                 for final in (False, True))
+    need = longest + int(cfg.budget.cap) + suffix + plan.prover.answer_tokens
     if need > limit:
-        raise ConfigError(f"budget.cap={cfg.budget.cap}: the longest prompt ({longest} tokens) plus the cap and a "
-                          f"forced answer need {need} positions, but the model has {limit}; lower budget.cap")
+        raise ConfigError(f"budget.cap={cfg.budget.cap}: the longest prompt ({longest} tokens) plus the cap, the "
+                          f"termination suffix and a forced answer (prover.answer_tokens={plan.prover.answer_tokens}) "
+                          f"need {need} positions, but the model has {limit}; lower budget.cap or prover.answer_tokens")
 
 
 def grpo_config(cfg: DictConfig, run_dir: Path):
@@ -332,13 +339,18 @@ def grpo_config(cfg: DictConfig, run_dir: Path):
         temperature=float(tr.temperature), top_p=float(tr.top_p), beta=float(tr.beta), loss_type=tr.loss_type,
         epsilon=float(tr.epsilon), num_iterations=int(tr.num_iterations), max_grad_norm=float(tr.max_grad_norm),
         logging_steps=int(tr.logging_steps), save_steps=int(tr.save_steps), save_strategy="steps",
-        save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []), use_vllm=bool(tr.use_vllm),
+        save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []),
+        use_vllm=cfg.generation.backend == "vllm",
         max_completion_length=int(cfg.budget.cap), seed=int(cfg.seed), data_seed=int(cfg.seed),
         use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
         disable_tqdm=False,
     )
-    if tr.use_vllm:
+    if args["use_vllm"]:
         args["vllm_mode"] = tr.vllm_mode
+        if cfg.rollout.mode != "single" or cfg.rollout.force_answer:
+            # metarl's engine rollouts hand TRL token ids without vLLM's sampling log-probs (inserted text has
+            # none), so TRL's importance-sampling correction of the vLLM/trainer mismatch has nothing to use
+            args["vllm_importance_sampling_correction"] = False
     args.update(plain(tr.get("args")) or {})
     try:
         return GRPOConfig(**args)
@@ -350,33 +362,42 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     """Train (and evaluate before/after) as the config says; return the summary written to summary.json."""
     from datasets import Dataset
 
+    from metarl.engine import as_chat, make_backend, uses_chat
+    from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
+    from metarl.monitors import health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
     from metarl.trainer.rollout import Rollout
     from metarl.utils import seed_everything, set_threads
 
     plan = validate(cfg)
+    health = health_callbacks(plain(cfg.get("health")))  # a bad health.* option fails here, before anything runs
     set_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
     run_dir = check_writable(cfg.run_dir)
     args = grpo_config(cfg, run_dir)  # GRPOConfig errors surface before any model loads
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     run_log = RunLog(run_dir)
-    resume_from = None
+    resume_from, finished = None, False
     if cfg.trainer.resume:
         resume_from = last_complete_checkpoint(run_dir / "checkpoints")
         if resume_from is None:
             log.warning("trainer.resume=true but %s has no complete checkpoint: starting from step 0", run_dir)
         else:
             step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
+            finished = step >= int(cfg.trainer.max_steps)
+            if finished and (run_dir / "summary.json").exists():  # a finished run: resuming changes nothing
+                print(f"[metarl] {run_dir} already finished (step {step} of trainer.max_steps="
+                      f"{cfg.trainer.max_steps}); nothing to train", flush=True)
+                return json.loads((run_dir / "summary.json").read_text())
             for name in ("metrics.jsonl", "rollouts.jsonl", "eval/curve.jsonl"):
                 run_log.truncate_after(name, step)
             print(f"[metarl] resuming from {resume_from} (step {step})", flush=True)
     elif (run_dir / "metrics.jsonl").exists():
         raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run; pass trainer.resume=true to continue it "
                           f"or choose a new run_dir")
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
     model_cfg = plain(cfg.model)
     lora = model_cfg.pop("lora", None)
@@ -384,6 +405,9 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     model, tok = load_model_and_tokenizer(**model_cfg)
     if getattr(tok, "chat_template", None) is None:  # a base model: chat messages become plain text
         plan.train_rows, plan.test_rows = flatten_chat(plan.train_rows), flatten_chat(plan.test_rows)
+    elif uses_chat(tok, cfg.chat_template):  # instruct and reasoning models: every prompt through the template
+        plan.train_rows, plan.test_rows = ([{**r, "prompt": as_chat(r["prompt"])} for r in rows]
+                                           for rows in (plan.train_rows, plan.test_rows))
     check_context(cfg, plan, tok, model)
     plan.scorer.tokenizer = tok
     peft_config = None
@@ -396,11 +420,11 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     rollout = None
     if ro.mode != "single" or ro.force_answer:
         rollout = Rollout(mode=ro.mode, cap=int(cfg.budget.cap), force_answer=bool(ro.force_answer),
-                          suffix=plan.suffix, answer_tokens=int(ro.answer_tokens), answer_stop=plan.answer_stop,
-                          episode_stop=list(ro.episode_stop), max_episodes=int(ro.max_episodes),
+                          prover=plan.prover, episode_stop=list(ro.episode_stop), max_episodes=int(ro.max_episodes),
                           episode_tokens=ro.episode_tokens, feedback=plain(ro.feedback),
                           continuation=ro.continuation, max_continuations=int(ro.max_continuations),
-                          grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer)
+                          grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer,
+                          backend=str(cfg.generation.backend), batch_size=int(cfg.generation.batch_size))
 
     summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed)}
     budgets = sorted({int(cfg.budget.cap), *[int(b) for b in (cfg.evaluate.budgets or [])]})
@@ -412,9 +436,12 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     def held_out(policy, phase: str, quiet: bool = False) -> dict[int, dict[str, Any]]:
         out = {}
+        # the run's backend before and after training (vLLM: a standalone engine on the policy's weights); during
+        # training the policy itself (a second engine per evaluation would cost more than it saves)
+        backend = HFBackend(policy, tok, int(cfg.generation.batch_size)) if quiet else \
+            make_backend(cfg.generation, policy, tok)
         for b in budgets:
-            res = evaluate_policy(policy, tok, test_rows, cap=b, suffix=plan.suffix, answer_stop=plan.answer_stop,
-                                  answer_tokens=int(ro.answer_tokens), scorer=plan.scorer, samples=eval_samples,
+            res = evaluate_policy(backend, test_rows, cap=b, scorer=plan.scorer, samples=eval_samples,
                                   temperature=eval_temperature, seed=int(cfg.seed), return_traces=True)
             traces = res.pop("traces")
             res["correct"] = res.pop("per_question")  # each question's mean correctness over its samples
@@ -429,6 +456,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                  "c": int(sum(t.outcome or 0 for t in traces[i * k:(i + 1) * k]))}
                 for i, r in enumerate(test_rows)])
             print(f"[metarl] held-out {phase} training, cap {b}: {_fmt(res)}", flush=True)
+        if hasattr(backend, "close"):
+            backend.close()
         return out
 
     state = {"step": 0}
@@ -440,18 +469,33 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     if evaluate and resume_from is None:
         summary["before"] = held_out(model, "before")
 
+    vllm = str(cfg.generation.backend) == "vllm"
+    if vllm:  # TRL's engine loads the policy from its name_or_path: a Hugging Face directory of these weights
+        from metarl.engine.vllm import model_dir_for, patch_cpu_weight_sync, patch_trl_engine_for_cpu
+
+        model.name_or_path = model.config._name_or_path = str(model_dir_for(model, tok))
+        patch_trl_engine_for_cpu(dtype=str(model.dtype).split(".")[-1])  # CPU only: eager, no chunked prefill
     trainer = MetaRLTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows),
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
-        peft_config=peft_config,
+        peft_config=peft_config, generation_backend=str(cfg.generation.backend),
+        callbacks=health,  # before the metrics.jsonl writer: its health/ keys land there
     )
+    if vllm:
+        patch_cpu_weight_sync(trainer)  # on CPU TRL's weight sync cannot load into vLLM's repacked weights
     if evaluate and int(cfg.evaluate.get("every", 0) or 0) > 0:
         from metarl.trainer.callbacks import HeldOutCurve
 
         trainer.add_callback(HeldOutCurve(lambda m: held_out(trainer.accelerator.unwrap_model(m), "during",
                                                              quiet=True), run_log, int(cfg.evaluate.every)))
-    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    if resume_from is not None and finished:  # trained to the end, stopped before the final save: finish only
+        from transformers import TrainerState
+
+        trainer._load_from_checkpoint(str(resume_from))
+        trainer.state = TrainerState.load_from_json(str(resume_from / "trainer_state.json"))
+    else:  # (HF's Trainer resumed at max_steps trains one more step)
+        trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     state["step"] = trainer.state.global_step
     summary["train_seconds"] = round(time.time() - t0, 1)
     summary["steps"] = trainer.state.global_step

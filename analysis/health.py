@@ -1,0 +1,167 @@
+"""Training health from ``metrics.jsonl``: which monitors tripped, when, and the numbers that tripped them.
+
+The monitors are :mod:`metarl.monitors` (reward hacking: dense reward up while outcome accuracy is flat or
+down; length inflation; cap saturation; episode collapse; formulas there). Per run:
+
+* if its metrics rows carry the trainer's ``health/<monitor>/...`` keys (``HealthCallback``), a monitor's trip is
+  the first step whose ``health/<monitor>/tripped`` is 1, with the statistics logged at that step;
+* otherwise (a run logged without the monitors, e.g. ``health.enabled=false`` or an older run) the monitors
+  are replayed over the logged series (``metarl.monitors.replay``) with the thresholds of the run's
+  ``config.yaml`` ``health:`` block, or the defaults; the report says which.
+
+Figures, one per run: a panel per monitored series (outcome accuracy, dense reward, mean thinking tokens,
+fraction of traces cut by the cap, episodes per trace) with a dashed line at the trip step of each monitor
+that reads it; the CSV behind it lists every series and every monitor statistic per step (long form). Metric
+names without the trainer's ``metarl/`` prefix are accepted too.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+from analysis.io import RunData, is_number
+from analysis.plots import Section, color, finish, panels, save_figure, write_csv
+from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, PREFIX, TOKENS_KEY, HealthConfig,
+                             Monitor, build_monitors, replay)
+
+TITLES = {ACCURACY_KEY: "outcome accuracy", DENSE_KEY: "dense reward (per-trace sum)", TOKENS_KEY: "mean thinking tokens",
+          CAP_KEY: "fraction of traces cut by the cap", EPISODES_KEY: "episodes per trace"}
+FLAGS = ("alarm", "tripped")
+
+
+def _rows(run: RunData, keys: set[str]) -> list[dict[str, Any]]:
+    """The run's training-metric rows that hold a monitored series or a health key, ``metarl/`` prefix restored."""
+    out = []
+    for row in run.metrics:
+        if not is_number(row.get("step")):
+            continue
+        r = dict(row)
+        for k in keys:
+            bare = k.removeprefix("metarl/")
+            if k not in r and bare != k and bare in r:
+                r[k] = r[bare]
+        if any(k in r for k in keys) or any(k.startswith(PREFIX) for k in r):
+            out.append(r)
+    return sorted(out, key=lambda r: float(r["step"]))
+
+
+def _config(run: RunData) -> tuple[HealthConfig, str]:
+    block = run.config.get("health") if isinstance(run.config, dict) else None
+    if isinstance(block, dict):
+        try:
+            return HealthConfig.from_mapping(block), "the thresholds of its config.yaml `health:` block"
+        except ValueError as e:
+            return HealthConfig(), f"the default thresholds (its config.yaml `health:` block is invalid: {e})"
+    return HealthConfig(), "the default thresholds"
+
+
+def _stats(row: dict[str, Any], name: str) -> dict[str, float]:
+    head = f"{PREFIX}{name}/"
+    return {k[len(head):]: float(v) for k, v in row.items()
+            if k.startswith(head) and k[len(head):] not in FLAGS and is_number(v)}
+
+
+def _describe(monitor: Monitor, stats: dict[str, float]) -> str:
+    try:
+        return monitor.describe(stats)
+    except (KeyError, ValueError):  # statistics logged by another version of the monitor
+        return ", ".join(f"{k}={v:.3g}" for k, v in sorted(stats.items()))
+
+
+def _assess(run: RunData) -> tuple[list[Monitor], list[dict[str, Any]], list[dict[str, Any]], str]:
+    """Monitors, the metric rows, per-step health records and where the health numbers come from."""
+    config, thresholds = _config(run)
+    monitors = build_monitors(config)
+    keys = {k for m in monitors for k in m.keys}
+    rows = _rows(run, keys)
+    if any(k.startswith(PREFIX) for r in rows for k in r):
+        records = [{"step": r["step"], **{k: v for k, v in r.items() if k.startswith(PREFIX)}} for r in rows]
+        return monitors, rows, records, "read from the health/ keys the trainer logged"
+    return monitors, rows, replay(rows, monitors), f"replayed over metrics.jsonl with {thresholds}"
+
+
+def _verdicts(monitors: list[Monitor], records: list[dict[str, Any]]) -> list[tuple[str, str, Any, str]]:
+    """(monitor, status, step, numbers) per monitor: tripped (first step, its numbers), quiet (last numbers), no data."""
+    out = []
+    for m in monitors:
+        seen = [r for r in records if f"{PREFIX}{m.name}/tripped" in r]
+        hit = next((r for r in seen if r[f"{PREFIX}{m.name}/tripped"] == 1), None)
+        if hit is not None:
+            out.append((m.name, "tripped", hit["step"], _describe(m, _stats(hit, m.name))))
+        elif seen:
+            last = _stats(seen[-1], m.name)
+            out.append((m.name, "quiet", "", "last window: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(last.items()))))
+        else:
+            out.append((m.name, "no data", "", f"no step logged {', '.join(m.keys)}"))
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
+
+
+def health_section(runs: list[RunData], out_dir: Path) -> Section:
+    """The report section: a table of trips per run and monitor, and one figure + CSV per run."""
+    sec = Section("Training health")
+    table = ["| run | seed | folder | monitor | status | step | numbers |", "|---|---|---|---|---|---|---|"]
+    names: set[str] = set()
+    any_rows = False
+    for run in runs:
+        monitors, rows, records, source = _assess(run)
+        if not rows:
+            continue
+        any_rows = True
+        seed = "" if run.seed is None else run.seed
+        verdicts = _verdicts(monitors, records)
+        for name, status, step, numbers in verdicts:
+            shown = f"**{status}**" if status == "tripped" else status
+            table.append(f"| {run.label} | {seed} | `{run.path.name}` | {name} | {shown} | {step} | "
+                         f"{numbers.replace('|', '/')} |")
+        sec.notes.append(f"{run.label}{f' (seed {seed})' if seed != '' else ''}, `{run.path}`: health {source}")
+        base = _slug(run.label + (f"_seed{seed}" if seed != "" else ""))
+        name, k = f"health_{base}", 2
+        while name in names:
+            name, k = f"health_{base}_{k}", k + 1
+        names.add(name)
+        sec.figures.append(_figure(run, monitors, rows, records, verdicts, out_dir, name))
+    if not any_rows:
+        sec.notes.append("no metrics.jsonl rows with monitored series (metarl/outcome_accuracy, metarl/reward/dense, "
+                         "metarl/tokens/..., metarl/episodes_per_trace) in any run; training health skipped")
+        return sec
+    sec.markdown = "\n".join(table)
+    return sec
+
+
+def _figure(run: RunData, monitors: list[Monitor], rows: list[dict[str, Any]], records: list[dict[str, Any]],
+            verdicts: list[tuple[str, str, Any, str]], out_dir: Path, name: str) -> tuple[str, str, str]:
+    series = [k for k in dict.fromkeys(k for m in monitors for k in m.keys) if any(is_number(r.get(k)) for r in rows)]
+    trips = {v[0]: float(v[2]) for v in verdicts if v[1] == "tripped"}
+    fig, axes = panels(max(1, len(series)))
+    csv_rows: list[list[Any]] = []
+    for ax, key in zip(axes, series):
+        pts = [(float(r["step"]), float(r[key])) for r in rows if is_number(r.get(key))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color(0), marker="." if len(pts) < 30 else None, lw=1.6)
+        for i, m in enumerate(monitors):
+            if m.name in trips and key in m.keys:
+                ax.axvline(trips[m.name], color=color(i + 1), ls="--", lw=1.2, label=f"{m.name} tripped (step {trips[m.name]:g})")
+        finish(ax, TITLES.get(key, key), "training step", key)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        csv_rows += [[run.label, "" if run.seed is None else run.seed, _int(s), key, v] for s, v in pts]
+    if not series:
+        axes[0].text(0.5, 0.5, "no monitored series", ha="center", va="center", transform=axes[0].transAxes)
+    for rec in records:
+        for k, v in rec.items():
+            if k.startswith(PREFIX) and is_number(v):
+                csv_rows.append([run.label, "" if run.seed is None else run.seed, _int(float(rec["step"])), k, float(v)])
+    title = f"Training health: {run.label}" + (f" (seed {run.seed})" if run.seed is not None else "")
+    png = save_figure(fig, out_dir, name, title)
+    csv = write_csv(out_dir, name, ["run", "seed", "step", "series", "value"], csv_rows)
+    tripped = [v[0] for v in verdicts if v[1] == "tripped"]
+    caption = f"{title}: monitored series" + (f"; tripped: {', '.join(tripped)}" if tripped else "; no monitor tripped")
+    return caption, png, csv
+
+
+def _int(step: float) -> Any:
+    return int(step) if math.isfinite(step) and step == int(step) else step

@@ -1,0 +1,377 @@
+r"""Training-health monitors over the per-step metrics the trainer logs (``metrics.jsonl``).
+
+Dense process rewards can be gamed: the policy learns what the estimator pays for instead of what
+the task asks (PURE, arXiv 2504.15275, saw sum-form credit collapse training this way). Each monitor
+reads a stream of per-step metric dicts, the keys :class:`metarl.trainer.grpo.MetaRLTrainer` logs
+(``metarl/outcome_accuracy``, ``metarl/reward/dense``, ``metarl/tokens/mean``,
+``metarl/tokens/cap_fraction``, ``metarl/episodes_per_trace``), keeps the last ``window``
+observations, and reports statistics every step. A monitor *alarms* on a step where its condition
+holds over a full window and *trips* (once, latched) after ``patience`` consecutive alarms; its
+:class:`Status` then keeps the step and the numbers that tripped it. A step that lacks a monitor's
+keys (or has a non-finite value there) is not an observation of that monitor; windows count
+observations, and slopes use the logged step numbers.
+
+Notation: over the window's observations (x_k = step, y_k = value, k = 1..n), the least-squares
+slope is b = Σ (x_k − x̄)(y_k − ȳ) / Σ (x_k − x̄)², and the fitted change across the window is
+Δy = b · (x_n − x_1) (NaN with fewer than two distinct steps). Defaults in parentheses.
+
+``reward_hacking``: dense reward up while outcome accuracy is flat or down::
+
+    alarm  ⇔  n = W  ∧  Δ dense ≥ reward_rise (0.1)  ∧  Δ accuracy ≤ accuracy_tolerance (0.02)
+
+(dense = ``reward_key``, the per-trace dense return Σ_j r̃_j averaged over the batch, in reward units.)
+
+``length_inflation``: tokens up, accuracy flat or down; the token change is relative to the window mean::
+
+    alarm  ⇔  n = W  ∧  Δ tokens / mean(tokens) ≥ token_rise (0.2)  ∧  Δ accuracy ≤ accuracy_tolerance
+
+``cap_saturation``: most traces cut by the compute cap, sustained::
+
+    alarm  ⇔  n = W  ∧  mean(cap_fraction) ≥ cap_fraction (0.9)
+
+``episode_collapse``: episodes per trace fall back towards one. With m_k the mean of the window ending
+at observation k, the reference is the best earlier window that does not overlap the current one,
+ref = max_{k ≤ n_obs − W} m_k, and the share of the extra episodes (beyond the first) still there is
+retained = (m_now − 1) / (ref − 1)::
+
+    alarm  ⇔  ref − 1 ≥ min_extra_episodes (0.5)  ∧  retained ≤ 1 − episode_drop (0.5)
+
+(so the reference needs 2W observations; a policy that always wrote one episode cannot collapse.)
+
+:class:`HealthCallback` runs the monitors inside the trainer: on each training log it adds
+``health/<monitor>/<statistic>`` (and ``.../alarm``, ``.../tripped`` as 0/1) to the logs, so they land in
+``metrics.jsonl``, and warns once (``logging.warning``) when a monitor trips, with the numbers.
+:func:`replay` runs monitors over a recorded stream (``analysis.health`` uses it for runs logged
+without them). The monitors' state starts empty when training resumes from a checkpoint.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections import deque
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainerCallback
+
+from metarl.registry import ConfigError
+
+log = logging.getLogger("metarl")
+
+PREFIX = "health/"
+ACCURACY_KEY = "metarl/outcome_accuracy"
+DENSE_KEY = "metarl/reward/dense"
+TOKENS_KEY = "metarl/tokens/mean"
+CAP_KEY = "metarl/tokens/cap_fraction"
+EPISODES_KEY = "metarl/episodes_per_trace"
+
+__all__ = ["HealthCallback", "HealthConfig", "Monitor", "Status", "build_monitors", "fitted_change",
+           "health_callbacks", "replay"]
+
+
+def fitted_change(steps: Sequence[float], values: Sequence[float]) -> float:
+    """Δy = b · (x_n − x_1) of the least-squares line through (steps, values); NaN if it is undefined.
+
+    >>> fitted_change([1, 2, 3, 4], [0.0, 1.0, 2.0, 3.0])
+    3.0
+    >>> fitted_change([1, 2, 3], [1.0, 0.0, 1.0]), math.isnan(fitted_change([5], [1.0]))
+    (0.0, True)
+    """
+    n = len(steps)
+    if n < 2:
+        return math.nan
+    mx, my = sum(steps) / n, sum(values) / n
+    sxx = sum((x - mx) ** 2 for x in steps)
+    if sxx == 0:
+        return math.nan
+    b = sum((x - mx) * (y - my) for x, y in zip(steps, values)) / sxx
+    return b * (steps[-1] - steps[0])
+
+
+def _value(metrics: Mapping[str, Any], key: str) -> float | None:
+    """The finite number logged under ``key``, else None (absent, a bool, a string, NaN, inf)."""
+    v = metrics.get(key)
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+        return None
+    return float(v)
+
+
+@dataclass
+class Status:
+    """Whether a monitor has tripped; if so the first step it did, the statistics there and a message."""
+
+    name: str
+    tripped: bool = False
+    step: int | None = None
+    stats: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+
+
+class Monitor:
+    """A windowed statistic over the metric stream with a threshold; subclasses define what it reads
+    (``keys``), its statistics and its alarm condition (see the module docstring for the formulas)."""
+
+    name = "monitor"
+    keys: tuple[str, ...] = ()
+
+    def __init__(self, window: int, patience: int = 1) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or window < 2:
+            raise ValueError(f"window={window!r} must be a whole number of steps >= 2")
+        if isinstance(patience, bool) or not isinstance(patience, int) or patience < 1:
+            raise ValueError(f"patience={patience!r} must be a whole number of steps >= 1")
+        self.window, self.patience = window, patience
+        self.steps: deque[float] = deque(maxlen=window)
+        self.values: dict[str, deque[float]] = {k: deque(maxlen=window) for k in self.keys}
+        self.status = Status(self.name)
+        self.streak = 0
+
+    def update(self, step: int, metrics: Mapping[str, Any]) -> dict[str, float]:
+        """Observe one step; return its statistics with ``alarm`` and ``tripped`` (0/1), or {} if the step has
+        no observation for this monitor. Statistics that are not yet defined are left out."""
+        vals = {k: _value(metrics, k) for k in self.keys}
+        if any(v is None for v in vals.values()):
+            return {}
+        self.steps.append(float(step))
+        for k, v in vals.items():
+            self.values[k].append(v)  # type: ignore[arg-type]
+        stats = self.statistics()
+        alarm = self.alarm(stats)
+        self.streak = self.streak + 1 if alarm else 0
+        if self.streak >= self.patience and not self.status.tripped:
+            self.status = Status(self.name, True, int(step), dict(stats), self.describe(stats))
+        out = {k: v for k, v in stats.items() if math.isfinite(v)}
+        return {**out, "alarm": float(alarm), "tripped": float(self.status.tripped)}
+
+    @property
+    def full(self) -> bool:
+        return len(self.steps) == self.window
+
+    def change(self, key: str) -> float:
+        return fitted_change(list(self.steps), list(self.values[key]))
+
+    def mean(self, key: str) -> float:
+        vals = self.values[key]
+        return sum(vals) / len(vals) if vals else math.nan
+
+    def statistics(self) -> dict[str, float]:
+        """The statistics after the newest observation (called once per observation, by :meth:`update`)."""
+        raise NotImplementedError
+
+    def alarm(self, stats: Mapping[str, float]) -> bool:
+        raise NotImplementedError
+
+    def describe(self, stats: Mapping[str, float]) -> str:
+        raise NotImplementedError
+
+
+class RewardHacking(Monitor):
+    """Dense reward up while outcome accuracy is flat or down (fitted changes over the window)."""
+
+    name = "reward_hacking"
+
+    def __init__(self, window: int, patience: int = 1, reward_rise: float = 0.1, accuracy_tolerance: float = 0.02,
+                 reward_key: str = DENSE_KEY) -> None:
+        self.reward_key = reward_key
+        self.keys = (reward_key, ACCURACY_KEY)
+        super().__init__(window, patience)
+        self.reward_rise, self.accuracy_tolerance = reward_rise, accuracy_tolerance
+
+    def statistics(self) -> dict[str, float]:
+        return {"reward_change": self.change(self.reward_key), "accuracy_change": self.change(ACCURACY_KEY),
+                "n": float(len(self.steps))}
+
+    def alarm(self, stats: Mapping[str, float]) -> bool:
+        return self.full and stats["reward_change"] >= self.reward_rise \
+            and stats["accuracy_change"] <= self.accuracy_tolerance
+
+    def describe(self, stats: Mapping[str, float]) -> str:
+        return (f"dense reward ({self.reward_key}) changed {stats['reward_change']:+.3g} over the last "
+                f"{int(stats['n'])} steps (least-squares fit) while outcome accuracy changed "
+                f"{stats['accuracy_change']:+.3g} (trips at reward change >= {self.reward_rise:+g} with accuracy "
+                f"change <= {self.accuracy_tolerance:+g}): the policy may be gaming the dense reward")
+
+
+class LengthInflation(Monitor):
+    """Mean thinking tokens up (relative to the window mean) while outcome accuracy is flat or down."""
+
+    name = "length_inflation"
+    keys = (TOKENS_KEY, ACCURACY_KEY)
+
+    def __init__(self, window: int, patience: int = 1, token_rise: float = 0.2,
+                 accuracy_tolerance: float = 0.02) -> None:
+        super().__init__(window, patience)
+        self.token_rise, self.accuracy_tolerance = token_rise, accuracy_tolerance
+
+    def statistics(self) -> dict[str, float]:
+        mean = self.mean(TOKENS_KEY)
+        change = self.change(TOKENS_KEY)
+        return {"tokens_change": change / mean if mean > 0 else math.nan, "tokens_mean": mean,
+                "accuracy_change": self.change(ACCURACY_KEY), "n": float(len(self.steps))}
+
+    def alarm(self, stats: Mapping[str, float]) -> bool:
+        return self.full and stats["tokens_change"] >= self.token_rise \
+            and stats["accuracy_change"] <= self.accuracy_tolerance
+
+    def describe(self, stats: Mapping[str, float]) -> str:
+        return (f"mean thinking tokens changed {stats['tokens_change']:+.1%} of their window mean "
+                f"{stats['tokens_mean']:.1f} over the last {int(stats['n'])} steps (least-squares fit) while outcome "
+                f"accuracy changed {stats['accuracy_change']:+.3g} (trips at >= {self.token_rise:+.0%} with accuracy "
+                f"change <= {self.accuracy_tolerance:+g}): longer traces are not buying accuracy")
+
+
+class CapSaturation(Monitor):
+    """Most traces cut by the compute cap, over a whole window."""
+
+    name = "cap_saturation"
+    keys = (CAP_KEY,)
+
+    def __init__(self, window: int, patience: int = 1, cap_fraction: float = 0.9) -> None:
+        super().__init__(window, patience)
+        self.threshold = cap_fraction
+
+    def statistics(self) -> dict[str, float]:
+        return {"cap_fraction": self.mean(CAP_KEY), "n": float(len(self.steps))}
+
+    def alarm(self, stats: Mapping[str, float]) -> bool:
+        return self.full and stats["cap_fraction"] >= self.threshold
+
+    def describe(self, stats: Mapping[str, float]) -> str:
+        return (f"{stats['cap_fraction']:.0%} of traces reached the compute cap on average over the last "
+                f"{int(stats['n'])} steps (trips at >= {self.threshold:.0%}): the cap, not the policy, ends most "
+                f"traces")
+
+
+class EpisodeCollapse(Monitor):
+    """Episodes per trace fall back towards one, against the best earlier non-overlapping window."""
+
+    name = "episode_collapse"
+    keys = (EPISODES_KEY,)
+
+    def __init__(self, window: int, patience: int = 1, episode_drop: float = 0.5,
+                 min_extra_episodes: float = 0.5) -> None:
+        super().__init__(window, patience)
+        self.episode_drop, self.min_extra = episode_drop, min_extra_episodes
+        self.means: deque[float] = deque(maxlen=window + 1)  # m_k of the last W + 1 full windows
+        self.reference = -math.inf
+
+    def statistics(self) -> dict[str, float]:
+        current = self.mean(EPISODES_KEY) if self.full else math.nan
+        if self.full:
+            self.means.append(current)
+            if len(self.means) == self.window + 1:  # m_{k-W} no longer overlaps the current window
+                self.reference = max(self.reference, self.means[0])
+        ref = self.reference if math.isfinite(self.reference) else math.nan
+        retained = (current - 1) / (ref - 1) if ref - 1 > 0 else math.nan
+        return {"episodes": current, "reference": ref, "retained": retained, "n": float(len(self.steps))}
+
+    def alarm(self, stats: Mapping[str, float]) -> bool:
+        return stats["reference"] - 1 >= self.min_extra and stats["retained"] <= 1 - self.episode_drop
+
+    def describe(self, stats: Mapping[str, float]) -> str:
+        return (f"episodes per trace fell to {stats['episodes']:.2f} (mean of the last {int(stats['n'])} steps) from "
+                f"an earlier window mean of {stats['reference']:.2f}: {stats['retained']:.0%} of the episodes beyond "
+                f"the first remain (trips at <= {1 - self.episode_drop:.0%}): the policy stopped revising or "
+                f"verifying")
+
+
+@dataclass
+class HealthConfig:
+    """The ``health:`` block of ``conf/train.yaml`` (see the module docstring for what each threshold means)."""
+
+    enabled: bool = True
+    window: int = 20
+    patience: int = 3
+    reward_key: str = DENSE_KEY
+    reward_rise: float = 0.1
+    accuracy_tolerance: float = 0.02
+    token_rise: float = 0.2
+    cap_fraction: float = 0.9
+    episode_drop: float = 0.5
+    min_extra_episodes: float = 0.5
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> HealthConfig:
+        """Validate a config mapping (None: the defaults); errors name the key as ``health.<key>``."""
+        cfg = dict(cfg or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(cfg) - set(known))
+        if unknown:
+            raise ConfigError(f"health: unknown option(s) {unknown}; known: {known}")
+        out = cls(**cfg)
+        ints = {"window": 2, "patience": 1}
+        for key, low in ints.items():
+            v = getattr(out, key)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ConfigError(f"health.{key}={v!r} must be a whole number >= {low}; set it like "
+                                  f"health.{key}={getattr(cls, key)}")
+        if not isinstance(out.enabled, bool):
+            raise ConfigError(f"health.enabled={out.enabled!r} must be true or false")
+        if not isinstance(out.reward_key, str) or not out.reward_key:
+            raise ConfigError(f"health.reward_key={out.reward_key!r} must be a metric name, e.g. {DENSE_KEY}")
+        ranges = {"reward_rise": (lambda v: v > 0, "> 0"), "accuracy_tolerance": (lambda v: -1 <= v <= 1, "in [-1, 1]"),
+                  "token_rise": (lambda v: v > 0, "> 0"), "cap_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
+                  "episode_drop": (lambda v: 0 < v < 1, "in (0, 1)"),
+                  "min_extra_episodes": (lambda v: v > 0, "> 0")}
+        for key, (ok, bounds) in ranges.items():
+            v = getattr(out, key)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
+                raise ConfigError(f"health.{key}={v!r} must be a number {bounds}; set it like "
+                                  f"health.{key}={getattr(cls, key)}")
+            setattr(out, key, float(v))
+        return out
+
+
+def build_monitors(config: HealthConfig | Mapping[str, Any] | None = None) -> list[Monitor]:
+    """The four monitors with the thresholds of ``config`` (a :class:`HealthConfig`, a mapping, or None)."""
+    c = config if isinstance(config, HealthConfig) else HealthConfig.from_mapping(config)
+    w, p = c.window, c.patience
+    return [RewardHacking(w, p, c.reward_rise, c.accuracy_tolerance, c.reward_key),
+            LengthInflation(w, p, c.token_rise, c.accuracy_tolerance),
+            CapSaturation(w, p, c.cap_fraction),
+            EpisodeCollapse(w, p, c.episode_drop, c.min_extra_episodes)]
+
+
+def replay(rows: Iterable[Mapping[str, Any]], monitors: Sequence[Monitor]) -> list[dict[str, Any]]:
+    """Feed metric rows (each with a numeric ``step``) through ``monitors`` in step order; return one record per
+    row, ``{"step": s, "health/<monitor>/<stat>": v, ...}`` (the keys :class:`HealthCallback` would log)."""
+    ordered = sorted((r for r in rows if _value(r, "step") is not None), key=lambda r: float(r["step"]))
+    out = []
+    for r in ordered:
+        rec: dict[str, Any] = {"step": r["step"]}
+        for m in monitors:
+            rec.update({f"{PREFIX}{m.name}/{k}": v for k, v in m.update(int(r["step"]), r).items()})
+        out.append(rec)
+    return out
+
+
+class HealthCallback(TrainerCallback):
+    """Runs the monitors on every training log: adds their ``health/...`` statistics to the logs and warns once per
+    monitor when it trips. It must come before the callback that writes ``metrics.jsonl`` (pass it in the
+    trainer's ``callbacks``; :class:`metarl.trainer.grpo.MetaRLTrainer` appends its metrics writer after them)."""
+
+    def __init__(self, monitors: Sequence[Monitor]) -> None:
+        self.monitors = list(monitors)
+        self.warned: set[str] = set()
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs:
+            return
+        if not any(k in logs for m in self.monitors for k in m.keys):  # e.g. an evaluation log (eval_* keys)
+            return
+        added: dict[str, float] = {}
+        for m in self.monitors:
+            added.update({f"{PREFIX}{m.name}/{k}": v for k, v in m.update(state.global_step, logs).items()})
+            if m.status.tripped and m.name not in self.warned:
+                self.warned.add(m.name)
+                if state.is_world_process_zero:
+                    log.warning("training health: %s tripped at step %d: %s", m.name, m.status.step,
+                                m.status.message)
+        logs.update(added)
+
+
+def health_callbacks(cfg: Mapping[str, Any] | None) -> list[HealthCallback]:
+    """``[HealthCallback]`` for the ``health:`` config block, ``[]`` when ``health.enabled`` is false."""
+    config = HealthConfig.from_mapping(cfg)
+    return [HealthCallback(build_monitors(config))] if config.enabled else []
