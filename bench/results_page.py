@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 FURTHER_PAGES = (
     "Further result pages: step-level search and compute-optimal selection on the tiny policy,",
-    "[results_search.md](results_search.md) (`bench/search_results.py`).",
+    "[results_search.md](results_search.md) (`bench/search_results.py`); the SmolLM2 reasoner end to end (R1 format,",
+    "MRT's meta-prover, J curves, Obj-1 / Obj-2 training steps), [results_reasoner.md](results_reasoner.md)",
+    "(`bench/reasoner_results.py`).",
 )
 """Links to the result pages other benchmarks write next to this one."""
 

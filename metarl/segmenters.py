@@ -553,26 +553,45 @@ class TokenChunkSegmenter:
 class RegexSegmenter:
     """A new episode starts at each match of ``pattern`` (``split="before"``) or right after it (``"after"``).
 
-    ``pattern`` is a Python regex (inline flags such as ``(?m)`` or ``(?i)`` work). Episodes that
-    begin with a match (``before``) or end with one (``after``) get ``kind``; the remaining text
-    (before the first / after the last match) is ``"other"``. Matches at the very start or end,
-    and empty matches, are handled (no empty episodes).
+    ``pattern`` is a Python regex (inline flags such as ``(?m)`` or ``(?i)`` work), or a mapping
+    ``kind -> regex`` to tell episodes apart by what opens (or closes) them. Episodes that begin with a match
+    (``before``) or end with one (``after``) get its kind (``kind`` for a single pattern); the remaining
+    text (before the first / after the last match) is ``first_kind`` (``before``) or ``"other"``
+    (``after``). Where matches of several kinds mark the same position, the kind listed first wins.
+    Matches at the very start or end, and empty matches, are handled (no empty episodes).
+
+    >>> seg = RegexSegmenter({"verify": r"(?m)^\\d+ is ", "revise": r"(?m)^Wait"}, first_kind="attempt")
+    >>> seg("Try 3+9.\\n12 is not 20.\\nWait.\\n")
+    [(0, 9, 'attempt'), (9, 23, 'verify'), (23, 29, 'revise')]
     """
 
-    def __init__(self, pattern: str, kind: str = "other", split: str = "before") -> None:
+    def __init__(self, pattern: str | Mapping[str, str], kind: str = "other", split: str = "before",
+                 first_kind: str = "other") -> None:
         if split not in ("before", "after"):
             raise ValueError(f"RegexSegmenter split must be 'before' or 'after', got {split!r}")
-        try:
-            self.regex = re.compile(pattern)
-        except (re.error, TypeError) as e:
-            raise ValueError(f"RegexSegmenter pattern {pattern!r} is not a valid regular expression: {e}") from None
-        self.pattern, self.kind, self.split = pattern, _check_kind(kind, "RegexSegmenter kind"), split
+        patterns = dict(pattern) if isinstance(pattern, Mapping) else {kind: pattern}
+        if not patterns:
+            raise ValueError("RegexSegmenter needs a pattern (or a non-empty mapping kind -> pattern)")
+        self.regexes: dict[str, re.Pattern] = {}
+        for k, pat in patterns.items():
+            _check_kind(k, "RegexSegmenter kind")
+            try:
+                self.regexes[k] = re.compile(pat)
+            except (re.error, TypeError) as e:
+                raise ValueError(f"RegexSegmenter pattern {pat!r} is not a valid regular expression: {e}") from None
+        self.pattern, self.kind, self.split = pattern, kind, split
+        self.first_kind = _check_kind(first_kind, "RegexSegmenter first_kind")
 
     def __call__(self, text: str) -> list[tuple[int, int, str]]:
-        marks = {m.start() if self.split == "before" else m.end() for m in self.regex.finditer(text)}
+        marks: dict[int, str] = {}
+        for k, regex in self.regexes.items():
+            for m in regex.finditer(text):
+                marks.setdefault(m.start() if self.split == "before" else m.end(), k)
         pieces = _pieces_from_cuts(text, marks)
-        at = (lambda a, b: a in marks) if self.split == "before" else (lambda a, b: b in marks)
-        return [(a, b, self.kind if at(a, b) else "other") for a, b, _ in pieces]
+        if self.split == "before":
+            return [(a, b, marks.get(a, self.first_kind)) for a, b, _ in pieces]
+        return [(a, b, marks.get(b, "other")) for a, b, _ in pieces]
 
     def __repr__(self) -> str:
-        return f"RegexSegmenter(pattern={self.pattern!r}, kind={self.kind!r}, split={self.split!r})"
+        return (f"RegexSegmenter(pattern={self.pattern!r}, kind={self.kind!r}, split={self.split!r}, "
+                f"first_kind={self.first_kind!r})")

@@ -320,38 +320,61 @@ def test_chat_template_patch_makes_the_recipe_prompt_the_default_system_message(
     assert "\\boxed{}" in Template(patched).render(messages=user)
 
 
+def test_model_config_composes_and_the_loader_passes_recipe_overrides(monkeypatch):
+    """``model=smollm2-reasoner`` composes; its ``tiny`` mapping reaches the reasoner's build recipe."""
+    from hydra import compose, initialize_config_dir
+
+    from metarl.cli.common import conf_dir
+    from metarl.models import loading
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        cfg = compose("train", overrides=["model=smollm2-reasoner", "+model.tiny.n_examples=64"])
+    assert cfg.model.name_or_path == "smollm2-reasoner" and cfg.model.dtype == "float32"
+    seen = {}
+
+    class Stub:
+        generation_config = type("G", (), {"pad_token_id": None})()
+
+        def to(self, dtype):
+            seen["dtype"] = dtype
+            return self
+
+    tok = type("T", (), {"pad_token": "<|im_end|>", "pad_token_id": 2, "eos_token": "<|im_end|>"})()
+    monkeypatch.setattr(rz, "load_reasoner", lambda **kw: (seen.setdefault("kw", kw), Stub(), tok)[1:])
+    model, _ = loading.load_model_and_tokenizer("smollm2-reasoner", dtype="bfloat16", tiny={"n_examples": 64})
+    assert seen["kw"] == {"n_examples": 64} and str(seen["dtype"]) == "torch.bfloat16"
+    assert model.generation_config.pad_token_id == 2 and tok.padding_side == "left"
+
+
 # ---------------------------------------------------------------- the build (slow)
 
 
 @pytest.mark.slow
-def test_reasoner_builds_or_loads_and_follows_the_format(tmp_path):
-    """Build (or load from $METARL_CACHE) the default reasoner; a few samples follow the R1 format, and an
-    answer forced after MRT's termination suffix reaches a \\boxed{} within 48 tokens."""
-    import torch
-
+def test_reasoner_end_to_end_eval_score_train_report(tmp_path):
+    """Build (or load from $METARL_CACHE) the default reasoner, then what bench/reasoner_results.py runs, at small
+    sizes: metarl-eval (the samples follow the R1 format), metarl-score with MRT's meta-prover (J varies across
+    prefixes, the progress telescopes to J_last - J_init), one metarl-train step of each reasoner recipe (Obj-1,
+    Obj-2 Monte Carlo, Obj-2 likelihood) and analysis.report (information-gain curves written)."""
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
-    import reasoner_report as rep
+    import reasoner_results
 
     path = rz.reasoner_path()
-    model, tok = rz.load_reasoner(path)
-    assert model.config.num_hidden_layers == 30 and not model.training
-    recipe = rz.ReasonerRecipe()
-    problems = recipe.task().generate("test", 6)
-    torch.manual_seed(0)
-    prompts = [tok(rz.chat_prompt(tok, p["prompt"]), add_special_tokens=False)["input_ids"] for p in problems]
-    outs = rep.generate(model, tok, prompts, 2, 400, 0.7, share_prefix=False)
-    texts = [tok.decode(o, skip_special_tokens=True) for row in outs for o in row]
-    assert sum(map(follows_r1_format, texts)) >= 0.75 * len(texts), texts
-    # a chat prompt without a system message gets the recipe's (the saved template's default)
-    no_sys = tok.apply_chat_template([{"role": "user", "content": problems[0]["prompt"]}], tokenize=False,
+    _, tok = rz.load_reasoner(path)
+    problem = rz.ReasonerRecipe().task().generate("test", 1)[0]
+    no_sys = tok.apply_chat_template([{"role": "user", "content": problem["prompt"]}], tokenize=False,
                                      add_generation_prompt=True)
-    assert no_sys == rz.chat_prompt(tok, problems[0]["prompt"])
-    # forced answers: right after the prompt and after the first episode of a sampled trace
-    suffix = tok(R1_TERMINATION_SUFFIX, add_special_tokens=False)["input_ids"]
-    forced = rep.generate(model, tok, [pr + suffix for pr in prompts], 2, 48, 0.7)
-    boxed = [extract_boxed(tok.decode(o, skip_special_tokens=True)) for row in forced for o in row]
-    assert sum(b is not None for b in boxed) >= 0.75 * len(boxed)
-    # prefilling once and sharing the cache gives the answers prefilling every sample gives (greedy)
-    a = rep.generate(model, tok, [pr + suffix for pr in prompts[:2]], 2, 16, 0.7, share_prefix=True, do_sample=False)
-    b = rep.generate(model, tok, [pr + suffix for pr in prompts[:2]], 2, 16, 0.7, share_prefix=False, do_sample=False)
-    assert a == b
+    assert no_sys == rz.chat_prompt(tok, problem["prompt"]), "the saved template's default system message"
+    res = reasoner_results.main(["--out", str(tmp_path), "--budgets", "256", "--n", "2", "--questions", "4",
+                                 "--m", "4", "--steps", "1", "--train-extra", "trainer.per_device_train_batch_size=4",
+                                 "trainer.num_generations=2", "--page", str(tmp_path / "page.md")])
+    ev = res["eval"]["by_budget"]["256"]
+    assert ev["samples"] == 8 and ev["r1_format"] >= 0.75 and ev["pass@1"] is not None
+    sc = res["score"]
+    assert sc["traces"] == 8 and sc["episodes_per_trace"] >= 1
+    assert sc["nonconstant_J"] > 0, "J is flat on every trace: the forced answers do not reach a graded answer"
+    assert sc["telescoping_max_gap"] < 1e-9
+    for recipe in reasoner_results.TRAIN_RECIPES:
+        t = res["train"][recipe]
+        assert t["steps"] == 1 and t["dense_reward"][0] is not None
+    assert any(f.startswith("info_gain") and f.endswith(".png") for f in res["report"]["files"]), res["report"]
+    assert "| 256 |" in (tmp_path / "page.md").read_text()

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from metarl.prover import THINK_END, extract_boxed
 from metarl.tasks.base import ANSWER_TAGS, Split, Task, check_split, split_of, tagged_blocks
 
 MAX_EXPR_CHARS = 256
@@ -263,16 +264,27 @@ class SubsetSumTask(Task):
         return terms is not None and is_solution(terms, *problem)
 
     def extract_answer(self, text: str) -> str | None:
-        """The last expression stated in an ``<attempt>``, ``<revise>`` or ``<answer>`` block of ``text``
-        (the part before any ``=``); text without tags is read as one block. Verify blocks state no answer.
+        """The answer ``text`` states.
+
+        - R1 format: the expression in the last ``\\boxed{}``; else, after a ``</think>``, the answer region
+          (the text after the last ``</think>``) read as below, so a try inside the thought is not an answer.
+        - Tag format: the last expression stated in an ``<attempt>``, ``<revise>`` or ``<answer>`` block (the
+          part before any ``=``); text without tags is read as one block. Verify blocks state no answer.
 
         >>> SubsetSumTask().extract_answer("<attempt>3+9</attempt><verify>3+9=12!=20 incorrect</verify>")
         '3+9'
         >>> SubsetSumTask().extract_answer("<verify>3+9=12!=20 incorrect</verify>") is None
         True
+        >>> SubsetSumTask().extract_answer("<think>Let me try 3+9.\\n\\n3+9=12.</think>\\n\\n\\\\boxed{8 + 12}")
+        '8+12'
         """
         if text is None:
             return None
+        boxed = extract_boxed(text)
+        if boxed is not None:
+            return _expression_in(boxed)
+        if THINK_END in text:
+            text = text.rpartition(THINK_END)[2]
         found: str | None = None
         for tag, content in tagged_blocks(text):
             if tag is None or tag in ANSWER_TAGS:
