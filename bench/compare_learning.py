@@ -566,7 +566,7 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         p.error(f"--recipes must include the baseline {BASELINE} (token efficiency is measured against it)")
     from metarl.cli.common import conf_dir
 
-    known = {q.stem for q in (Path(conf_dir()).parent / "recipes").glob("*.yaml")}
+    known = {q.stem for q in (Path(conf_dir()) / "recipe").glob("*.yaml")}
     unknown = [r for r in s.recipes if r not in known]
     if unknown:
         p.error(f"--recipes: unknown {unknown}; recipes/ has {sorted(known)}")

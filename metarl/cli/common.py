@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,11 +13,26 @@ from metarl.registry import ConfigError
 
 
 def conf_dir() -> str:
-    """The Hydra config directory: ``$METARL_CONF``, else ``conf/`` at the repository root."""
+    """The Hydra config directory: ``$METARL_CONF``; else the configs an installed wheel ships
+    (``metarl/_conf``, copied from the checkout's ``conf/`` by ``setup.py``); else ``conf/`` at the root of
+    the checkout (an editable install). Recipes are its ``recipe`` group (``conf/recipe`` links to ``recipes/``)."""
     env = os.environ.get("METARL_CONF")
     if env:
         return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
+    here = Path(__file__).resolve().parents[1]
+    for candidate in (here / "_conf", here.parent / "conf"):
+        if (candidate / "train.yaml").is_file():
+            return str(candidate)
+    raise FileNotFoundError(f"metarl's configs are missing: neither {here / '_conf'} (an installed wheel) nor "
+                            f"{here.parent / 'conf'} (a checkout) holds train.yaml; set METARL_CONF to a config dir")
+
+
+def allow_working_directory_imports() -> None:
+    """Let ``_target_`` dotted paths name modules in the current directory, as ``python -m metarl.cli.X`` does
+    (a console script's ``sys.path`` starts with its own bin directory instead)."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
 def plain(cfg: Any) -> Any:

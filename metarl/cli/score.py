@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import build_scorer, conf_dir, plain
+from metarl.cli.common import allow_working_directory_imports, build_scorer, conf_dir, plain
 from metarl.engine import as_chat, check_backend, make_backend, prompt_ids_for, uses_chat
 from metarl.engine.streams import CHAT_MODES
 from metarl.registry import ConfigError
@@ -201,6 +201,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    allow_working_directory_imports()  # plug-ins in the current directory, as with python -m
     _main()
 
 

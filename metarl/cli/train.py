@@ -12,7 +12,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import conf_dir
+from metarl.cli.common import allow_working_directory_imports, conf_dir
 from metarl.registry import ConfigError
 
 
@@ -28,6 +28,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    allow_working_directory_imports()  # plug-ins in the current directory, as with python -m
     _main()
 
 

@@ -12,10 +12,11 @@ grader, extract_answer, parse_verdict, state``; trace rewards for the same witho
 ``outcome``. Batched estimators can ask for ``traces, model, tokenizer, engine, grader, extract_answer, state``
 (``engine``: the policy's generation engine, :class:`metarl.engine.Engine`).
 
-Rewards are chosen in config by short name (see ``REWARDS``) or dotted path, optionally as a mapping
-with ``_target_``, ``name``, ``weight`` and constructor/keyword arguments::
+Rewards are chosen with the ``rewards`` config group (``conf/rewards/*.yaml``: a mapping name -> spec with
+``_target_``, ``weight`` and constructor/keyword arguments); your own is one more entry, from the command line
+(docs/plugins.md; a module in the current directory is found by the console scripts too)::
 
-    rewards: [outcome, verification_correctness, my_pkg.rewards.brevity]
+    metarl-train rewards=[outcome,verification_correctness] +rewards.brevity._target_=my_pkg.rewards.brevity
 """
 from __future__ import annotations
 
