@@ -1,7 +1,7 @@
 """Ship the Hydra configs and recipes inside the wheel (``metarl/_conf``), so an installed metarl has them.
 
 The checkout keeps them at the top level (``conf/``, ``recipes/``, linked as ``conf/recipe``); an editable
-install reads them there (:func:`metarl.cli.common.conf_dir`). Everything else is in ``pyproject.toml``.
+install reads them there (:func:`metarl.config.conf_dir`). Everything else is in ``pyproject.toml``.
 """
 import shutil
 from pathlib import Path

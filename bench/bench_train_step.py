@@ -44,7 +44,7 @@ def train_config(recipe: str, overrides: list[str], steps: int, model: str, run_
     """The composed training config of one benchmark run (no evaluation, seed 0, no checkpoints)."""
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
 
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         return compose("train", overrides=[f"recipe={recipe}", f"name={recipe}", f"model={model}",

@@ -48,7 +48,7 @@ def paired_delta(before: list[float], after: list[float]) -> tuple[float, float]
 def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.models.warmstart import tiny_policy_path
     from metarl.trainer.run import run
     from metarl.utils import set_threads

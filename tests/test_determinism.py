@@ -15,7 +15,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
 
 # wall-clock measurements differ between identical runs; every other logged value must not
 TIMING_KEYS = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second",

@@ -55,7 +55,7 @@ def test_wheel_holds_configs_recipes_and_analysis(installed):
 
 def test_installed_console_scripts_run_outside_the_checkout(installed, tmp_path):
     python, bindir, site, _ = installed
-    where = run([python, "-c", "import metarl, analysis; from metarl.cli.common import conf_dir; "
+    where = run([python, "-c", "import metarl, analysis; from metarl.config import conf_dir; "
                  "print(metarl.__file__); print(conf_dir())"], cwd=tmp_path).stdout.split()
     assert all(w.startswith(str(site)) for w in where), where  # the wheel's code and configs, not the checkout's
     job = run([bindir / "metarl-train", "--cfg", "job", "recipe=obj1_verify"], cwd=tmp_path).stdout
@@ -75,3 +75,18 @@ def test_installed_console_script_finds_a_plugin_in_the_working_directory(instal
          "segmenter._target_=my_seg.halves", "rewards=[]", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path)
     (row,) = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     assert [e["text"] for e in row["episodes"]] == ["abc", "def"]
+
+
+def test_nothing_in_the_library_or_analysis_imports_the_cli():
+    """Layering: ``metarl.cli`` depends on everything, nothing depends on it (config handling: metarl.config)."""
+    import ast
+
+    offenders = []
+    for path in [*(ROOT / "metarl").rglob("*.py"), *(ROOT / "analysis").rglob("*.py")]:
+        if "cli" in path.relative_to(ROOT).parts[1:2]:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n == "metarl.cli" or n.startswith("metarl.cli.")]
+    assert not offenders, offenders

@@ -245,7 +245,7 @@ def test_mrt_regret_axis_matches_the_notebook():
 def test_the_gpu_recipe_composes_validates_and_trains_with_a_tiny_stand_in(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.trainer.run import run, validate
 
     data = tmp_path / "math.jsonl"

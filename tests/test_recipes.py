@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
 
 RECIPES = sorted(p.stem for p in (Path(conf_dir()) / "recipe").glob("*.yaml") if not p.stem.endswith("_gpu"))
 """Recipes that train on the built-in task with a tiny model here; ``*_gpu`` recipes name a real model and data

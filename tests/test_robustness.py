@@ -25,7 +25,7 @@ from hydra import compose, initialize_config_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
 from metarl.grading import MathGrader, build_grader, extract_answer, parse_verdict
 from metarl.rewards import RewardError, build_rewards
 from metarl.runlog import RunLog, read_jsonl

@@ -23,7 +23,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import allow_working_directory_imports, build_scorer, conf_dir, plain
+from metarl.cli.common import allow_working_directory_imports
+from metarl.config import build_scorer, conf_dir, plain
 from metarl.engine import as_chat, check_backend, make_backend, prompt_ids_for, uses_chat
 from metarl.engine.streams import CHAT_MODES
 from metarl.registry import ConfigError

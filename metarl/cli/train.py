@@ -12,7 +12,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import allow_working_directory_imports, conf_dir
+from metarl.cli.common import allow_working_directory_imports
+from metarl.config import conf_dir
 from metarl.registry import ConfigError
 
 
