@@ -15,7 +15,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import allow_working_directory_imports
+from metarl.cli.common import prepare_command_line
 from metarl.config import conf_dir
 from metarl.registry import ConfigError
 
@@ -32,7 +32,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    allow_working_directory_imports()  # plug-ins in the current directory, as with python -m
+    prepare_command_line()  # plug-ins in the current directory; run_dir= is Hydra's output directory
     _main()
 
 

@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import allow_working_directory_imports
+from metarl.cli.common import prepare_command_line
 from metarl.config import build_scorer, conf_dir, plain
 from metarl.engine import as_chat, check_backend, make_backend, prompt_ids_for, uses_chat
 from metarl.engine.streams import CHAT_MODES
@@ -202,7 +202,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    allow_working_directory_imports()  # plug-ins in the current directory, as with python -m
+    prepare_command_line()  # plug-ins in the current directory; run_dir= is Hydra's output directory
     _main()
 
 
