@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 FURTHER_PAGES = (
     "Further result pages: step-level search and compute-optimal selection on the tiny policy,",
-    "[results_search.md](results_search.md) (`bench/search_results.py`).",
+    "[results_search.md](results_search.md) (`bench/search_results.py`); the generation engine on SmolLM2, transformers",
+    "against vLLM (rollout tokens/s, Monte Carlo prefix reuse, train-step ratios),",
+    "[results_engine.md](results_engine.md) (`bench/bench_engine.py`).",
 )
 """Links to the result pages other benchmarks write next to this one."""
 
