@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import io
 import json
 import os
 import statistics
@@ -44,7 +43,7 @@ def train_config(recipe: str, overrides: list[str], steps: int, model: str, run_
     """The composed training config of one benchmark run (no evaluation, seed 0, no checkpoints)."""
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
 
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         return compose("train", overrides=[f"recipe={recipe}", f"name={recipe}", f"model={model}",
@@ -58,7 +57,8 @@ def step_times(recipe: str, overrides: list[str], steps: int, model: str, out: P
 
     run_dir = out / f"{recipe}-{abs(hash(tuple(overrides))) % 10**8}"
     cfg = train_config(recipe, overrides, steps, model, run_dir)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    # quiet, into real files: vLLM's engine start-up needs sys.stdout.fileno()
+    with tempfile.TemporaryFile("w+") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
         run(cfg)
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     times = [r["step_time"] for r in rows[1:]] or [rows[0]["step_time"]]

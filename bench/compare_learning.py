@@ -112,7 +112,7 @@ def job_dir(out: Path, recipe: str, seed: int) -> Path:
 def _compose(config: str, overrides: list[str]):
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
 
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         return compose(config, overrides=overrides)
@@ -564,9 +564,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         p.error("--seeds is empty; e.g. --seeds 0,1,2")
     if BASELINE not in s.recipes:
         p.error(f"--recipes must include the baseline {BASELINE} (token efficiency is measured against it)")
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
 
-    known = {q.stem for q in (Path(conf_dir()).parent / "recipes").glob("*.yaml")}
+    known = {q.stem for q in (Path(conf_dir()) / "recipe").glob("*.yaml")}
     unknown = [r for r in s.recipes if r not in known]
     if unknown:
         p.error(f"--recipes: unknown {unknown}; recipes/ has {sorted(known)}")

@@ -204,7 +204,7 @@ def baseline_child(overrides: list[str], model: str, run_root: str, gpu: bool) -
     """In a child process: only load the model and the training data (as ``run`` does), then the peak memory."""
     from datasets import Dataset
 
-    from metarl.cli.common import plain
+    from metarl.config import plain
     from metarl.models.loading import load_model_and_tokenizer
     from metarl.trainer.run import validate
     from metarl.utils import set_threads

@@ -9,7 +9,7 @@ Every vendored case (gold, prediction, expected verdict from math-verify's ``tes
 - ``mv_own``: math-verify with the options the case's own test passes (``match_types``, ``precision``,
   ``strict``, ``allow_set_relation_comp``, ``boxed_match_priority``): checks the vendored data;
 - ``scorer``: what ``metarl-score grader=math`` (default ``answer=auto``) runs, built the same way:
-  ``grader, extract = metarl.cli.common.answer_tools(None, "math", "auto", {})``, then
+  ``grader, extract = metarl.config.answer_tools(None, "math", "auto", {})``, then
   ``grader(extract(pred), gold)``;
 - ``grader``: ``build_grader("math")(pred, gold)`` on the whole prediction;
 - ``grader_own``: the same with the options of the case's test that the grader has (``precision`` as
@@ -80,7 +80,7 @@ def library_verdicts(cases: list[dict[str, Any]], names: tuple[str, ...] = PATHS
     """Verdicts of the in-process paths ``names`` (any but ``cli``) on every case; ``timeout``: seconds per
     grader call (None: the default 1 s)."""
     logging.getLogger("math_verify").setLevel(logging.ERROR)
-    from metarl.cli.common import answer_tools
+    from metarl.config import answer_tools
     from metarl.grading import build_grader, extract_answer
 
     scorer_grader, scorer_extract, _ = answer_tools(None, _grader_spec(timeout), "auto", {})

@@ -35,7 +35,9 @@ REPO = Path(__file__).resolve().parent.parent
 
 FURTHER_PAGES = (
     "Further result pages: step-level search and compute-optimal selection on the tiny policy,",
-    "[results_search.md](results_search.md) (`bench/search_results.py`); the SmolLM2 reasoner end to end (R1 format,",
+    "[results_search.md](results_search.md) (`bench/search_results.py`); the generation engine on SmolLM2, transformers",
+    "against vLLM (rollout tokens/s, Monte Carlo prefix reuse, train-step ratios),",
+    "[results_engine.md](results_engine.md) (`bench/bench_engine.py`); the SmolLM2 reasoner end to end (R1 format,",
     "MRT's meta-prover, J curves, Obj-1 / Obj-2 training steps), [results_reasoner.md](results_reasoner.md)",
     "(`bench/reasoner_results.py`).",
 )

@@ -6,7 +6,8 @@
 4. write plots and a report with ``analysis.report``,
 
 and print a table a researcher can screenshot. Extra Hydra overrides can be passed on the command
-line: ``python -m metarl.demo trainer.max_steps=10``.
+line: ``python -m metarl.demo trainer.max_steps=10``. The setting is the recipe ``recipes/demo_obj1.yaml``
+(``metarl-train recipe=demo_obj1`` trains the same run without the table).
 """
 from __future__ import annotations
 
@@ -20,22 +21,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
-DEMO_OVERRIDES = [
-    "recipe=obj1_verify",
-    "name=demo",
-    "model=tiny",
-    "trainer.max_steps=150",
-    "trainer.learning_rate=2e-4",
-    "trainer.per_device_train_batch_size=64",  # 8 problems x 8 samples per step
-    "budget.cap=192",
-    "task.n_test=100",
-    "evaluate.n=100",
-    "evaluate.budgets=[96]",
-    "evaluate.temperature=1.0",  # sampled pass@1: 8 samples per problem (far less noisy than one greedy
-    "evaluate.samples=8",        # completion per problem)
-    "rollouts_every=10",
-    "trainer.save_steps=50",
-]
+RECIPE = "demo_obj1"
+"""The demo's whole training and evaluation setting: ``recipes/demo_obj1.yaml``."""
 
 
 def paired_delta(before: list[float], after: list[float]) -> tuple[float, float]:
@@ -48,7 +35,7 @@ def paired_delta(before: list[float], after: list[float]) -> tuple[float, float]
 def main(argv: list[str] | None = None) -> int:
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.models.warmstart import tiny_policy_path
     from metarl.trainer.run import run
     from metarl.utils import set_threads
@@ -56,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     set_threads(1)
     t0 = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    overrides = DEMO_OVERRIDES + [f"run_dir={Path('runs/demo', stamp).resolve()}"] + list(argv or [])
+    overrides = [f"recipe={RECIPE}", f"run_dir={Path('runs/demo', stamp).resolve()}", *(argv or [])]
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         cfg = compose("train", overrides=overrides)
     if cfg.model.name_or_path == "tiny":

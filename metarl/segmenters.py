@@ -10,12 +10,12 @@ in order, covering the text without gap or overlap; a missing kind is ``"other"`
 zero-length pieces are dropped. A segmenter that needs more than the text names it as a
 keyword argument and :func:`segment` passes it (found by signature): ``tokenizer``,
 ``token_ids`` (the completion ids) and ``skip_special_tokens``. A custom segmenter is a few
-lines in the user's own module, named by dotted path in the config::
+lines in the user's own module, named by dotted path (``conf/segmenter/custom.yaml``; docs/plugins.md)::
 
     def sentences(text):                      # my_pkg/seg.py
         return [m.span() for m in re.finditer(r"[^.]*(?:\\.|$)", text) if m.end() > m.start()]
 
-    segmenter: my_pkg.seg.sentences
+    metarl-score input=traces.jsonl segmenter=custom segmenter._target_=my_pkg.seg.sentences
 
 Built-in segmenters (short names in :data:`SEGMENTERS`): :class:`TagSegmenter` (``tags``),
 :class:`MRTSegmenter` (``mrt``, the MRT paper's keyword rule), :class:`ParagraphSegmenter`

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
 from metarl.registry import ConfigError
 from metarl.runlog import RunDirError
 

@@ -129,7 +129,7 @@ def _math_columns() -> dict:
     ``target_tokens`` name means "use the column when present")."""
     from omegaconf import OmegaConf
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
 
     columns = OmegaConf.to_container(OmegaConf.load(f"{conf_dir()}/task/math.yaml").columns)
     assert columns.pop("target_tokens") == "target_tokens"
@@ -201,7 +201,7 @@ def test_task_math_config_through_the_trainer_and_eval_loaders(tmp_path):
     """conf/task/math.yaml as metarl-train and metarl-eval read it (no model is loaded)."""
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.eval.questions import load_questions
     from metarl.trainer.run import validate
 

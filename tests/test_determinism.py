@@ -15,7 +15,8 @@ import torch
 from hydra import compose, initialize_config_dir
 from safetensors.torch import load_file
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
+from metarl.rewards import reward
 
 # wall-clock measurements differ between identical runs; every other logged value must not
 TIMING_KEYS = {"step_time", "train_runtime", "train_samples_per_second", "train_steps_per_second",
@@ -25,6 +26,7 @@ SMALL = ["model=random-tiny", "trainer.max_steps=3", "evaluate.enabled=false", "
          "rollouts_every=1", "threads=1"]
 
 
+@reward("episode")
 def digit_share(episode) -> float:
     """A dense episode reward with spread on random text (share of digits), so that every step updates."""
     return sum(c.isdigit() for c in episode.text) / max(1, len(episode.text))

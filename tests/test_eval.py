@@ -305,7 +305,7 @@ def test_question_file_reports_malformed_lines_by_number(tmp_path):
 def _compose(tmp_path: Path, *overrides: str):
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
 
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         return compose("eval", overrides=["model=random-tiny", "threads=1", *overrides])

@@ -350,7 +350,7 @@ def test_math_grader_in_a_thread_and_in_a_worker_process_agree(math_grader):
 
 def test_scorer_grades_extracted_answers_as_whole_completions(math_grader):
     """metarl-score's grader=math, answer=auto: the math style, whose answers the grader reads back the same."""
-    from metarl.cli.common import answer_tools
+    from metarl.config import answer_tools
 
     grader, extract, _ = answer_tools(None, "math", "auto", {})
     assert extract.keywords["style"] == "math" and grader.answer_style == "math"

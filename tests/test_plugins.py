@@ -29,7 +29,7 @@ def test_guide_module_and_command(tmp_path):
     argv = shlex.split(command.replace("\\\n", " "))
     assert argv[0] == "metarl-score"
     exe = Path(sys.executable).with_name("metarl-score")
-    env = dict(os.environ, PYTHONPATH=str(tmp_path))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}  # the console script finds my_plugins.py in cwd
     out = tmp_path / "scored.jsonl"
     r = subprocess.run([str(exe), *argv[1:], f"output={out}", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=300)

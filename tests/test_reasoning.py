@@ -158,6 +158,31 @@ def test_progress_telescopes_on_an_r1_trace(tiny):
     assert sum(deltas) == pytest.approx(t.episodes[-1].info["J"] - t.meta["J_init"])
 
 
+@pytest.mark.parametrize("full_thought", ["think_end", "suffix"])
+def test_likelihood_of_the_full_thought_after_think_end_or_the_suffix(tiny, full_thought):
+    """The last L_j of a closed R1 trace scores the answer after the trace's own </think> (MRT's choice) or, with
+    full_thought="suffix", after the termination suffix like every other prefix: checked against a plain
+    forward pass over prompt + thought + that text + answer."""
+    import torch
+
+    from metarl.rewards.progress import LikelihoodProgress
+
+    model, tok = tiny
+    t = trace_of(tok, THOUGHT + ANSWER)
+    r1_scorer(tok).segment(t)
+    est = LikelihoodProgress(answer_template="\\boxed{{{answer}}}", mode="naive", full_thought=full_thought)
+    ls = est.log_likelihoods([t], model, tok, R1_PROVER)[0]
+    between = THINK_END if full_thought == "think_end" else R1_TERMINATION_SUFFIX
+    context = t.prompt_ids + t.completion_ids[:t.answer_token_start] + tok(between, add_special_tokens=False)["input_ids"]
+    answer = tok("\\boxed{8+12}", add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logits = model(torch.tensor([context + answer])).logits[0].log_softmax(-1)
+    direct = sum(float(logits[len(context) + i - 1, a]) for i, a in enumerate(answer))
+    assert ls[-1] == pytest.approx(direct, abs=1e-4)
+    with pytest.raises(ValueError, match="full_thought"):
+        LikelihoodProgress(full_thought="both")
+
+
 # --------------------------------------------------------------------------- the answer region's credit
 
 def test_the_answer_region_is_credited_with_the_outcome_only(tiny):
@@ -245,7 +270,7 @@ def test_mrt_regret_axis_matches_the_notebook():
 def test_the_gpu_recipe_composes_validates_and_trains_with_a_tiny_stand_in(tmp_path):
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.trainer.run import run, validate
 
     data = tmp_path / "math.jsonl"

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
 
-RECIPES = sorted(p.stem for p in (Path(conf_dir()).parent / "recipes").glob("*.yaml") if not p.stem.endswith("_gpu"))
+RECIPES = sorted(p.stem for p in (Path(conf_dir()) / "recipe").glob("*.yaml") if not p.stem.endswith("_gpu"))
 """Recipes that train on the built-in task with a tiny model here; ``*_gpu`` recipes name a real model and data
 and are checked with a tiny stand-in in ``tests/test_reasoning.py``."""
 SMALL = ["model=random-tiny", "trainer.max_steps=2", "evaluate.n=4", "task.n_train=32", "task.n_test=4",
@@ -30,7 +30,7 @@ def test_expected_recipes_exist():
 def test_recipe_runs_two_steps(recipe, tmp_path):
     from metarl.trainer.run import run
 
-    first = (Path(conf_dir()).parent / "recipes" / f"{recipe}.yaml").read_text().splitlines()[:2]
+    first = (Path(conf_dir()) / "recipe" / f"{recipe}.yaml").read_text().splitlines()[:2]
     assert f"# metarl-train recipe={recipe}" in first, "a recipe opens with the command that runs it"
     cfg = compose_train([f"recipe={recipe}", f"name={recipe}", f"run_dir={tmp_path / 'run'}", *SMALL])
     summary = run(cfg)

@@ -71,7 +71,7 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path):
     checkpoint but before the final save is finished from that checkpoint, without an extra step."""
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.trainer.run import run
 
     run_dir = tmp_path / "run"

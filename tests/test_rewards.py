@@ -1,4 +1,4 @@
-"""The reward protocol: plain functions matched by name, levels, weights, totals and fault isolation."""
+"""The reward protocol: plain functions matched by name, declared levels, weights, totals and fault isolation."""
 from __future__ import annotations
 
 import math
@@ -6,26 +6,30 @@ import math
 import pytest
 
 from metarl.registry import ConfigError
-from metarl.rewards import RewardError, apply_reward, build_reward, build_rewards
+from metarl.rewards import RewardError, apply_reward, build_reward, build_rewards, reward
 from metarl.scoring import Objective, Scorer, termination_values
 from metarl.segmenters import TagSegmenter
 from metarl.types import Episode, Trace
 
 
+@reward("episode")
 def episode_len(episode):
     return float(len(episode.text))
 
 
+@reward("trace")
 def trace_len(completion, num_tokens):
     return float(len(completion))
 
 
+@reward("episode")
 def flaky(episode, index):
     if index == 1:
         raise RuntimeError("boom")
     return math.nan if index == 2 else 1.0
 
 
+@reward("episode")
 def always_fails(episode):
     raise ValueError("nope")
 
@@ -80,15 +84,59 @@ def test_whole_batch_failing_stops_with_a_clear_message():
         scorer([always_fails]).score([trace(), trace()])
 
 
-def test_apply_reward_call_matching_errors_name_missing_arguments():
+def test_unknown_argument_names_are_rejected_when_the_reward_is_built():
+    @reward("episode")
     def needs_weird(episode, weird_thing):
         return 1.0
 
-    r = build_reward(needs_weird)
-    t = trace()
-    t.episodes = [Episode("other", 0, len(t.completion), t.completion)]
-    with pytest.raises(ConfigError, match="weird_thing"):
-        apply_reward(r, [t], {})
+    with pytest.raises(ConfigError, match=r"weird_thing.*matched by name from \[.*'answer'"):
+        build_reward(needs_weird)
+    assert build_reward({"_target_": "test_rewards.takes_a_setting", "scale": 2.0}).level == "episode"
+
+
+@reward("episode")
+def takes_a_setting(episode, scale):
+    return scale * len(episode.text)
+
+
+def test_a_level_is_declared_not_guessed():
+    def undeclared(completion, episodes):  # a trace reward that reads every episode: once per trace
+        return float(len(episodes))
+
+    with pytest.raises(ConfigError, match="does not declare its level"):
+        build_reward(undeclared)
+    r = build_reward({"_target_": "test_rewards.undeclared_trace", "level": "trace"})
+    t = scorer([{"_target_": "test_rewards.undeclared_trace", "level": "trace"}]).score([trace()])[0]
+    assert r.level == "trace" and t.rewards["undeclared_trace"] == 3.0  # once per trace, not once per episode
+    assert t.rewards["dense"] == 0.0  # a trace reward is recorded, not summed into the dense term
+    with pytest.raises(ConfigError, match="per episode"):
+        build_reward({"_target_": "test_rewards.flaky", "level": "trace"})
+
+
+def undeclared_trace(completion, episodes):
+    return float(len(episodes))
+
+
+def test_every_weight_applies_or_is_rejected():
+    with pytest.raises(ConfigError, match="trace-level.*objective.alpha"):
+        build_reward({"_target_": "outcome", "weight": 5.0})
+    base = scorer(["outcome", "generation_correctness"], alpha=0.5).score([trace()])[0]
+    heavy = scorer(["outcome", {"_target_": "generation_correctness", "weight": 5.0}], alpha=0.5).score([trace()])[0]
+    assert base.rewards["dense"] == 1.0 and heavy.rewards["dense"] == 5.0  # the episode weight applies
+    assert heavy.rewards["total"] == 5.0 + 0.5 * 1.0
+
+
+def test_the_outcome_is_graded_once():
+    calls = []
+
+    def counting(p, a, prompt=""):
+        calls.append(p)
+        return p == a
+
+    s = Scorer(TagSegmenter(), build_rewards(["outcome"]), counting, lambda t: t.split(">")[-2].split("<")[0],
+               lambda t: None)
+    t = s.score([trace()])[0]
+    assert calls == ["2"] and t.outcome == 1.0 and t.rewards["outcome"] == 1.0
 
 
 def test_termination_values_need_mc_progress():
@@ -102,6 +150,7 @@ def test_termination_values_need_mc_progress():
     assert termination_values(t) == [0.25, 0.5]
 
 
+@reward("episode")
 def slow_on_second(episode, index):
     if index == 1:
         while True:

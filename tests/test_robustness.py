@@ -25,9 +25,9 @@ from hydra import compose, initialize_config_dir
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
 from metarl.grading import MathGrader, build_grader, extract_answer, parse_verdict
-from metarl.rewards import RewardError, build_rewards
+from metarl.rewards import RewardError, build_rewards, reward
 from metarl.runlog import RunLog, read_jsonl
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import MRTSegmenter, ParagraphSegmenter, RegexSegmenter, TagSegmenter, TokenChunkSegmenter
@@ -381,6 +381,7 @@ _CALLS = itertools.count()
 BATCH = 8  # completions per step (2 prompts x 4 generations)
 
 
+@reward("trace")
 def flaky_estimator(completion: str) -> float:
     """Per batch of 8 calls: sample 1 raises, 3 loops forever, 5 returns NaN, 6 returns inf, others 0.5."""
     k = next(_CALLS) % BATCH
@@ -396,6 +397,7 @@ def flaky_estimator(completion: str) -> float:
     return 0.5
 
 
+@reward("episode")
 def always_raises(episode) -> float:
     raise ValueError("broken estimator")
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from metarl.cli.common import conf_dir
+from metarl.config import conf_dir
 from metarl.cli.score import score_file
 from metarl.registry import ConfigError
 

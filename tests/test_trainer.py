@@ -9,7 +9,7 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from metarl.rewards import build_rewards
+from metarl.rewards import build_rewards, reward
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
 from metarl.trainer.grpo import MetaRLTrainer, outcome_reward_func
@@ -20,10 +20,12 @@ def parity_grader(prediction, answer, prompt=""):
     return prediction is not None and len(prediction) % 2 == 0
 
 
+@reward("episode")
 def zero_episode_reward(episode):
     return 0.0
 
 
+@reward("episode")
 def first_char_reward(episode):
     """A dense reward with spread: 1 if the episode starts with a letter."""
     return float(episode.text[:1].isalpha())

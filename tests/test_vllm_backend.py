@@ -509,7 +509,7 @@ def test_metarl_train_on_vllm_generates_from_the_new_weights(smol, tmp_path, mon
 
     import metarl.trainer.grpo as grpo_module
     import metarl.trainer.run as run_module
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.engine.vllm import VLLMBackend
     from metarl.trainer.grpo import MetaRLTrainer
 

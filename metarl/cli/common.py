@@ -1,116 +1,42 @@
-"""Pieces shared by the Hydra apps: the config directory, and building the scorer from config."""
+"""What only the console scripts need (the config handling they share lives in :mod:`metarl.config`)."""
 from __future__ import annotations
 
-import functools
 import os
-from pathlib import Path
-from typing import Any
-
-from omegaconf import DictConfig, OmegaConf
-
-from metarl.registry import ConfigError
+import sys
 
 
-def conf_dir() -> str:
-    """The Hydra config directory: ``$METARL_CONF``, else ``conf/`` at the repository root."""
-    env = os.environ.get("METARL_CONF")
-    if env:
-        return str(Path(env).resolve())
-    return str(Path(__file__).resolve().parents[2] / "conf")
+def prepare_command_line() -> None:
+    """Before a Hydra app starts: plug-ins importable from the current directory, ``run_dir=`` as an alias of
+    Hydra's output directory (:func:`run_dir_alias`)."""
+    allow_working_directory_imports()
+    sys.argv[1:] = run_dir_alias(sys.argv[1:])
 
 
-def plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig | type(OmegaConf.create([]))) \
-        else cfg
+def allow_working_directory_imports() -> None:
+    """Let ``_target_`` dotted paths name modules in the current directory, as ``python -m metarl.cli.X`` does
+    (a console script's ``sys.path`` starts with its own bin directory instead)."""
+    cwd = os.getcwd()
+    if "" not in sys.path and cwd not in sys.path:
+        sys.path.insert(0, cwd)
 
 
-def reward_specs(rewards: Any) -> list[Any]:
-    """Config ``rewards`` (a mapping name -> spec from the multi-select group, or a list) -> list of specs."""
-    rewards = plain(rewards)
-    if rewards is None:
-        return []
-    if isinstance(rewards, dict):
-        specs = []
-        for name, spec in rewards.items():
-            if spec is None:
-                continue
-            if isinstance(spec, str):
-                spec = {"_target_": spec}
-            if not isinstance(spec, dict):
-                raise ConfigError(f"rewards.{name} must be a mapping with _target_ (or a dotted path), got {spec!r}")
-            specs.append({"name": name, **spec})
-        return specs
-    if isinstance(rewards, list | tuple):
-        return list(rewards)
-    raise ConfigError(f"`rewards` must be a list or a mapping of name -> spec, got {type(rewards).__name__}")
+def run_dir_alias(argv: list[str]) -> list[str]:
+    """``run_dir=X`` on the command line names Hydra's output directory: ``hydra.run.dir=X`` is added (with
+    ``-m``/``--multirun``: ``hydra.sweep.dir=X``, one subdirectory per job) unless it is already given, so that
+    ``run_dir=`` and ``hydra.run.dir=`` mean the same in every app (``run_dir`` defaults to Hydra's directory).
 
-
-def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
-    """(grader, extract_answer, parse_verdict): the task's own verifier/extractor when there is a task.
-
-    Otherwise ``answer_style`` is an :func:`~metarl.grading.extract_answer` style; ``auto`` means the
-    grader's own (:attr:`~metarl.grading.Grader.answer_style`): ``math`` for the math grader (math-verify's
-    reading: anchored answers, then a text's last formula or number), ``auto`` for the others.
+    >>> run_dir_alias(["recipe=a", "run_dir=runs/x"])
+    ['recipe=a', 'run_dir=runs/x', 'hydra.run.dir=runs/x']
+    >>> run_dir_alias(["-m", "run_dir=runs/x", "seed=0,1"])
+    ['-m', 'seed=0,1', 'hydra.sweep.dir=runs/x']
     """
-    from metarl.grading import ANSWER_STYLES, build_grader, extract_answer, parse_verdict
-
-    verdict_kwargs = plain(verdict) or {}
-    if not isinstance(verdict_kwargs, dict):
-        raise ConfigError(f"verdict={verdict_kwargs!r} must be a mapping of parse_verdict options, "
-                          f"e.g. verdict.negative=[wrong,incorrect]")
-    parse = functools.partial(parse_verdict, **verdict_kwargs) if verdict_kwargs else parse_verdict
-    try:
-        parse("correct")  # bad options fail here, once, not on every verify episode
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"verdict={verdict_kwargs}: {e}; options are positive=[...] and negative=[...]") from None
-    if task is not None:
-        return build_grader(task.verify), task.extract_answer, parse
-    if answer_style not in ANSWER_STYLES:
-        raise ConfigError(f"answer={answer_style!r} is not an answer style; use one of {', '.join(ANSWER_STYLES)}")
-    try:
-        grader = build_grader(plain(grader_spec))
-    except ConfigError as e:
-        raise ConfigError(f"grader={plain(grader_spec)!r}: {e}") from None
-    if answer_style == "auto":  # the grader's own reading: for grader=math, math-verify's ("math")
-        answer_style = grader.answer_style
-    return grader, functools.partial(extract_answer, style=answer_style), parse
-
-
-def build_prover(cfg: DictConfig):
-    """The run's one meta-prover (``metarl.prover.ProverConfig``) from the ``prover`` key (conf/prover/)."""
-    from metarl.prover import as_prover
-
-    spec = plain(cfg.get("prover"))
-    try:
-        return as_prover(spec)
-    except (TypeError, ValueError) as e:
-        raise ConfigError(f"prover: {e} (conf/prover/tags.yaml documents every field)") from None
-
-
-def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer: Any = None):
-    """A ``Scorer`` from the ``segmenter``, ``rewards``, ``objective``, ``grader``, ``answer``, ``verdict`` keys."""
-    from metarl.rewards import build_rewards
-    from metarl.scoring import Objective, Scorer
-    from metarl.segmenters import build_segmenter
-
-    seg_spec = plain(cfg.segmenter)
-    try:
-        segmenter = build_segmenter(seg_spec)
-    except (ConfigError, ValueError, TypeError) as e:
-        key = "segmenter._target_" if isinstance(seg_spec, dict) else "segmenter"
-        target = seg_spec.get("_target_") if isinstance(seg_spec, dict) else seg_spec
-        raise ConfigError(f"{key}={target!r}: {e}") from None
-    rewards = build_rewards(reward_specs(cfg.get("rewards")))
-    obj_cfg = plain(cfg.get("objective")) or {}
-    if not isinstance(obj_cfg, dict):
-        raise ConfigError(f"objective must be a mapping of options, got {obj_cfg!r}; e.g. objective.alpha=1.0")
-    try:
-        objective = Objective(**obj_cfg)
-    except TypeError as e:
-        raise ConfigError(f"objective: {e}; known keys: {list(Objective.__dataclass_fields__)}") from None
-    grader, extract, parse = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"),
-                                          cfg.get("verdict"))
-    limits = {k: plain(cfg.get(k)) for k in ("max_episodes_per_trace", "segment_timeout") if k in cfg}
-    return Scorer(segmenter=segmenter, rewards=rewards, grader=grader, extract_answer=extract,
-                  parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer, prover=build_prover(cfg),
-                  on_error=cfg.get("on_reward_error", "zero"), **limits)
+    values = [a.split("=", 1)[1] for a in argv if a.startswith("run_dir=")]
+    if not values:
+        return list(argv)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if any(a.startswith(key + "=") for a in argv):
+        return list(argv)
+    # with -m, run_dir itself must not pin every job to one directory: it becomes the sweep's directory
+    out = [a for a in argv if not (multirun and a.startswith("run_dir="))]
+    return [*out, f"{key}={values[-1]}"]

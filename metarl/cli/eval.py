@@ -15,7 +15,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import conf_dir
+from metarl.cli.common import prepare_command_line
+from metarl.config import conf_dir
 from metarl.registry import ConfigError
 
 
@@ -31,6 +32,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    prepare_command_line()  # plug-ins in the current directory; run_dir= is Hydra's output directory
     _main()
 
 

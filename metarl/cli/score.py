@@ -23,7 +23,8 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import build_scorer, conf_dir, plain
+from metarl.cli.common import prepare_command_line
+from metarl.config import build_scorer, conf_dir, plain
 from metarl.engine import as_chat, check_backend, make_backend, prompt_ids_for, uses_chat
 from metarl.engine.streams import CHAT_MODES
 from metarl.registry import ConfigError
@@ -130,8 +131,10 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
     # Lines are split on b"\n" only (JSONL); invalid UTF-8 bytes are replaced by U+FFFD and reported by line
     # number; lone surrogates (valid JSON escapes) are written back as the same escapes (backslashreplace).
     with open(src, "rb") as fin, open(out_path, "w", encoding="utf-8", errors="backslashreplace") as fout:
+        # a bar for long inputs, and for any input a model scores (seconds per trace, not microseconds)
+        heavy = any(r.needs_model or r.needs_engine for r in scorer.rewards)
         for number, raw in enumerate(tqdm(fin, total=total, desc="metarl-score", unit="trace",
-                                          disable=total < 200, file=sys.stderr), start=1):
+                                          disable=total < 200 and not heavy, file=sys.stderr), start=1):
             counts["lines"] += 1
             try:
                 line = raw.decode("utf-8")
@@ -201,6 +204,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
+    prepare_command_line()  # plug-ins in the current directory; run_dir= is Hydra's output directory
     _main()
 
 

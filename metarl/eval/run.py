@@ -24,7 +24,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl.cli.common import answer_tools, build_prover, plain
+from metarl.config import answer_tools, build_prover, plain
 from metarl.engine import check_backend, make_backend, uses_chat
 from metarl.engine.streams import CHAT_MODES
 from metarl.eval.difficulty import (compute_difficulty, counts_from_samples, read_difficulty,

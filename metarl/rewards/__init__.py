@@ -1,21 +1,26 @@
-"""Episode and trace rewards: plain functions or small classes, arguments matched by name.
+"""Episode and trace rewards: plain functions or small classes, their level declared, arguments matched by name.
 
 A reward is one of
-- a plain function with an ``episode`` argument: an **episode reward**, called once per episode;
-- a plain function without one: a **trace reward**, called once per trace;
-- an object with ``score_batch(...)``: a batched estimator (``level`` attribute says which), called
-  once for a whole batch of traces (model-based estimators such as Monte Carlo progress).
+- a plain function declared ``@reward("episode")``: an **episode reward**, called once per episode, its
+  values times its weight summed into the dense term r~_i;
+- a plain function declared ``@reward("trace")``: a **trace reward**, called once per trace and recorded;
+  the one ``objective.outcome_reward`` names is the outcome term (scaled by ``objective.alpha``);
+- an object with ``score_batch(...)``: a batched estimator (its ``level`` attribute), called once for a
+  whole batch of traces (model-based estimators such as Monte Carlo progress).
 
-Each function names only the arguments it needs; metarl passes them by name. Episode rewards can ask for
-``episode, index, episodes, previous, trace, prompt, completion, answer, target_tokens, num_tokens,
-grader, extract_answer, parse_verdict, state``; trace rewards for the same without the first four, plus
-``outcome``. Batched estimators can ask for ``traces, model, tokenizer, engine, grader, extract_answer, state``
-(``engine``: the policy's generation engine, :class:`metarl.engine.Engine`).
+A config can declare the level instead (``rewards.<name>.level``); a reward without one is refused, as is a
+weight on a trace reward and a needed argument metarl does not pass (:func:`build_reward`). Each function names
+only the arguments it needs: episode rewards can ask for ``episode, index, previous`` and, like trace rewards,
+``trace, prompt, completion, answer, target_tokens, num_tokens, episodes, outcome`` and the scorer's
+``grader, extract_answer, parse_verdict, model, tokenizer, prover, engine, state``. Batched estimators can
+ask for ``traces, model, tokenizer, engine, grader, extract_answer, state`` (``engine``: the policy's
+generation engine, :class:`metarl.engine.Engine`).
 
-Rewards are chosen in config by short name (see ``REWARDS``) or dotted path, optionally as a mapping
-with ``_target_``, ``name``, ``weight`` and constructor/keyword arguments::
+Rewards are chosen with the ``rewards`` config group (``conf/rewards/*.yaml``: a mapping name -> spec with
+``_target_``, ``weight`` and constructor/keyword arguments); your own is one more entry, from the command line
+(docs/plugins.md; a module in the current directory is found by the console scripts too)::
 
-    rewards: [outcome, verification_correctness, my_pkg.rewards.brevity]
+    metarl-train rewards=[outcome,verification_correctness] +rewards.brevity._target_=my_pkg.rewards.brevity
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
-from metarl.registry import ConfigError, build, call_matching, matcher, wanted_args
+from metarl.registry import ConfigError, build, call_matching, matcher
 from metarl.types import Trace
 
 REWARDS: dict[str, str] = {
@@ -39,7 +44,41 @@ REWARDS: dict[str, str] = {
     "lcpo_max": "metarl.rewards.budget.lcpo_max",
 }
 
-EPISODE_ARGS = ("episode", "index", "episodes", "previous")
+LEVELS = ("episode", "trace")
+#: Arguments a reward may ask for, by name. Per episode (episode-level rewards only):
+EPISODE_ARGS = ("episode", "index", "previous")
+#: Per trace (both levels):
+TRACE_ARGS = ("trace", "prompt", "completion", "answer", "target_tokens", "num_tokens", "episodes", "outcome")
+#: From the scorer (both levels; ``model`` / ``tokenizer`` / ``engine`` are None without a model):
+CONTEXT_ARGS = ("grader", "extract_answer", "parse_verdict", "model", "tokenizer", "prover", "engine", "state")
+
+
+def reward(level: str, weight: float | None = None) -> Callable[[Callable], Callable]:
+    """Declare a plain function a reward of ``level`` (a reward's level is declared, never guessed).
+
+    ``"episode"``: called once per episode; its values, times ``weight``, are summed into the dense term
+    r~_i. ``"trace"``: called once per trace and recorded; the trace reward ``objective.outcome_reward``
+    names is the outcome term, scaled by ``objective.alpha`` (so a trace reward takes no weight). ``weight``
+    is the default that ``rewards.<name>.weight`` overrides. A config can declare the level instead
+    (``+rewards.<name>.level=episode``).
+
+    >>> @reward("episode", weight=0.5)
+    ... def short(episode):
+    ...     return 1.0 / max(len(episode.text), 1)
+    >>> r = build_reward(short)
+    >>> r.level, r.weight
+    ('episode', 0.5)
+    """
+    if level not in LEVELS:
+        raise ValueError(f"reward level {level!r}: use one of {LEVELS}")
+
+    def declare(fn: Callable) -> Callable:
+        fn.level = level  # type: ignore[attr-defined]
+        if weight is not None:
+            fn.weight = float(weight)  # type: ignore[attr-defined]
+        return fn
+
+    return declare
 
 
 class RewardError(RuntimeError):
@@ -69,27 +108,80 @@ class Reward:
 
 def build_reward(spec: Any) -> Reward:
     """Build one reward from a short name, dotted path or mapping (``_target_``, ``name``, ``weight``,
-    ``timeout`` (seconds per call of a plain reward function; None: unbounded), kwargs)."""
-    name = weight = timeout = None
+    ``level``, ``timeout`` (seconds per call of a plain reward function; None: unbounded), kwargs).
+
+    Checked here, once, before any sample is scored: the level is declared (:func:`reward`, a batched
+    estimator's ``level`` attribute, or the config's ``level``); every argument the function needs without a
+    default is one metarl passes at that level; a weight applies (episode rewards) or is rejected.
+    """
+    name = weight = timeout = level = None
     if isinstance(spec, Mapping) or (hasattr(spec, "items") and not callable(spec)):
         spec = dict(spec.items())
         name = spec.pop("name", None)
         weight = spec.pop("weight", None)
         timeout = spec.pop("timeout", None)
+        level = spec.pop("level", None)
     fn = build(spec, names=REWARDS, kind="reward")
     target = spec.get("_target_") if isinstance(spec, dict) else spec
     if name is None:
         name = getattr(fn, "name", None) or (target if isinstance(target, str) and "." not in target else None)
-        name = name or getattr(fn, "__name__", None) or type(fn).__name__
+        name = name or getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) \
+            or type(fn).__name__
+    name = str(name)
+    declared = _attr(fn, "level")
+    level = level if level is not None else declared
+    if level is None:
+        raise ConfigError(f"reward {name!r} does not declare its level: decorate it with "
+                          f"@metarl.rewards.reward('episode') (called per episode, summed into the dense term) or "
+                          f"@metarl.rewards.reward('trace'), or set rewards.{name}.level=episode|trace")
+    if level not in LEVELS:
+        raise ConfigError(f"reward {name!r} has level {level!r}; use 'episode' or 'trace'")
+    if weight is None:
+        weight = _attr(fn, "weight")
+    weight = 1.0 if weight is None else weight
+    try:
+        weight = float(weight)
+    except (TypeError, ValueError):
+        raise ConfigError(f"rewards.{name}.weight={weight!r} must be a number") from None
+    if level == "trace" and weight != 1.0:
+        raise ConfigError(f"rewards.{name}.weight={weight:g}: {name!r} is a trace-level reward, which is recorded, "
+                          f"not summed; the one objective.outcome_reward names is the outcome term, scaled by "
+                          f"objective.alpha (set objective.alpha instead)")
     if hasattr(fn, "score_batch"):
-        level = getattr(fn, "level", "episode")
-        if level not in ("episode", "trace"):
-            raise ConfigError(f"reward {name!r} has level {level!r}; use 'episode' or 'trace'")
-        return Reward(str(name), fn, level, float(1.0 if weight is None else weight), batched=True)
-    args, _ = wanted_args(fn)
-    level = "episode" if args & set(EPISODE_ARGS) else "trace"
-    return Reward(str(name), fn, level, float(1.0 if weight is None else weight),
-                  timeout=None if timeout is None else float(timeout))
+        return Reward(name, fn, level, weight, batched=True)
+    _check_arguments(fn, name, level)
+    return Reward(name, fn, level, weight, timeout=None if timeout is None else float(timeout))
+
+
+def _attr(fn: Any, key: str) -> Any:
+    """``fn.key``, also through ``functools.partial`` (a reward built with config arguments)."""
+    while fn is not None:
+        if hasattr(fn, key):
+            return getattr(fn, key)
+        fn = getattr(fn, "func", None)
+    return None
+
+
+def _check_arguments(fn: Callable, name: str, level: str) -> None:
+    """Every argument ``fn`` needs (no default, not bound by the config) is one metarl passes at ``level``."""
+    import inspect
+
+    target = fn.func if isinstance(fn, functools.partial) else fn
+    if not inspect.isfunction(target) and not inspect.ismethod(target) and callable(target):
+        target = target.__call__  # type: ignore[assignment]
+    bound = set(fn.keywords) if isinstance(fn, functools.partial) else set()
+    params = inspect.signature(target).parameters
+    per_episode = [n for n in params if n in EPISODE_ARGS and n not in bound]
+    if level == "trace" and per_episode:
+        raise ConfigError(f"reward {name!r} is trace-level but asks for {per_episode}, which exist per episode; "
+                          f"declare it episode-level or take `episodes` (all of a trace's episodes)")
+    available = set(TRACE_ARGS) | set(CONTEXT_ARGS) | (set(EPISODE_ARGS) if level == "episode" else set())
+    unknown = [n for n, p in params.items() if n != "self" and n not in bound and n not in available
+               and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    if unknown:
+        raise ConfigError(f"reward {name!r} asks for {unknown}, which metarl does not pass to a {level}-level "
+                          f"reward; arguments are matched by name from {sorted(available)} (configuration "
+                          f"arguments: rewards.{name}.<arg>=...)")
 
 
 def build_rewards(specs: Sequence[Any] | None) -> list[Reward]:

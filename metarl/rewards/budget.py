@@ -8,7 +8,7 @@ and 1[correct] the graded outcome:
 - **LCPO-Max**:   s = clip(α_L·(N − n_y), −1, 1),  δ = (s + 1)/2,
   multiplicative form r = max(0, δ)·1[correct]; L1's additive form r = δ + 1[correct].
 
-These are trace rewards: plain functions whose arguments metarl passes by name
+These are trace rewards (declared with :func:`metarl.rewards.reward`): plain functions whose arguments metarl passes by name
 (``outcome``, ``num_tokens``, ``target_tokens``). N comes from the dataset column
 ``target_tokens`` (``Trace.target_tokens``); :func:`budget_prompt` writes it into the prompt
 with L1's wording, appended after the instruction as L1's data scripts do.
@@ -25,11 +25,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from metarl.registry import ConfigError
+from metarl.rewards import reward
 
 BUDGET_MODES = ("exact", "max")
 LCPO_MAX_FORMS = ("multiplicative", "additive")
 
 
+@reward("trace")
 def lcpo_exact(outcome: float | None, num_tokens: int | None, target_tokens: int | None,
                alpha_l: float = 0.0003) -> float | None:
     """LCPO-Exact: 1[correct] − α_L·|N − n_y|.
@@ -46,6 +48,7 @@ def lcpo_exact(outcome: float | None, num_tokens: int | None, target_tokens: int
     return correct - alpha_l * abs(target - n_y)
 
 
+@reward("trace")
 def lcpo_max(outcome: float | None, num_tokens: int | None, target_tokens: int | None,
              alpha_l: float = 0.01, form: str = "multiplicative") -> float | None:
     """LCPO-Max: δ = (clip(α_L·(N − n_y), −1, 1) + 1)/2; max(0, δ)·1[correct] or δ + 1[correct].

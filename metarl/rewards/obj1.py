@@ -9,24 +9,27 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from metarl.rewards import reward
 from metarl.types import Episode
 
 GENERATION_KINDS = ("attempt", "revise")
 
 
-def outcome(completion: str, answer: str | None, grader: Callable, extract_answer: Callable,
-            prompt: str = "") -> float | None:
-    """r(x, y): 1.0 if the final answer stated in the completion is correct, else 0.0.
+@reward("trace")
+def outcome(outcome: float | None) -> float | None:
+    """r(x, y): 1.0 if the final answer stated in the completion is correct, else 0.0 (None without a gold answer).
 
-    >>> grade = lambda p, a, prompt="": p == a
-    >>> outcome("x=3 so <answer>4</answer>", "4", grade, lambda t: t.split("<answer>")[-1].split("<")[0])
-    1.0
+    The scorer grades every trace once (``trace.outcome``: its grader on its answer extractor's reading of
+    the completion); this reward records that grade under its name. It is the objective's default outcome term
+    (``objective.outcome_reward: null``), scaled by ``objective.alpha``.
+
+    >>> outcome(1.0), outcome(None)
+    (1.0, None)
     """
-    if answer is None:
-        return None
-    return float(bool(grader(extract_answer(completion), answer, prompt)))
+    return None if outcome is None else float(outcome)
 
 
+@reward("episode")
 def generation_correctness(episode: Episode, answer: str | None, grader: Callable, extract_answer: Callable,
                            prompt: str = "") -> float | None:
     """Attempt / revise episodes: 1.0 if the answer stated in the episode is correct, else 0.0.
@@ -42,6 +45,7 @@ def generation_correctness(episode: Episode, answer: str | None, grader: Callabl
     return float(bool(grader(extract_answer(episode.text), answer, prompt)))
 
 
+@reward("episode")
 def verification_correctness(episode: Episode, previous: Sequence[Episode], answer: str | None,
                              grader: Callable, extract_answer: Callable, parse_verdict: Callable,
                              prompt: str = "", wrong: float = 0.0) -> float | None:

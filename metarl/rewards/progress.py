@@ -473,7 +473,7 @@ class LikelihoodProgress:
     The termination suffix between prefix and answer is the meta-prover's (``prover.suffix``, the
     run's one ``prover`` configuration), tokenized once and appended as ids; the full thought of an
     R1-style trace that closed it is followed by ``prover.think_end`` instead (as Monte Carlo progress
-    does), scored in a row of its own.
+    does), scored in a row of its own, unless ``full_thought="suffix"``.
 
     Args:
         answer_template: how a* is written after the suffix, e.g. ``"{answer}</answer>"``.
@@ -487,6 +487,11 @@ class LikelihoodProgress:
         batch_size: packed sequences (one_pass / cached: traces; naive: prefixes) per forward pass.
         max_length: cap on a packed sequence; a trace whose pack is longer is split into several
             packs (each holds the context up to its last prefix). None: no cap.
+        full_thought: what follows the full thought of a closed R1-style trace: ``"think_end"`` (its own
+            ``</think>``, as MRT's meta-prover) or ``"suffix"`` (the same suffix as every other prefix, so one
+            answer template is scored after the same text everywhere: a model that answers differently
+            after its own ``</think>`` than after "Time is up." would otherwise make the last ΔI a change
+            of format, not of knowledge).
 
     Side outputs: ``episode.info["logp"]`` = L_j, ``trace.meta["logp_init"]`` = L_{-1}.
     """
@@ -496,7 +501,11 @@ class LikelihoodProgress:
     needs_model = True
 
     def __init__(self, answer_template: str = "{answer}", scale: str = "log", mode: str = "one_pass",
-                 batch_size: int = 8, max_length: int | None = None):
+                 batch_size: int = 8, max_length: int | None = None, full_thought: str = "think_end"):
+        if full_thought not in ("think_end", "suffix"):
+            raise ValueError(f"full_thought={full_thought!r}: use 'think_end' (the trace's own </think>, as MRT) or "
+                             "'suffix' (the termination suffix, as every other prefix)")
+        self.full_thought = full_thought
         if scale not in ("log", "prob"):
             raise ValueError(f"scale={scale!r}: use 'log' (L_j - L_j-1) or 'prob' (exp L_j - exp L_j-1)")
         if mode not in MODES:
@@ -561,7 +570,7 @@ class LikelihoodProgress:
             blocks.append(suffix_ids + answer_ids)
             answer_lens.append(len(answer_ids))
             closed = t.answer_start is not None and prover.closes_thought(t.completion)
-            finals.append(end_ids + answer_ids if closed else None)
+            finals.append(end_ids + answer_ids if closed and self.full_thought == "think_end" else None)
         rows = self._rows(tokens, blocks, answer_lens, finals)
         num_scores = sum(len(tt.ends) + 1 for tt in tokens)
         attention = MODES[self.mode]

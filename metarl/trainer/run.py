@@ -18,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from metarl.cli.common import build_scorer, plain
+from metarl.config import build_scorer, plain
 from metarl.engine import check_backend
 from metarl.registry import ConfigError
 

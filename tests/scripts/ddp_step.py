@@ -19,7 +19,7 @@ from datasets import Dataset  # noqa: E402
 from trl import GRPOConfig  # noqa: E402
 
 from metarl.models.tiny import tiny_model_and_tokenizer  # noqa: E402
-from metarl.rewards import build_rewards  # noqa: E402
+from metarl.rewards import build_rewards, reward  # noqa: E402
 from metarl.scoring import Objective, Scorer  # noqa: E402
 from metarl.segmenters import ParagraphSegmenter  # noqa: E402
 from metarl.trainer.grpo import MetaRLTrainer  # noqa: E402
@@ -29,6 +29,7 @@ TABLE = ["12 is it", "7\n\nno 7", "12", "a\n\nb\n\n12", "11 or\n\n12", "x", "1 2
          "9", "12\n\n", "4 4 4", "y y\n\n12", "0", "12 12", "q\n\nr", "12\n\nz"]
 
 
+@reward("episode")
 def letter_reward(episode):
     return float(episode.text[:1].isalpha())
 
