@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import statistics
 import subprocess
 import sys
@@ -49,6 +50,8 @@ TRAIN_RECIPES = ("reasoner_obj1", "reasoner_mc_progress", "reasoner_likelihood_p
 T0 = time.perf_counter()
 FRESH = False
 MC_M = 4  # forced answers per prefix of recipes/reasoner_mc_progress.yaml
+#: analysis.report figures copied next to the page (docs/results/reasoner_<name>.png|csv)
+FIGURES = ("info_gain_episodes", "info_gain_tokens", "progress_by_kind")
 
 
 def say(msg: str) -> None:
@@ -292,8 +295,13 @@ def page(res: dict[str, Any]) -> str:
               "A few steps on a CPU show that the objectives run on a pretrained reasoner; they are not a learning",
               "result (see [results.md](results.md) for the comparisons on the tiny policy).", ""]
     if res.get("report"):
-        lines += ["## Report", "", f"`python -m {res['report']['command']}` writes " + ", ".join(
-            f"`{f}`" for f in res["report"]["files"]) + " (information-gain curves as PNG + CSV).", ""]
+        lines += ["## Information-gain curves (`analysis.report`)", "",
+                  "J against episodes and against tokens for the scored traces and the training rollouts "
+                  "(CSV beside each PNG in `results/`):", "",
+                  *(f"![{name}](results/reasoner_{name}.png)" for name in FIGURES), "",
+                  f"`python -m {res['report']['command']}` writes " + ", ".join(
+                      f"`{f}`" for f in res["report"]["files"] if not f.startswith("training_curves_")) +
+                  " and the training curves.", ""]
     lines += ["## How it was produced", "", "```", res["command"], "```", ""]
     return "\n".join(lines)
 
@@ -351,6 +359,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         (out / "reasoner_results.json").write_text(json.dumps(res, indent=2))
         say(f"wrote {out / 'reasoner_results.json'}")
     if a.page:
+        if a.out and res.get("report"):  # the information-gain curves (PNG + CSV) next to the page
+            figs = Path(a.page).parent / "results"
+            figs.mkdir(parents=True, exist_ok=True)
+            for name in FIGURES:
+                for ext in ("png", "csv"):
+                    src = Path(a.out) / "report" / f"{name}.{ext}"
+                    if src.is_file():
+                        shutil.copyfile(src, figs / f"reasoner_{name}.{ext}")
         Path(a.page).write_text(page(res))
         say(f"wrote {a.page}")
     return res
