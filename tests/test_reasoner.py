@@ -350,6 +350,7 @@ def test_model_config_composes_and_the_loader_passes_recipe_overrides(monkeypatc
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # a fresh machine builds the reasoner first (60 SFT steps, ~17 min on 2 cores)
 def test_reasoner_end_to_end_eval_score_train_report(tmp_path):
     """Build (or load from $METARL_CACHE) the default reasoner, then what bench/reasoner_results.py runs, at small
     sizes: metarl-eval (the samples follow the R1 format), metarl-score with MRT's meta-prover (J varies across
