@@ -324,7 +324,7 @@ def test_model_config_composes_and_the_loader_passes_recipe_overrides(monkeypatc
     """``model=smollm2-reasoner`` composes; its ``tiny`` mapping reaches the reasoner's build recipe."""
     from hydra import compose, initialize_config_dir
 
-    from metarl.cli.common import conf_dir
+    from metarl.config import conf_dir
     from metarl.models import loading
 
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
