@@ -182,16 +182,32 @@ def extract_raw(text: str) -> str | None:
     return line or None
 
 
+_BOXED = re.compile(r"\\boxed\s*\{")
+_BRACE = re.compile(r"[{}]")
+
+
 def extract_boxed(text: str) -> str | None:
-    """The content of the last ``\\boxed{...}`` (balanced braces), or None."""
-    found = None
-    for match in re.finditer(r"\\boxed\s*\{", text):
-        depth, i = 1, match.end()
-        while i < len(text) and depth:
-            depth += {"{": 1, "}": -1}.get(text[i], 0)
-            i += 1
-        if depth == 0:
-            found = text[match.end():i - 1].strip()
+    r"""The content of the last ``\boxed{...}`` (balanced braces), or None. One pass over the braces (linear
+    in the text, also on hostile input such as thousands of nested ``\boxed{``).
+
+    >>> extract_boxed("so \\boxed{1} or \\boxed{\\frac{1}{2}}"), extract_boxed("\\boxed{open"), extract_boxed("x")
+    ('\\frac{1}{2}', None, None)
+    >>> extract_boxed("\\boxed{\\boxed{7}}")  # the innermost starts last
+    '7'
+    """
+    opens = {m.end() - 1 for m in _BOXED.finditer(text)}  # positions of the "{" of a \boxed{
+    if not opens:
+        return None
+    stack: list[int] = []
+    best, found = -1, None
+    for m in _BRACE.finditer(text):
+        i = m.start()
+        if text[i] == "{":
+            stack.append(i)
+        elif stack:
+            j = stack.pop()
+            if j in opens and j > best:
+                best, found = j, text[j + 1:i].strip()
     return found
 
 
