@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from metarl.models.warmstart import _LossLog, build_atomically, cache_root, sft_config
+from metarl.models.warmstart import _LossLog, build_atomically, cache_root, save_policy, sft_config, write_build_records
 from metarl.tasks.subset_sum import SubsetSumTask
 from metarl.tasks.subset_sum_r1 import R1Solver
 from metarl.tasks.subset_sum_traces import SolverConfig
@@ -303,10 +303,7 @@ def train_reasoner(recipe: ReasonerRecipe, out_dir: str | os.PathLike, max_steps
         model.generation_config.pad_token_id = tok.pad_token_id
         model.generation_config.eos_token_id = tok.eos_token_id
         tok.chat_template = _patched_chat_template(tok.chat_template, recipe.system_prompt)
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
+        out = save_policy(out_dir, model, tok)
         metrics = {
             "wall_time_s": time.perf_counter() - start,
             "sft_time_s": sft_s,
@@ -322,9 +319,7 @@ def train_reasoner(recipe: ReasonerRecipe, out_dir: str | os.PathLike, max_steps
             "trainable_params": trainable,
             "max_steps": max_steps,
         }
-        (out / "recipe.json").write_text(json.dumps({"version": RECIPE_VERSION, **asdict(recipe)}, indent=2))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return metrics
+        return write_build_records(out, RECIPE_VERSION, recipe, metrics)
     finally:
         torch.set_num_threads(prev_threads)
 

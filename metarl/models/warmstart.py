@@ -275,10 +275,7 @@ def train_tiny_policy(recipe: TinyRecipe, out_dir: str | os.PathLike, max_steps:
                                  callbacks=[losses.callback()])
             trainer.train()
         model = trainer.model.cpu().eval()
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        model.save_pretrained(out)
-        tok.save_pretrained(out)
+        out = save_policy(out_dir, model, tok)
         metrics = {
             "wall_time_s": time.perf_counter() - start,
             "loss_history": losses.history,
@@ -286,11 +283,26 @@ def train_tiny_policy(recipe: TinyRecipe, out_dir: str | os.PathLike, max_steps:
             "num_params": sum(p.numel() for p in model.parameters()),
             "max_steps": max_steps,
         }
-        (out / "recipe.json").write_text(json.dumps({"version": RECIPE_VERSION, **asdict(recipe)}, indent=2))
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-        return metrics
+        return write_build_records(out, RECIPE_VERSION, recipe, metrics)
     finally:
         torch.set_num_threads(prev_threads)
+
+
+def save_policy(out_dir: str | os.PathLike, model: Any, tokenizer: Any) -> Path:
+    """``save_pretrained`` the model and its tokenizer into ``out_dir`` (created); returns it as a Path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+def write_build_records(out: Path, version: int, recipe: Any, metrics: dict[str, Any]) -> dict[str, Any]:
+    """``recipe.json`` (the build's version and recipe fields) and ``metrics.json`` beside a saved policy; returns
+    ``metrics``. Every built-in policy's build writes these two files."""
+    (out / "recipe.json").write_text(json.dumps({"version": version, **asdict(recipe)}, indent=2))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
 
 
 def tiny_policy_path(cache_dir: str | os.PathLike | None = None, rebuild: bool = False,
