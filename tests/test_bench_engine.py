@@ -59,7 +59,8 @@ def test_quick_json_csv_and_rollout(quick):
     ro = result["rollout"]["summary"]["transformers"]
     assert ro["tokens"] > 0 and ro["seconds"] > 0 and ro["tok_s"] == pytest.approx(ro["tokens"] / ro["seconds"])
     assert 1 <= ro["calls"] <= s.max_episodes + 1  # one call per episode step for the batch (+ forced answers)
-    assert ro["thinking_max"] <= s.cap and 1 <= ro["episodes_mean"] <= s.max_episodes
+    # episodes a stream ended at a boundary (a stream the cap cuts inside its first one has none)
+    assert ro["thinking_max"] <= s.cap and 0 <= ro["episodes_mean"] <= s.max_episodes
     if not HAS_VLLM:
         assert "not installed" in result["skipped"]["vllm"]
         assert "vllm" not in result["rollout"]["summary"]
