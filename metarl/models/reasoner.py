@@ -35,7 +35,8 @@ from typing import Any
 
 import torch
 
-from metarl.models.warmstart import _LossLog, build_atomically, cache_root, save_policy, sft_config, write_build_records
+from metarl.models.warmstart import (_LossLog, build_atomically, cache_root, load_saved_policy, save_policy, sft_config,
+                                     write_build_records)
 from metarl.tasks.subset_sum import SubsetSumTask
 from metarl.tasks.subset_sum_r1 import R1Solver
 from metarl.tasks.subset_sum_traces import SolverConfig
@@ -344,18 +345,8 @@ def load_reasoner(path: str | os.PathLike | None = None, device: str | torch.dev
                   cache_dir: str | os.PathLike | None = None, **overrides: Any):
     """``(model, tokenizer)`` of the reasoner: from ``path`` if given, else from the cache (built if needed,
     recipe ``overrides`` as in :func:`reasoner_path`). Eval mode; the tokenizer pads on the left."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if path is None:
         path = reasoner_path(cache_dir=cache_dir, **overrides)
     elif overrides:
         raise TypeError("pass either a reasoner path or recipe overrides, not both")
-    path = Path(path)
-    if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} holds no saved reasoner (no config.json); call reasoner_path() to build one")
-    tok = AutoTokenizer.from_pretrained(path)
-    tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
-    if device is not None:
-        model = model.to(device)
-    return model.eval(), tok
+    return load_saved_policy(path, device, builder="reasoner_path()")

@@ -362,18 +362,24 @@ def load_tiny_policy(path: str | os.PathLike | None = None, device: str | torch.
                      cache_dir: str | os.PathLike | None = None, **overrides: Any):
     """``(model, tokenizer)`` of the tiny policy: from ``path`` if given, else from the cache (built if
     needed, recipe ``overrides`` as in :func:`tiny_policy_path`). The model is in eval mode."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     if path is None:
         path = tiny_policy_path(cache_dir=cache_dir, **overrides)
     elif overrides:
         raise TypeError("pass either a policy path or recipe overrides, not both")
+    return load_saved_policy(path, device, builder="tiny_policy_path()")
+
+
+def load_saved_policy(path: str | os.PathLike, device: str | torch.device | None = None, *, builder: str) -> tuple:
+    """``(model, tokenizer)`` saved by :func:`save_policy` under ``path``: float32, eval mode, the tokenizer
+    padding on the left; ``builder`` names what builds one (for the error when ``path`` holds none)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
     path = Path(path)
     if not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{path} holds no saved policy (no config.json); call tiny_policy_path() to build one")
+        raise FileNotFoundError(f"{path} holds no saved policy (no config.json); call {builder} to build one")
     tok = AutoTokenizer.from_pretrained(path)
     tok.padding_side = "left"
-    model = AutoModelForCausalLM.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     if device is not None:
         model = model.to(device)
     return model.eval(), tok
