@@ -121,15 +121,23 @@ def _check_kwargs(fn: Callable, kwargs: Mapping[str, Any], kind: str, target: st
         raise ConfigError(f"{kind} {target!r} takes no argument(s) {bad}; it accepts {list(params)}")
 
 
-def wanted_args(fn: Callable) -> tuple[set[str], bool]:
-    """The argument names ``fn`` accepts, and whether it takes ``**kwargs``."""
+def free_parameters(fn: Callable) -> tuple[dict[str, inspect.Parameter], bool]:
+    """The parameters a caller passes ``fn`` by name (not ``*args`` / ``**kwargs``, not ``self``, not the
+    keywords a ``functools.partial`` already binds), and whether ``fn`` takes ``**kwargs``."""
     target = fn.func if isinstance(fn, functools.partial) else fn
     if not inspect.isfunction(target) and not inspect.ismethod(target) and callable(target):
         target = target.__call__  # type: ignore[assignment]
     params = inspect.signature(target).parameters
     bound = set(fn.keywords) if isinstance(fn, functools.partial) else set()
-    names = {n for n, p in params.items() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "self"} - bound
-    return names, any(p.kind is p.VAR_KEYWORD for p in params.values())
+    free = {n: p for n, p in params.items()
+            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and n != "self" and n not in bound}
+    return free, any(p.kind is p.VAR_KEYWORD for p in params.values())
+
+
+def wanted_args(fn: Callable) -> tuple[set[str], bool]:
+    """The argument names ``fn`` accepts, and whether it takes ``**kwargs``."""
+    free, var_kw = free_parameters(fn)
+    return set(free), var_kw
 
 
 def call_matching(fn: Callable, available: Mapping[str, Any]) -> Any:

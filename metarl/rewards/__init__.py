@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
-from metarl.registry import ConfigError, build, call_matching, matcher
+from metarl.registry import ConfigError, build, call_matching, free_parameters, matcher
 from metarl.types import Trace
 
 REWARDS: dict[str, str] = {
@@ -164,20 +164,13 @@ def _attr(fn: Any, key: str) -> Any:
 
 def _check_arguments(fn: Callable, name: str, level: str) -> None:
     """Every argument ``fn`` needs (no default, not bound by the config) is one metarl passes at ``level``."""
-    import inspect
-
-    target = fn.func if isinstance(fn, functools.partial) else fn
-    if not inspect.isfunction(target) and not inspect.ismethod(target) and callable(target):
-        target = target.__call__  # type: ignore[assignment]
-    bound = set(fn.keywords) if isinstance(fn, functools.partial) else set()
-    params = inspect.signature(target).parameters
-    per_episode = [n for n in params if n in EPISODE_ARGS and n not in bound]
+    params, _ = free_parameters(fn)
+    per_episode = [n for n in params if n in EPISODE_ARGS]
     if level == "trace" and per_episode:
         raise ConfigError(f"reward {name!r} is trace-level but asks for {per_episode}, which exist per episode; "
                           f"declare it episode-level or take `episodes` (all of a trace's episodes)")
     available = set(TRACE_ARGS) | set(CONTEXT_ARGS) | (set(EPISODE_ARGS) if level == "episode" else set())
-    unknown = [n for n, p in params.items() if n != "self" and n not in bound and n not in available
-               and p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    unknown = [n for n, p in params.items() if n not in available and p.default is p.empty]
     if unknown:
         raise ConfigError(f"reward {name!r} asks for {unknown}, which metarl does not pass to a {level}-level "
                           f"reward; arguments are matched by name from {sorted(available)} (configuration "
