@@ -68,8 +68,8 @@ def run_cli(args: list[str], log: Path) -> dict[str, Any]:
         say(f"{log.stem}: already run ({done}), reading its outputs")
         return json.loads(done.read_text())
     cmd = [sys.executable, "-m", *args]
-    say("$ " + shlex.join(["metarl-" + args[0].rsplit(".", 1)[-1] if args[0].startswith("metarl.cli.")
-                           else f"python -m {args[0]}", *args[1:]]))
+    shown = ["metarl-" + args[0].rsplit(".", 1)[-1]] if args[0].startswith("metarl.cli.") else ["python", "-m", args[0]]
+    say("$ " + shlex.join([*shown, *args[1:]]))
     t = time.perf_counter()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONHASHSEED": "0"}
     with open(log, "w") as f:
