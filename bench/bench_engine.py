@@ -47,7 +47,6 @@ import shlex
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -180,7 +179,7 @@ def prompts_for(tok: Any, n: int, seed: int) -> tuple[list[dict[str, Any]], list
     from metarl.engine import prompt_ids_for
     from metarl.tasks import build_task
 
-    rows = build_task({"_target_": "subset_sum", "difficulty": 2}).generate("train", n=n, seed=seed)
+    rows = build_task({"_target_": "metarl.tasks.SubsetSumTask", "difficulty": 2}).generate("train", n=n, seed=seed)
     sys_msg = {"role": "system", "content": system_prompt()}
     return rows, [prompt_ids_for(tok, [sys_msg, {"role": "user", "content": r["prompt"]}]) for r in rows]
 
@@ -315,7 +314,7 @@ def parts_rollout_mc(s: Settings, backends: Sequence[str], skip: dict[str, str])
                                                          / rollout["summary"]["transformers"]["tok_s"])
 
     # ---- part 2: Monte Carlo progress
-    task = build_task({"_target_": "subset_sum", "difficulty": 2})
+    task = build_task({"_target_": "metarl.tasks.SubsetSumTask", "difficulty": 2})
     traces = traces_from(first, rows, tok, s.max_episodes)
     lengths = [len(t.prompt_ids) + len(t.completion_ids) for t in traces]
     eps = [len(t.episodes) for t in traces]

@@ -11,10 +11,10 @@ Every vendored case (gold, prediction, expected verdict from math-verify's ``tes
 - ``scorer``: what ``metarl-score grader=math`` (default ``answer=auto``) runs, built the same way:
   ``grader, extract = metarl.config.answer_tools(None, "math", "auto", {})``, then
   ``grader(extract(pred), gold)``;
-- ``grader``: ``build_grader("math")(pred, gold)`` on the whole prediction;
+- ``grader``: ``build_grader(MathGrader())(pred, gold)`` on the whole prediction;
 - ``grader_own``: the same with the options of the case's test that the grader has (``precision`` as
   ``float_rounding``, ``strict``; it has no LaTeX-only extraction and no ``allow_set_relation_comp``);
-- ``auto_then_grader``: ``build_grader("math")(extract_answer(pred, "auto"), gold)`` (the library's
+- ``auto_then_grader``: ``build_grader(MathGrader())(extract_answer(pred, "auto"), gold)`` (the library's
   default extraction style, which reads anchored answers only, before the grader);
 - ``cli``: ``python -m metarl.cli.score`` in a subprocess on a JSONL of ``{prompt, completion: pred,
   answer: gold}`` with ``rewards=[outcome]``; the verdict is each output line's ``outcome``.

@@ -76,10 +76,11 @@ def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
         return build_grader(task.verify), task.extract_answer, parse
     if answer_style not in ANSWER_STYLES:
         raise ConfigError(f"answer={answer_style!r} is not an answer style; use one of {', '.join(ANSWER_STYLES)}")
-    try:
-        grader = build_grader(plain(grader_spec))
-    except ConfigError as e:
-        raise ConfigError(f"grader={plain(grader_spec)!r}: {e}") from None
+    if grader_spec is None:
+        from metarl.grading import MathGrader
+
+        grader_spec = MathGrader()
+    grader = build_grader(plain(grader_spec))
     if answer_style == "auto":  # the grader's own reading: for grader=math, math-verify's ("math")
         answer_style = grader.answer_style
     return grader, functools.partial(extract_answer, style=answer_style), parse
@@ -117,7 +118,7 @@ def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer
         objective = Objective(**obj_cfg)
     except TypeError as e:
         raise ConfigError(f"objective: {e}; known keys: {list(Objective.__dataclass_fields__)}") from None
-    grader, extract, parse = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"),
+    grader, extract, parse = answer_tools(task, cfg.get("grader"), cfg.get("answer", "auto"),
                                           cfg.get("verdict"))
     limits = {k: plain(cfg.get(k)) for k in ("max_episodes_per_trace", "segment_timeout") if k in cfg}
     return Scorer(segmenter=segmenter, rewards=rewards, grader=grader, extract_answer=extract,

@@ -4,7 +4,8 @@
 column, and a ``target_tokens`` (int) column when the source has length targets (L1-style budgets).
 Sources:
 
-- ``"task:<name>"`` — a built-in task (``task:subset_sum``), problems generated for ``split``;
+- ``"task:<dotted path>"`` — a built-in task (``task:metarl.tasks.SubsetSumTask``), problems generated for
+  ``split``;
 - a local file (``.json``, ``.jsonl``, ``.parquet``, ``.csv``) or a directory of such files
   (files named ``train*`` / ``test*`` become those splits; a single file is the split asked for);
 - a ``datasets`` builder name with ``data_files`` (``"json"``, ``data_files="x.jsonl"``);
@@ -94,7 +95,7 @@ def _load_raw(source: str, split: str, data_files: Any, **kwargs: Any):
         raise DataError(
             f"could not load dataset {source!r} (split {split!r}): {e}. A local source must be an existing "
             f".json/.jsonl/.parquet/.csv file or directory; a hub dataset needs network access "
-            f"(HF_DATASETS_OFFLINE must not be set); a built-in task is 'task:<name>'"
+            f"(HF_DATASETS_OFFLINE must not be set); a built-in task is 'task:<dotted path>' (task:metarl.tasks.SubsetSumTask)"
         ) from e
 
 

@@ -1,22 +1,22 @@
-"""Components from dotted paths: the one plug-in mechanism of metarl.
+"""Components from config nodes, built with Hydra's own ``instantiate``: the one plug-in mechanism of metarl.
 
-A component spec is either a short name registered by metarl (``"mrt"``), a dotted path
-(``"my_pkg.rewards.brevity"``), or a mapping with ``_target_`` (a short name or dotted path)
-plus keyword arguments, as in Hydra configs::
+A component is a mapping with ``_target_`` (a dotted path) plus keyword arguments, as in every config-group
+file (``conf/segmenter/mrt.yaml``, ``conf/rewards/*.yaml``, ...); the group files are the registry of the
+built-ins, and your own component is the same mapping with your dotted path::
 
     segmenter:
       _target_: metarl.segmenters.MRTSegmenter
       group_size: 2
 
-Classes are instantiated with the keyword arguments; functions are returned as they are (or
-as a ``functools.partial`` when keyword arguments are given). ``call_matching`` calls a plain
-function with the subset of named values its signature asks for, so a user-written reward
-only names what it needs (``episode``, ``trace``, ``answer``, ...).
+A class is instantiated with the keyword arguments. A function that *is* the component (a reward, a grader,
+a verifier) is marked ``_partial_: true`` and comes back as ``functools.partial(fn, **kwargs)``, exactly as
+Hydra defines it; a function without ``_partial_`` is called (a factory). ``call_matching`` calls a plain
+function with the subset of named values its signature asks for, so a user-written reward only names what it
+needs (``episode``, ``trace``, ``answer``, ...).
 """
 from __future__ import annotations
 
 import functools
-import importlib
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -26,99 +26,91 @@ class ConfigError(ValueError):
     """A configuration names a component or value that cannot be used; the message says the fix."""
 
 
-def import_object(path: str) -> Any:
-    """Import ``pkg.module.attr`` (also ``pkg.module:attr``)."""
-    if ":" in path:
-        module_name, _, attr = path.partition(":")
-        parts = [module_name, *attr.split(".")]
-        module = importlib.import_module(module_name)
-        obj: Any = module
-        for a in attr.split("."):
-            obj = getattr(obj, a)
-        return obj
-    parts = path.split(".")
-    for i in range(len(parts) - 1, 0, -1):
-        try:
-            module = importlib.import_module(".".join(parts[:i]))
-        except ModuleNotFoundError as e:
-            if e.name and not ".".join(parts[:i]).startswith(e.name):
-                raise  # a module that exists failed on one of its own imports
-            continue
-        obj = module
-        try:
-            for a in parts[i:]:
-                obj = getattr(obj, a)
-        except AttributeError:
-            break
-        return obj
-    raise ImportError(f"cannot import {path!r}: no such module or attribute")
-
-
-def build(spec: Any, names: Mapping[str, str] | None = None, kind: str = "component", **extra: Any) -> Any:
-    """Build a component from a spec (short name, dotted path, mapping with ``_target_``, or object).
-
-    ``names`` maps short names to dotted paths. Keyword arguments in the mapping and ``extra``
-    go to the class constructor (or are bound with ``functools.partial`` for a function).
-
-    >>> build("math.sqrt")(9.0)
-    3.0
-    >>> build({"_target_": "fractions.Fraction", "numerator": 1, "denominator": 3})
-    Fraction(1, 3)
-    """
-    names = names or {}
-    if isinstance(spec, Mapping) or hasattr(spec, "items") and not callable(spec):
-        kwargs = {str(k): _plain(v) for k, v in spec.items()}
-        target = kwargs.pop("_target_", None)
-        if target is None:
-            raise ConfigError(f"{kind} spec {dict(kwargs)} has no `_target_`; name a registered {kind} "
-                              f"({', '.join(sorted(names)) or 'none'}) or a dotted path")
-    elif isinstance(spec, str):
-        target, kwargs = spec, {}
-    elif callable(spec):
-        return spec
-    else:
-        raise ConfigError(f"cannot build a {kind} from {spec!r}")
-    kwargs.update(extra)
-    path = names.get(target, target)
-    try:
-        obj = import_object(path)
-    except (ImportError, ValueError) as e:
-        known = ", ".join(sorted(names))
-        raise ConfigError(
-            f"unknown {kind} {target!r}: {e}. Use one of [{known}] or a dotted path to your own "
-            f"{kind}, e.g. my_pkg.module.name"
-        ) from None
-    if inspect.isclass(obj):
-        try:
-            return obj(**kwargs)
-        except TypeError as e:
-            raise ConfigError(f"{kind} {target!r}: {e}") from None
-    if callable(obj):
-        if kwargs:
-            _check_kwargs(obj, kwargs, kind, target)
-            return functools.wraps(obj)(functools.partial(obj, **kwargs))
-        return obj
-    raise ConfigError(f"{kind} {target!r} resolves to {type(obj).__name__}, which is not callable")
-
-
 def _plain(v: Any) -> Any:
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
+    from omegaconf import DictConfig, ListConfig, OmegaConf
 
-        if isinstance(v, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(v, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
+    if isinstance(v, DictConfig | ListConfig):
+        return OmegaConf.to_container(v, resolve=True)
     return v
 
 
-def _check_kwargs(fn: Callable, kwargs: Mapping[str, Any], kind: str, target: str) -> None:
-    params = inspect.signature(fn).parameters
-    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        return
-    bad = [k for k in kwargs if k not in params]
-    if bad:
-        raise ConfigError(f"{kind} {target!r} takes no argument(s) {bad}; it accepts {list(params)}")
+def _unwrap_partial(obj: Any) -> Any:
+    """Hydra's ``_partial_`` result as a plain ``functools.partial`` keeping the function's attributes (a
+    reward's declared ``level`` and ``weight``, ``__name__``); Hydra's own wrapper re-checks its target policy
+    on every call, and a reward is called once per episode."""
+    if isinstance(obj, functools.partial) and type(obj) is not functools.partial:
+        return functools.wraps(obj.func)(functools.partial(obj.func, *obj.args, **(obj.keywords or {})))
+    if type(obj) is functools.partial:
+        return functools.wraps(obj.func)(obj)
+    return obj
+
+
+def instantiate(spec: Any, kind: str = "component", key: str | None = None, **extra: Any) -> Any:
+    """Build a component from a ``_target_`` mapping with ``hydra.utils.instantiate`` (``_partial_`` honoured);
+    an object that is already built (not a mapping) is returned as it is.
+
+    ``extra`` keyword arguments go to the target too (objects such as a tokenizer). Errors become a
+    :class:`ConfigError` naming ``key`` (the config key, e.g. ``segmenter``) and the fix.
+
+    >>> instantiate({"_target_": "fractions.Fraction", "numerator": 1, "denominator": 3})
+    Fraction(1, 3)
+    >>> instantiate({"_target_": "textwrap.shorten", "_partial_": True, "width": 15})("cut into episodes")
+    'cut into [...]'
+    >>> instantiate({"_target_": "metarl.segmenters.TagSegmenter", "tagz": 1}, "segmenter")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    metarl.registry.ConfigError: segmenter: metarl.segmenters.TagSegmenter: TypeError: ...unexpected keyword argument 'tagz'
+    """
+    from hydra.errors import HydraException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    key = key or kind
+    spec = _plain(spec)
+    if spec is None:
+        raise ConfigError(f"{key} is not set: give a mapping with _target_ (a dotted path), e.g. "
+                          f"{key}._target_=my_pkg.module.name")
+    if isinstance(spec, str):
+        raise ConfigError(f"{key}={spec!r}: a {kind} is a mapping with `_target_` (a dotted path) and its keyword "
+                          f"arguments, e.g. {key}='{{_target_: {spec if '.' in spec else 'my_pkg.module.name'}}}'; "
+                          f"the built-ins are the files of its config group (conf/)")
+    if not isinstance(spec, Mapping):
+        return spec  # an object built in Python
+    target = spec.get("_target_")
+    if not isinstance(target, str) or not target or target == "???":
+        raise ConfigError(f"{key} {dict(spec)} has no `_target_`; set {key}._target_ to a dotted path "
+                          f"(my_pkg.module.name) or choose a built-in from its config group (conf/)")
+    try:
+        obj = hydra_instantiate(dict(spec), _convert_="all", **extra)
+    except HydraException as e:
+        message = str(e).replace(", set env var HYDRA_FULL_ERROR=1 to see chained exception.", "")
+        cause = e.__cause__
+        if cause is not None and not isinstance(cause, ImportError | AttributeError):
+            message = f"{target}: {type(cause).__name__}: {cause}"
+        raise ConfigError(f"{key}: {message}") from None
+    return _unwrap_partial(obj)
+
+
+def is_plain_function(spec: Any) -> bool:
+    """Whether a ``_target_`` mapping names a plain function without ``_partial_`` (which Hydra would call)."""
+    from hydra.utils import get_object
+
+    spec = _plain(spec)
+    if not isinstance(spec, Mapping) or spec.get("_partial_") or not isinstance(spec.get("_target_"), str):
+        return False
+    try:
+        return inspect.isfunction(get_object(spec["_target_"]))
+    except Exception:  # noqa: BLE001 - instantiate reports an unknown target with the key
+        return False
+
+
+def instantiate_callable(spec: Any, kind: str, key: str | None = None, **extra: Any) -> Any:
+    """:func:`instantiate` for components that are called later (rewards, graders, verifiers, strategies):
+    a plain function must say ``_partial_: true``, so that it is the component rather than called now."""
+    key = key or kind
+    if is_plain_function(spec):
+        raise ConfigError(f"{key}: {_plain(spec)['_target_']} is a function; a {kind} function is used as it is, "
+                          f"so its config says `_partial_: true` (on the command line +{key}._partial_=true)")
+    return instantiate(spec, kind, key, **extra)
 
 
 def free_parameters(fn: Callable) -> tuple[dict[str, inspect.Parameter], bool]:

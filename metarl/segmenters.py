@@ -15,9 +15,9 @@ lines in the user's own module, named by dotted path (``conf/segmenter/custom.ya
     def sentences(text):                      # my_pkg/seg.py
         return [m.span() for m in re.finditer(r"[^.]*(?:\\.|$)", text) if m.end() > m.start()]
 
-    metarl-score input=traces.jsonl segmenter=custom segmenter._target_=my_pkg.seg.sentences
+    metarl-score input=traces.jsonl segmenter=custom segmenter._target_=my_pkg.seg.sentences segmenter._partial_=true
 
-Built-in segmenters (short names in :data:`SEGMENTERS`): :class:`TagSegmenter` (``tags``),
+Built-in segmenters (config group ``conf/segmenter/``, one file each): :class:`TagSegmenter` (``tags``),
 :class:`MRTSegmenter` (``mrt``, the MRT paper's keyword rule), :class:`ParagraphSegmenter`
 (``paragraphs``), :class:`TokenChunkSegmenter` (``tokens``) and :class:`RegexSegmenter`
 (``regex``).
@@ -48,18 +48,10 @@ import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, Union
 
-from metarl.registry import build
+from metarl.registry import ConfigError, instantiate_callable
 from metarl.types import EPISODE_KINDS, Episode, check_partition
 
 Piece = Union[Episode, tuple, str]
-
-SEGMENTERS: dict[str, str] = {
-    "tags": "metarl.segmenters.TagSegmenter",
-    "mrt": "metarl.segmenters.MRTSegmenter",
-    "paragraphs": "metarl.segmenters.ParagraphSegmenter",
-    "tokens": "metarl.segmenters.TokenChunkSegmenter",
-    "regex": "metarl.segmenters.RegexSegmenter",
-}
 
 MRT_KEYWORDS: tuple[str, ...] = (
     "Wait",
@@ -150,7 +142,7 @@ def _piece_span(text: str, p: Any, pos: int, i: int, who: str) -> tuple[int, int
     return start, end, kind, info
 
 
-def segment(segmenter: Segmenter | str | Mapping[str, Any], text: str, token_ids: Sequence[int] | None = None,
+def segment(segmenter: Segmenter | Mapping[str, Any], text: str, token_ids: Sequence[int] | None = None,
             tokenizer: Any = None, *, skip_special_tokens: bool | None = None) -> list[Episode]:
     """Run ``segmenter`` on ``text`` and return validated episodes, with token spans when possible.
 
@@ -314,12 +306,17 @@ def _boundaries_by_offsets(text: str, cuts: Sequence[int], tokenizer: Any) -> tu
 
 
 def build_segmenter(spec: Any) -> Segmenter:
-    """A segmenter from a short name (:data:`SEGMENTERS`), dotted path, ``_target_`` mapping or callable.
+    """A segmenter from a config node (``_target_`` mapping, built by Hydra's ``instantiate``; a function
+    segmenter says ``_partial_: true``) or a callable, which is returned as it is.
 
-    >>> build_segmenter({"_target_": "mrt", "group_size": 2}).group_size
+    >>> build_segmenter({"_target_": "metarl.segmenters.MRTSegmenter", "group_size": 2}).group_size
     2
     """
-    return build(spec, names=SEGMENTERS, kind="segmenter")
+    seg = instantiate_callable(spec, "segmenter")
+    if not callable(seg):
+        raise ConfigError(f"segmenter: {spec!r} built {seg!r}, which is not callable; a segmenter is seg(text) -> "
+                          f"pieces (a function segmenter's config says `_partial_: true`)")
+    return seg
 
 
 def _pieces_from_cuts(text: str, cuts: Iterable[int], kinds: Sequence[str] | None = None) -> list[tuple[int, int, str]]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import metarl.rewards.budget as budget
-from metarl.registry import ConfigError, build, call_matching
+from metarl.registry import ConfigError, call_matching, instantiate
 from metarl.rewards.budget import budget_prompt, budget_sentence, lcpo_exact, lcpo_max
 
 
@@ -104,7 +104,7 @@ def test_budget_prompt_conversation():
 def test_called_by_name_through_the_registry():
     available = {"outcome": 1.0, "num_tokens": 2000, "target_tokens": 1000, "completion": "...", "answer": "4"}
     assert call_matching(lcpo_exact, available) == pytest.approx(0.7)
-    additive = build({"_target_": "metarl.rewards.budget.lcpo_max", "form": "additive", "alpha_l": 0.001})
+    additive = instantiate({"_target_": "metarl.rewards.budget.lcpo_max", "_partial_": True, "form": "additive", "alpha_l": 0.001})
     assert call_matching(additive, available) == pytest.approx(1.0)  # s = -1 -> delta 0, + 1
 
 

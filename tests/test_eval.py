@@ -12,20 +12,20 @@ from pathlib import Path
 import pytest
 import torch
 
+from metarl.engine.hf import HFBackend
 from metarl.eval.difficulty import compute_difficulty, counts_from_samples, read_difficulty, write_difficulty
 from metarl.eval.engine import derive_seed, evaluate_strategies
 from metarl.eval.outputs import ALL, attach_bins, format_table, summarize
 from metarl.eval.questions import read_questions_jsonl
-from metarl.engine.hf import HFBackend
 from metarl.eval.sampling import PARALLEL, Generation, PolicySampler, Sample
-from metarl.prover import TAG_PROVER, ProverConfig
-from tests.scripted import ScriptedBackend
-from metarl.eval.strategies import (BestOfN, BudgetForcing, GradedSample, MajorityVote, Outcome, PassAtK,
-                                    Question, SequentialRevisions, WeightedBestOfN, build_strategies)
+from metarl.eval.strategies import (BestOfN, BudgetForcing, GradedSample, MajorityVote, Outcome, PassAtK, Question,
+                                    SequentialRevisions, WeightedBestOfN, build_strategies)
 from metarl.eval.verifiers import MeanLogProb, SelfVerification, build_verifier
 from metarl.metrics import pass_at_k
+from metarl.prover import TAG_PROVER, ProverConfig
 from metarl.registry import ConfigError
-from metarl.tasks import build_task
+from metarl.tasks import SubsetSumTask
+from tests.scripted import ScriptedBackend
 
 ROOT = Path(__file__).resolve().parents[1]
 Q = Question("q", "Numbers: 3 8 5. Target: 11.\n", "3+8")
@@ -103,7 +103,7 @@ class StubSampler:
 
 
 def test_revisions_grade_the_last_stated_answer():
-    task = build_task("subset_sum")
+    task = SubsetSumTask()
     fixed = ("<attempt>1+2</attempt><verify>1+2=3!=11 incorrect</verify><revise>3+8</revise>"
              "<verify>3+8=11 correct</verify>")
     broke = "<attempt>3+8</attempt><verify>3+8=11 correct</verify><revise>1+5</revise><verify>1+5=6 incorrect</verify>"
@@ -117,7 +117,7 @@ def test_revisions_grade_the_last_stated_answer():
 
 
 def test_engine_rows_share_samples_per_generation_and_derive_seeds():
-    task = build_task("subset_sum")
+    task = SubsetSumTask()
     comps = ["<attempt>3+8</attempt><verify>3+8=11 correct</verify>", "<attempt>5+6</attempt><verify>ok</verify>",
              "<attempt>5+6</attempt><verify>5+6=11 correct</verify>"]
     sampler = StubSampler({"parallel": comps, "budget_forcing": comps[:1]}, tokens=7)
@@ -350,7 +350,7 @@ def cli_run(tmp_path_factory):
     with a malformed line, graded by a digit-parity stand-in so the results are not all zero."""
     tmp = tmp_path_factory.mktemp("cli")
     (tmp / "eval_helpers.py").write_text(textwrap.dedent(HELPERS))
-    rows = build_task("subset_sum").generate("test", n=6, seed=1)
+    rows = SubsetSumTask().generate("test", n=6, seed=1)
     lines = [json.dumps({"id": r["id"], "prompt": r["prompt"], "answer": r["answer"]}) for r in rows]
     lines.insert(2, '{"prompt": "broken line"')
     (tmp / "q.jsonl").write_text("\n".join(lines) + "\n")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
 from metarl.grading import (
     Grader,
@@ -30,6 +31,7 @@ from metarl.grading import (
 )
 from metarl.grading.math_grader import MathWorker
 from metarl.grading.screening import nesting_depth
+from metarl.grading.verifiers import CountdownVerifier
 from metarl.registry import ConfigError
 
 SAFETY_BOUND_S = 2.5  # a safety bound for "returns and does not hang", not a performance claim
@@ -352,11 +354,13 @@ def test_scorer_grades_extracted_answers_as_whole_completions(math_grader):
     """metarl-score's grader=math, answer=auto: the math style, whose answers the grader reads back the same."""
     from metarl.config import answer_tools
 
-    grader, extract, _ = answer_tools(None, "math", "auto", {})
+    conf = Path(__file__).resolve().parents[1] / "conf" / "grader"
+    math, number = OmegaConf.load(conf / "math.yaml"), OmegaConf.load(conf / "number.yaml")
+    grader, extract, _ = answer_tools(None, math, "auto", {})
     assert extract.keywords["style"] == "math" and grader.answer_style == "math"
     assert [grader(extract(p), g) for p, g, _ in MATH_PAIRS] == [e for _, _, e in MATH_PAIRS]
-    assert answer_tools(None, "number", "auto", {})[1].keywords["style"] == "auto"  # other graders: auto
-    assert answer_tools(None, "math", "boxed", {})[1].keywords["style"] == "boxed"  # an explicit style stays
+    assert answer_tools(None, number, "auto", {})[1].keywords["style"] == "auto"  # other graders: auto
+    assert answer_tools(None, math, "boxed", {})[1].keywords["style"] == "boxed"  # an explicit style stays
     assert build_grader(lambda p, a: p == a).answer_style == "auto"
 
 
@@ -483,19 +487,24 @@ def test_nested_time_limits():
 # ---- the Grader wrapper ----------------------------------------------------------------------
 
 def test_build_grader_specs():
-    assert build_grader("exact")("Paris", "paris")
-    assert build_grader("metarl.grading.basic.grade_number")("1,000", "1000")
-    g = build_grader({"_target_": "number", "rel_tol": 0.01})
-    assert g("3.14", "3.1416") and not build_grader("number")("3.14", "3.1416")
-    assert isinstance(build_grader("math").fn, MathGrader)
+    assert build_grader(grade_exact)("Paris", "paris")
+    conf = Path(__file__).resolve().parents[1] / "conf" / "grader"
+    assert build_grader(OmegaConf.load(conf / "number.yaml"))("1,000", "1000")
+    assert build_grader(OmegaConf.load(conf / "exact.yaml"))("Paris.", "paris")
+    assert isinstance(build_grader(OmegaConf.load(conf / "math.yaml")).fn, MathGrader)
+    g = build_grader({"_target_": "metarl.grading.basic.grade_number", "_partial_": True, "rel_tol": 0.01})
+    assert g("3.14", "3.1416") and not build_grader(grade_number)("3.14", "3.1416")
+    assert isinstance(build_grader(MathGrader()).fn, MathGrader)
     assert build_grader(g) is g
     assert build_grader(lambda p, a: p == a)("x", "x")
-    clone = pickle.loads(pickle.dumps(build_grader("math")))  # e.g. for dataloader workers
+    clone = pickle.loads(pickle.dumps(build_grader(MathGrader())))  # e.g. for dataloader workers
     assert clone("\\boxed{0.5}", "1/2") and clone.stats["calls"] == 1
-    with pytest.raises(ConfigError, match="unknown grader 'nope'"):
-        build_grader("nope")
+    with pytest.raises(ConfigError, match="grader: Error locating target 'metarl.grading.nope'"):
+        build_grader({"_target_": "metarl.grading.nope", "_partial_": True})
+    with pytest.raises(ConfigError, match="grader='math': a grader is a mapping with `_target_`"):
+        build_grader("math")  # short names are gone: grader=math selects conf/grader/math.yaml
     with pytest.raises(ConfigError, match="extract='box'"):
-        build_grader("exact", extract="box")
+        build_grader(grade_exact, extract="box")
 
 
 def test_grader_stats_errors_timeouts_and_coercion():
@@ -538,13 +547,13 @@ def test_grader_passes_prompt_to_verifiers_and_extracts():
     assert build_grader(verifier)("ab", "AB", prompt="the problem")
     assert seen == ["the problem"]
     assert build_grader(keyword_only)("x", "y", prompt="P")
-    g = build_grader("exact", extract="boxed")
+    g = build_grader(grade_exact, extract="boxed")
     assert g("so \\boxed{Paris}.", "paris") and not g("Paris", "paris")
 
 
 def test_countdown_verifier():
     prompt = "Using the numbers [3, 3, 8, 8], write an expression equal to 24."
-    v = build_grader("countdown")
+    v = build_grader(CountdownVerifier())
     assert v("<answer>8 / (3 - 8 / 3)</answer>", "24", prompt)  # exact fractions
     assert v("\\boxed{8 \\times 3}", "24", prompt)
     assert v("(8 + 8) / 2 = 8 ... so <answer>3 * 8</answer>", "24", prompt)
@@ -552,8 +561,9 @@ def test_countdown_verifier():
     assert not v("<answer>8 * 8 * 8 / 8 / 8 * 3</answer>", "24", prompt)  # 8 used too often
     assert not v("<answer>__import__('os')</answer>", "24", prompt)
     assert not v("<answer>3 ** 8</answer>", "6561", prompt)  # no powers
-    assert not build_grader({"_target_": "countdown", "use_all": True})("<answer>8 * 3</answer>", "24", prompt)
-    assert build_grader({"_target_": "countdown", "use_all": True})("<answer>8 / (3 - 8 / 3)</answer>", "24", prompt)
+    use_all = build_grader({"_target_": "metarl.grading.verifiers.CountdownVerifier", "use_all": True})
+    assert not use_all("<answer>8 * 3</answer>", "24", prompt)
+    assert use_all("<answer>8 / (3 - 8 / 3)</answer>", "24", prompt)
     assert not v("<answer>1</answer>", "1", "no numbers here")
     assert v.stats["errors"] == 1 and "no numbers in the prompt" in v.last_error
     assert eval_arithmetic("(1 + 2) * 3") == (Fraction(9), [1, 2, 3])
@@ -606,10 +616,10 @@ ADVERSARIAL = [
 
 def test_adversarial_inputs_are_bounded_and_incorrect(math_grader):
     graders = {
-        "exact": build_grader("exact"),
-        "number": build_grader("number"),
+        "exact": build_grader(grade_exact),
+        "number": build_grader(grade_number),
         "math": build_grader(math_grader),
-        "countdown": build_grader("countdown"),
+        "countdown": build_grader(CountdownVerifier()),
     }
     prompt = "Using the numbers [1, 2, 3], make 6."
     tried = 0

@@ -11,10 +11,11 @@ from types import SimpleNamespace
 import pytest
 
 from metarl import monitors
-from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, TOKENS_KEY, CapSaturation,
-                             EpisodeCollapse, HealthCallback, HealthConfig, LengthInflation, RewardHacking,
-                             build_monitors, fitted_change, health_callbacks, replay)
+from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, TOKENS_KEY, CapSaturation, EpisodeCollapse,
+                             HealthCallback, HealthConfig, LengthInflation, RewardHacking, build_monitors,
+                             fitted_change, health_callbacks, replay)
 from metarl.registry import ConfigError
+from metarl.rewards.obj1 import outcome
 
 W = 10  # window of the constructed streams
 WIGGLE = [0.01, -0.01, 0.0, 0.02, -0.02]  # deterministic noise around a trend
@@ -189,7 +190,7 @@ def test_health_keys_land_in_metrics_jsonl_through_the_trainer(tiny, tmp_path):
 
     model, tok = tiny
     (tmp_path / "run").mkdir()
-    scorer = Scorer(segmenter=TokenChunkSegmenter(k=4), rewards=build_rewards(["outcome"]),
+    scorer = Scorer(segmenter=TokenChunkSegmenter(k=4), rewards=build_rewards([outcome]),
                     grader=lambda p, a, q="": p is not None and len(p) % 2 == 0, extract_answer=lambda t: t,
                     parse_verdict=lambda t: None, objective=Objective(), tokenizer=build_char_tokenizer())
     args = GRPOConfig(output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=2,

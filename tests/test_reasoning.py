@@ -123,7 +123,7 @@ def test_branch_contexts_are_mrts(tiny):
     _, tok = tiny
     backend = Recorder(tok, lambda ctx: "8+12:** \\boxed{8+12}")
     t = trace_of(tok, THOUGHT + ANSWER, prompt="Q: 8 12 3 9 -> 20\n")
-    scorer = r1_scorer(tok, [{"_target_": "mc_progress", "m": 2, "seed": 0}], backend=backend)
+    scorer = r1_scorer(tok, [{"_target_": "metarl.rewards.progress.MCProgress", "m": 2, "seed": 0}], backend=backend)
     scorer.score([t])
     episodes = ["<think>\nLet me try 3+9.\n\n3+9=12, not 20.\n\nSo 3+9 is wrong.",
                 "Wait, try 8+12.\n\n8+12=20.\n\nThat works."]
@@ -152,7 +152,7 @@ def test_progress_telescopes_on_an_r1_trace(tiny):
     answers = iter(["\\boxed{3+9}", "\\boxed{3+9}", "\\boxed{8+12}", "\\boxed{3+9}", "\\boxed{8+12}", "\\boxed{8+12}"])
     backend = ScriptedBackend(tok, lambda ctx: next(answers))
     t = trace_of(tok, THOUGHT + ANSWER)
-    r1_scorer(tok, [{"_target_": "mc_progress", "m": 2, "seed": 0}], backend=backend).score([t])
+    r1_scorer(tok, [{"_target_": "metarl.rewards.progress.MCProgress", "m": 2, "seed": 0}], backend=backend).score([t])
     deltas = [e.rewards["mc_progress"] for e in t.episodes]
     assert t.meta["J_init"] == 0.0 and [e.info["J"] for e in t.episodes] == [0.5, 1.0]
     assert sum(deltas) == pytest.approx(t.episodes[-1].info["J"] - t.meta["J_init"])

@@ -6,7 +6,8 @@ import math
 import pytest
 
 from metarl.registry import ConfigError
-from metarl.rewards import RewardError, apply_reward, build_reward, build_rewards, reward
+from metarl.rewards import RewardError, build_reward, build_rewards, reward
+from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer, termination_values
 from metarl.segmenters import TagSegmenter
 from metarl.types import Episode, Trace
@@ -50,16 +51,21 @@ def trace():
 def test_levels_names_and_weights():
     rs = build_rewards([episode_len, trace_len])
     assert [(r.name, r.level) for r in rs] == [("episode_len", "episode"), ("trace_len", "trace")]
-    r = build_reward({"_target_": "verification_correctness", "wrong": -1.0, "weight": 0.5, "name": "v"})
+    r = build_reward({"_target_": "metarl.rewards.obj1.verification_correctness", "_partial_": True, "wrong": -1.0,
+                      "weight": 0.5, "name": "v"})
     assert (r.name, r.level, r.weight) == ("v", "episode", 0.5)
     with pytest.raises(ConfigError, match="unique"):
         build_rewards([episode_len, episode_len])
-    with pytest.raises(ConfigError, match="unknown reward"):
-        build_reward("no_such_reward")
+    with pytest.raises(ConfigError, match="Error locating target 'metarl.rewards.obj1.nope'"):
+        build_reward({"_target_": "metarl.rewards.obj1.nope", "_partial_": True})
+    with pytest.raises(ConfigError, match=r"rewards\.v: .*verification_correctness is a function.*_partial_: true"):
+        build_reward({"_target_": "metarl.rewards.obj1.verification_correctness", "name": "v"})
+    with pytest.raises(ConfigError, match="a reward is a mapping with `_target_`"):
+        build_reward("outcome")  # short names are gone: rewards=[outcome] selects conf/rewards/outcome.yaml
 
 
 def test_totals_hand_computed():
-    s = scorer([{"_target_": "metarl.rewards.obj1.generation_correctness", "weight": 2.0}], alpha=0.5)
+    s = scorer([{"_target_": "metarl.rewards.obj1.generation_correctness", "_partial_": True, "weight": 2.0}], alpha=0.5)
     t = s.score([trace()])[0]
     assert [e.rewards.get("generation_correctness") for e in t.episodes] == [0.0, None, 1.0]
     assert t.outcome == 1.0  # the last stated answer (the revision) is right
@@ -91,7 +97,7 @@ def test_unknown_argument_names_are_rejected_when_the_reward_is_built():
 
     with pytest.raises(ConfigError, match=r"weird_thing.*matched by name from \[.*'answer'"):
         build_reward(needs_weird)
-    assert build_reward({"_target_": "test_rewards.takes_a_setting", "scale": 2.0}).level == "episode"
+    assert build_reward({"_target_": "test_rewards.takes_a_setting", "_partial_": True, "scale": 2.0}).level == "episode"
 
 
 @reward("episode")
@@ -105,12 +111,13 @@ def test_a_level_is_declared_not_guessed():
 
     with pytest.raises(ConfigError, match="does not declare its level"):
         build_reward(undeclared)
-    r = build_reward({"_target_": "test_rewards.undeclared_trace", "level": "trace"})
-    t = scorer([{"_target_": "test_rewards.undeclared_trace", "level": "trace"}]).score([trace()])[0]
+    own = {"_target_": "test_rewards.undeclared_trace", "_partial_": True, "level": "trace"}
+    r = build_reward(own)
+    t = scorer([own]).score([trace()])[0]
     assert r.level == "trace" and t.rewards["undeclared_trace"] == 3.0  # once per trace, not once per episode
     assert t.rewards["dense"] == 0.0  # a trace reward is recorded, not summed into the dense term
     with pytest.raises(ConfigError, match="per episode"):
-        build_reward({"_target_": "test_rewards.flaky", "level": "trace"})
+        build_reward({"_target_": "test_rewards.flaky", "_partial_": True, "level": "trace"})
 
 
 def undeclared_trace(completion, episodes):
@@ -119,9 +126,10 @@ def undeclared_trace(completion, episodes):
 
 def test_every_weight_applies_or_is_rejected():
     with pytest.raises(ConfigError, match="trace-level.*objective.alpha"):
-        build_reward({"_target_": "outcome", "weight": 5.0})
-    base = scorer(["outcome", "generation_correctness"], alpha=0.5).score([trace()])[0]
-    heavy = scorer(["outcome", {"_target_": "generation_correctness", "weight": 5.0}], alpha=0.5).score([trace()])[0]
+        build_reward({"_target_": "metarl.rewards.obj1.outcome", "_partial_": True, "weight": 5.0})
+    gen = {"_target_": "metarl.rewards.obj1.generation_correctness", "_partial_": True}
+    base = scorer([outcome, gen], alpha=0.5).score([trace()])[0]
+    heavy = scorer([outcome, {**gen, "weight": 5.0}], alpha=0.5).score([trace()])[0]
     assert base.rewards["dense"] == 1.0 and heavy.rewards["dense"] == 5.0  # the episode weight applies
     assert heavy.rewards["total"] == 5.0 + 0.5 * 1.0
 
@@ -133,7 +141,7 @@ def test_the_outcome_is_graded_once():
         calls.append(p)
         return p == a
 
-    s = Scorer(TagSegmenter(), build_rewards(["outcome"]), counting, lambda t: t.split(">")[-2].split("<")[0],
+    s = Scorer(TagSegmenter(), build_rewards([outcome]), counting, lambda t: t.split(">")[-2].split("<")[0],
                lambda t: None)
     t = s.score([trace()])[0]
     assert calls == ["2"] and t.outcome == 1.0 and t.rewards["outcome"] == 1.0
@@ -159,7 +167,7 @@ def slow_on_second(episode, index):
 
 
 def test_a_reward_call_past_its_timeout_is_isolated():
-    s = scorer([{"_target_": "test_rewards.slow_on_second", "timeout": 0.2}])
+    s = scorer([{"_target_": "test_rewards.slow_on_second", "_partial_": True, "timeout": 0.2}])
     t = s.score([trace()])[0]
     assert [e.rewards["slow_on_second"] for e in t.episodes] == [1.0, 0.0, 1.0]
     assert s.rewards[0].stats["timeouts"] == 1 and "exceeded" in t.meta["reward_errors"][0]

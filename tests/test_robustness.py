@@ -31,7 +31,7 @@ from metarl.rewards import RewardError, build_rewards, reward
 from metarl.runlog import RunLog, read_jsonl
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import MRTSegmenter, ParagraphSegmenter, RegexSegmenter, TagSegmenter, TokenChunkSegmenter
-from metarl.tasks import build_task
+from metarl.tasks import SubsetSumTask
 from metarl.types import Trace, check_partition
 
 MB = 1_000_000
@@ -146,7 +146,7 @@ def char_tok():
 def make_scorer(segmenter, grader_name: str, math_grader=None, tokenizer=None, **kw) -> Scorer:
     """A Scorer with the Obj-1 rewards and one grader (``subset_sum``: the task's verifier and extractor)."""
     if grader_name == "subset_sum":
-        task = build_task("subset_sum")
+        task = SubsetSumTask()
         grader, extract = build_grader(task.verify), task.extract_answer
     else:
         grader = build_grader(math_grader if grader_name == "math" and math_grader is not None else grader_name)

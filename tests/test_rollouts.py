@@ -8,12 +8,13 @@ import pytest
 from datasets import Dataset
 from trl import GRPOConfig
 
+import metarl.trainer.rollout as rollout_module
+from metarl.prover import ProverConfig
 from metarl.rewards import build_rewards
+from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
 from metarl.trainer.grpo import MetaRLTrainer
-import metarl.trainer.rollout as rollout_module
-from metarl.prover import ProverConfig
 from metarl.trainer.rollout import Rollout
 from tests.scripted import ScriptedBackend
 
@@ -26,7 +27,7 @@ def fb(episode_text):
 
 def make_trainer(tiny, tmp_path, rollout):
     model, tok = tiny
-    scorer = Scorer(TokenChunkSegmenter(k=4), build_rewards(["outcome"]), lambda p, a, q="": bool(p) and a in p,
+    scorer = Scorer(TokenChunkSegmenter(k=4), build_rewards([outcome]), lambda p, a, q="": bool(p) and a in p,
                     lambda t: t, lambda t: None, Objective(), tokenizer=tok)
     args = GRPOConfig(output_dir=str(tmp_path), per_device_train_batch_size=8, num_generations=4,
                       max_completion_length=CAP, max_steps=1, learning_rate=1e-3, report_to=[], use_cpu=True,

@@ -32,6 +32,7 @@ from metarl.eval.strategies import (
 )
 from metarl.prover import TAG_PROVER
 from metarl.registry import ConfigError
+from metarl.tasks import SubsetSumTask
 from tests.scripted import ScriptedBackend
 
 Q = Question("toy", "P:", "3|1|1")
@@ -271,11 +272,10 @@ def test_prm_load_failure_and_non_finite_scores(tiny_prm, tmp_path, monkeypatch)
 
 def test_self_verify_and_mc_value_scorers_on_the_policy(tiny):
     from metarl.engine.hf import HFBackend
-    from metarl.tasks import build_task
     from metarl.types import Trace
 
     model, tok = tiny
-    task = build_task("subset_sum")
+    task = SubsetSumTask()
     engine = Engine(HFBackend(model, tok), TAG_PROVER)
     prompt = "Numbers: 3 8 5. Target: 11.\n"
     pid = tok(prompt, add_special_tokens=False)["input_ids"]

@@ -458,14 +458,18 @@ def sentences(text):
     return [m.group() for m in re.finditer(r"[^.]*(?:\.|$)", text) if m.group()]
 
 
-def test_build_segmenter_short_names_paths_and_custom_functions(char_tok):
-    assert isinstance(build_segmenter("tags"), TagSegmenter)
-    assert build_segmenter({"_target_": "mrt", "group_size": 5}).group_size == 5
-    assert build_segmenter({"_target_": "tokens", "k": 4}).k == 4
-    assert isinstance(build_segmenter("metarl.segmenters.ParagraphSegmenter"), ParagraphSegmenter)
-    assert [e.text for e in segment("test_segmenters.sentences", "A b. C d. E")] == ["A b.", " C d.", " E"]
-    with pytest.raises(ConfigError, match="mrt"):
-        build_segmenter("nope")
+def test_build_segmenter_config_nodes_and_custom_functions(char_tok):
+    assert build_segmenter({"_target_": "metarl.segmenters.MRTSegmenter", "group_size": 5}).group_size == 5
+    assert build_segmenter({"_target_": "metarl.segmenters.TokenChunkSegmenter", "k": 4}).k == 4
+    assert isinstance(build_segmenter({"_target_": "metarl.segmenters.ParagraphSegmenter"}), ParagraphSegmenter)
+    own = {"_target_": "test_segmenters.sentences", "_partial_": True}  # a function segmenter is used as it is
+    assert [e.text for e in segment(own, "A b. C d. E")] == ["A b.", " C d.", " E"]
+    with pytest.raises(ConfigError, match=r"test_segmenters\.sentences is a function.*_partial_: true"):
+        build_segmenter({"_target_": "test_segmenters.sentences"})
+    with pytest.raises(ConfigError, match=r"segmenter='tags': a segmenter is a mapping with `_target_`"):
+        build_segmenter("tags")  # short names are gone: segmenter=tags selects conf/segmenter/tags.yaml
+    with pytest.raises(ConfigError, match="Error locating target 'metarl.segmenters.Nope'"):
+        build_segmenter({"_target_": "metarl.segmenters.Nope"})
 
     seen = {}
 
@@ -488,7 +492,7 @@ def test_hydra_configs_build_every_segmenter():
         path = conf / f"{name}.yaml"
         assert path.read_text().startswith("# ")
         seg = build_segmenter(OmegaConf.load(path))
-        assert type(seg).__name__ == build_segmenter({"_target_": name, **({"k": 1} if name == "tokens" else {}),
-                                                      **({"pattern": "x"} if name == "regex" else {})}).__class__.__name__
+        assert type(seg).__name__ == {"tags": "TagSegmenter", "mrt": "MRTSegmenter", "paragraphs": "ParagraphSegmenter",
+                                      "tokens": "TokenChunkSegmenter", "regex": "RegexSegmenter"}[name]
     mrt = build_segmenter(OmegaConf.load(conf / "mrt.yaml"))
     assert set(mrt.keywords) == set(MRT_KEYWORDS) and (mrt.min_gap, mrt.max_episodes, mrt.group_size) == (2, 99, 1)

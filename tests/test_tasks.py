@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import random
 
+from pathlib import Path
+
 import pytest
+from omegaconf import OmegaConf
 
 from metarl.prover import TAG_PROVER
 from metarl.registry import ConfigError
-from metarl.tasks import LEVELS, TASKS, Level, SubsetSumTask, build_task
+from metarl.tasks import LEVELS, Level, SubsetSumTask, build_task
 from metarl.tasks.base import split_of, stable_hash, tagged_blocks
 from metarl.tasks.subset_sum import MAX_EXPR_CHARS, format_prompt, is_solution, parse_expression, parse_problem
 from metarl.tasks.subset_sum_traces import NoisySolver, SolverConfig, candidates
@@ -24,15 +27,18 @@ PROMPT = format_prompt([3, 8, 5, 12, 9], 20)
 # ---------------------------------------------------------------- registry
 
 
-def test_build_task_by_name_path_and_mapping():
-    assert set(TASKS) == {"subset_sum"}
-    assert isinstance(build_task("subset_sum"), SubsetSumTask)
-    assert isinstance(build_task("metarl.tasks.subset_sum.SubsetSumTask"), SubsetSumTask)
-    t = build_task({"_target_": "subset_sum", "difficulty": 4})
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def test_build_task_from_a_config_node_or_an_object():
+    t = build_task({"_target_": "metarl.tasks.SubsetSumTask", "difficulty": 4})
     assert t.level() == LEVELS[4]
     assert build_task(t) is t
-    with pytest.raises(ConfigError, match="subset_sum"):
-        build_task("no_such_task")
+    assert isinstance(build_task(OmegaConf.load(CONF / "task" / "subset_sum.yaml").task), SubsetSumTask)
+    with pytest.raises(ConfigError, match=r"task\.task: Error locating target 'metarl\.tasks\.NoSuchTask'"):
+        build_task({"_target_": "metarl.tasks.NoSuchTask"})
+    with pytest.raises(ConfigError, match=r"task\.task='subset_sum': a task is a mapping with `_target_`"):
+        build_task("subset_sum")  # short names are gone: the config-group files are the registry
     with pytest.raises(ValueError, match="unknown difficulty 9"):
         SubsetSumTask(difficulty=9)
 

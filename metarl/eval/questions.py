@@ -1,6 +1,6 @@
 """Held-out questions for ``metarl-eval``: a built-in task's test split, a dataset split, or a JSONL file.
 
-* built-in task (``task.source=task:<name>``): ``task.generate("test", n=task.n_test, seed=data_seed + 1)``
+* built-in task (``task.source=task:<dotted path>``): ``task.generate("test", n=task.n_test, seed=data_seed + 1)``
   — the held-out rows ``metarl-train`` evaluates on when its ``seed`` equals ``data_seed``;
 * a local JSONL file (``data=path.jsonl``): one JSON object per line with the ``task.columns`` fields
   (``prompt``, ``answer``, optional ``id``). Malformed lines are reported as ``file:line: problem`` and
@@ -113,7 +113,7 @@ def load_questions(task_cfg: Mapping[str, Any], task: Any, *, data: str | None =
                               "(or give a JSONL file with data=...)")
         questions, problems = _dataset_questions(source, task_cfg, columns, split=str(split))
     else:
-        raise ConfigError("no questions: set task.source (task:<name> or a dataset) or data=<file.jsonl>")
+        raise ConfigError("no questions: set task.source (task:<dotted path> or a dataset) or data=<file.jsonl>")
     if limit is not None:
         questions = questions[: int(limit)]
     if not questions:

@@ -134,7 +134,7 @@ def validate(cfg: DictConfig) -> EvalPlan:
     questions, problems = load_questions(plain(cfg.task), task, data=cfg.get("data"),
                                          data_seed=int(cfg.get("data_seed", 0)),
                                          limit=None if limit is None else int(limit))
-    grader, extract, _ = answer_tools(task, cfg.get("grader", "math"), cfg.get("answer", "auto"), cfg.get("verdict"))
+    grader, extract, _ = answer_tools(task, cfg.get("grader"), cfg.get("answer", "auto"), cfg.get("verdict"))
     check_backend(str(cfg.generation.backend))
     prover = build_prover(cfg)
     d = cfg.difficulty

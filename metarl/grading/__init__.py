@@ -3,8 +3,8 @@
 Model output is never evaluated. Every grader call returns a bool, never raises, and is
 bounded in time in any thread; failures are counted on the :class:`Grader` wrapper.
 
->>> from metarl.grading import build_grader, extract_answer, parse_verdict
->>> grade = build_grader("math")
+>>> from metarl.grading import MathGrader, build_grader, extract_answer, parse_verdict
+>>> grade = build_grader(MathGrader())
 >>> grade("... so $x = \\\\boxed{\\\\frac12}$", "0.5")
 True
 >>> extract_answer("<answer>42</answer>"), parse_verdict("The solution is not correct.")
@@ -19,7 +19,7 @@ from metarl.grading.extraction import (
     extract_answer,
     parse_verdict,
 )
-from metarl.grading.grader import GRADERS, Grader, build_grader
+from metarl.grading.grader import Grader, build_grader
 from metarl.grading.math_grader import MathGrader, MathWorker, grade_math
 from metarl.grading.screening import ScreenLimits, screen_math
 from metarl.grading.verifiers import CountdownVerifier, Verifier, eval_arithmetic
@@ -28,7 +28,6 @@ __all__ = [
     "ANSWER_STYLES",
     "DEFAULT_NEGATIVE",
     "DEFAULT_POSITIVE",
-    "GRADERS",
     "CountdownVerifier",
     "Grader",
     "GradingTimeout",

@@ -1,9 +1,9 @@
 """One wrapper for every grader: never raises, bounded in time, counts its failures.
 
-:func:`build_grader` turns a spec (a short name from :data:`GRADERS`, a dotted path, a
-``{"_target_": ..., **kwargs}`` mapping, or a callable) into a :class:`Grader`::
+:func:`build_grader` turns a config node (``conf/grader/*.yaml``: a ``_target_`` mapping, built by Hydra's
+``instantiate``; a function grader says ``_partial_: true``) or a callable into a :class:`Grader`::
 
-    grader = build_grader({"_target_": "number", "rel_tol": 1e-4})
+    grader = build_grader({"_target_": "metarl.grading.basic.grade_number", "_partial_": True, "rel_tol": 1e-4})
     grader(prediction, answer, prompt="")   # -> bool
     grader.stats                             # {"calls": ..., "errors": ..., "timeouts": ...}
 
@@ -21,15 +21,7 @@ from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, events_to, reset_events, run_with_time_limit
 from metarl.grading.extraction import ANSWER_STYLES, extract_answer
-from metarl.registry import ConfigError, build
-
-GRADERS: dict[str, str] = {
-    "exact": "metarl.grading.basic.grade_exact",
-    "number": "metarl.grading.basic.grade_number",
-    "math": "metarl.grading.math_grader.MathGrader",
-    "countdown": "metarl.grading.verifiers.CountdownVerifier",
-}
-"""Short grader names -> dotted paths (any other dotted path works too)."""
+from metarl.registry import ConfigError, instantiate_callable
 
 DEFAULT_TIMEOUT = 1.0
 """Seconds per call for graders that do not bound themselves."""
@@ -171,28 +163,26 @@ class Grader:
 
 
 def build_grader(spec: Any, *, timeout: float | None = None, extract: str | None = None) -> Grader:
-    """A :class:`Grader` from a short name (:data:`GRADERS`), dotted path, mapping with
-    ``_target_`` (other keys go to the grader), plain callable, or an existing Grader.
+    """A :class:`Grader` from a config node (``_target_`` mapping; ``conf/grader/``), a plain callable, or an
+    existing Grader.
 
-    >>> g = build_grader({"_target_": "number", "rel_tol": 0.01})
-    >>> g("3.14", "3.1416"), g("The answer is 7", "7"), g.stats["calls"]
-    (True, True, 2)
-    >>> build_grader("nope")  # doctest: +ELLIPSIS
+    >>> g = build_grader({"_target_": "metarl.grading.basic.grade_number", "_partial_": True, "rel_tol": 0.01})
+    >>> g("3.14", "3.1416"), g("The answer is 7", "7"), g.stats["calls"], g.name
+    (True, True, 2, 'grade_number')
+    >>> build_grader({"_target_": "metarl.grading.nope"})  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    metarl.registry.ConfigError: unknown grader 'nope': ...
+    metarl.registry.ConfigError: grader: Error locating target 'metarl.grading.nope'...
     """
     if isinstance(spec, Grader):
         if timeout is None and extract is None:
             return spec
         return Grader(spec.fn, timeout=timeout or spec.timeout, extract=extract or spec.extract, name=spec.name)
-    if isinstance(spec, str):
-        name = spec
-    elif isinstance(spec, Mapping) and "_target_" in spec:
-        name = str(spec["_target_"])
-    else:
-        name = None
-    fn = build(spec, GRADERS, kind="grader")
+    fn = instantiate_callable(spec, "grader")
     if not callable(fn):
-        raise ConfigError(f"grader {name or spec!r} is not callable")
+        raise ConfigError(f"grader {spec!r} built {fn!r}, which is not callable")
+    name = None
+    if isinstance(spec, Mapping) or hasattr(spec, "items"):
+        target = str(dict(spec.items()).get("_target_", ""))
+        name = target.rsplit(".", 1)[-1] or None
     return Grader(fn, timeout=timeout, extract=extract, name=name)

@@ -31,18 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
-from metarl.registry import ConfigError, build, call_matching, free_parameters, matcher
+from metarl.registry import ConfigError, call_matching, free_parameters, instantiate_callable, matcher
 from metarl.types import Trace
-
-REWARDS: dict[str, str] = {
-    "outcome": "metarl.rewards.obj1.outcome",
-    "generation_correctness": "metarl.rewards.obj1.generation_correctness",
-    "verification_correctness": "metarl.rewards.obj1.verification_correctness",
-    "mc_progress": "metarl.rewards.progress.MCProgress",
-    "likelihood_progress": "metarl.rewards.progress.LikelihoodProgress",
-    "lcpo_exact": "metarl.rewards.budget.lcpo_exact",
-    "lcpo_max": "metarl.rewards.budget.lcpo_max",
-}
 
 LEVELS = ("episode", "trace")
 #: Arguments a reward may ask for, by name. Per episode (episode-level rewards only):
@@ -107,8 +97,9 @@ class Reward:
 
 
 def build_reward(spec: Any) -> Reward:
-    """Build one reward from a short name, dotted path or mapping (``_target_``, ``name``, ``weight``,
-    ``level``, ``timeout`` (seconds per call of a plain reward function; None: unbounded), kwargs).
+    """Build one reward from a config node (``_target_`` plus ``name``, ``weight``, ``level``, ``timeout``
+    (seconds per call of a plain reward function; None: unbounded) and the target's keyword arguments; a
+    reward function says ``_partial_: true``, as every ``conf/rewards`` file does), or from a callable.
 
     Checked here, once, before any sample is scored: the level is declared (:func:`reward`, a batched
     estimator's ``level`` attribute, or the config's ``level``); every argument the function needs without a
@@ -121,11 +112,9 @@ def build_reward(spec: Any) -> Reward:
         weight = spec.pop("weight", None)
         timeout = spec.pop("timeout", None)
         level = spec.pop("level", None)
-    fn = build(spec, names=REWARDS, kind="reward")
-    target = spec.get("_target_") if isinstance(spec, dict) else spec
+    fn = instantiate_callable(spec, "reward", f"rewards.{name}" if name else "reward")
     if name is None:
-        name = getattr(fn, "name", None) or (target if isinstance(target, str) and "." not in target else None)
-        name = name or getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) \
+        name = getattr(fn, "name", None) or getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", None) \
             or type(fn).__name__
     name = str(name)
     declared = _attr(fn, "level")
@@ -185,7 +174,8 @@ def build_rewards(specs: Sequence[Any] | None) -> list[Reward]:
             rewards.append(build_reward(spec))
         except ConfigError as e:
             name = spec.get("name") if isinstance(spec, Mapping) else None
-            raise ConfigError(f"rewards.{name}: {e}" if name else str(e)) from None
+            prefixed = not name or str(e).startswith(f"rewards.{name}")
+            raise ConfigError(str(e) if prefixed else f"rewards.{name}: {e}") from None
     names = [r.name for r in rewards]
     dup = {n for n in names if names.count(n) > 1}
     if dup:

@@ -31,7 +31,7 @@ from typing import Any
 
 from metarl.engine import Engine, Sampling, StreamSpec
 from metarl.prover import ProverConfig, as_prover
-from metarl.registry import build, call_matching
+from metarl.registry import call_matching, instantiate_callable
 
 MODES = ("single", "episodes", "budget_forcing")
 
@@ -73,7 +73,7 @@ class Rollout:
             continuation=continuation if mode == "budget_forcing" else None,
             max_continuations=int(max_continuations) if mode == "budget_forcing" else 0)
         self.cap = self.spec.cap
-        self.feedback = build(feedback, kind="feedback") if feedback else None
+        self.feedback = instantiate_callable(feedback, "feedback", "rollout.feedback") if feedback else None
         self.grader, self.extract_answer = grader, extract_answer
         self.backend, self.batch_size = backend, int(batch_size)
 

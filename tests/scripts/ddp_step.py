@@ -20,6 +20,7 @@ from trl import GRPOConfig  # noqa: E402
 
 from metarl.models.tiny import tiny_model_and_tokenizer  # noqa: E402
 from metarl.rewards import build_rewards, reward  # noqa: E402
+from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer  # noqa: E402
 from metarl.segmenters import ParagraphSegmenter  # noqa: E402
 from metarl.trainer.grpo import MetaRLTrainer  # noqa: E402
@@ -51,7 +52,7 @@ def rollout(prompts, trainer):
 def main(out):
     world = int(os.environ.get("WORLD_SIZE", "1"))
     model, tok = tiny_model_and_tokenizer(seed=1)
-    scorer = Scorer(segmenter=ParagraphSegmenter(), rewards=build_rewards(["outcome", letter_reward]),
+    scorer = Scorer(segmenter=ParagraphSegmenter(), rewards=build_rewards([outcome, letter_reward]),
                     grader=lambda p, a, q="": p is not None and a in p, extract_answer=lambda t: t,
                     parse_verdict=lambda t: None, objective=Objective(gamma=0.5), tokenizer=tok)
     data = Dataset.from_list([{"prompt": f"Q{i}: 5+7=", "answer": "12"} for i in range(4)])
