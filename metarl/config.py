@@ -12,6 +12,26 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarl.registry import ConfigError
 
+SCHEMAS = {"train": "metarl.trainer.config.TrainConfig", "score": "metarl.scoring_config.ScoreConfig"}
+"""App config name -> its typed schema, registered in Hydra's ConfigStore as ``<app>_schema``; each root config
+(``conf/train.yaml``, ``conf/score.yaml``) lists ``<app>_schema`` first in its defaults."""
+
+
+def register_schemas() -> None:
+    """Store every app's schema in Hydra's ConfigStore (idempotent; done on import of this module)."""
+    from hydra.core.config_store import ConfigStore
+    from hydra.utils import get_object
+
+    store = ConfigStore.instance()
+    for app, path in SCHEMAS.items():
+        store.store(name=f"{app}_schema", node=get_object(path))
+
+
+def schema_of(app: str) -> type:
+    from hydra.utils import get_object
+
+    return get_object(SCHEMAS[app])
+
 
 def conf_dir() -> str:
     """The Hydra config directory: ``$METARL_CONF``; else the configs an installed wheel ships
@@ -26,6 +46,122 @@ def conf_dir() -> str:
             return str(candidate)
     raise FileNotFoundError(f"metarl's configs are missing: neither {here / '_conf'} (an installed wheel) nor "
                             f"{here.parent / 'conf'} (a checkout) holds train.yaml; set METARL_CONF to a config dir")
+
+
+def compose(app: str, overrides: list[str] | None = None) -> DictConfig:
+    """The composed config of ``app`` (``train``, ``eval``, ``score``) with ``overrides``, as the console script
+    composes it (Hydra's compose API, so ``${hydra:...}`` values are left to the runner). A composition error
+    (a wrong type, an unknown key) is a :class:`ConfigError` naming the key and, for an unknown one, the valid
+    keys there."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        try:
+            return hydra_compose(app, overrides=list(overrides or []))
+        except HydraException as e:
+            raise composition_error(e, app) from None
+
+
+def composition_error(error: BaseException, app: str) -> ConfigError:
+    """A Hydra composition error as a :class:`ConfigError`: the message names the key; for an unknown key it
+    lists the valid keys of that section (read from the app's schema)."""
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
+
+    cause: BaseException | None = error
+    while cause is not None and not isinstance(cause, OmegaConfBaseException):
+        cause = cause.__cause__ or cause.__context__
+    text = " ".join(line.strip() for line in str(error).split("Config search path")[0].splitlines() if line.strip())
+    if isinstance(cause, ConfigKeyError | ConfigAttributeError) and getattr(cause, "full_key", None):
+        key = str(cause.full_key)
+        parent, _, name = key.rpartition(".")
+        valid = valid_keys(app, parent)
+        if valid is not None and name not in valid:
+            where = f"`{parent}`" if parent else f"the {app} config"
+            return ConfigError(f"{key}: unknown key; {where} has {', '.join(valid)}")
+    if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+        key = str(cause.full_key)
+        detail = str(cause).split("\n")[0]
+        example = default_of(app, key)
+        fix = f"; set it like {key}={example}" if example is not None else ""
+        return ConfigError(f"{key}: {detail}{fix}")
+    return ConfigError(text)
+
+
+def default_of(app: str, key: str) -> str | None:
+    """The schema's default of a dotted ``key`` as it is written on the command line (None: no plain default)."""
+    import dataclasses
+    import typing
+
+    if app not in SCHEMAS:
+        return None
+    node: Any = schema_of(app)
+    *parents, name = key.split(".")
+    for part in parents:
+        if not dataclasses.is_dataclass(node):
+            return None
+        node = typing.get_type_hints(node).get(part)
+    if not dataclasses.is_dataclass(node):
+        return None
+    f = {f.name: f for f in dataclasses.fields(node)}.get(name)
+    if f is None or f.default is dataclasses.MISSING or isinstance(f.default, str) and f.default == "???":
+        return None
+    value = f.default
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def valid_keys(app: str, section: str) -> list[str] | None:
+    """The field names of ``section`` (dotted, "" for the root) in the app's schema; None when it is open."""
+    import dataclasses
+    import typing
+
+    if app not in SCHEMAS:
+        return None
+    node: Any = schema_of(app)
+    for part in [p for p in section.split(".") if p]:
+        if not dataclasses.is_dataclass(node):
+            return None
+        hints = typing.get_type_hints(node)
+        node = hints.get(part)
+        if node is None:
+            return None
+    if not dataclasses.is_dataclass(node):
+        return None
+    return [f.name for f in dataclasses.fields(node)]
+
+
+def validated(cfg: DictConfig, app: str) -> Any:
+    """The composed config as the app's schema objects, every section's ``__post_init__`` run: the one check
+    of ranges and choices (types were checked when the config was composed). Raises :class:`ConfigError`."""
+    from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue, OmegaConfBaseException
+
+    if app not in SCHEMAS:
+        raise KeyError(app)
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    for key in ("run_dir", "name"):  # ${hydra:...} resolves only inside a Hydra app
+        if key in cfg:
+            try:
+                copy[key] = cfg[key]
+            except InterpolationResolutionError:
+                copy[key] = f"<{key}>"
+    try:
+        typed = OmegaConf.merge(OmegaConf.structured(schema_of(app)), copy)
+        return OmegaConf.to_object(typed)
+    except ConfigError:
+        raise
+    except MissingMandatoryValue as e:
+        key = e.full_key or "a key"
+        hint = (" (a .jsonl/.json/.parquet/.csv file or directory, or a hub dataset name)"
+                if key == "task.source" else "")
+        raise ConfigError(f"{key} is required but has no value (???): set it, e.g. {key}=...{hint}") from None
+    except OmegaConfBaseException as e:
+        inner = e.__cause__ or e.__context__
+        while inner is not None and not isinstance(inner, ConfigError):
+            inner = inner.__cause__ or inner.__context__
+        if inner is not None:
+            raise inner from None
+        raise composition_error(e, app) from None
 
 
 def plain(cfg: Any) -> Any:
@@ -103,13 +239,7 @@ def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer
     from metarl.scoring import Objective, Scorer
     from metarl.segmenters import build_segmenter
 
-    seg_spec = plain(cfg.segmenter)
-    try:
-        segmenter = build_segmenter(seg_spec)
-    except (ConfigError, ValueError, TypeError) as e:
-        key = "segmenter._target_" if isinstance(seg_spec, dict) else "segmenter"
-        target = seg_spec.get("_target_") if isinstance(seg_spec, dict) else seg_spec
-        raise ConfigError(f"{key}={target!r}: {e}") from None
+    segmenter = build_segmenter(plain(cfg.segmenter))
     rewards = build_rewards(reward_specs(cfg.get("rewards")))
     obj_cfg = plain(cfg.get("objective")) or {}
     if not isinstance(obj_cfg, dict):
@@ -124,3 +254,6 @@ def build_scorer(cfg: DictConfig, task: Any = None, model: Any = None, tokenizer
     return Scorer(segmenter=segmenter, rewards=rewards, grader=grader, extract_answer=extract,
                   parse_verdict=parse, objective=objective, model=model, tokenizer=tokenizer, prover=build_prover(cfg),
                   on_error=cfg.get("on_reward_error", "zero"), **limits)
+
+
+register_schemas()

@@ -291,36 +291,38 @@ class HealthConfig:
     episode_drop: float = 0.5
     min_extra_episodes: float = 0.5
 
-    @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> HealthConfig:
-        """Validate a config mapping (None: the defaults); errors name the key as ``health.<key>``."""
-        cfg = dict(cfg or {})
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = sorted(set(cfg) - set(known))
-        if unknown:
-            raise ConfigError(f"health: unknown option(s) {unknown}; known: {known}")
-        out = cls(**cfg)
-        ints = {"window": 2, "patience": 1}
-        for key, low in ints.items():
-            v = getattr(out, key)
+    def __post_init__(self) -> None:
+        """Every threshold in range; errors name the key as ``health.<key>`` (the one check of this section)."""
+        cls = type(self)
+        for key, low in {"window": 2, "patience": 1}.items():
+            v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"health.{key}={v!r} must be a whole number >= {low}; set it like "
                                   f"health.{key}={getattr(cls, key)}")
-        if not isinstance(out.enabled, bool):
-            raise ConfigError(f"health.enabled={out.enabled!r} must be true or false")
-        if not isinstance(out.reward_key, str) or not out.reward_key:
-            raise ConfigError(f"health.reward_key={out.reward_key!r} must be a metric name, e.g. {DENSE_KEY}")
+        if not isinstance(self.enabled, bool):
+            raise ConfigError(f"health.enabled={self.enabled!r} must be true or false")
+        if not isinstance(self.reward_key, str) or not self.reward_key:
+            raise ConfigError(f"health.reward_key={self.reward_key!r} must be a metric name, e.g. {DENSE_KEY}")
         ranges = {"reward_rise": (lambda v: v > 0, "> 0"), "accuracy_tolerance": (lambda v: -1 <= v <= 1, "in [-1, 1]"),
                   "token_rise": (lambda v: v > 0, "> 0"), "cap_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
                   "episode_drop": (lambda v: 0 < v < 1, "in (0, 1)"),
                   "min_extra_episodes": (lambda v: v > 0, "> 0")}
         for key, (ok, bounds) in ranges.items():
-            v = getattr(out, key)
+            v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
                 raise ConfigError(f"health.{key}={v!r} must be a number {bounds}; set it like "
                                   f"health.{key}={getattr(cls, key)}")
-            setattr(out, key, float(v))
-        return out
+            setattr(self, key, float(v))
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any] | None) -> HealthConfig:
+        """A config mapping (None: the defaults) as a checked HealthConfig; unknown keys are named."""
+        cfg = dict(cfg or {})
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(cfg) - set(known))
+        if unknown:
+            raise ConfigError(f"health: unknown option(s) {unknown}; known: {known}")
+        return cls(**cfg)
 
 
 def build_monitors(config: HealthConfig | Mapping[str, Any] | None = None) -> list[Monitor]:

@@ -79,6 +79,8 @@ def instantiate(spec: Any, kind: str = "component", key: str | None = None, **ex
     if not isinstance(target, str) or not target or target == "???":
         raise ConfigError(f"{key} {dict(spec)} has no `_target_`; set {key}._target_ to a dotted path "
                           f"(my_pkg.module.name) or choose a built-in from its config group (conf/)")
+    if spec.get("_partial_"):
+        _check_bound(target, {k: v for k, v in spec.items() if not k.startswith("_")} | extra, kind, key)
     try:
         obj = hydra_instantiate(dict(spec), _convert_="all", **extra)
     except HydraException as e:
@@ -90,15 +92,43 @@ def instantiate(spec: Any, kind: str = "component", key: str | None = None, **ex
     return _unwrap_partial(obj)
 
 
-def is_plain_function(spec: Any) -> bool:
-    """Whether a ``_target_`` mapping names a plain function without ``_partial_`` (which Hydra would call)."""
+def _quiet_get_object(target: str) -> Any:
+    """``hydra.utils.get_object`` without its error log line (instantiate reports an unknown target itself)."""
+    import logging
+
     from hydra.utils import get_object
 
+    logger = logging.getLogger("hydra.utils")
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        return get_object(target)
+    finally:
+        logger.setLevel(level)
+
+
+def _check_bound(target: str, kwargs: Mapping[str, Any], kind: str, key: str) -> None:
+    """A ``_partial_`` function's configured arguments are ones it takes (a partial would accept any until
+    called, and a typo would fail on the first sample instead of now)."""
+    try:
+        fn = _quiet_get_object(target)
+        params = inspect.signature(fn).parameters
+    except Exception:  # noqa: BLE001 - an unknown target is reported by instantiate, with the key
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
+    bad = sorted(k for k in kwargs if k not in params)
+    if bad:
+        raise ConfigError(f"{key}: {kind} {target} takes no argument(s) {bad}; it accepts {list(params)}")
+
+
+def is_plain_function(spec: Any) -> bool:
+    """Whether a ``_target_`` mapping names a plain function without ``_partial_`` (which Hydra would call)."""
     spec = _plain(spec)
     if not isinstance(spec, Mapping) or spec.get("_partial_") or not isinstance(spec.get("_target_"), str):
         return False
     try:
-        return inspect.isfunction(get_object(spec["_target_"]))
+        return inspect.isfunction(_quiet_get_object(spec["_target_"]))
     except Exception:  # noqa: BLE001 - instantiate reports an unknown target with the key
         return False
 
@@ -110,6 +140,15 @@ def instantiate_callable(spec: Any, kind: str, key: str | None = None, **extra: 
     if is_plain_function(spec):
         raise ConfigError(f"{key}: {_plain(spec)['_target_']} is a function; a {kind} function is used as it is, "
                           f"so its config says `_partial_: true` (on the command line +{key}._partial_=true)")
+    node = _plain(spec)
+    if isinstance(node, Mapping) and node.get("_partial_") and isinstance(node.get("_target_"), str):
+        try:
+            is_class = inspect.isclass(_quiet_get_object(node["_target_"]))
+        except Exception:  # noqa: BLE001 - instantiate reports an unknown target
+            is_class = False
+        if is_class:
+            raise ConfigError(f"{key}: {node['_target_']} is a class, which is instantiated: set "
+                              f"{key}._partial_=false (`_partial_: true` is for a function that is the {kind})")
     return instantiate(spec, kind, key, **extra)
 
 

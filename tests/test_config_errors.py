@@ -1,7 +1,8 @@
 """Bad configs and data fail before any model loads, with a message naming the key and the fix.
 
-Each case is composed with Hydra's compose API and run through ``metarl.trainer.run.run`` with the model
-loader replaced by one that fails the test: the ``ConfigError`` must come first (from ``validate`` or the
+Each case is composed as the console script composes it (``metarl.config.compose``: a wrong type or an unknown
+key fails here, against the typed schema) and run through ``metarl.trainer.run.run`` with the model loader
+replaced by one that fails the test: the ``ConfigError`` must come first (from composition, ``validate`` or the
 run-directory check). Three cases also go through the ``metarl-train`` command (exit code 2, message on
 stderr). The context check, which needs the tokenizer, is the one case that runs after the (tiny) model loads.
 """
@@ -13,9 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-
-from metarl.config import conf_dir
+from metarl.config import compose
 from metarl.registry import ConfigError
 from metarl.runlog import RunDirError
 
@@ -24,9 +23,7 @@ SMALL = ["model=random-tiny", "trainer.max_steps=1", "evaluate.enabled=false", "
 
 
 def compose_train(tmp_path: Path, *overrides: str, small: bool = True):
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return compose("train", overrides=["name=bad", f"run_dir={tmp_path / 'run'}", *(SMALL if small else []),
-                                           *overrides])
+    return compose("train", ["name=bad", f"run_dir={tmp_path / 'run'}", *(SMALL if small else []), *overrides])
 
 
 @pytest.fixture
@@ -55,30 +52,41 @@ def write(path: Path, text: str) -> Path:
 
 # (overrides, pattern the message must match: the key, and the fix or the allowed values)
 CASES = {
-    "unknown segmenter": (["segmenter._target_=nosuch"],
-                          r"segmenter\._target_='nosuch': unknown segmenter.*Use one of \[mrt, paragraphs, regex, "
-                          r"tags, tokens\] or a dotted path"),
+    "unknown segmenter": (["segmenter._target_=nosuch"], r"segmenter: Error locating target 'nosuch'"),
     "segmenter bad option": (["segmenter=mrt", "segmenter.min_gap=-1"],
-                             r"segmenter\._target_=.*MRTSegmenter.*min_gap must be an integer >= 0, got -1"),
+                             r"segmenter: metarl\.segmenters\.MRTSegmenter: ValueError: MRTSegmenter min_gap must be an "
+                             r"integer >= 0, got -1"),
     "unknown reward": (["+rewards.bad._target_=nosuch.module.fn"],
-                       r"rewards\.bad: unknown reward 'nosuch\.module\.fn'.*Use one of \[.*outcome.*\] or a dotted"),
+                       r"rewards\.bad: Error locating target 'nosuch\.module\.fn'"),
+    "reward function without _partial_": (["+rewards.bad._target_=metarl.rewards.obj1.outcome"],
+                                          r"rewards\.bad: metarl\.rewards\.obj1\.outcome is a function.*config says "
+                                          r"`_partial_: true` \(on the command line \+rewards\.bad\._partial_=true\)"),
     "reward bad argument": (["rewards=[verification_correctness]", "+rewards.verification_correctness.wrongg=1"],
-                            r"rewards\.verification_correctness: reward .* takes no argument\(s\) \['wrongg'\]"),
+                            r"rewards\.verification_correctness: reward .*verification_correctness takes no "
+                            r"argument\(s\) \['wrongg'\]; it accepts \[.*'wrong'\]"),
     "max_steps not a number": (["trainer.max_steps=abc"],
-                               r"trainer\.max_steps='abc' must be a whole number; set it like trainer\.max_steps=60"),
+                               r"trainer\.max_steps: Value 'abc' of type 'str' could not be converted to Integer; set "
+                               r"it like trainer\.max_steps=100"),
     "learning rate not a number": (["trainer.learning_rate=fast"],
-                                   r"trainer\.learning_rate='fast' must be a number; set it like "
-                                   r"trainer\.learning_rate=5e-4"),
+                                   r"trainer\.learning_rate: Value 'fast' .* to Float; set it like "
+                                   r"trainer\.learning_rate=0\.0002"),
     "alpha not a number": (["objective.alpha=foo"],
-                           r"objective\.alpha='foo' must be a finite number, e\.g\. objective\.alpha=1\.0"),
+                           r"objective\.alpha: Value 'foo' .* to Float; set it like objective\.alpha=1\.0"),
     "gamma out of range": (["objective.gamma=2"], r"objective\.gamma=2\.0 is a discount and must lie in \[0, 1\]"),
     "samples without sampling": (["evaluate.samples=8"], r"evaluate\.samples=8 with evaluate\.temperature=0"),
     "normalize unknown": (["objective.normalize=both"],
                           r"objective\.normalize='both' is not supported; use one of separate, per_kind, joint"),
-    "bool not a bool": (["trainer.use_cpu=maybe"], r"trainer\.use_cpu='maybe' must be true or false"),
+    "bool not a bool": (["trainer.use_cpu=maybe"],
+                        r"trainer\.use_cpu: Value 'maybe' is not a valid bool.*; set it like trainer\.use_cpu=true"),
     "cap zero": (["budget.cap=0"], r"budget\.cap=0 must be a whole number >= 1; set it like budget\.cap=96"),
     "cap negative": (["budget.cap=-5"], r"budget\.cap=-5 must be a whole number >= 1"),
-    "cap fractional": (["budget.cap=12.5"], r"budget\.cap=12\.5 must be a whole number"),
+    "cap fractional": (["budget.cap=12.5"], r"budget\.cap: Value '12\.5' .* to Integer; set it like budget\.cap=128"),
+    "unknown trainer key": (["trainer.max_step=5"],
+                            r"trainer\.max_step: unknown key; `trainer` has max_steps, learning_rate, .*, args$"),
+    "unknown model key": (["+model.revison=main"], r"model\.revison: unknown key; `model` has name_or_path, .*revision"),
+    "unknown top-level key": (["+sed=1"], r"sed: unknown key; the train config has model, task, .*seed"),
+    "unknown grader": (["grader=nosuch"],
+                       r"Could not find 'grader/nosuch' Available options in 'grader': custom exact math number"),
     "group does not divide batch": (["trainer.num_generations=3"],
                                     r"trainer\.num_generations=3 does not divide the generation batch .*= 4\); make "
                                     r"the batch a multiple of the group size"),
@@ -105,7 +113,7 @@ CASES = {
                                                      r"progress estimator"),
     "health window too small": (["health.window=1"],
                                 r"health\.window=1 must be a whole number >= 2; set it like health\.window=20"),
-    "health unknown option": (["+health.windw=5"], r"health: unknown option\(s\) \['windw'\]"),
+    "health unknown option": (["+health.windw=5"], r"health\.windw: unknown key; `health` has enabled, window, "),
     "credit unknown": (["objective.credit=max"], r"objective\.credit='max' is not supported; use one of sum, min"),
     "min credit with a discount": (["objective.credit=min", "objective.gamma=0.9"],
                                    r"objective\.credit='min' takes no discount: objective\.gamma=0\.9 must be 1"),
@@ -114,8 +122,11 @@ CASES = {
 
 @pytest.mark.parametrize("case", list(CASES))
 def test_bad_config_is_explained_before_any_model_loads(case, tmp_path, no_model):
+    from metarl.trainer.run import run
+
     overrides, match = CASES[case]
-    run_expecting(compose_train(tmp_path, *overrides), match)
+    with pytest.raises(ConfigError, match=match):
+        run(compose_train(tmp_path, *overrides))  # composition itself may raise (types, unknown keys)
     assert not (tmp_path / "run" / "config.yaml").exists(), "nothing is written for a config that cannot run"
 
 
@@ -169,7 +180,8 @@ def test_dataset_answer_style_and_grader_are_checked(tmp_path, no_model):
     base = ["task=dataset", f"task.source={data}"]
     run_expecting(compose_train(tmp_path, *base, "answer=boxd"),
                   r"answer='boxd' is not an answer style; use one of auto, tag, boxed, phrase, last_number")
-    run_expecting(compose_train(tmp_path, *base, "grader=nosuch"), r"grader='nosuch': .*unknown grader")
+    run_expecting(compose_train(tmp_path, *base, "grader=custom", "grader._target_=nosuch.grade"),
+                  r"grader: Error locating target 'nosuch\.grade'")
     run_expecting(compose_train(tmp_path, *base, "+verdict.positive=yes"), r"verdict=\{'positive': 'yes'\}: .*lists")
 
 
@@ -214,9 +226,10 @@ def test_cap_plus_prompt_longer_than_the_model_context(tmp_path):
 
 
 @pytest.mark.parametrize("override, match", [
-    ("seed=abc", r"seed='abc' must be a whole number; set it like seed=0"),
+    ("seed=abc", r"seed: Value 'abc' .* to Integer; set it like seed=0"),
     ("threads=-1", r"threads=-1 must be a whole number >= 0; set it like threads=1"),
-    ("trainer.save_total_limit=many", r"trainer\.save_total_limit='many' must be a whole number or null"),
+    ("trainer.save_total_limit=many", r"trainer\.save_total_limit: Value 'many' .*; set it like "
+                                      r"trainer\.save_total_limit=2"),
 ])
 def test_validate_checks_top_level_numbers(override, match, tmp_path):
     from metarl.trainer.run import validate
@@ -234,9 +247,10 @@ def test_valid_small_config_passes_validation(tmp_path, no_model):
 
 
 @pytest.mark.parametrize("overrides, expected", [
-    (["segmenter._target_=nosuch"], "segmenter._target_='nosuch': unknown segmenter"),
-    (["+rewards.bad._target_=nosuch.fn"], "rewards.bad: unknown reward 'nosuch.fn'"),
-    (["objective.alpha=foo"], "objective.alpha='foo' must be a finite number"),
+    (["segmenter._target_=nosuch"], "segmenter: Error locating target 'nosuch'"),
+    (["+rewards.bad._target_=nosuch.fn"], "rewards.bad: Error locating target 'nosuch.fn'"),
+    (["objective.alpha=foo"], "objective.alpha: Value 'foo' of type 'str' could not be converted to Float"),
+    (["trainer.max_step=5"], "trainer.max_step: unknown key; `trainer` has max_steps,"),
 ])
 def test_metarl_train_cli_exit_code_2_and_message(overrides, expected, tmp_path):
     exe = Path(sys.executable).with_name("metarl-train")

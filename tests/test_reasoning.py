@@ -16,6 +16,7 @@ from metarl.engine import Engine, Sampling, StreamSpec
 from metarl.metrics import area_under_curve, curve_from_trace, mrt_area, normalized_regret
 from metarl.prover import R1_PROVER, R1_TERMINATION_SUFFIX, THINK_END, ProverConfig
 from metarl.rewards import build_rewards
+from metarl.rewards.obj1 import generation_correctness
 from metarl.rewards.progress import MCProgress
 from metarl.scoring import Scorer
 from metarl.segmenters import MRTSegmenter
@@ -188,7 +189,7 @@ def test_likelihood_of_the_full_thought_after_think_end_or_the_suffix(tiny, full
 def test_the_answer_region_is_credited_with_the_outcome_only(tiny):
     _, tok = tiny
     t = trace_of(tok, THOUGHT + ANSWER)
-    scorer = r1_scorer(tok, ["generation_correctness"])
+    scorer = r1_scorer(tok, [generation_correctness])
     scorer.score([t])
     fake = SimpleNamespace(scorer=scorer, _stop_ids=frozenset({tok.eos_token_id}))
     s = MetaRLTrainer._summary(fake, t)

@@ -26,8 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from metarl.config import conf_dir
-from metarl.grading import MathGrader, build_grader, extract_answer, parse_verdict
+from metarl.grading import MathGrader, build_grader, extract_answer, grade_exact, grade_number, parse_verdict
 from metarl.rewards import RewardError, build_rewards, reward
+from metarl.rewards.obj1 import generation_correctness, outcome, verification_correctness
 from metarl.runlog import RunLog, read_jsonl
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import MRTSegmenter, ParagraphSegmenter, RegexSegmenter, TagSegmenter, TokenChunkSegmenter
@@ -36,7 +37,7 @@ from metarl.types import Trace, check_partition
 
 MB = 1_000_000
 SAFETY_BOUND_S = 15.0  # per trace, 1 MB inputs included: "returns and does not hang", not a speed claim
-OBJ1 = ["outcome", "generation_correctness", "verification_correctness"]
+OBJ1 = [outcome, generation_correctness, verification_correctness]
 # A problem no corpus text solves (no subset of the numbers reaches the target) and gold answers no text states.
 SUBSET_SUM_PROMPT = "Target: 9999. Numbers: 1 2 4 7.\n"
 GOLD = {"math": "\\frac{-29}{4}", "number": "-7.25", "exact": "-7.25", "subset_sum": "2+7"}
@@ -149,7 +150,8 @@ def make_scorer(segmenter, grader_name: str, math_grader=None, tokenizer=None, *
         task = SubsetSumTask()
         grader, extract = build_grader(task.verify), task.extract_answer
     else:
-        grader = build_grader(math_grader if grader_name == "math" and math_grader is not None else grader_name)
+        graders = {"number": grade_number, "exact": grade_exact, "math": math_grader or MathGrader()}
+        grader = build_grader(graders[grader_name])
         extract = functools.partial(extract_answer, style="auto")
     return Scorer(segmenter=segmenter, rewards=build_rewards(OBJ1), grader=grader, extract_answer=extract,
                   parse_verdict=parse_verdict, objective=Objective(), tokenizer=tokenizer, **kw)

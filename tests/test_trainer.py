@@ -10,6 +10,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
 from metarl.rewards import build_rewards, reward
+from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
 from metarl.trainer.grpo import MetaRLTrainer, outcome_reward_func
@@ -78,8 +79,8 @@ def fresh(tiny):
 @pytest.mark.parametrize("loss_type", ["grpo", "dapo"])
 def test_dense_off_reduces_exactly_to_trl_grpo(fresh, tmp_path, loss_type):
     init = params(fresh()[0])
-    ref = train_trl(*fresh(), tmp_path, make_scorer(["outcome"]), loss_type=loss_type)
-    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer(["outcome"]), loss_type=loss_type)
+    ref = train_trl(*fresh(), tmp_path, make_scorer([outcome]), loss_type=loss_type)
+    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer([outcome]), loss_type=loss_type)
     assert not trainer.dense_credit
     assert any(not torch.equal(init[k], ref[k]) for k in ref), "the update must not be trivial"
     for k in ref:
@@ -88,16 +89,16 @@ def test_dense_off_reduces_exactly_to_trl_grpo(fresh, tmp_path, loss_type):
 
 def test_dense_path_with_zero_dense_rewards_matches_trl(fresh, tmp_path):
     """The (B, T) advantage path with all-zero episode rewards gives TRL's update (same loss, same step)."""
-    ref = train_trl(*fresh(), tmp_path, make_scorer(["outcome"]))
-    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer(["outcome", zero_episode_reward]))
+    ref = train_trl(*fresh(), tmp_path, make_scorer([outcome]))
+    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer([outcome, zero_episode_reward]))
     assert trainer.dense_credit
     for k in ref:
         torch.testing.assert_close(ours[k], ref[k], rtol=1e-5, atol=1e-7)
 
 
 def test_dense_rewards_change_the_update(fresh, tmp_path):
-    ref = train_trl(*fresh(), tmp_path, make_scorer(["outcome"]))
-    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer(["outcome", first_char_reward]))
+    ref = train_trl(*fresh(), tmp_path, make_scorer([outcome]))
+    ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer([outcome, first_char_reward]))
     assert any(not torch.allclose(ours[k], ref[k]) for k in ref)
     logged = trainer.state.log_history[0]
     assert "metarl/episode_reward/first_char_reward" in logged
@@ -106,7 +107,7 @@ def test_dense_rewards_change_the_update(fresh, tmp_path):
 
 def test_advantages_are_per_token(fresh, tmp_path):
     model, tok = fresh()
-    scorer = make_scorer(["outcome", first_char_reward], gamma=0.5)
+    scorer = make_scorer([outcome, first_char_reward], gamma=0.5)
     t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1), train_dataset=dataset(),
                       processing_class=tok, scorer=scorer)
     batch = t._generate_and_score_completions([dict(x) for x in dataset().select([0, 0, 0, 0, 1, 1, 1, 1])])
@@ -134,7 +135,7 @@ def test_trailing_eos_is_its_own_stop_step(fresh, tmp_path):
     from metarl.types import Trace
 
     model, tok = fresh()
-    scorer = make_scorer(["outcome", first_char_reward])
+    scorer = make_scorer([outcome, first_char_reward])
     t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1), train_dataset=dataset(),
                       processing_class=tok, scorer=scorer)
     text = "abcdefgh"  # two chunks of 4 tokens: "abcd", "efgh"; both start with a letter (reward 1)
@@ -172,7 +173,7 @@ def test_stop_step_through_the_trainer_per_kind_and_termination(fresh, tmp_path)
     (termination baseline); outcomes by the parity grader: 1, 0, 1, 0."""
     model, tok = fresh()
     a_out = 0.5 / (math.sqrt(4 * 0.25 / 3) + 1e-4)  # (r - 0.5) / (Bessel std + eps), TRL's group scaling
-    scorer = make_scorer(["outcome", first_char_reward], normalize="per_kind")
+    scorer = make_scorer([outcome, first_char_reward], normalize="per_kind")
     t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1, num_generations=4), train_dataset=dataset(),
                       processing_class=tok, scorer=scorer)
     traces = _stop_step_traces(tok, scorer)
@@ -186,7 +187,7 @@ def test_stop_step_through_the_trainer_per_kind_and_termination(fresh, tmp_path)
     # episodes carry the outcome term only, like the stop step
     assert torch.allclose(adv[0, :8], torch.full((8,), a_out), rtol=1e-5)
 
-    scorer = make_scorer(["outcome"], baseline="termination")
+    scorer = make_scorer([outcome], baseline="termination")
     t = MetaRLTrainer(model=copy.deepcopy(model), args=config(tmp_path / "b", max_steps=1, num_generations=4),
                       train_dataset=dataset(), processing_class=tok, scorer=scorer)
     traces = _stop_step_traces(tok, scorer)
@@ -207,7 +208,7 @@ def test_stop_step_through_the_trainer_per_kind_and_termination(fresh, tmp_path)
 def test_min_credit_and_mrt_baseline_through_the_trainer(fresh, tmp_path):
     """objective.credit and objective.baseline=mrt_termination reach build_advantages (outcomes 1, 0, 1, 0)."""
     model, tok = fresh()
-    scorer = make_scorer(["outcome", first_char_reward], credit="min", normalize="joint", scale_rewards="none")
+    scorer = make_scorer([outcome, first_char_reward], credit="min", normalize="joint", scale_rewards="none")
     t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1, num_generations=4), train_dataset=dataset(),
                       processing_class=tok, scorer=scorer)
     summaries = [t._summary(tr) for tr in _stop_step_traces(tok, scorer)]
@@ -217,7 +218,7 @@ def test_min_credit_and_mrt_baseline_through_the_trainer(fresh, tmp_path):
     assert adv[0].tolist() == pytest.approx([0.5] * 8 + [-0.5])
     assert adv[1].tolist() == pytest.approx([-0.5] * 7 + [-1.5, 0.0])
 
-    scorer = make_scorer(["outcome"], baseline="mrt_termination")
+    scorer = make_scorer([outcome], baseline="mrt_termination")
     t = MetaRLTrainer(model=copy.deepcopy(model), args=config(tmp_path / "b", max_steps=1, num_generations=4),
                       train_dataset=dataset(), processing_class=tok, scorer=scorer)
     assert t.dense_credit

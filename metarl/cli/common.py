@@ -5,11 +5,30 @@ import os
 import sys
 
 
-def prepare_command_line() -> None:
+def prepare_command_line(app: str | None = None) -> None:
     """Before a Hydra app starts: plug-ins importable from the current directory, ``run_dir=`` as an alias of
-    Hydra's output directory (:func:`run_dir_alias`)."""
+    Hydra's output directory (:func:`run_dir_alias`), and the overrides composed once against the app's typed
+    schema (:func:`check_overrides`), so that a wrong type or an unknown key is reported as metarl reports it."""
     allow_working_directory_imports()
     sys.argv[1:] = run_dir_alias(sys.argv[1:])
+    if app is not None:
+        check_overrides(app, sys.argv[1:])
+
+
+def check_overrides(app: str, argv: list[str]) -> None:
+    """Compose ``app`` with the command line's overrides; a composition error (wrong type, unknown key: the
+    message lists the valid keys) exits with status 2 before Hydra starts. Sweeps (``-m``) and Hydra's own
+    flags are left to Hydra."""
+    from metarl.config import compose
+    from metarl.registry import ConfigError
+
+    if any(a.startswith("-") for a in argv):
+        return
+    try:
+        compose(app, [a for a in argv if not a.startswith(("hydra.", "hydra/"))])
+    except ConfigError as e:
+        print(f"metarl-{app}: configuration error: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 def allow_working_directory_imports() -> None:

@@ -24,9 +24,8 @@ import hydra
 from omegaconf import DictConfig
 
 from metarl.cli.common import prepare_command_line
-from metarl.config import build_scorer, conf_dir, plain
+from metarl.config import build_scorer, conf_dir, plain, validated
 from metarl.engine import as_chat, check_backend, make_backend, prompt_ids_for, uses_chat
-from metarl.engine.streams import CHAT_MODES
 from metarl.registry import ConfigError
 from metarl.types import Trace
 
@@ -79,15 +78,12 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
 
     from metarl.utils import set_threads
 
+    validated(cfg, "score")  # types, ranges and choices (metarl/scoring_config.py), before anything is read
     set_threads(int(cfg.threads))
     src = Path(cfg.input)
     if not src.is_file():
         raise ConfigError(f"input={str(src)!r} is not a file; pass input=PATH to a JSONL of traces")
-    if cfg.on_bad_line not in ("skip", "fail"):
-        raise ConfigError(f"on_bad_line={cfg.on_bad_line!r}: use skip or fail")
     check_backend(str(cfg.generation.backend))
-    if cfg.get("chat_template", "auto") not in CHAT_MODES:
-        raise ConfigError(f"chat_template={cfg.chat_template!r}: use auto, true or false")
     task = None
     if cfg.get("verifier"):
         from metarl.tasks import build_task
@@ -204,7 +200,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    prepare_command_line()  # plug-ins in the current directory; run_dir= is Hydra's output directory
+    prepare_command_line("score")  # plug-ins in the current directory; run_dir= is Hydra's output directory
     _main()
 
 

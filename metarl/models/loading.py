@@ -29,8 +29,7 @@ BUILT_IN = ("tiny", "random-tiny", "smollm2-reasoner")
 
 def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, dtype: str = "float32",
                              attn_implementation: str | None = None, trust_remote_code: bool = False,
-                             revision: str | None = None, tiny: dict[str, Any] | None = None,
-                             **_: Any):
+                             revision: str | None = None, tiny: dict[str, Any] | None = None):
     """Return ``(model, tokenizer)``; the tokenizer pads on the left and has a pad token."""
     if dtype not in DTYPES:
         raise ValueError(f"model.dtype={dtype!r}: use one of {sorted(DTYPES)}")

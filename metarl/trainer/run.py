@@ -5,11 +5,8 @@ fails in a second with a message naming the key, not after minutes of loading.
 """
 from __future__ import annotations
 
-import functools
-import inspect
 import json
 import logging
-import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +15,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from metarl.config import build_scorer, plain
+from metarl.config import build_scorer, plain, validated
 from metarl.engine import check_backend
 from metarl.registry import ConfigError
+from metarl.trainer.data import build_task_of, flatten_chat, load_rows, requires
 
 log = logging.getLogger("metarl")
 
@@ -36,206 +34,6 @@ class Plan:
     prover: Any  # metarl.prover.ProverConfig, the run's one meta-prover
 
 
-# (key, type, lower bound, nullable, example): the typed options checked by ``check_types`` before anything runs.
-# type: "int" (whole number), "float", "bool"; the lower bound is inclusive (None: none).
-OPTION_TYPES: tuple[tuple[str, str, float | None, bool, str], ...] = (
-    ("seed", "int", 0, False, "0"),
-    ("threads", "int", 0, False, "1"),
-    ("rollouts_every", "int", 0, False, "5"),
-    ("rollouts_per_step", "int", 0, False, "8"),
-    ("budget.cap", "int", 1, False, "96"),
-    ("trainer.max_steps", "int", 1, False, "60"),
-    ("trainer.learning_rate", "float", 0, False, "5e-4"),
-    ("trainer.warmup_steps", "int", 0, False, "0"),
-    ("trainer.per_device_train_batch_size", "int", 1, False, "16"),
-    ("trainer.gradient_accumulation_steps", "int", 1, False, "1"),
-    ("trainer.num_generations", "int", None, False, "8"),  # >= 2: checked in validate, with the reason
-    ("trainer.temperature", "float", 0, False, "1.0"),
-    ("trainer.top_p", "float", 0, False, "1.0"),
-    ("trainer.beta", "float", 0, False, "0.0"),
-    ("trainer.epsilon", "float", 0, False, "0.2"),
-    ("trainer.num_iterations", "int", 1, False, "1"),
-    ("trainer.max_grad_norm", "float", 0, False, "1.0"),
-    ("trainer.logging_steps", "int", 1, False, "1"),
-    ("trainer.save_steps", "int", 1, False, "20"),
-    ("trainer.save_total_limit", "int", 1, True, "2"),
-    ("trainer.resume", "bool", None, False, "true"),
-    ("trainer.use_cpu", "bool", None, False, "true"),
-    ("trainer.bf16", "bool", None, False, "false"),
-    ("rollout.force_answer", "bool", None, False, "true"),
-    ("prover.answer_tokens", "int", 1, False, "16"),
-    ("prover.temperature", "float", 0, False, "0.7"),
-    ("prover.top_p", "float", 0, False, "1.0"),
-    ("generation.batch_size", "int", 1, False, "64"),
-    ("rollout.max_episodes", "int", 1, False, "8"),
-    ("rollout.episode_tokens", "int", 1, True, "64"),
-    ("rollout.max_continuations", "int", 0, False, "2"),
-    ("evaluate.enabled", "bool", None, False, "true"),
-    ("evaluate.n", "int", 0, False, "64"),
-    ("evaluate.every", "int", 0, False, "0"),
-    ("evaluate.samples", "int", 1, False, "8"),
-    ("evaluate.temperature", "float", 0, False, "1.0"),
-    ("task.n_train", "int", 1, True, "500"),
-    ("task.n_test", "int", 0, True, "64"),
-    ("task.limit", "int", 1, True, "1000"),
-)
-OPTION_CHOICES: tuple[tuple[str, tuple[Any, ...]], ...] = (
-    ("chat_template", ("auto", True, False)),
-    ("rollout.mode", ("single", "episodes", "budget_forcing")),
-    ("budget.prompt_mode", (None, "exact", "max")),
-    ("on_reward_error", ("zero", "nan")),
-    ("generation.backend", ("transformers", "vllm")),
-    ("trainer.vllm_mode", ("colocate", "server")),
-)
-_ABSENT = object()
-_TYPE_WORDS = {"int": "a whole number", "float": "a number", "bool": "true or false"}
-
-
-def _typed_ok(value: Any, kind: str) -> tuple[bool, float | None]:
-    """(value has the type, its numeric value): numbers may come as strings (``trainer.max_steps='5'``)."""
-    if kind == "bool":
-        return isinstance(value, bool), None
-    if isinstance(value, bool):
-        return False, None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return False, None
-    if number != number or number in (float("inf"), float("-inf")):
-        return False, None
-    if kind == "int" and not number.is_integer():
-        return False, None
-    return True, number
-
-
-def check_types(cfg: DictConfig) -> None:
-    """Every typed option has the right type and range; the message names the key and a valid value.
-
-    Hydra reads ``trainer.max_steps=abc`` as the string ``"abc"``; without this check it would fail later
-    with Python's ``invalid literal for int()``, or (``objective.alpha=foo``) not until the first step.
-    """
-    for key, kind, low, nullable, example in OPTION_TYPES:
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
-        if value is _ABSENT or (value is None and nullable):
-            continue
-        ok, number = _typed_ok(value, kind)
-        what = _TYPE_WORDS[kind] + (" or null" if nullable else "")
-        if ok and low is not None and number is not None and number < low:
-            ok, what = False, f"{_TYPE_WORDS[kind]} >= {low:g}"
-        if not ok:
-            raise ConfigError(f"{key}={value!r} must be {what}; set it like {key}={example}")
-    for key, allowed in OPTION_CHOICES:
-        value = OmegaConf.select(cfg, key, default=_ABSENT, throw_on_missing=True)
-        if value is not _ABSENT and value not in allowed:
-            names = ", ".join("null" if a is None else str(a) for a in allowed)
-            raise ConfigError(f"{key}={value!r} is not one of {names}; e.g. {key}={allowed[-1]}")
-    target = plain(OmegaConf.select(cfg, "budget.target_tokens", default=None))
-    targets = target if isinstance(target, list) else [] if target is None else [target]
-    if (isinstance(target, list) and not target) or not all(_typed_ok(t, "int")[0] and float(t) >= 1 for t in targets):
-        raise ConfigError(f"budget.target_tokens={target!r} must be null, a whole number of tokens >= 1, or a "
-                          f"non-empty list of them, e.g. budget.target_tokens=[32,64]")
-    samples = OmegaConf.select(cfg, "evaluate.samples", default=1)
-    temperature = OmegaConf.select(cfg, "evaluate.temperature", default=0.0)
-    if _typed_ok(samples, "int")[0] and int(samples) > 1 and _typed_ok(temperature, "float")[0] \
-            and float(temperature) == 0:
-        raise ConfigError(f"evaluate.samples={samples} with evaluate.temperature=0: greedy decoding gives one "
-                          f"completion per problem; set evaluate.temperature (e.g. 1.0) to sample, or samples=1")
-    budgets = plain(OmegaConf.select(cfg, "evaluate.budgets", default=None)) or []
-    if not isinstance(budgets, list) or not all(_typed_ok(b, "int")[0] and float(b) >= 1 for b in budgets):
-        raise ConfigError(f"evaluate.budgets={budgets!r} must be a list of token caps >= 1, e.g. "
-                          f"evaluate.budgets=[32,64]")
-
-
-def _requires(fn: Any, name: str) -> bool:
-    """Whether ``fn`` has a parameter ``name`` without a default (e.g. LCPO's ``target_tokens``)."""
-    target = fn.func if isinstance(fn, functools.partial) else fn
-    if isinstance(fn, functools.partial) and name in fn.keywords:
-        return False
-    try:
-        param = inspect.signature(target).parameters.get(name)
-    except (TypeError, ValueError):
-        return False
-    return param is not None and param.default is inspect.Parameter.empty
-
-
-def _task(cfg: DictConfig):
-    spec = plain(cfg.task.get("task"))
-    if not spec:
-        return None
-    from metarl.tasks import build_task
-
-    return build_task(spec)
-
-
-def _with_budget(rows: list[dict[str, Any]], budget: DictConfig, seed: int) -> list[dict[str, Any]]:
-    from metarl.rewards.budget import budget_prompt
-
-    mode = budget.get("prompt_mode")
-    target = plain(budget.get("target_tokens"))
-    if mode is None:
-        return rows
-    rng = random.Random(seed)
-    out = []
-    for i, r in enumerate(rows):
-        n = r.get("target_tokens")
-        if n is None:
-            if target is None:
-                raise ConfigError(f"budget.prompt_mode={mode!r} needs a length target N: set budget.target_tokens "
-                                  f"(an int or a list) or give the dataset a `target_tokens` column "
-                                  f"(row {i} has none)")
-            n = rng.choice(target) if isinstance(target, list) else int(target)
-        if n > budget.cap:
-            raise ConfigError(f"target_tokens={n} exceeds the compute cap budget.cap={budget.cap}; raise the cap "
-                              f"or lower budget.target_tokens")
-        out.append({**r, "target_tokens": int(n), "prompt": budget_prompt(r["prompt"], int(n), mode)})
-    return out
-
-
-def _blank_file(path: Path) -> bool:
-    """Whether a file holds only whitespace (read until the first other byte)."""
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 16):
-            if chunk.strip():
-                return False
-    return True
-
-
-def load_rows(cfg: DictConfig, task: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Training and held-out rows (``prompt``, ``answer``, optional ``target_tokens``)."""
-    t = cfg.task
-    if task is not None and str(t.source).startswith("task:"):
-        train = task.generate("train", n=int(t.n_train), seed=int(cfg.seed))
-        test = task.generate("test", n=int(t.n_test or 0), seed=int(cfg.seed) + 1) if t.n_test else []
-    else:
-        from metarl.data import DataError, load_dataset_source
-
-        limit = t.get("limit")
-        columns = dict(plain(t.columns) or {})
-        if columns.get("target_tokens") == "target_tokens":  # the default name: optional (used when present)
-            columns["target_tokens"] = None
-        kwargs = dict(columns=columns, data_files=plain(t.get("data_files")),
-                      limit=None if limit is None else int(limit))
-        source = Path(str(t.source)).expanduser()
-        if source.is_file() and source.stat().st_size and _blank_file(source):
-            raise ConfigError(f"task.source={t.source!r} has no records (only blank lines); write one JSON object "
-                              f"per line with the prompt and answer columns")
-        try:
-            train = list(load_dataset_source(t.source, split=t.split, **kwargs))
-            test = list(load_dataset_source(t.source, split=t.test_split, **kwargs)) if t.get("test_split") else []
-        except DataError as e:
-            raise ConfigError(f"task.source={t.source!r}: {e}. In the config, task.columns.prompt / "
-                              f"task.columns.answer name the columns (e.g. task.columns.answer=solution) and "
-                              f"task.source / task.split / task.limit choose the rows") from None
-    if not train:
-        raise ConfigError(f"task.source={t.source!r} gave an empty training set; check task.split / task.limit")
-    if t.get("system_prompt"):
-        for rows in (train, test):
-            for r in rows:
-                r["prompt"] = [{"role": "system", "content": t.system_prompt}, {"role": "user", "content": r["prompt"]}]
-    budget = cfg.budget
-    return _with_budget(train, budget, int(cfg.seed)), _with_budget(test, budget, int(cfg.seed) + 1)
-
-
 def validate(cfg: DictConfig) -> Plan:
     """Check the config and build everything that needs no model; raise ``ConfigError`` naming the key."""
     try:
@@ -248,7 +46,7 @@ def validate(cfg: DictConfig) -> Plan:
 
 
 def _validate(cfg: DictConfig) -> Plan:
-    check_types(cfg)  # types and ranges first: the checks below may call int() on any of them
+    validated(cfg, "train")  # types, ranges and choices first (metarl/trainer/config.py), before anything is built
     tr = cfg.trainer
     try:
         run_dir = cfg.get("run_dir")
@@ -257,15 +55,8 @@ def _validate(cfg: DictConfig) -> Plan:
     if run_dir and not bool(tr.resume) and (Path(str(run_dir)) / "metrics.jsonl").exists():
         raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run; pass trainer.resume=true to continue it "
                           f"or choose a new run_dir")
-    per_step = int(tr.per_device_train_batch_size) * int(tr.gradient_accumulation_steps)
-    if int(tr.num_generations) < 2:
-        raise ConfigError(f"trainer.num_generations={tr.num_generations}: GRPO needs at least 2 samples per prompt")
-    if per_step % int(tr.num_generations):
-        raise ConfigError(f"trainer.num_generations={tr.num_generations} does not divide the generation batch "
-                          f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step}); "
-                          f"make the batch a multiple of the group size")
     check_backend(str(cfg.generation.backend))
-    task = _task(cfg)
+    task = build_task_of(cfg)
     scorer = build_scorer(cfg, task=task)
     if scorer.objective.termination_baseline and not any(r.name == "mc_progress" or
                                                          type(r.fn).__name__ == "MCProgress"
@@ -274,7 +65,7 @@ def _validate(cfg: DictConfig) -> Plan:
                           "add rewards=[mc_progress] (weight 0 if it should not add a dense term)")
     train, test = load_rows(cfg, task)
     for r in scorer.rewards:
-        if not r.batched and _requires(r.fn, "target_tokens"):
+        if not r.batched and requires(r.fn, "target_tokens"):
             missing = sum(row.get("target_tokens") is None for row in train)
             if missing:
                 raise ConfigError(f"rewards.{r.name} needs a length target N (target_tokens) for every prompt, but "
@@ -282,22 +73,6 @@ def _validate(cfg: DictConfig) -> Plan:
                                   f"(or max) and budget.target_tokens (an int or a list), or give the dataset a "
                                   f"target_tokens column")
     return Plan(scorer, task, train, test, scorer.prover)
-
-
-def flatten_chat(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Chat-message prompts as plain text (message contents joined by blank lines), for tokenizers
-    without a chat template.
-
-    >>> flatten_chat([{"prompt": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "2+2?"}]}])
-    [{'prompt': 'Be brief.\\n\\n2+2?\\n'}]
-    """
-    out = []
-    for r in rows:
-        p = r["prompt"]
-        if not isinstance(p, str):
-            p = "\n\n".join(str(m.get("content", "")) for m in p) + "\n"
-        out.append({**r, "prompt": p})
-    return out
 
 
 def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
