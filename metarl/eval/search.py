@@ -147,7 +147,8 @@ class StepSearch(Strategy):
         if step == "segmenter":
             if segmenter is None:
                 raise ConfigError(f"{key}: step=segmenter needs search.segmenter, a segmenter mapping such as "
-                                  "'{_target_: metarl.segmenters.ParagraphSegmenter}' (conf/segmenter/ holds the built-ins)")
+                                  "'{_target_: metarl.segmenters.ParagraphSegmenter}' (the built-ins: "
+                                  "conf/segmenter/)")
             from metarl.registry import instantiate_callable
 
             try:

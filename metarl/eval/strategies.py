@@ -6,15 +6,18 @@ returns one :class:`Outcome` per reported strategy name. A strategy is a ``_targ
 :func:`metarl.registry.instantiate_callable`; the built-ins are the files of the config group
 ``conf/strategies/`` (named by file, reported by the names below):
 
-* ``pass_at_k`` (:class:`PassAtK`): unbiased pass@k ``1 − C(n−c, k)/C(n, k)`` for each k, reported as ``pass@1``, ``pass@4``, …;
-* ``majority`` (:class:`MajorityVote`): majority vote over the samples' extracted answers (ties: the answer seen first);
+* ``pass_at_k`` (:class:`PassAtK`): unbiased pass@k ``1 − C(n−c, k)/C(n, k)`` for each k, reported as
+  ``pass@1``, ``pass@4``, …;
+* ``majority`` (:class:`MajorityVote`): majority vote over the samples' extracted answers (ties: the answer
+  seen first);
 * ``best_of_n`` (:class:`BestOfN`): the answer of the sample with the highest verifier score;
-* ``weighted_best_of_n`` (:class:`WeightedBestOfN`): verifier scores summed per distinct answer, the heaviest answer wins;
-* ``revisions`` (:class:`SequentialRevisions`): sequential revisions — after a stream stops, the task's revision cue (``<revise>``) is
-  appended and it continues, ``rounds`` times, all rounds within the budget; the final answer is the
-  last one stated; reported: the mean correctness of the ``n`` chains;
-* ``budget_forcing`` (:class:`BudgetForcing`): s1 — when the stream stops before the budget its end becomes ``continuation``
-  ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``;
+* ``weighted_best_of_n`` (:class:`WeightedBestOfN`): verifier scores summed per distinct answer, the heaviest
+  answer wins;
+* ``revisions`` (:class:`SequentialRevisions`): sequential revisions — after a stream stops, the task's
+  revision cue (``<revise>``) is appended and it continues, ``rounds`` times, all rounds within the budget;
+  the final answer is the last one stated; reported: the mean correctness of the ``n`` chains;
+* ``budget_forcing`` (:class:`BudgetForcing`): s1 — when the stream stops before the budget its end becomes
+  ``continuation`` ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``;
 * ``beam_search``, ``lookahead``, ``dvts`` (:mod:`metarl.eval.search`): step-level search scored by a step scorer
   (:mod:`metarl.eval.search`); they generate their own paths (``searches = True``) instead of selecting
   among parallel samples.
@@ -151,7 +154,7 @@ class PassAtK(Strategy):
     def __init__(self, k: Sequence[int] | int = (1,), name: str = "pass@k") -> None:
         ks = [k] if isinstance(k, int) else list(k)
         if not ks or any(isinstance(x, bool) or int(x) != x or x < 1 for x in ks):
-            raise ConfigError(f"pass@k: k must be a list of positive integers, got {k!r}")
+            raise ConfigError(f"pass_at_k: k must be a list of positive integers (pass_at_k.k), got {k!r}")
         self.k = sorted({int(x) for x in ks})
         self.name = name
 
@@ -161,7 +164,8 @@ class PassAtK(Strategy):
     def check(self, n: int) -> None:
         bad = [k for k in self.k if k > n]
         if bad:
-            raise ConfigError(f"pass@k: k={bad} exceeds n={n} samples per question; raise n or drop those k")
+            raise ConfigError(f"pass_at_k: k={bad} exceeds n={n} samples per question; raise n or drop those k "
+                              "(pass_at_k.k)")
 
     def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
         n, c = len(samples), sum(s.correct for s in samples)

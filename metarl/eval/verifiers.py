@@ -4,11 +4,11 @@ A verifier is a ``_target_`` mapping built with :func:`metarl.registry.instantia
 instantiated with the keyword arguments; a function verifier says ``_partial_: true``), e.g.
 ``best_of_n.verifier='{_target_: metarl.eval.verifiers.MeanLogProb}'``. Built-ins:
 
-* :class:`SelfVerification` (default, reported as ``self_verify``): the policy's own last verification verdict — 1.0 if the last
-  ``<verify>…</verify>`` block of the completion says the answer is correct, else 0.0 (no verify
-  block, a negative or no verdict). No extra model call.
-* :class:`MeanLogProb` (``mean_logprob``): the policy's mean token log-probability of the completion given the prompt
-  (one teacher-forced forward pass), by default as ``exp(mean log-prob)`` — the per-token geometric
+* :class:`SelfVerification` (default, reported as ``self_verify``): the policy's own last verification
+  verdict — 1.0 if the last ``<verify>…</verify>`` block of the completion says the answer is correct, else
+  0.0 (no verify block, a negative or no verdict). No extra model call.
+* :class:`MeanLogProb` (``mean_logprob``): the policy's mean token log-probability of the completion given
+  the prompt (one teacher-forced forward pass), by default as ``exp(mean log-prob)`` — the per-token geometric
   mean probability, in (0, 1] — so that weighted Best-of-N sums positive weights; ``exp=False``
   returns the raw mean log-prob (fine for Best-of-N, wrong for summing votes).
 
