@@ -143,7 +143,7 @@ def _budget_forcing(s: Settings, seed: int, model_path: str, out_dir: Path) -> d
                             "overwrite=true", f"seed={seed}", f"data_seed={seed}", f"task.n_test={s.eval_n}",
                             f"n_questions={s.eval_n}", "threads=1", "n=1", "temperature=0",
                             f"budgets=[{','.join(map(str, s.forcing_budgets))}]",
-                            "strategies=[pass@k,budget_forcing]", "pass_at_k.k=[1]",
+                            "strategies=[pass_at_k,budget_forcing]", "pass_at_k.k=[1]",
                             f"budget_forcing.continuation='{CONTINUATION}'", "difficulty.enabled=false"])
     run_eval(cfg)
     out: dict[str, Any] = {}

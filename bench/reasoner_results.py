@@ -113,7 +113,7 @@ def stage_eval(a: argparse.Namespace, out: Path) -> dict[str, Any]:
 
     run_dir = out / "eval"
     cmd = run_cli(["metarl.cli.eval", "model=smollm2-reasoner", "model.dtype=bfloat16", "prover=r1",
-                   "strategies=[pass@k]", "pass_at_k.k=[1]", f"budgets=[{','.join(map(str, a.budgets))}]",
+                   "strategies=[pass_at_k]", "pass_at_k.k=[1]", f"budgets=[{','.join(map(str, a.budgets))}]",
                    f"n={a.n}", f"n_questions={a.questions}", "temperature=0.7", f"threads={a.threads}",
                    f"seed={a.seed}", f"run_dir={run_dir}", "overwrite=true"], out / "eval.log")
     rows = [r for r in jsonl(run_dir / "eval" / "results.jsonl") if r.get("strategy") == "pass@1"]

@@ -32,10 +32,13 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 NAME = "search_bench"
-STRATEGIES = ("[pass@k,majority,weighted_best_of_n,beam_search,"
-              "{_target_:beam_search,beam_width:2,name:beam_m2},lookahead,dvts,"
-              "{_target_:dvts,beam_width:2,name:dvts_m2},"
-              "{_target_:beam_search,name:beam_mc,scorer:{_target_:mc_value,m:4}}]")
+STRATEGIES = "[pass_at_k,majority,weighted_best_of_n,beam_search,lookahead,dvts]"  # files of conf/strategies/
+MORE_STRATEGIES = (  # second configurations of the searches, each under its own name (taking the search section)
+    "+strategies.beam_m2={_target_:metarl.eval.search.BeamSearch,beam_width:2,name:beam_m2}",
+    "+strategies.dvts_m2={_target_:metarl.eval.search.DVTS,beam_width:2,name:dvts_m2}",
+    ("+strategies.beam_mc={_target_:metarl.eval.search.BeamSearch,name:beam_mc,"
+     "scorer:{_target_:metarl.eval.step_scorers.MCValue,m:4}}"),
+)
 
 
 def eval_command(out: Path, quick: bool, questions: int, budgets: Sequence[int]) -> list[str]:
@@ -43,7 +46,7 @@ def eval_command(out: Path, quick: bool, questions: int, budgets: Sequence[int])
     model = "random-tiny" if quick else "tiny"
     return [sys.executable, "-m", "metarl.cli.eval", f"model={model}", f"name={NAME}",
             f"n_questions={questions}", f"budgets=[{','.join(map(str, budgets))}]", "n=8", "seed=0",
-            "temperature=0.7", f"strategies={STRATEGIES}", "pass_at_k.k=[1,8]", "best_of_n.ks=[1,2,4]",
+            "temperature=0.7", f"strategies={STRATEGIES}", *MORE_STRATEGIES, "pass_at_k.k=[1,8]", "best_of_n.ks=[1,2,4]",
             "search.beam_width=4", "search.lookahead=1", "search.step_tokens=48", "threads=1",
             f"run_dir={out / 'eval_run'}", "overwrite=true"]
 

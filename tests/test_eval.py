@@ -20,7 +20,7 @@ from metarl.eval.questions import read_questions_jsonl
 from metarl.eval.sampling import PARALLEL, Generation, PolicySampler, Sample
 from metarl.eval.strategies import (BestOfN, BudgetForcing, GradedSample, MajorityVote, Outcome, PassAtK, Question,
                                     SequentialRevisions, WeightedBestOfN, build_strategies)
-from metarl.eval.verifiers import MeanLogProb, SelfVerification, build_verifier
+from metarl.eval.verifiers import MeanLogProb, SelfVerification, build_verifier, verifier_name
 from metarl.metrics import pass_at_k
 from metarl.prover import TAG_PROVER, ProverConfig
 from metarl.registry import ConfigError
@@ -121,8 +121,10 @@ def test_engine_rows_share_samples_per_generation_and_derive_seeds():
     comps = ["<attempt>3+8</attempt><verify>3+8=11 correct</verify>", "<attempt>5+6</attempt><verify>ok</verify>",
              "<attempt>5+6</attempt><verify>5+6=11 correct</verify>"]
     sampler = StubSampler({"parallel": comps, "budget_forcing": comps[:1]}, tokens=7)
-    strategies = build_strategies(["pass@k", "majority", "best_of_n", "weighted_best_of_n", "budget_forcing"], n=3,
-                                  defaults={"pass@k": {"k": [1, 2]}})
+    specs = {name: {"_target_": f"metarl.eval.strategies.{cls}"} for name, cls in (
+        ("pass_at_k", "PassAtK"), ("majority", "MajorityVote"), ("best_of_n", "BestOfN"),
+        ("weighted_best_of_n", "WeightedBestOfN"), ("budget_forcing", "BudgetForcing"))}
+    strategies = build_strategies(specs, n=3, sections={"pass_at_k": {"k": [1, 2]}})
     q2 = Question("q2", "Numbers: 1 5 6. Target: 11.\n", "5+6")
     ev = evaluate_strategies([Q, q2], strategies, [8, 4], sampler, n=3, extract=task.extract_answer,
                              grade=task.verify, seed=3)
@@ -157,25 +159,102 @@ def test_engine_rejects_a_sampler_that_breaks_the_budget():
         evaluate_strategies([Q], [MajorityVote()], [4], Greedy({}), n=2, extract=str, grade=lambda *a: False)
 
 
+MAJORITY = {"_target_": "metarl.eval.strategies.MajorityVote"}
+
+
+def any_correct(question, samples):
+    """A plain-function strategy (named by dotted path in the tests below)."""
+    return any(s.correct for s in samples)
+
+
 def test_strategy_config_errors_name_the_fix():
     with pytest.raises(ConfigError, match=r"k=\[8\] exceeds n=4"):
-        build_strategies(["pass@k"], n=4, defaults={"pass@k": {"k": [1, 8]}})
-    with pytest.raises(ConfigError, match="unknown strategy 'majorty'"):
-        build_strategies(["majorty"], n=4)
+        build_strategies({"pass_at_k": {"_target_": "metarl.eval.strategies.PassAtK"}}, n=4,
+                         sections={"pass_at_k": {"k": [1, 8]}})
+    with pytest.raises(ConfigError, match=r"strategies.mine='majority': a strategy is a mapping with `_target_`"):
+        build_strategies({"mine": "majority"}, n=4)
+    with pytest.raises(ConfigError, match=r"strategies\[1\]: .*metarl.eval.strategies.Majorty"):
+        build_strategies([MAJORITY, {"_target_": "metarl.eval.strategies.Majorty"}], n=4)
+    with pytest.raises(ConfigError, match=r"strategies.mine: tests.test_eval.any_correct is a function; .*"
+                                          r"`_partial_: true`"):
+        build_strategies({"mine": {"_target_": "tests.test_eval.any_correct"}}, n=4)
     with pytest.raises(ConfigError, match="report 'majority'"):
-        build_strategies(["majority", "majority_vote"], n=4)
-    with pytest.raises(ConfigError, match="non-empty list"):
+        build_strategies([MAJORITY, dict(MAJORITY)], n=4)
+    with pytest.raises(ConfigError, match="at least one strategy"):
         build_strategies("majority", n=4)
-    (custom,) = build_strategies(["metarl.eval.strategies.MajorityVote"], n=2)
+    with pytest.raises(ConfigError, match="at least one strategy"):
+        build_strategies({}, n=4)
+    (custom,) = build_strategies([MAJORITY], n=2)
     assert isinstance(custom, MajorityVote)
-    (rev,) = build_strategies([{"_target_": "revisions", "rounds": 3}], n=2, defaults={"revisions": {"cue": "<r>"}})
+    # a section's options apply unless the spec sets its own
+    (rev,) = build_strategies({"r": {"_target_": "metarl.eval.strategies.SequentialRevisions", "rounds": 3}}, n=2,
+                              sections={"revisions": {"cue": "<r>", "rounds": 1}})
     assert rev.generation == Generation("revisions", "<r>", 3)
+    (fn,) = build_strategies({"mine": {"_target_": "tests.test_eval.any_correct", "_partial_": True}}, n=2)
+    assert fn.names() == ["any_correct"] and fn.select(Q, graded(["1", "3+8"], [0, 1]))[0].correct == 1.0
+
+
+def test_verifier_specs_are_target_mappings():
+    with pytest.raises(ConfigError, match=r"best_of_n.verifier='self_verify': a verifier is a mapping"):
+        BestOfN(verifier="self_verify")
+    with pytest.raises(ConfigError, match=r"strategies.best_of_n: .*best_of_n.verifier='mean_logprob'"):
+        build_strategies({"best_of_n": {"_target_": "metarl.eval.strategies.BestOfN"}}, n=2,
+                         sections={"best_of_n": {"verifier": "mean_logprob"}})
+    assert isinstance(BestOfN().verifier, SelfVerification)  # the default
+    v = build_verifier({"_target_": "metarl.eval.verifiers.SelfVerification", "tag": "check"})
+    assert v("", "<check>correct</check>", None) == 1.0 and verifier_name(v) == "self_verify"
+    with pytest.raises(ConfigError, match=r"compute_optimal.predicted_verifier='x'"):
+        build_verifier("x", key="compute_optimal.predicted_verifier")
+
+
+def test_every_strategy_file_builds_with_the_eval_config_sections(tmp_path):
+    from metarl.config import conf_dir, plain
+    from metarl.eval.run import strategy_sections
+
+    files = sorted(p.stem for p in (Path(conf_dir()) / "strategies").glob("*.yaml"))
+    assert set(files) >= {"pass_at_k", "majority", "best_of_n", "weighted_best_of_n", "revisions",
+                          "budget_forcing", "beam_search", "lookahead", "dvts"}
+    cfg = _compose(tmp_path, f"strategies=[{','.join(files)}]", "pass_at_k.k=[1,2]", "search.beam_width=2",
+                   "+verdict.negative=[wrong]")
+    assert list(cfg.strategies) == files  # each file is `<its name>: {_target_: ...}`
+    built = {name: s for name, s in zip(files, build_strategies(plain(cfg.strategies), 8,
+                                                                  strategy_sections(cfg, SubsetSumTask())))}
+    assert built["pass_at_k"].names() == ["pass@1", "pass@2"]  # pass_at_k.k
+    assert built["revisions"].generation == Generation("revisions", "<revise>", 2)  # the task's cue, rounds
+    assert built["weighted_best_of_n"].verifier.negative == ("wrong",)  # the verdict words reach self_verify
+    assert [built[n].beam_width for n in ("beam_search", "lookahead", "dvts")] == [2, 2, 2]  # search.beam_width
+    assert (built["beam_search"].lookahead, built["lookahead"].lookahead) == (0, 1)  # only Lookahead takes k
+    assert built["dvts"].scorer.name == "self_verify"
+    for name, s in built.items():
+        assert s.names(), name
+
+
+def test_eval_config_strategy_overrides(tmp_path):
+    from metarl.eval.run import validate
+
+    common = ["budgets=[48]", "n=4", "n_questions=2"]
+    plan = validate(_compose(tmp_path, *common, "strategies=[pass_at_k,beam_search]",
+                             "+strategies.beam_m2={_target_: metarl.eval.search.BeamSearch, beam_width: 2, name: beam_m2}",
+                             "+strategies.mine={_target_: tests.test_eval.any_correct, _partial_: true}",
+                             "++search.scorer={_target_: metarl.eval.step_scorers.MCValue, m: 2}"))
+    assert [n for s in plan.strategies for n in s.names()] == ["pass@1", "pass@4", "beam_search", "beam_m2",
+                                                                "any_correct"]
+    beam_search, beam_m2 = plan.strategies[1:3]
+    assert (beam_search.beam_width, beam_m2.beam_width) == (4, 2)
+    assert beam_m2.scorer.name == "mc_value" and beam_m2.scorer.fn.progress.m == 2  # the search section's scorer
+    with pytest.raises(ConfigError, match=r"strategies.mine='majority': a strategy is a mapping"):
+        validate(_compose(tmp_path, *common, "+strategies.mine=majority"))
+    with pytest.raises(ConfigError, match=r"strategies.mine: tests.test_eval.any_correct is a function"):
+        validate(_compose(tmp_path, *common, "+strategies.mine={_target_: tests.test_eval.any_correct}"))
+    with pytest.raises(ConfigError, match=r"best_of_n.verifier='self_verify'"):
+        validate(_compose(tmp_path, *common, "best_of_n.verifier=self_verify"))
+    with pytest.raises(ConfigError, match=r"search.scorer='mc_value': a step scorer is a mapping"):
+        validate(_compose(tmp_path, *common, "strategies=[dvts]", "search.scorer=mc_value"))
+    with pytest.raises(ConfigError, match=r"compute_optimal.predicted_verifier='mean_logprob'"):
+        validate(_compose(tmp_path, *common, "compute_optimal.predicted_verifier=mean_logprob"))
 
 
 def test_plain_function_is_a_strategy_over_parallel_samples():
-    def any_correct(question, samples):
-        return any(s.correct for s in samples)
-
     (fn,) = build_strategies([any_correct], n=2)
     assert fn.generation == PARALLEL and fn.names() == ["any_correct"]
     assert fn.select(Q, graded(["1", "3+8"], [0, 1])) == [Outcome("any_correct", 1.0, 2)]
@@ -234,7 +313,7 @@ def test_policy_sampler_on_tiny_model_respects_budgets_and_seed(tiny):
 def test_mean_logprob_matches_token_by_token_scoring(tiny):
     model, tok = tiny
     prompt, completion = "Numbers: 3 8 5. Target: 11.\n", "<attempt>3+8</attempt>"
-    v = build_verifier("mean_logprob", model=model, tokenizer=tok)
+    v = build_verifier({"_target_": "metarl.eval.verifiers.MeanLogProb"}, model=model, tokenizer=tok)
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     c = tok(completion, add_special_tokens=False)["input_ids"]
     lps = []
@@ -314,7 +393,7 @@ def _compose(tmp_path: Path, *overrides: str):
 def test_run_with_separate_difficulty_model_then_reuse_its_bins(tmp_path):
     from metarl.eval.run import run
 
-    common = ["budgets=[6]", "n=2", "n_questions=5", "strategies=[pass@k,majority]", "pass_at_k.k=[1,2]"]
+    common = ["budgets=[6]", "n=2", "n_questions=5", "strategies=[pass_at_k,majority]", "pass_at_k.k=[1,2]"]
     first = run(_compose(tmp_path, *common, f"run_dir={tmp_path / 'a'}", "difficulty.model=random-tiny",
                          "difficulty.n=3", "difficulty.budget=4"))
     out = Path(first["run_dir"]) / "eval"
@@ -357,7 +436,7 @@ def cli_run(tmp_path_factory):
     run_dir = tmp / "run"
     env = {**os.environ, "PYTHONPATH": f"{tmp}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "metarl.cli.eval", "model=random-tiny", f"data={tmp / 'q.jsonl'}",
-           "task.task=null", "grader=eval_helpers.digit_parity", "answer=last_number", "budgets=[6,10]", "n=4",
+           "task.task=null", "task.source=null", "grader=custom", "grader._target_=eval_helpers.digit_parity", "answer=last_number", "budgets=[6,10]", "n=4",
            "pass_at_k.k=[1,2,4]", "revisions.cue='<revise>'", "budget_forcing.continuation=Wait", "temperature=1.0",
            f"run_dir={run_dir}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)

@@ -39,7 +39,7 @@ def test_train_writes_into_the_directory_either_key_names(key, tmp_path):
 
 
 def test_eval_multirun_gives_one_directory_per_job(tmp_path):
-    app("eval", "-m", "model=random-tiny", "strategies=[pass@k]", "pass_at_k.k=[1]", "budgets=[8]", "n=1",
+    app("eval", "-m", "model=random-tiny", "strategies=[pass_at_k]", "pass_at_k.k=[1]", "budgets=[8]", "n=1",
         "n_questions=2", "seed=0,1", f"run_dir={tmp_path / 'sweep'}", cwd=tmp_path)
     from omegaconf import OmegaConf
 

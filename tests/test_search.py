@@ -163,8 +163,8 @@ def test_segmenter_steps_cut_after_one_piece_and_count_the_discarded_ids(tiny):
         return f"{i}x\n\ny" if ctx.count("\n\n") < 2 else "end"
 
     backend = ScriptedBackend(tok, rule, indexed=True)
-    s = BeamSearch(n=2, beam_width=2, scorer=Table(), step="segmenter", segmenter="paragraphs", stop=(),
-                   step_tokens=8)
+    s = BeamSearch(n=2, beam_width=2, scorer=Table(), step="segmenter",
+                   segmenter={"_target_": "metarl.segmenters.ParagraphSegmenter"}, stop=(), step_tokens=8)
     ev = evaluate_strategies([Q], [s], [32], PolicySampler(backend, TAG_PROVER), n=2, extract=lambda t: t,
                              grade=lambda a, gold, prompt: False, seed=0)
     # each step is cut after "<i>x\n\n": "y" and EOS are discarded (but counted); the last step ends
@@ -176,7 +176,7 @@ def test_segmenter_steps_cut_after_one_piece_and_count_the_discarded_ids(tiny):
 
 def test_search_config_errors_name_the_key(tiny):
     with pytest.raises(ConfigError, match="beam_width=3 must divide n=4"):
-        build_strategies([{"_target_": "beam_search", "beam_width": 3}], n=4)
+        build_strategies({"beam": {"_target_": "metarl.eval.search.BeamSearch", "beam_width": 3}}, n=4)
     with pytest.raises(ConfigError, match=r"budgets \[16\] are smaller than one search step"):
         beam(step_tokens=24).check_budgets([16, 64])
     with pytest.raises(ConfigError, match="lookahead=0 must be a positive integer"):
@@ -185,8 +185,12 @@ def test_search_config_errors_name_the_key(tiny):
         beam(aggregate="mean")
     with pytest.raises(ConfigError, match="step=segmenter needs search.segmenter"):
         beam(step="segmenter")
-    with pytest.raises(ConfigError, match="search.scorer: unknown step scorer 'prmm'"):
-        beam(scorer="prmm")
+    with pytest.raises(ConfigError, match="search.scorer='prm': a step scorer is a mapping with `_target_`"):
+        beam(scorer="prm")
+    with pytest.raises(ConfigError, match="search.scorer: .*metarl.eval.step_scorers.PRM"):
+        beam(scorer={"_target_": "metarl.eval.step_scorers.PRM"})
+    with pytest.raises(ConfigError, match="search.segmenter='paragraphs': a segmenter is a mapping"):
+        beam(step="segmenter", segmenter="paragraphs")
     from metarl.eval.run import validate
     from tests.test_eval import _compose
 
@@ -256,7 +260,7 @@ def test_prm_load_failure_and_non_finite_scores(tiny_prm, tmp_path, monkeypatch)
     with pytest.raises(ConfigError, match="cannot load the process reward model path="):
         prm.bind(None, None)
     path, _, _ = tiny_prm["sequence"]
-    reward = build_step_scorer({"_target_": "prm", "path": path})
+    reward = build_step_scorer({"_target_": "metarl.eval.step_scorers.ProcessRewardModel", "path": path})
     monkeypatch.setattr(ProcessRewardModel, "_read", lambda self, logits: [math.inf] * logits.shape[0])
     from metarl.rewards import apply_reward
     from metarl.types import Trace
@@ -282,15 +286,16 @@ def test_self_verify_and_mc_value_scorers_on_the_policy(tiny):
     done = "<attempt>3+8</attempt><verify>3+8=11 correct</verify>"
     traces = [Trace(prompt, c, answer="3+8", prompt_ids=pid, completion_ids=tok(c, add_special_tokens=False)["input_ids"])
               for c in (done, "<attempt>3+8</attempt>")]
-    sv = build_step_scorer("self_verify")
+    sv = build_step_scorer({"_target_": "metarl.eval.step_scorers.SelfVerifyStep"})
     scores = sv.fn.score_batch(traces, engine=engine)
     assert scores[0] == 1.0 and traces[0].meta.get("scorer_tokens", 0) == 0  # read from the path, no probe
     assert scores[1] in (0.0, 1.0) and 1 <= traces[1].meta["scorer_tokens"] <= 32  # the policy verified the step
-    mc = build_step_scorer({"_target_": "mc_value", "m": 2})
+    mc = build_step_scorer({"_target_": "metarl.eval.step_scorers.MCValue", "m": 2})
     js = mc.fn.score_batch(traces, engine=engine, grader=task.verify)
     assert all(j in (0.0, 0.5, 1.0) for j in js) and all(t.meta["scorer_tokens"] > 0 for t in traces)
     assert mc.fn.oracle and not sv.fn.oracle
-    lik = build_step_scorer({"_target_": "likelihood_value", "answer_template": "{answer}</answer>"})
+    lik = build_step_scorer({"_target_": "metarl.eval.step_scorers.LikelihoodValue",
+                             "answer_template": "{answer}</answer>"})
     (value, _) = lik.fn.score_batch(traces, model=model, tokenizer=tok, prover=TAG_PROVER)
     ctx = pid + traces[0].completion_ids + tok("<answer>", add_special_tokens=False)["input_ids"]
     ans = tok("3+8</answer>", add_special_tokens=False)["input_ids"]

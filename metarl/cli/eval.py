@@ -1,9 +1,9 @@
 """``metarl-eval``: test-time strategies at a list of token budgets, with difficulty bins.
 
     metarl-eval model=tiny budgets=[32,64,96] n=8
-    metarl-eval model=hf model.name_or_path=runs/obj1/final run_dir=runs/obj1 strategies=[pass@k,majority]
+    metarl-eval model=hf model.name_or_path=runs/obj1/final run_dir=runs/obj1 strategies=[pass_at_k,majority]
     metarl-eval model=random-tiny budgets=[8,16] n=4 n_questions=8 difficulty.model=tiny
-    metarl-eval data=heldout.jsonl task.task=null grader=math      # questions from a JSONL file
+    metarl-eval data=heldout.jsonl task.task=null task.source=null grader=math   # questions from a JSONL file
 
 Writes ``eval/results.jsonl``, ``eval/samples.jsonl``, ``eval/summary.csv`` and ``eval/difficulty.json``
 under ``run_dir``; ``python -m analysis.report RUN_DIR`` plots the compute–accuracy curves.

@@ -90,21 +90,24 @@ def _task(cfg: DictConfig):
     return build_task(spec)
 
 
-def strategy_defaults(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
-    """Keyword arguments of the built-in strategies from the config sections of the same name."""
-    verifier = plain(cfg.best_of_n.get("verifier")) or "self_verify"
-    verdict = plain(cfg.get("verdict")) or {}
-    if verifier == "self_verify" and verdict:
-        verifier = {"_target_": "self_verify", **verdict}
-    bon = {"verifier": verifier, "ks": plain(cfg.best_of_n.get("ks"))}
+def strategy_sections(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
+    """The option sections strategies take their keyword arguments from (``Strategy.section``): ``pass_at_k``,
+    ``best_of_n`` (the run's ``verdict`` words go into a self-verification verifier), ``revisions`` (a null
+    cue: the task's revision cue), ``budget_forcing`` and ``search``."""
+    bon = {"verifier": best_of_n_verifier(cfg), "ks": plain(cfg.best_of_n.get("ks"))}
     rev = dict(plain(cfg.revisions) or {})
     rev["cue"] = rev.get("cue") or getattr(task, "revision_cue", None) or DEFAULT_REVISION_CUE
-    k = {"k": plain(cfg.pass_at_k.get("k"))}
-    search = dict(plain(cfg.get("search")) or {})
-    tree = {key: v for key, v in search.items() if key != "lookahead"}
-    return {"pass@k": k, "pass_at_k": k, "best_of_n": bon, "weighted_best_of_n": bon, "revisions": rev,
-            "budget_forcing": dict(plain(cfg.budget_forcing) or {}), "beam_search": tree, "dvts": tree,
-            "lookahead": search}
+    return {"pass_at_k": {"k": plain(cfg.pass_at_k.get("k"))}, "best_of_n": bon, "revisions": rev,
+            "budget_forcing": dict(plain(cfg.budget_forcing) or {}), "search": dict(plain(cfg.get("search")) or {})}
+
+
+def best_of_n_verifier(cfg: DictConfig, spec: Any = None) -> Any:
+    """``spec`` (default ``best_of_n.verifier``) with the run's ``verdict`` words when it is self-verification."""
+    from metarl.eval.verifiers import with_verdict
+
+    if spec is None:
+        spec = plain(cfg.best_of_n.get("verifier"))
+    return with_verdict(spec, plain(cfg.get("verdict")) or {})
 
 
 def validate(cfg: DictConfig) -> EvalPlan:
@@ -122,7 +125,7 @@ def validate(cfg: DictConfig) -> EvalPlan:
     if cfg.get("length_prompt") not in (None, "exact", "max"):
         raise ConfigError(f"length_prompt={cfg.length_prompt!r}: use null, exact or max")
     task = _task(cfg)
-    strategies = build_strategies(plain(cfg.strategies), n, strategy_defaults(cfg, task))
+    strategies = build_strategies(plain(cfg.get("strategies")), n, strategy_sections(cfg, task))
     for s in strategies:
         check_budgets = getattr(s, "check_budgets", None)
         if callable(check_budgets):
@@ -130,6 +133,12 @@ def validate(cfg: DictConfig) -> EvalPlan:
     co = cfg.get("compute_optimal") or {}
     if co.get("enabled") and co.get("compute") is not None:
         _positive_numbers(plain(co.compute), "compute_optimal.compute")
+    if co.get("enabled") and co.get("predicted_verifier") is not None:
+        from metarl.eval.verifiers import build_verifier, target_of
+
+        spec = plain(co.predicted_verifier)
+        if target_of(spec) is None:  # no importable _target_: the error now, not after sampling (it builds later)
+            build_verifier(spec, key="compute_optimal.predicted_verifier")
     limit = cfg.get("n_questions")
     questions, problems = load_questions(plain(cfg.task), task, data=cfg.get("data"),
                                          data_seed=int(cfg.get("data_seed", 0)),
@@ -248,11 +257,9 @@ def predicted_bins(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, dinfo: dict[
     from metarl.eval.verifiers import build_verifier, verifier_name
 
     co, d = cfg.compute_optimal, cfg.difficulty
-    spec = plain(co.get("predicted_verifier")) or plain(cfg.best_of_n.get("verifier")) or "self_verify"
-    try:
-        verifier = build_verifier(spec, model=model, tokenizer=tok)
-    except ConfigError as e:
-        raise ConfigError(f"compute_optimal.predicted_verifier: {e}") from None
+    own = plain(co.get("predicted_verifier"))
+    key = "compute_optimal.predicted_verifier" if own is not None else "best_of_n.verifier"
+    verifier = build_verifier(best_of_n_verifier(cfg, own), model=model, tokenizer=tok, key=key)
     bind = getattr(verifier, "bind", None)
     if callable(bind):
         bind(model, tok)

@@ -48,7 +48,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.eval.sampling import Generation
-from metarl.eval.step_scorers import AGGREGATES, aggregate, build_step_scorer, is_oracle
+from metarl.eval.step_scorers import (
+    AGGREGATES,
+    SELF_VERIFY_STEP,
+    aggregate,
+    build_step_scorer,
+    is_oracle,
+)
 from metarl.eval.strategies import Outcome, Question, Strategy
 from metarl.metrics import best_of_n, majority_vote, weighted_best_of_n
 from metarl.registry import ConfigError
@@ -97,16 +103,23 @@ def _seed(seed: int | None, step: int, phase: int) -> int | None:
 class StepSearch(Strategy):
     """Beam search / lookahead / DVTS (see the module docstring); ``kind`` is ``beam`` or ``dvts``.
 
-    Args: n (N, null: metarl-eval's n), beam_width (M), lookahead (k), scorer (a step scorer spec),
-    aggregate, select, step, stop, segmenter, step_tokens, max_steps, lookahead_temperature, on_error
-    (``zero``: a faulty step score counts 0; ``nan``: that path is excluded), name.
+    Args: n (N, null: metarl-eval's n), beam_width (M), lookahead (k), scorer (a step scorer: a ``_target_``
+    mapping or an object, :func:`~metarl.eval.step_scorers.build_step_scorer`; default the policy's own
+    verdict), aggregate, select, step, stop, segmenter (a segmenter ``_target_`` mapping, with
+    ``step="segmenter"``), step_tokens, max_steps, lookahead_temperature, on_error (``zero``: a faulty step
+    score counts 0; ``nan``: that path is excluded), name.
+
+    Built from config, a search takes the options of the ``search`` section (``section``); beam search and
+    DVTS leave out its ``lookahead``, which only :class:`Lookahead` reads.
     """
 
     searches = True
     kind = "beam"
     default_name = "beam_search"
+    section = "search"
+    section_skip = ("lookahead",)
 
-    def __init__(self, n: int | None = None, beam_width: int = 4, lookahead: int = 0, scorer: Any = "self_verify",
+    def __init__(self, n: int | None = None, beam_width: int = 4, lookahead: int = 0, scorer: Any = SELF_VERIFY_STEP,
                  aggregate: str = "last", select: str = "weighted", step: str = "episodes",
                  stop: Sequence[str] | None = DEFAULT_STOP, segmenter: Any = None, step_tokens: int = 48,
                  max_steps: int | None = None, lookahead_temperature: float = 0.0, on_error: str = "zero",
@@ -133,13 +146,18 @@ class StepSearch(Strategy):
         self.segmenter = None
         if step == "segmenter":
             if segmenter is None:
-                raise ConfigError(f"{key}: step=segmenter needs search.segmenter (e.g. paragraphs, mrt, tags)")
-            from metarl.segmenters import build_segmenter
+                raise ConfigError(f"{key}: step=segmenter needs search.segmenter, a segmenter mapping such as "
+                                  "'{_target_: metarl.segmenters.ParagraphSegmenter}' (the built-ins: "
+                                  "conf/segmenter/)")
+            from metarl.registry import instantiate_callable
 
             try:
-                self.segmenter = build_segmenter(segmenter)
-            except (ConfigError, ValueError, TypeError) as e:
-                raise ConfigError(f"{key}: search.segmenter={segmenter!r}: {e}") from None
+                self.segmenter = instantiate_callable(segmenter, "segmenter", "search.segmenter")
+            except ConfigError as e:
+                raise ConfigError(f"{key}: {e}") from None
+            if not callable(self.segmenter):
+                raise ConfigError(f"{key}: search.segmenter built {self.segmenter!r}, which is not a segmenter "
+                                  "seg(text) -> pieces")
         elif not self.stop:
             raise ConfigError(f"{key}: step=episodes needs search.stop strings that end a step (e.g. "
                               "['</attempt>', '</verify>', '</revise>'] or ['\\n\\n']), or step=segmenter")
@@ -336,6 +354,7 @@ class Lookahead(StepSearch):
 
     kind = "beam"
     default_name = "lookahead"
+    section_skip = ()
 
     def __init__(self, lookahead: int = 1, **kwargs: Any) -> None:
         if isinstance(lookahead, bool) or not isinstance(lookahead, int) or lookahead < 1:

@@ -11,21 +11,29 @@ non-numeric score becomes 0 (``on_error="zero"``) or NaN (``"nan"``: the path is
 search), and is counted in ``Reward.stats`` and on the trace (``meta["reward_faults"]``); a scorer
 that fails on a whole batch raises ``RewardError`` naming it.
 
-Built-ins (:data:`SCORERS`; any dotted path to such an object works, and a plain verifier
-``score(prompt, completion, answer_text) -> float`` of :mod:`metarl.eval.verifiers` is adapted):
+A step scorer is a ``_target_`` mapping (``search.scorer``), built with
+:func:`metarl.registry.instantiate_callable`; an object with ``score_batch`` is used as it is, and a
+verifier ``score(prompt, completion, answer_text) -> float`` of :mod:`metarl.eval.verifiers` (e.g.
+``{_target_: metarl.eval.verifiers.MeanLogProb}``) is adapted (:class:`VerifierStepScore`). Built-ins:
 
-* ``mc_value`` — μ's success probability J after the path (MRT's J, the Monte Carlo step label PRMs are
-  trained on): ``m`` forced answers per path through :meth:`metarl.engine.Engine.branch`
-  (:class:`metarl.rewards.progress.MCProgress`), Ĵ = fraction graded correct. **Reads the gold answer**:
-  an oracle scorer (``oracle = True``), an upper bound, not a deployable verifier;
-* ``likelihood_value`` — J on the probability scale from likelihood progress: exp L with
-  L = log p_θ(a* | x, path, suffix) (:class:`metarl.rewards.progress.LikelihoodProgress`); also an oracle;
-* ``self_verify`` — the policy's own verdict: a path whose newest step is a verify block scores its verdict
-  (1 positive, 0 otherwise); any other path, with ``probe`` (default), has the policy verify it — the cue
-  ``"<verify>"`` is inserted and the policy writes one greedy step to ``"</verify>"`` (through
-  :meth:`metarl.engine.Engine.expand`) whose verdict is the score; without ``probe``: the last verdict
-  in the path (0 if none);
-* ``prm`` — a process reward model by Hugging Face name or local directory (:class:`ProcessRewardModel`).
+* :class:`MCValue` (``mc_value``; ``{_target_: metarl.eval.step_scorers.MCValue, m: 4}``) — μ's success
+  probability J after the path (MRT's J, the Monte Carlo step label PRMs are trained on): ``m`` forced
+  answers per path through :meth:`metarl.engine.Engine.branch` (:class:`metarl.rewards.progress.MCProgress`),
+  Ĵ = fraction graded correct. **Reads the gold answer**: an oracle scorer (``oracle = True``), an upper
+  bound, not a deployable verifier;
+* :class:`LikelihoodValue` (``likelihood_value``) — J on the probability scale from likelihood progress:
+  exp L with L = log p_θ(a* | x, path, suffix) (:class:`metarl.rewards.progress.LikelihoodProgress`); also
+  an oracle;
+* :class:`SelfVerifyStep` (``self_verify``, the default) — the policy's own verdict: a path whose newest
+  step is a verify block scores its verdict (1 positive, 0 otherwise); any other path, with ``probe``
+  (default), has the policy verify it — the cue ``"<verify>"`` is inserted and the policy writes one greedy
+  step to ``"</verify>"`` (through :meth:`metarl.engine.Engine.expand`) whose verdict is the score; without
+  ``probe``: the last verdict in the path (0 if none);
+* :class:`ProcessRewardModel` (``prm``; ``{_target_: metarl.eval.step_scorers.ProcessRewardModel, path:
+  NAME_OR_DIR}``) — a process reward model by Hugging Face name or local directory.
+
+The names in parentheses are the scorers' ``name`` attributes: the reward name under which a search's
+step scores and fault counts are reported (``meta.json`` ``scorer_stats``).
 
 Compute: tokens a scorer generates (forced answers, verification probes) are put in
 ``trace.meta["scorer_tokens"]``; the search reports their sum apart from the policy's search tokens.
@@ -37,19 +45,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
 from typing import Any
 
-from metarl.registry import ConfigError, build
+from metarl.registry import ConfigError, instantiate_callable
 from metarl.rewards import Reward
 from metarl.types import Trace
 
-SCORERS: dict[str, str] = {
-    "mc_value": "metarl.eval.step_scorers.MCValue",
-    "likelihood_value": "metarl.eval.step_scorers.LikelihoodValue",
-    "self_verify": "metarl.eval.step_scorers.SelfVerifyStep",
-    "prm": "metarl.eval.step_scorers.ProcessRewardModel",
-}
-"""Short step-scorer names -> dotted paths."""
+SELF_VERIFY_STEP: Mapping[str, Any] = MappingProxyType({"_target_": "metarl.eval.step_scorers.SelfVerifyStep"})
+"""The default step scorer's spec (the policy's own verdict)."""
 
 AGGREGATES = ("last", "min", "product")
 
@@ -333,28 +337,39 @@ class ProcessRewardModel:
 
 
 def build_step_scorer(spec: Any, key: str = "search.scorer") -> Reward:
-    """A step scorer as a batched trace :class:`~metarl.rewards.Reward` from a short name (:data:`SCORERS`),
-    a dotted path, a ``_target_`` mapping, an object with ``score_batch``, or a verifier function/name."""
-    from metarl.eval.verifiers import VERIFIERS, build_verifier
+    """A step scorer as a batched trace :class:`~metarl.rewards.Reward` from a ``_target_`` mapping, an object
+    with ``score_batch``, or a verifier (a ``_target_`` mapping or a callable ``score(prompt, completion,
+    answer_text)``). Errors are :class:`~metarl.registry.ConfigError` naming ``key``.
 
-    if spec is None:
-        raise ConfigError(f"{key} is not set; use one of {', '.join(sorted(SCORERS))} or a dotted path")
-    target = spec if isinstance(spec, str) else dict(spec).get("_target_") if isinstance(spec, Mapping) else None
+    >>> build_step_scorer({"_target_": "metarl.eval.step_scorers.SelfVerifyStep", "probe": False}).name
+    'self_verify'
+    >>> build_step_scorer({"_target_": "metarl.eval.verifiers.MeanLogProb"}).fn  # doctest: +ELLIPSIS
+    <metarl.eval.step_scorers.VerifierStepScore object at ...>
+    >>> build_step_scorer("mc_value")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    metarl.registry.ConfigError: search.scorer='mc_value': a step scorer is a mapping with `_target_` ...
+    """
+    from metarl.registry import _plain
+
+    spec = _plain(spec)
+    target = spec.get("_target_") if isinstance(spec, Mapping) else None
     try:
         if hasattr(spec, "score_batch"):  # an estimator object
             fn: Any = spec
-        elif isinstance(target, str) and target in VERIFIERS and target not in SCORERS:
-            fn = VerifierStepScore(build_verifier(spec))
+        elif callable(spec) and not isinstance(spec, str | Mapping):  # a verifier function or object
+            fn = VerifierStepScore(spec)
         else:
-            fn = build(spec, SCORERS, kind="step scorer")
+            fn = instantiate_callable(spec, "step scorer", key)
             if not hasattr(fn, "score_batch"):
                 if not callable(fn):
-                    raise ConfigError(f"step scorer {target!r} has no score_batch and is not callable")
+                    raise ConfigError(f"{key}: {target} built {fn!r}, which has no score_batch and is not a "
+                                      "verifier score(prompt, completion, answer_text)")
                 fn = VerifierStepScore(fn)
-    except ConfigError as e:
-        raise ConfigError(f"{key}: {e}") from None
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{key}={target!r}: {e}") from None
+        if isinstance(e, ConfigError):
+            raise
+        raise ConfigError(f"{key}: {target or spec!r}: {e}") from None
     if getattr(fn, "level", "trace") != "trace":
         raise ConfigError(f"{key}: step scorer {target!r} has level {fn.level!r}; a step scorer scores whole paths "
                           "(level 'trace')")

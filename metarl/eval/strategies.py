@@ -2,18 +2,23 @@
 
 Every strategy has a :class:`~metarl.eval.sampling.Generation` (how its samples are drawn; strategies
 with equal generations share one set of samples per budget) and ``select(question, samples)``, which
-returns one :class:`Outcome` per reported strategy name. Built-in strategies (``STRATEGIES``):
+returns one :class:`Outcome` per reported strategy name. A strategy is a ``_target_`` mapping built with
+:func:`metarl.registry.instantiate_callable`; the built-ins are the files of the config group
+``conf/strategies/`` (named by file, reported by the names below):
 
-* ``pass@k``: unbiased pass@k ``1 − C(n−c, k)/C(n, k)`` for each k, reported as ``pass@1``, ``pass@4``, …;
-* ``majority``: majority vote over the samples' extracted answers (ties: the answer seen first);
-* ``best_of_n``: the answer of the sample with the highest verifier score;
-* ``weighted_best_of_n``: verifier scores summed per distinct answer, the heaviest answer wins;
-* ``revisions``: sequential revisions — after a stream stops, the task's revision cue (``<revise>``) is
-  appended and it continues, ``rounds`` times, all rounds within the budget; the final answer is the
-  last one stated; reported: the mean correctness of the ``n`` chains;
-* ``budget_forcing``: s1 — when the stream stops before the budget its end becomes ``continuation``
-  ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``;
-* ``beam_search``, ``lookahead``, ``dvts``: step-level search scored by a step scorer
+* ``pass_at_k`` (:class:`PassAtK`): unbiased pass@k ``1 − C(n−c, k)/C(n, k)`` for each k, reported as
+  ``pass@1``, ``pass@4``, …;
+* ``majority`` (:class:`MajorityVote`): majority vote over the samples' extracted answers (ties: the answer
+  seen first);
+* ``best_of_n`` (:class:`BestOfN`): the answer of the sample with the highest verifier score;
+* ``weighted_best_of_n`` (:class:`WeightedBestOfN`): verifier scores summed per distinct answer, the heaviest
+  answer wins;
+* ``revisions`` (:class:`SequentialRevisions`): sequential revisions — after a stream stops, the task's
+  revision cue (``<revise>``) is appended and it continues, ``rounds`` times, all rounds within the budget;
+  the final answer is the last one stated; reported: the mean correctness of the ``n`` chains;
+* ``budget_forcing`` (:class:`BudgetForcing`): s1 — when the stream stops before the budget its end becomes
+  ``continuation`` ("Wait") and it continues; at the budget an answer is forced; reported like ``revisions``;
+* ``beam_search``, ``lookahead``, ``dvts`` (:mod:`metarl.eval.search`): step-level search scored by a step scorer
   (:mod:`metarl.eval.search`); they generate their own paths (``searches = True``) instead of selecting
   among parallel samples.
 
@@ -24,8 +29,13 @@ Tokens: the budget bounds the thinking tokens of **each sample**. ``Outcome.samp
 many samples the strategy's answer consumes (k for pass@k, n for voting and Best-of-N, 1 for a chain),
 so total tokens = samples_used × mean tokens per sample.
 
-A custom strategy is a :class:`Strategy` subclass or a plain function
-``fn(question, samples) -> float | bool`` (correctness from parallel samples), named by dotted path.
+Options: a strategy class with a ``section`` (``pass_at_k``, ``best_of_n``, ``revisions``,
+``budget_forcing``, ``search``) takes the keyword arguments of that config section (:func:`build_strategies`
+``sections``) unless its own spec sets them, so ``pass_at_k.k=[1,2,8]`` configures every PassAtK.
+
+A custom strategy is a :class:`Strategy` subclass (``{_target_: my_pkg.mod.MyStrategy}``) or a plain
+function ``fn(question, samples) -> float | bool`` (correctness from parallel samples) marked
+``_partial_: true`` (``{_target_: my_pkg.mod.fn, _partial_: true}``).
 """
 from __future__ import annotations
 
@@ -36,9 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.eval.sampling import PARALLEL, UNLIMITED_ROUNDS, Generation
-from metarl.eval.verifiers import build_verifier, verifier_name
+from metarl.eval.verifiers import build_verifier, target_of, verifier_name
 from metarl.metrics import best_of_n, majority_vote, pass_at_k, weighted_best_of_n
-from metarl.registry import ConfigError, build
+from metarl.registry import ConfigError, instantiate_callable
 
 
 @dataclass(frozen=True)
@@ -116,6 +126,10 @@ class Strategy(ABC):
 
     name: str = "strategy"
     generation: Generation = PARALLEL
+    section: str | None = None
+    """The config section whose options this strategy takes (see :func:`build_strategies`)."""
+    section_skip: tuple[str, ...] = ()
+    """Keys of that section this strategy does not take."""
 
     def names(self) -> list[str]:
         """The strategy names this strategy reports (one result row each per question and budget)."""
@@ -135,10 +149,12 @@ class Strategy(ABC):
 class PassAtK(Strategy):
     """Unbiased pass@k from ``n`` samples for every k in ``k`` (Chen et al. 2021), via ``metrics.pass_at_k``."""
 
+    section = "pass_at_k"
+
     def __init__(self, k: Sequence[int] | int = (1,), name: str = "pass@k") -> None:
         ks = [k] if isinstance(k, int) else list(k)
         if not ks or any(isinstance(x, bool) or int(x) != x or x < 1 for x in ks):
-            raise ConfigError(f"pass@k: k must be a list of positive integers, got {k!r}")
+            raise ConfigError(f"pass_at_k: k must be a list of positive integers (pass_at_k.k), got {k!r}")
         self.k = sorted({int(x) for x in ks})
         self.name = name
 
@@ -148,7 +164,8 @@ class PassAtK(Strategy):
     def check(self, n: int) -> None:
         bad = [k for k in self.k if k > n]
         if bad:
-            raise ConfigError(f"pass@k: k={bad} exceeds n={n} samples per question; raise n or drop those k")
+            raise ConfigError(f"pass_at_k: k={bad} exceeds n={n} samples per question; raise n or drop those k "
+                              "(pass_at_k.k)")
 
     def select(self, question: Question, samples: Sequence[GradedSample]) -> list[Outcome]:
         n, c = len(samples), sum(s.correct for s in samples)
@@ -194,9 +211,10 @@ class BestOfN(Strategy):
     """
 
     rule = staticmethod(best_of_n)
+    section = "best_of_n"
 
-    def __init__(self, verifier: Any = "self_verify", name: str = "best_of_n", ks: Sequence[int] | None = None) -> None:
-        self.verifier = build_verifier(verifier)
+    def __init__(self, verifier: Any = None, name: str = "best_of_n", ks: Sequence[int] | None = None) -> None:
+        self.verifier = build_verifier(verifier, key="best_of_n.verifier")
         self.name = name
         ks = list(ks or [])
         if any(isinstance(k, bool) or int(k) != k or k < 1 for k in ks):
@@ -232,7 +250,7 @@ class WeightedBestOfN(BestOfN):
 
     rule = staticmethod(weighted_best_of_n)
 
-    def __init__(self, verifier: Any = "self_verify", name: str = "weighted_best_of_n",
+    def __init__(self, verifier: Any = None, name: str = "weighted_best_of_n",
                  ks: Sequence[int] | None = None) -> None:
         super().__init__(verifier, name, ks)
 
@@ -250,6 +268,8 @@ class SequentialRevisions(_Chains):
     """Snell et al.'s sequential revisions: ``rounds`` times, append ``cue`` after the stream stops and
     continue; the budget covers all rounds; the final answer is the last one stated."""
 
+    section = "revisions"
+
     def __init__(self, rounds: int = 2, cue: str = "<revise>", name: str = "revisions") -> None:
         if isinstance(rounds, bool) or int(rounds) != rounds or rounds < 1:
             raise ConfigError(f"revisions.rounds must be a positive integer, got {rounds!r}")
@@ -263,6 +283,8 @@ class BudgetForcing(_Chains):
     """s1 budget forcing: a stream that stops before the budget has its end replaced by ``continuation``
     and continues (at most ``max_continuations`` times; None: while the budget lasts); at the budget
     an answer is forced with the termination suffix."""
+
+    section = "budget_forcing"
 
     def __init__(self, continuation: str = "Wait", max_continuations: int | None = None,
                  name: str = "budget_forcing") -> None:
@@ -294,57 +316,67 @@ class FunctionStrategy(Strategy):
         return [Outcome(self.name, v, len(samples))]
 
 
-STRATEGIES: dict[str, str] = {
-    "pass@k": "metarl.eval.strategies.PassAtK",
-    "pass_at_k": "metarl.eval.strategies.PassAtK",
-    "majority": "metarl.eval.strategies.MajorityVote",
-    "majority_vote": "metarl.eval.strategies.MajorityVote",
-    "best_of_n": "metarl.eval.strategies.BestOfN",
-    "weighted_best_of_n": "metarl.eval.strategies.WeightedBestOfN",
-    "revisions": "metarl.eval.strategies.SequentialRevisions",
-    "budget_forcing": "metarl.eval.strategies.BudgetForcing",
-    "beam_search": "metarl.eval.search.BeamSearch",
-    "lookahead": "metarl.eval.search.Lookahead",
-    "dvts": "metarl.eval.search.DVTS",
-}
-"""Short strategy names -> dotted paths (any dotted path to a Strategy class or function works too)."""
+def build_strategy(spec: Any, sections: Mapping[str, Mapping[str, Any]] | None = None,
+                   key: str = "strategy") -> Strategy:
+    """A strategy from a ``_target_`` mapping, a :class:`Strategy` or a function ``fn(question, samples)``.
 
+    When the target is a Strategy class with a ``section``, ``sections[section]`` supplies the keyword
+    arguments the spec does not give (the config sections ``pass_at_k``, ``best_of_n``, ``revisions``,
+    ``budget_forcing``, ``search``). A function named by a mapping says ``_partial_: true``. Errors are
+    :class:`~metarl.registry.ConfigError` naming ``key``.
 
-def build_strategy(spec: Any, defaults: Mapping[str, Mapping[str, Any]] | None = None) -> Strategy:
-    """A strategy from a short name, dotted path, ``_target_`` mapping, Strategy or function.
-
-    ``defaults`` maps a short name (e.g. ``"revisions"``) to keyword arguments used when the spec does
-    not give them (the config sections ``pass_at_k``, ``best_of_n``, ``revisions``, ``budget_forcing``).
+    >>> build_strategy({"_target_": "metarl.eval.strategies.PassAtK"}, {"pass_at_k": {"k": [1, 4]}}).names()
+    ['pass@1', 'pass@4']
+    >>> build_strategy("majority", key="strategies.mine")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    metarl.registry.ConfigError: strategies.mine='majority': a strategy is a mapping with `_target_` ...
     """
+    from metarl.registry import _plain
+
     if isinstance(spec, Strategy):
         return spec
-    if isinstance(spec, Mapping):
-        kwargs = dict(spec)
-        target = kwargs.pop("_target_", None)
-        if target is None:
-            raise ConfigError(f"strategy spec {dict(spec)} has no `_target_`; name one of {sorted(STRATEGIES)} "
-                              "or a dotted path")
-    elif isinstance(spec, str):
-        target, kwargs = spec, {}
-    elif callable(spec):
+    spec = _plain(spec)
+    if callable(spec) and not isinstance(spec, str | Mapping):
         return FunctionStrategy(spec)
-    else:
-        raise ConfigError(f"cannot build a strategy from {spec!r}")
-    merged = {**dict((defaults or {}).get(str(target), {}) or {}), **kwargs}
-    obj = build({"_target_": target, **merged} if merged else target, STRATEGIES, kind="strategy")
+    if isinstance(spec, Mapping):
+        cls = target_of(spec)
+        section = getattr(cls, "section", None) if isinstance(cls, type) and issubclass(cls, Strategy) else None
+        if section and sections and sections.get(section):
+            skip = set(cls.section_skip)
+            spec = {**{k: v for k, v in dict(sections[section]).items() if k not in skip}, **dict(spec)}
+    elif not isinstance(spec, str):
+        raise ConfigError(f"{key}: cannot build a strategy from {spec!r}; give a mapping with `_target_`")
+    obj = instantiate_callable(spec, "strategy", key)
     if isinstance(obj, Strategy):
         return obj
     if callable(obj):
         return FunctionStrategy(obj)
-    raise ConfigError(f"strategy {target!r} built {obj!r}, which is neither a Strategy nor a function")
+    raise ConfigError(f"{key}: {spec.get('_target_')} built {obj!r}, which is neither a Strategy nor a function "
+                      "(a function strategy's config says `_partial_: true`)")
 
 
-def build_strategies(specs: Sequence[Any], n: int,
-                     defaults: Mapping[str, Mapping[str, Any]] | None = None) -> list[Strategy]:
-    """Build every strategy, check it can run with ``n`` samples, and check reported names are unique."""
-    if isinstance(specs, str | Mapping) or not specs:
-        raise ConfigError(f"strategies must be a non-empty list (e.g. [pass@k, majority]), got {specs!r}")
-    out = [build_strategy(s, defaults) for s in specs]
+def build_strategies(specs: Mapping[str, Any] | Sequence[Any], n: int,
+                     sections: Mapping[str, Mapping[str, Any]] | None = None) -> list[Strategy]:
+    """Build every strategy, check it can run with ``n`` samples, and check reported names are unique.
+
+    ``specs``: the config's ``strategies`` mapping (name -> ``_target_`` spec, the multi-select group
+    ``conf/strategies/``; errors name ``strategies.<name>``), or a list of specs, Strategy objects and
+    functions (Python callers). ``sections``: the option sections of :func:`build_strategy`.
+    """
+    from metarl.registry import _plain
+
+    specs = _plain(specs)
+    if isinstance(specs, Mapping):
+        items = [(f"strategies.{name}", spec) for name, spec in specs.items() if spec is not None]
+    elif isinstance(specs, str) or not isinstance(specs, Sequence):
+        items = []
+    else:
+        items = [(f"strategies[{i}]", spec) for i, spec in enumerate(specs)]
+    if not items:
+        raise ConfigError(f"strategies must name at least one strategy (a mapping name -> spec, e.g. "
+                          f"strategies=[pass_at_k,majority] from conf/strategies/, or a list of specs), got {specs!r}")
+    out = [build_strategy(s, sections, key) for key, s in items]
     seen: dict[str, Strategy] = {}
     gens: dict[str, Generation] = {}
     for s in out:

@@ -1,12 +1,14 @@
 """Verifier scores for Best-of-N and weighted Best-of-N: ``score(prompt, completion, answer_text) -> float``.
 
-Built-in scores (select with ``best_of_n.verifier=<name>``; any dotted path to such a callable works too):
+A verifier is a ``_target_`` mapping built with :func:`metarl.registry.instantiate_callable` (a class is
+instantiated with the keyword arguments; a function verifier says ``_partial_: true``), e.g.
+``best_of_n.verifier='{_target_: metarl.eval.verifiers.MeanLogProb}'``. Built-ins:
 
-* ``self_verify`` (default): the policy's own last verification verdict — 1.0 if the last
-  ``<verify>…</verify>`` block of the completion says the answer is correct, else 0.0 (no verify
-  block, a negative or no verdict). No extra model call.
-* ``mean_logprob``: the policy's mean token log-probability of the completion given the prompt
-  (one teacher-forced forward pass), by default as ``exp(mean log-prob)`` — the per-token geometric
+* :class:`SelfVerification` (default, reported as ``self_verify``): the policy's own last verification
+  verdict — 1.0 if the last ``<verify>…</verify>`` block of the completion says the answer is correct, else
+  0.0 (no verify block, a negative or no verdict). No extra model call.
+* :class:`MeanLogProb` (``mean_logprob``): the policy's mean token log-probability of the completion given
+  the prompt (one teacher-forced forward pass), by default as ``exp(mean log-prob)`` — the per-token geometric
   mean probability, in (0, 1] — so that weighted Best-of-N sums positive weights; ``exp=False``
   returns the raw mean log-prob (fine for Best-of-N, wrong for summing votes).
 
@@ -18,20 +20,17 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import torch
 
 from metarl.grading.extraction import DEFAULT_NEGATIVE, DEFAULT_POSITIVE, parse_verdict
-from metarl.registry import ConfigError, build, import_object
+from metarl.registry import ConfigError, instantiate_callable
 from metarl.tasks.base import tagged_blocks
 
-VERIFIERS: dict[str, str] = {
-    "self_verify": "metarl.eval.verifiers.SelfVerification",
-    "mean_logprob": "metarl.eval.verifiers.MeanLogProb",
-}
-"""Short verifier names -> dotted paths."""
+SELF_VERIFICATION = "metarl.eval.verifiers.SelfVerification"
+"""The default verifier's ``_target_`` (a null verifier spec means ``{_target_: SELF_VERIFICATION}``)."""
 
 
 class SelfVerification:
@@ -108,27 +107,83 @@ def verifier_name(verifier: Callable[..., Any]) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def build_verifier(spec: Any = "self_verify", *, model=None, tokenizer=None) -> Callable[..., float]:
-    """A verifier from a short name (:data:`VERIFIERS`), dotted path, ``_target_`` mapping or callable.
+def target_of(spec: Any) -> Any:
+    """The object a ``_target_`` mapping names (``hydra.utils.get_object``), or None when it names none
+    that can be imported (building it then reports the error with the key)."""
+    from hydra.utils import get_object
 
-    ``model``/``tokenizer`` are passed to verifiers whose constructor (or function) accepts them.
+    from metarl.registry import _plain
+
+    spec = _plain(spec)
+    target = spec.get("_target_") if isinstance(spec, Mapping) else None
+    if not isinstance(target, str) or not target:
+        return None
+    try:
+        return get_object(target)
+    except Exception:  # noqa: BLE001 - instantiate reports it, naming the key
+        return None
+
+
+def is_self_verification(spec: Any) -> bool:
+    """Whether a verifier spec builds :class:`SelfVerification` (null: the default, which does).
+
+    >>> is_self_verification(None), is_self_verification({"_target_": "metarl.eval.verifiers.MeanLogProb"})
+    (True, False)
     """
     if spec is None:
-        spec = "self_verify"
-    if callable(spec) and not isinstance(spec, str):
+        return True
+    obj = target_of(spec)
+    return isinstance(obj, type) and issubclass(obj, SelfVerification)
+
+
+def with_verdict(spec: Any, verdict: Mapping[str, Any] | None) -> Any:
+    """The verifier spec with the run's verdict words (config ``verdict``: ``positive`` / ``negative``) for
+    self-verification, unless the spec sets them itself; any other spec is returned as it is.
+
+    >>> with_verdict(None, {"negative": ["wrong"]})
+    {'_target_': 'metarl.eval.verifiers.SelfVerification', 'negative': ['wrong']}
+    """
+    from metarl.registry import _plain
+
+    if not verdict or not is_self_verification(spec):
         return spec
-    target = spec if isinstance(spec, str) else dict(spec).get("_target_")
+    spec = dict(_plain(spec) or {"_target_": SELF_VERIFICATION})
+    return {**spec, **{k: v for k, v in dict(verdict).items() if k not in spec}}
+
+
+def build_verifier(spec: Any = None, *, model=None, tokenizer=None, key: str = "best_of_n.verifier"
+                   ) -> Callable[..., float]:
+    """A verifier from a ``_target_`` mapping (``None``: :class:`SelfVerification`) or a callable, returned as it is.
+
+    ``model``/``tokenizer`` are passed to verifiers whose constructor (or function) accepts them and whose
+    spec does not set them. Errors are :class:`~metarl.registry.ConfigError` naming ``key``.
+
+    >>> build_verifier({"_target_": "metarl.eval.verifiers.SelfVerification", "tag": "check"}).tag
+    'check'
+    >>> build_verifier("self_verify")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    metarl.registry.ConfigError: best_of_n.verifier='self_verify': a verifier is a mapping with `_target_` ...
+    """
+    from metarl.registry import _plain
+
+    spec = _plain(spec)
+    if spec is None:
+        spec = {"_target_": SELF_VERIFICATION}
+    if callable(spec) and not isinstance(spec, str | Mapping):
+        return spec
     extra: dict[str, Any] = {}
-    if isinstance(target, str):
+    obj = target_of(spec)
+    if obj is not None:
         try:
-            obj = import_object(VERIFIERS.get(target, target))
             params = inspect.signature(obj).parameters
-        except (ImportError, ValueError, TypeError):
-            params = {}  # build() reports the unknown name
-        given = set(dict(spec)) if not isinstance(spec, str) else set()
+        except (ValueError, TypeError):
+            params = {}
+        given = set(dict(spec))
         extra = {k: v for k, v in (("model", model), ("tokenizer", tokenizer))
                  if k in params and k not in given and v is not None}
-    verifier = build(spec, VERIFIERS, kind="verifier", **extra)
+    verifier = instantiate_callable(spec, "verifier", key, **extra)
     if not callable(verifier):
-        raise ConfigError(f"verifier {spec!r} is not callable; it must be score(prompt, completion, answer_text)")
+        raise ConfigError(f"{key}: {verifier!r} is not callable; a verifier is score(prompt, completion, "
+                          f"answer_text) -> float (a function verifier's config says `_partial_: true`)")
     return verifier
