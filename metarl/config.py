@@ -61,7 +61,8 @@ def compose(app: str, overrides: list[str] | None = None) -> DictConfig:
         try:
             return hydra_compose(app, overrides=list(overrides or []))
         except HydraException as e:
-            raise composition_error(e, app) from None
+            error = e
+    raise composition_error(error, app) from None
 
 
 def composition_error(error: BaseException, app: str) -> ConfigError:
@@ -77,6 +78,8 @@ def composition_error(error: BaseException, app: str) -> ConfigError:
         key = str(cause.full_key)
         parent, _, name = key.rpartition(".")
         valid = valid_keys(app, parent)
+        if valid is None:  # an app without a schema: the keys its own composed config has there
+            valid = composed_keys(app, parent)
         if valid is not None and name not in valid:
             where = f"`{parent}`" if parent else f"the {app} config"
             return ConfigError(f"{key}: unknown key; {where} has {', '.join(valid)}")
@@ -129,6 +132,17 @@ def valid_keys(app: str, section: str) -> list[str] | None:
     if not dataclasses.is_dataclass(node):
         return None
     return [f.name for f in dataclasses.fields(node)]
+
+
+def composed_keys(app: str, section: str) -> list[str] | None:
+    """The keys of ``section`` in the app's config composed without overrides (None: not a mapping there)."""
+    try:
+        node = compose(app)
+    except ConfigError:
+        return None
+    for part in [p for p in section.split(".") if p]:
+        node = node.get(part) if isinstance(node, DictConfig) else None
+    return [str(k) for k in node.keys()] if isinstance(node, DictConfig) else None
 
 
 def validated(cfg: DictConfig, app: str) -> Any:

@@ -32,7 +32,7 @@ def _main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    prepare_command_line()  # plug-ins in the current directory; run_dir= is Hydra's output directory
+    prepare_command_line("eval")  # plug-ins in the current directory; run_dir= is Hydra's output directory
     _main()
 
 
