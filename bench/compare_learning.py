@@ -6,10 +6,14 @@ compute cap C for each seed, and evaluated on held-out problems::
     python bench/compare_learning.py --out runs/compare --page      # the comparison (est. 30-45 min, 2 CPU cores)
     python bench/compare_learning.py --out runs/compare-quick --quick  # smoke check (1 seed, 6 steps: ~80 s)
 
-Defaults: 4 recipes x seeds 0,1,2, 150 GRPO steps (batch 64 = 8 problems x 8 samples), C=192, learning rate
-2e-4, 100 held-out problems, sampled pass@1 (4 samples per problem, T=1) every 15 steps, regret with m=4. Estimate from the quick run (2 workers, cached tiny
-policy): ~0.5-1.5 s per step (MC progress the slowest), ~5 s per held-out evaluation at C/2 and C, ~30 s of
-test-time evaluation and ~15 s start-up per job, i.e. ~4-6 min per job and 15 jobs on 2 workers.
+The setting every recipe is trained in is a config file, ``conf/setting/compare.yaml`` (``--quick``:
+``compare_quick.yaml``; ``--setting NAME`` another): each job is ``metarl-train recipe=<recipe>
++setting=compare seed=<k>`` plus ``--override``s, so the comparison's sizes live in no Python list. The default
+setting: 4 recipes x seeds 0,1,2, 150 GRPO steps (batch 64 = 8 problems x 8 samples), C=192, learning rate
+2e-4, 100 held-out problems, sampled pass@1 (4 samples per problem, T=1) every 15 steps; regret with m=4.
+Estimate from the quick run (2 workers, cached tiny policy): ~0.5-1.5 s per step (MC progress the slowest),
+~5 s per held-out evaluation at C/2 and C, ~30 s of test-time evaluation and ~15 s start-up per job, i.e.
+~4-6 min per job and 15 jobs on 2 workers.
     python bench/results_page.py runs/compare                        # docs/results.md from an output directory
 
 One job per (recipe, seed), ``--jobs`` at a time (one torch thread each), plus one ``initial`` job per seed
@@ -52,12 +56,10 @@ from typing import Any
 import numpy as np
 
 from metarl.metrics import Interval, bootstrap_ci, mean_ci
+from tables import (BASELINE, CONTINUATION, INITIAL, TARGET_RATIO, accuracy_table, efficiency_table,  # noqa: F401
+                    fmt_iv, forcing_table, markdown_table)
 
 RECIPES: tuple[str, ...] = ("outcome_grpo", "obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress")
-BASELINE = "outcome_grpo"
-INITIAL = "initial"  # pseudo-recipe: the untrained policy, evaluated like a trained one
-TARGET_RATIO = 2 / 3  # BRIEF: reach the baseline's accuracy with <= 2/3 of its training tokens
-CONTINUATION = "<revise>"  # budget forcing continuation for the tag format of the built-in task
 # Relative cost of a job, to start the slow ones first (keeps both workers busy at the end).
 _COST = {"obj2_mc_progress": 3.0, "obj2_likelihood_progress": 1.5, "obj1_verify": 1.0, "outcome_grpo": 1.0,
          INITIAL: 0.2}
@@ -65,22 +67,26 @@ _COST = {"obj2_mc_progress": 3.0, "obj2_likelihood_progress": 1.5, "obj1_verify"
 
 @dataclass
 class Settings:
-    """Everything that defines a comparison (written to summary.json; the same settings reproduce it)."""
+    """Everything that defines a comparison (written to summary.json; the same settings reproduce it).
+
+    The training setting is the config file ``conf/setting/<setting>.yaml`` plus ``overrides``; the fields from
+    ``steps`` to ``batch`` are what that composes to (:func:`resolve`), recorded for the tables and the page."""
 
     recipes: list[str] = field(default_factory=lambda: list(RECIPES))
     seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    steps: int = 150
-    model: str = "tiny"
-    cap: int = 192
-    eval_n: int = 100
-    eval_every: int = 15
-    eval_samples: int = 4
+    setting: str = "compare"
     mc_m: int = 4
-    learning_rate: float = 2e-4
-    batch: int = 64
     jobs: int = 2
     quick: bool = False
     overrides: list[str] = field(default_factory=list)
+    steps: int | None = None
+    model: str | None = None
+    cap: int | None = None
+    eval_n: int | None = None
+    eval_every: int | None = None
+    eval_samples: int | None = None
+    learning_rate: float | None = None
+    batch: int | None = None
 
     @property
     def budgets(self) -> list[int]:
@@ -97,7 +103,17 @@ class Settings:
         return [max(1, self.cap // 2), self.cap]
 
 
-QUICK = dict(seeds=[0], steps=6, eval_n=24, eval_every=3, mc_m=2)
+QUICK = dict(seeds=[0], setting="compare_quick", mc_m=2)
+
+
+def resolve(s: Settings) -> Settings:
+    """Fill the recorded sizes from the composed setting (the baseline recipe with the setting and overrides)."""
+    cfg = _compose("train", [f"recipe={BASELINE}", f"+setting={s.setting}", *s.overrides])
+    s.steps, s.model, s.cap = int(cfg.trainer.max_steps), str(cfg.model.name_or_path), int(cfg.budget.cap)
+    s.eval_n, s.eval_every = int(cfg.evaluate.n), int(cfg.evaluate.every)
+    s.eval_samples, s.learning_rate = int(cfg.evaluate.samples), float(cfg.trainer.learning_rate)
+    s.batch = int(cfg.trainer.per_device_train_batch_size)
+    return s
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,23 +126,17 @@ def job_dir(out: Path, recipe: str, seed: int) -> Path:
 
 
 def _compose(config: str, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
+    from metarl.config import compose
 
-    from metarl.config import conf_dir
-
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return compose(config, overrides=overrides)
+    return compose(config, overrides)
 
 
 def train_overrides(s: Settings, recipe: str, seed: int, run_dir: Path) -> list[str]:
-    """Hydra overrides of one training run (the recipe's own settings, the shared data/steps/cap/eval)."""
+    """One training run: the recipe, the comparison's setting file (sizes, caps, evaluation), the job's identity
+    (name, run directory, seed) and the comparison's extra overrides."""
     recipe_name = BASELINE if recipe == INITIAL else recipe
-    return [f"recipe={recipe_name}", f"name={recipe}", f"run_dir={run_dir}", f"model={s.model}", f"seed={seed}",
-            "threads=1", f"trainer.max_steps={s.steps}", f"trainer.learning_rate={s.learning_rate}",
-            f"trainer.per_device_train_batch_size={s.batch}", "evaluate.temperature=1.0",
-            f"evaluate.samples={s.eval_samples}", f"budget.cap={s.cap}", f"task.n_test={s.eval_n}",
-            f"evaluate.n={s.eval_n}", f"evaluate.budgets=[{s.budgets[0]}]", f"evaluate.every={s.eval_every}",
-            *s.overrides]
+    return [f"recipe={recipe_name}", f"+setting={s.setting}", f"name={recipe}", f"run_dir={run_dir}",
+            f"seed={seed}", *s.overrides]
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -441,73 +451,6 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
-def fmt_iv(iv: dict[str, float], digits: int = 3, pct: bool = False) -> str:
-    """``0.250 [0.180, 0.320]`` (no bracket when the CI is undefined; ``-`` when there is no value)."""
-    k = 100.0 if pct else 1.0
-    m = iv.get("mean", math.nan)
-    if m is None or not math.isfinite(m):
-        return "-"
-    s = f"{m * k:.{digits}f}"
-    lo, hi = iv.get("low", math.nan), iv.get("high", math.nan)
-    if lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi):
-        s += f" [{lo * k:.{digits}f}, {hi * k:.{digits}f}]"
-    return s
-
-
-def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub markdown table."""
-    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(map(str, r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def accuracy_table(agg: dict[str, Any]) -> str:
-    """Held-out pass@1 at C/2 and C after training (as evaluated during training: sampled with the default
-    settings), with the test-time tokens and Δ vs baseline."""
-    cap = str(agg["cap"])
-    budgets = sorted({b for r in agg["per_recipe"].values() for b in r["accuracy"]}, key=int)
-    header = ["recipe", "seeds", *[f"accuracy @ {b}" for b in budgets], f"Δ vs {INITIAL} @ {cap}",
-              f"Δ vs {BASELINE} @ {cap}", f"test tokens @ {cap}", f"verification acc. @ {cap}"]
-    rows = []
-    for name, r in agg["per_recipe"].items():
-        rows.append([name, len(r["seeds"]), *[fmt_iv(r["accuracy"].get(b, {})) for b in budgets],
-                     fmt_iv(r["vs_initial"]) if "vs_initial" in r else "-",
-                     fmt_iv(r["vs_baseline"]) if "vs_baseline" in r else "-",
-                     fmt_iv(r["test_tokens"].get(cap, {}), 1), fmt_iv(r["verification_accuracy"])])
-    return markdown_table(header, rows)
-
-
-def efficiency_table(agg: dict[str, Any]) -> str:
-    """Training tokens to reach the baseline's final accuracy, per seed and as a ratio with its CI."""
-    te = agg.get("token_efficiency") or {}
-    rows = []
-    for name, e in te.items():
-        per = ", ".join(("" if x["reached"] else ">") + f"{x['tokens']:.0f}" for x in e["seeds"])
-        rows.append([name, per, fmt_iv(e["ratio"], 2), f"{e['n_reached']}/{len(e['seeds'])}", e["verdict"]])
-    return markdown_table(["recipe", "tokens to reach target (per seed)", "ratio to baseline tokens [95% CI]",
-                           "seeds reaching", f"≤ {TARGET_RATIO:.2f}?"], rows)
-
-
-def forcing_table(agg: dict[str, Any]) -> str:
-    """Greedy vs budget-forced accuracy (and thinking tokens) at C and 2C, plus normalised regret."""
-    header, rows = ["recipe"], []
-    cols: list[tuple[str, str]] = []
-    for r in agg["per_recipe"].values():
-        for strat, cells in r["forcing"].items():
-            for b in cells:
-                if (strat, b) not in cols:
-                    cols.append((strat, b))
-    cols.sort(key=lambda c: (int(c[1]), c[0] != "greedy"))
-    regret_b = sorted({b for r in agg["per_recipe"].values() for b in r["regret"]}, key=int)
-    header += [f"{s} @ {b}: acc. (tokens)" for s, b in cols] + [f"regret @ {b}" for b in regret_b]
-    for name, r in agg["per_recipe"].items():
-        row = [name]
-        for s, b in cols:
-            c = r["forcing"].get(s, {}).get(b)
-            row.append("-" if c is None else f"{fmt_iv(c['accuracy'])} ({c['tokens']['mean']:.1f})")
-        row += [fmt_iv(r["regret"].get(b, {})) for b in regret_b]
-        rows.append(row)
-    return markdown_table(header, rows)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -529,21 +472,15 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="output directory (jobs resume from it)")
     p.add_argument("--quick", action="store_true", help=f"smoke check: {QUICK} (< 5 min)")
+    p.add_argument("--setting", help="the training setting, conf/setting/NAME.yaml (default compare; quick: "
+                                     "compare_quick)")
     p.add_argument("--seeds", help="comma-separated seeds (default 0,1,2; quick: 0)")
-    p.add_argument("--steps", type=int, help="training steps per run (default 150; quick: 6)")
     p.add_argument("--jobs", type=int, default=2, help="parallel jobs, one torch thread each (default 2)")
     p.add_argument("--recipes", help=f"comma-separated recipes (default {','.join(RECIPES)})")
-    p.add_argument("--model", default=None, help="policy: tiny (default) or random-tiny")
-    p.add_argument("--cap", type=int, help="compute cap C (default 96)")
-    p.add_argument("--eval-n", type=int, help="held-out problems (default 128; quick: 24)")
-    p.add_argument("--eval-every", type=int, help="learning-curve evaluation every N steps (default 10; quick: 3)")
-    p.add_argument("--lr", dest="learning_rate", type=float,
-                   help="AdamW learning rate of every run (default 2e-4)")
-    p.add_argument("--batch", type=int, help="completions per step, 8 per problem (default 64)")
-    p.add_argument("--eval-samples", type=int, help="samples per held-out problem at temperature 1 (default 4)")
     p.add_argument("--mc-m", type=int, help="forced answers per prefix for regret (default 4; quick: 2)")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
-                   help="extra Hydra override for every training run (repeatable), e.g. objective.alpha=3")
+                   help="extra Hydra override for every training run (repeatable), e.g. trainer.max_steps=300 "
+                        "or model=random-tiny")
     p.add_argument("--page", action="store_true", help="then write docs/results.md (bench/results_page.py)")
     a = p.parse_args(argv)
     s = Settings(**(QUICK if a.quick else {}), quick=a.quick, jobs=a.jobs, overrides=list(a.override))
@@ -554,12 +491,19 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
             p.error(f"--seeds {a.seeds!r}: give comma-separated whole numbers, e.g. --seeds 0,1,2")
     if a.recipes:
         s.recipes = [x.strip() for x in a.recipes.split(",") if x.strip()]
-    for key in ("steps", "model", "cap", "eval_n", "eval_every", "mc_m", "learning_rate", "batch", "eval_samples"):
-        if getattr(a, key) is not None:
-            setattr(s, key, getattr(a, key))
-    for key in ("steps", "cap", "eval_n", "eval_every", "mc_m", "jobs", "batch", "eval_samples"):
+    if a.setting:
+        s.setting = a.setting
+    if a.mc_m is not None:
+        s.mc_m = a.mc_m
+    for key in ("mc_m", "jobs"):
         if getattr(s, key) < 1:
             p.error(f"--{key.replace('_', '-')}={getattr(s, key)} must be >= 1")
+    try:
+        resolve(s)
+    except ValueError as e:  # metarl's ConfigError: the setting or an override does not compose
+        p.error(f"--setting {s.setting} with the overrides {s.overrides}: {e}")
+    if s.eval_every < 1:
+        p.error(f"the setting's evaluate.every={s.eval_every} must be >= 1 (the learning curves need it)")
     if not s.seeds:
         p.error("--seeds is empty; e.g. --seeds 0,1,2")
     if BASELINE not in s.recipes:
@@ -571,7 +515,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     if unknown:
         p.error(f"--recipes: unknown {unknown}; recipes/ has {sorted(known)}")
     if s.model not in ("tiny", "random-tiny"):
-        p.error(f"--model {s.model!r}: use tiny (the warm-started policy) or random-tiny")
+        p.error(f"model={s.model!r}: the comparison trains the tiny policy (tiny) or random-tiny "
+                f"(--override model=random-tiny)")
     return a, s
 
 
@@ -637,7 +582,6 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     print("\n" + accuracy_table(agg) + "\n\n" + efficiency_table(agg) + "\n\n" + forcing_table(agg), flush=True)
     print(f"\n[compare] {len(jobs)}/{n_jobs} jobs in {summary['wall_seconds']:.0f} s; wrote {prev}", flush=True)
     if a.page:
-        sys.path.insert(0, str(Path(__file__).resolve().parent))
         import results_page
 
         results_page.main([str(out)])

@@ -64,6 +64,7 @@ import bench_likelihood  # noqa: E402
 import bench_mc  # noqa: E402
 import bench_train_step  # noqa: E402
 import compare_learning  # noqa: E402
+from tables import markdown_table  # noqa: E402
 
 PRELOAD = ["__main__", "torch", "transformers", "trl", "datasets", "hydra", "metarl.trainer.run",
            "metarl.trainer.grpo", "metarl.models.loading"]
@@ -346,7 +347,7 @@ def write_outputs(result: dict[str, Any], out: Path) -> list[Path]:
 
 def tables(result: dict[str, Any]) -> str:
     """Markdown tables of every part (what the run printed as it went, in one place)."""
-    table = compare_learning.markdown_table
+    table = markdown_table
     ts, lk, mc = result["train_step"], result["likelihood"], result["mc"]
     base = ts["baseline_rss_mb"]
     parts = [f"train_step (baseline process, model + data only: {base:.0f} MB peak RSS)",

@@ -9,7 +9,7 @@ Every vendored case (gold, prediction, expected verdict from math-verify's ``tes
 - ``mv_own``: math-verify with the options the case's own test passes (``match_types``, ``precision``,
   ``strict``, ``allow_set_relation_comp``, ``boxed_match_priority``): checks the vendored data;
 - ``scorer``: what ``metarl-score grader=math`` (default ``answer=auto``) runs, built the same way:
-  ``grader, extract = metarl.config.answer_tools(None, "math", "auto", {})``, then
+  ``grader, extract = metarl.config.answer_tools(None, <conf/grader/math.yaml>, "auto", {})``, then
   ``grader(extract(pred), gold)``;
 - ``grader``: ``build_grader(MathGrader())(pred, gold)`` on the whole prediction;
 - ``grader_own``: the same with the options of the case's test that the grader has (``precision`` as
@@ -70,9 +70,9 @@ def _mv(gold: str, pred: str, options: dict[str, Any] | None = None) -> bool:
 
 
 def _grader_spec(timeout: float | None, **options: Any) -> Any:
-    """``grader=math``, with a time limit other than the default 1 s per call when ``timeout`` is given."""
-    spec = {"_target_": "math", **options, **({"timeout": timeout} if timeout else {})}
-    return spec if len(spec) > 1 else "math"
+    """``grader=math`` (``conf/grader/math.yaml``'s target), with a time limit other than the default 1 s per call
+    when ``timeout`` is given."""
+    return {"_target_": "metarl.grading.math_grader.MathGrader", **options, **({"timeout": timeout} if timeout else {})}
 
 
 def library_verdicts(cases: list[dict[str, Any]], names: tuple[str, ...] = PATHS[:-1],
@@ -116,14 +116,14 @@ def library_verdicts(cases: list[dict[str, Any]], names: tuple[str, ...] = PATHS
 
 def cli_verdicts(cases: list[dict[str, Any]], timeout: float | None = None, limit_s: float = 600.0) -> list[bool]:
     """Verdicts of ``metarl-score grader=math`` (default ``answer=auto``) run once over all cases;
-    ``timeout``: seconds per grader call (``grader={_target_: math, timeout: ...}``; None: the default)."""
+    ``timeout``: seconds per grader call (``grader.timeout=...``; None: the default)."""
     with tempfile.TemporaryDirectory() as tmp:
         src, dst = Path(tmp) / "cases.jsonl", Path(tmp) / "scored.jsonl"
         with src.open("w", encoding="utf-8") as f:
             for c in cases:
                 f.write(json.dumps({"prompt": c["id"], "completion": c["pred"], "answer": c["gold"]}) + "\n")
         env = dict(os.environ, OMP_NUM_THREADS="1", HYDRA_FULL_ERROR="1")
-        grader = "grader=math" if not timeout else f"grader={{_target_:math,timeout:{float(timeout)}}}"
+        grader = "grader=math" if not timeout else f"grader.timeout={float(timeout)}"
         cmd = [sys.executable, "-m", "metarl.cli.score", f"input={src}", f"output={dst}", f"run_dir={tmp}/run",
                grader, "rewards=[outcome]"]
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=limit_s)

@@ -13,17 +13,15 @@ import argparse
 import json
 import math
 import shutil
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import compare_learning as cl  # noqa: E402
+import tables
 
-from metarl.metrics import Interval, mean_ci  # noqa: E402
+from metarl.metrics import Interval, mean_ci
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -94,7 +92,7 @@ def plot_learning_curves(jobs: Sequence[dict[str, Any]], agg: dict[str, Any], ou
     accuracy as a dashed line."""
     plt = _plt()
     cap = agg["cap"]
-    recipes = [r for r in agg["recipes"] if r != cl.INITIAL]
+    recipes = [r for r in agg["recipes"] if r != tables.INITIAL]
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
     rows = []
     for i, recipe in enumerate(recipes):
@@ -108,9 +106,9 @@ def plot_learning_curves(jobs: Sequence[dict[str, Any]], agg: dict[str, Any], ou
         if np.isfinite(lo).all() and np.isfinite(hi).all():
             ax.fill_between(x, lo, hi, color=c, alpha=0.15, lw=0)
         rows += [[recipe, p["step"], p["train_tokens"], p["accuracy"], p["low"], p["high"], p["seeds"]] for p in pts]
-    base = agg["per_recipe"].get(cl.BASELINE, {}).get("accuracy", {}).get(str(cap))
+    base = agg["per_recipe"].get(tables.BASELINE, {}).get("accuracy", {}).get(str(cap))
     if base:
-        ax.axhline(base["mean"], ls="--", color="gray", lw=1, label=f"{cl.BASELINE} final")
+        ax.axhline(base["mean"], ls="--", color="gray", lw=1, label=f"{tables.BASELINE} final")
     ax.set(xlabel="training tokens (prompt + completion)", ylabel=f"held-out pass@1 @ C={cap}",
            title="Learning curves (mean over seeds, 95% CI)")
     ax.grid(alpha=0.3)
@@ -175,7 +173,7 @@ def plot_efficiency(agg: dict[str, Any], out: Path) -> tuple[str, str] | None:
            color=[plt.get_cmap("tab10").colors[i % 10] for i in range(len(names))], alpha=0.8)
     for i, n in enumerate(names):
         ax.scatter([i] * len(te[n]["seeds"]), [x["ratio"] for x in te[n]["seeds"]], color="k", s=10, zorder=3)
-    ax.axhline(cl.TARGET_RATIO, color="red", ls="--", lw=1, label="target 2/3")
+    ax.axhline(tables.TARGET_RATIO, color="red", ls="--", lw=1, label="target 2/3")
     ax.axhline(1.0, color="gray", ls=":", lw=1)
     ax.set_xticks(xs, names, rotation=15, fontsize=8)
     ax.set(ylabel="training tokens / baseline's", title="Tokens to reach the baseline's final accuracy")
@@ -225,23 +223,23 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
     if n_seeds < 3:
         lines.append(f"Only {n_seeds} seed(s): the BRIEF asks for at least 3, so no claim below is settled; "
                      "intervals of one seed are bootstraps over held-out questions and ignore training noise.")
-    init = pr.get(cl.INITIAL, {}).get("accuracy", {}).get(cap)
+    init = pr.get(tables.INITIAL, {}).get("accuracy", {}).get(cap)
     for name, r in pr.items():  # training against the untrained policy, paired by seed
         d = r.get("vs_initial")
         if not init or not d or not math.isfinite(d.get("low", math.nan)):
             continue
         word = "improves on" if d["low"] > 0 else "is below" if d["high"] < 0 else "is not distinguishable from"
-        lines.append(f"{'The outcome-reward baseline' if name == cl.BASELINE else f'**{name}**'} {word} the initial "
+        lines.append(f"{'The outcome-reward baseline' if name == tables.BASELINE else f'**{name}**'} {word} the initial "
                      f"policy at C={cap}: {r['accuracy'][cap]['mean']:.3f} vs {init['mean']:.3f} (paired difference "
                      f"{d['mean']:+.3f}, 95% CI {d['low']:+.3f} to {d['high']:+.3f}).")
     te = agg.get("token_efficiency") or {}
-    bt = te.get(cl.BASELINE)
+    bt = te.get(tables.BASELINE)
     if bt and bt["n_trivial"]:
         lines.append(f"In {bt['n_trivial']} of {len(bt['seeds'])} seed(s) the baseline's final accuracy was already "
                      "met by the initial policy (step 0), so 'tokens to reach it' is 0 for every method there: token "
                      "efficiency measures nothing in those seeds.")
     for name, e in te.items():
-        if name == cl.BASELINE:
+        if name == tables.BASELINE:
             continue
         iv = e["ratio"]
         span = (f"{iv['mean']:.2f} (95% CI {iv['low']:.2f}–{iv['high']:.2f})" if math.isfinite(iv["low"])
@@ -284,12 +282,12 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
                      "progress rewards lower it. Regret uses μ estimated from few forced answers per prefix, so "
                      "per-question values are noisy.")
     va = {n: r["verification_accuracy"] for n, r in pr.items() if math.isfinite(r["verification_accuracy"]["mean"])}
-    if cl.BASELINE in va and len(va) > 1:
+    if tables.BASELINE in va and len(va) > 1:
         parts = ", ".join(f"{n} {v['mean']:.3f}" for n, v in va.items())
         lines.append(f"Verification accuracy of the verify episodes at C={cap} (does the stated verdict match the "
                      f"attempt's true correctness): {parts}. Obj-1 rewards exactly this, so it is where Obj-1 should "
                      "differ first.")
-    helped = [n for n, e in te.items() if n != cl.BASELINE and e["verdict"] == "meets"]
+    helped = [n for n, e in te.items() if n != tables.BASELINE and e["verdict"] == "meets"]
     if helped:
         lines.append(f"Dense rewards help on this task for: {', '.join(helped)} (token-efficiency target met within "
                      "the CI).")
@@ -335,7 +333,7 @@ def costs_section(costs: dict[str, Any]) -> list[str]:
                 + (f" (a process that only loads the model and data: {base:.0f} MB)." if base else "."),
                 f"Settings: `{json.dumps(ts.get('settings', {}), sort_keys=True)}`. {_step_target(ts['rows'])}",
                 "",
-                cl.markdown_table(["recipe", "step (s)", "× outcome_grpo", "completion tokens", "episodes per trace",
+                tables.markdown_table(["recipe", "step (s)", "× outcome_grpo", "completion tokens", "episodes per trace",
                                    "peak RSS (MB)", "over baseline (MB)"],
                                   [[r["recipe"], _x(r["step_seconds"], 3), _x(r["ratio"]), _x(r.get("tokens"), 1),
                                     _x(r.get("episodes_per_trace"), 2), _x(r["peak_rss_mb"], 0),
@@ -348,7 +346,7 @@ def costs_section(costs: dict[str, Any]) -> list[str]:
         out += ["All-prefix likelihood scoring (every prefix of every trace teacher-forced) against one plain forward "
                 f"pass over the traces and against one pass per prefix. Settings: "
                 f"`{json.dumps(lk.get('settings', {}), sort_keys=True)}`.", "",
-                cl.markdown_table(["quantity", "measured", "target"], [
+                tables.markdown_table(["quantity", "measured", "target"], [
                     ["one_pass / forward", f"{_x(lk['one_pass_over_forward'])}×", "≤ 1.5×"],
                     ["cached / forward", f"{_x(lk['cached_over_forward'])}×", "≤ 1.5×"],
                     ["naive / one_pass", f"{_x(lk['naive_over_one_pass'])}×", "≥ 3×"]]), ""]
@@ -358,7 +356,7 @@ def costs_section(costs: dict[str, Any]) -> list[str]:
                 "reused (one prefill per trace, its KV cache serving every prefix and sample) and without (every "
                 f"sample of every prefix prefilled on its own, `HFBackend(prefix_sharing=False)`); the sampler call is timed, "
                 f"grading is not. Settings: `{json.dumps(mc.get('settings', {}), sort_keys=True)}`.", "",
-                cl.markdown_table(["m", "episodes", "prefix reuse", "seconds", "× forward", "× likelihood one_pass"],
+                tables.markdown_table(["m", "episodes", "prefix reuse", "seconds", "× forward", "× likelihood one_pass"],
                                   [[r["m"], r["episodes"], "yes" if r["reuse"] else "no", _x(r["seconds"], 3),
                                     _x(r["over_forward"], 1), _x(r["over_likelihood"], 1)]
                                    for r in sorted(mc["rows"], key=lambda r: (r["m"], r["episodes"], not r["reuse"]))]),
@@ -377,7 +375,7 @@ def estimators_section(est: dict[str, Any], fig_dir_rel: str) -> list[str]:
                 "distribution can be computed exactly; coverage is the share of (prefix, seed) pairs with "
                 f"abs(Ĵ − J) ≤ 2·SE, SE = sqrt(Ĵ(1−Ĵ)/m). Settings: `{json.dumps(mx.get('settings', {}), sort_keys=True)}`.",
                 "",
-                cl.markdown_table(["m", "mean abs. error Ĵ − J", "mean SE", "coverage of ±2 SE",
+                tables.markdown_table(["m", "mean abs. error Ĵ − J", "mean SE", "coverage of ±2 SE",
                                    "coverage of ±2 true SE", "prefixes", "repeats"],
                                   [[r["m"], _x(r["mean_abs_error"], 4), _x(r["mean_se"], 4), _x(r["coverage_2se"], 3),
                                     _x(r.get("coverage_2se_true"), 3), r["n_prefixes"], r["repeats"]]
@@ -436,7 +434,7 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         f"python bench/results_page.py {out_dir}",
         "```",
         "",
-        f"- recipes: {', '.join(s['recipes'])} (plus `{cl.INITIAL}`: the untrained policy, evaluated the same way)",
+        f"- recipes: {', '.join(s['recipes'])} (plus `{tables.INITIAL}`: the untrained policy, evaluated the same way)",
         f"- seeds: {', '.join(map(str, s['seeds']))}; each seed fixes the training-data order, the sampling and the "
         "held-out problems, the same for every recipe (a paired comparison)",
         f"- policy `model={s['model']}`, compute cap C={s['cap']}, {s['steps']} GRPO steps per run, held-out "
@@ -452,7 +450,7 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         "",
         f"## Held-out accuracy after training ({_pass1(s)})",
         "",
-        cl.accuracy_table(agg),
+        tables.accuracy_table(agg),
         "",
         "## Token efficiency",
         "",
@@ -461,15 +459,15 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         "between evaluations; the ratio divides by the baseline's total training tokens. `>` marks a seed that "
         "never reached the target (censored at its own total: a lower bound). Target: ratio ≤ 2/3.",
         "",
-        cl.efficiency_table(agg),
+        tables.efficiency_table(agg),
         "",
         "## Test-time budgets, budget forcing beyond C, regret",
         "",
-        f"Greedy decoding and s1 budget forcing (continuation `{cl.CONTINUATION}`, answer forced at the budget) at C "
+        f"Greedy decoding and s1 budget forcing (continuation `{tables.CONTINUATION}`, answer forced at the budget) at C "
         "and 2C with `metarl-eval`; accuracy [95% CI] (mean thinking tokens). Normalised regret (MRT) of the "
         "greedy traces at cap C: 1 − (1/C0)∫J(t)dt, lower is better.",
         "",
-        cl.forcing_table(agg),
+        tables.forcing_table(agg),
         "",
         "## Plots",
         "",

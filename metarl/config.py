@@ -12,9 +12,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarl.registry import ConfigError
 
-SCHEMAS = {"train": "metarl.trainer.config.TrainConfig", "score": "metarl.scoring_config.ScoreConfig"}
+SCHEMAS = {"train": "metarl.trainer.config.TrainConfig", "score": "metarl.scoring_config.ScoreConfig",
+           "eval": "metarl.eval.config.EvalConfig"}
 """App config name -> its typed schema, registered in Hydra's ConfigStore as ``<app>_schema``; each root config
-(``conf/train.yaml``, ``conf/score.yaml``) lists ``<app>_schema`` first in its defaults."""
+(``conf/train.yaml``, ``conf/eval.yaml``, ``conf/score.yaml``) lists ``<app>_schema`` first in its defaults."""
 
 
 def register_schemas() -> None:
@@ -81,7 +82,7 @@ def composition_error(error: BaseException, app: str) -> ConfigError:
         if valid is None:  # an app without a schema: the keys its own composed config has there
             valid = composed_keys(app, parent)
         if valid is not None and name not in valid:
-            where = f"`{parent}`" if parent else f"the {app} config"
+            where = f"the section {parent}" if parent else f"the {app} config"
             return ConfigError(f"{key}: unknown key; {where} has {', '.join(valid)}")
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key = str(cause.full_key)
@@ -234,6 +235,16 @@ def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
     if answer_style == "auto":  # the grader's own reading: for grader=math, math-verify's ("math")
         answer_style = grader.answer_style
     return grader, functools.partial(extract_answer, style=answer_style), parse
+
+
+def build_task_of(cfg: DictConfig):
+    """The built-in task of ``task.task`` (a ``_target_`` mapping), or None for a dataset source without one."""
+    spec = plain(cfg.task.get("task"))
+    if not spec:
+        return None
+    from metarl.tasks import build_task
+
+    return build_task(spec)
 
 
 def build_prover(cfg: DictConfig):

@@ -174,17 +174,27 @@ class Scorer:
             ep.token_start, ep.token_end = 0, n
         return ep
 
-    def context(self) -> dict[str, Any]:
+    def context(self, model: Any = None, backend: Any = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What rewards can ask for by name; ``model`` / ``backend`` of one call override the scorer's own (a
+        trainer passes the policy of this step without changing the scorer). ``state`` is the run's one state
+        dict, kept across calls (rewards may remember things in it); a call's ``state`` entries update it."""
+        backend = self.backend if backend is None else backend
+        self.state.update(state or {})
         return {"grader": self.grader, "extract_answer": self.extract_answer, "parse_verdict": self.parse_verdict,
-                "model": self.model, "tokenizer": self.tokenizer, "prover": self.prover, "state": self.state,
-                "engine": None if self.backend is None else Engine(self.backend, self.prover)}
+                "model": self.model if model is None else model, "tokenizer": self.tokenizer, "prover": self.prover,
+                "state": self.state,
+                "engine": None if backend is None else Engine(backend, self.prover)}
 
-    def score(self, traces: Sequence[Trace]) -> list[Trace]:
+    def score(self, traces: Sequence[Trace], *, model: Any = None, backend: Any = None,
+              state: dict[str, Any] | None = None) -> list[Trace]:
+        """Segment, grade and reward ``traces`` in place (and return them). ``model`` / ``backend`` / ``state``:
+        this call's policy, generation backend and run state (e.g. ``global_step``), instead of the scorer's."""
         traces = list(traces)
-        if any(r.needs_model for r in self.rewards) and (self.model is None or self.tokenizer is None):
+        ctx = self.context(model, backend, state)
+        if any(r.needs_model for r in self.rewards) and (ctx["model"] is None or self.tokenizer is None):
             bad = [r.name for r in self.rewards if r.needs_model]
             raise ValueError(f"rewards {bad} need a model: set `model` (e.g. model.name_or_path=...)")
-        if any(r.needs_engine for r in self.rewards) and self.backend is None:
+        if any(r.needs_engine for r in self.rewards) and ctx["engine"] is None:
             bad = [r.name for r in self.rewards if r.needs_engine]
             raise ValueError(f"rewards {bad} sample from the policy and need its generation engine: set `model` "
                              f"(e.g. model.name_or_path=...)")
@@ -203,7 +213,6 @@ class Scorer:
                 except Exception as e:  # graders are guarded; a custom one may still raise
                     t.outcome = 0.0
                     t.meta.setdefault("reward_errors", []).append(f"outcome: {type(e).__name__}: {e}"[:300])
-        ctx = self.context()
         for reward in sorted(self.rewards, key=lambda r: r.level != "episode"):
             apply_reward(reward, traces, ctx, on_error=self.on_error)
         for t in traces:

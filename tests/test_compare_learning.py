@@ -174,7 +174,7 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
     for j in jobs:
         j["forcing"] = forcing
     agg = cl.aggregate(jobs, CAP)
-    settings = cl.Settings(seeds=[0, 1, 2], steps=20)
+    settings = cl.resolve(cl.Settings(seeds=[0, 1, 2], overrides=["trainer.max_steps=20"]))
     summary = {"settings": cl.asdict(settings), "command": "python bench/compare_learning.py --out X",
                "machine": {"platform": "Linux-test", "processor": "x86_64", "cpu_count": 2, "python": "3.11",
                            "torch": "2.13", "transformers": "5", "trl": "1.16"},
@@ -236,7 +236,7 @@ def test_results_page_renders_costs_and_estimators(tmp_path):
     out = tmp_path / "cmp"
     out.mkdir()
     jobs = fabricated_jobs()
-    summary = {"settings": cl.asdict(cl.Settings(seeds=[0, 1, 2], steps=20)), "command": "x",
+    summary = {"settings": cl.asdict(cl.resolve(cl.Settings(seeds=[0, 1, 2], overrides=["trainer.max_steps=20"]))), "command": "x",
                "machine": {"platform": "p", "processor": "x", "cpu_count": 2, "python": "3", "torch": "2",
                            "transformers": "5", "trl": "1"}, "wall_seconds": 1.0, "jobs": jobs,
                "aggregate": json.loads(json.dumps(cl.aggregate(jobs, CAP)))}
@@ -246,3 +246,21 @@ def test_results_page_renders_costs_and_estimators(tmp_path):
     body = page.read_text()
     assert "## Cost of dense rewards" in body and "## Estimator quality" in body
     assert (tmp_path / "docs" / "results" / "scatter.png").read_bytes() == b"png"
+
+
+def test_every_job_is_a_recipe_with_the_setting_file(tmp_path):
+    """The comparison's sizes live in conf/setting/compare.yaml, not in Python: a job composes the recipe, the
+    setting and its identity (name, run directory, seed), and the recorded sizes are what that composes to."""
+    from metarl.config import compose
+
+    s = cl.resolve(cl.Settings(overrides=["trainer.max_steps=20"]))
+    assert (s.steps, s.cap, s.eval_n, s.eval_every, s.eval_samples, s.batch, s.model) == (20, 192, 100, 15, 4, 64,
+                                                                                          "tiny")
+    overrides = cl.train_overrides(s, "obj1_verify", 3, tmp_path / "run")
+    assert overrides == ["recipe=obj1_verify", "+setting=compare", "name=obj1_verify", f"run_dir={tmp_path / 'run'}",
+                         "seed=3", "trainer.max_steps=20"]
+    cfg = compose("train", overrides)
+    assert (cfg.trainer.max_steps, cfg.budget.cap, cfg.evaluate.budgets, cfg.objective.normalize) == (
+        20, 192, [96], "per_kind")  # the setting's sizes over the recipe's own objective
+    quick = cl.resolve(cl.Settings(**cl.QUICK))
+    assert (quick.steps, quick.eval_n, quick.eval_every, quick.cap) == (6, 24, 3, 192)

@@ -82,8 +82,8 @@ CASES = {
     "cap negative": (["budget.cap=-5"], r"budget\.cap=-5 must be a whole number >= 1"),
     "cap fractional": (["budget.cap=12.5"], r"budget\.cap: Value '12\.5' .* to Integer; set it like budget\.cap=128"),
     "unknown trainer key": (["trainer.max_step=5"],
-                            r"trainer\.max_step: unknown key; `trainer` has max_steps, learning_rate, .*, args$"),
-    "unknown model key": (["+model.revison=main"], r"model\.revison: unknown key; `model` has name_or_path, .*revision"),
+                            r"trainer\.max_step: unknown key; the section trainer has max_steps, learning_rate, .*, args$"),
+    "unknown model key": (["+model.revison=main"], r"model\.revison: unknown key; the section model has name_or_path, .*revision"),
     "unknown top-level key": (["+sed=1"], r"sed: unknown key; the train config has model, task, .*seed"),
     "unknown grader": (["grader=nosuch"],
                        r"Could not find 'grader/nosuch' Available options in 'grader': custom exact math number"),
@@ -113,7 +113,7 @@ CASES = {
                                                      r"progress estimator"),
     "health window too small": (["health.window=1"],
                                 r"health\.window=1 must be a whole number >= 2; set it like health\.window=20"),
-    "health unknown option": (["+health.windw=5"], r"health\.windw: unknown key; `health` has enabled, window, "),
+    "health unknown option": (["+health.windw=5"], r"health\.windw: unknown key; the section health has enabled, window, "),
     "credit unknown": (["objective.credit=max"], r"objective\.credit='max' is not supported; use one of sum, min"),
     "min credit with a discount": (["objective.credit=min", "objective.gamma=0.9"],
                                    r"objective\.credit='min' takes no discount: objective\.gamma=0\.9 must be 1"),
@@ -250,7 +250,7 @@ def test_valid_small_config_passes_validation(tmp_path, no_model):
     (["segmenter._target_=nosuch"], "segmenter: Error locating target 'nosuch'"),
     (["+rewards.bad._target_=nosuch.fn"], "rewards.bad: Error locating target 'nosuch.fn'"),
     (["objective.alpha=foo"], "objective.alpha: Value 'foo' of type 'str' could not be converted to Float"),
-    (["trainer.max_step=5"], "trainer.max_step: unknown key; `trainer` has max_steps,"),
+    (["trainer.max_step=5"], "trainer.max_step: unknown key; the section trainer has max_steps,"),
 ])
 def test_metarl_train_cli_exit_code_2_and_message(overrides, expected, tmp_path):
     exe = Path(sys.executable).with_name("metarl-train")

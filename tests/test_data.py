@@ -77,7 +77,7 @@ def test_answer_conversion_to_strings(tmp_path):
 
 
 def test_builtin_task_source():
-    ds = load_dataset_source("task:subset_sum", split="test", limit=5, task_options={"difficulty": 3})
+    ds = load_dataset_source("task:metarl.tasks.SubsetSumTask", split="test", limit=5, task_options={"difficulty": 3})
     assert len(ds) == 5 and set(ds.column_names) == {"prompt", "answer", "id"}
     from metarl.tasks import SubsetSumTask
 

@@ -34,7 +34,7 @@ def digit_share(episode) -> float:
 
 def recipe_overrides(recipe: str) -> list[str]:
     if recipe == "obj1_verify":  # Obj-1 rewards are all 0 on a random model: add a dense term with variance
-        return [f"recipe={recipe}", "+rewards.digits._target_=test_determinism.digit_share"]
+        return [f"recipe={recipe}", "+rewards.digits._target_=test_determinism.digit_share", "+rewards.digits._partial_=true"]
     if recipe == "obj2_likelihood_progress":  # on a random model p(a*) underflows on the probability scale
         return [f"recipe={recipe}", "rewards.likelihood_progress.scale=log"]
     return [f"recipe={recipe}"]

@@ -225,7 +225,7 @@ def test_the_same_stream_is_counted_alike_in_training_evaluation_and_metarl_eval
         yield backend
 
     monkeypatch.setattr(rollout_module, "trainer_backend", scripted)
-    trainer = SimpleNamespace(temperature=0.0, top_p=1.0, batch_answers=None,
+    trainer = SimpleNamespace(temperature=0.0, top_p=1.0,
                               _tokenize_prompts=lambda ps: ([prompt_ids_for(tok, p) for p in ps], None, None))
     train = Rollout(mode="single", cap=12, force_answer=True, prover=TAGS)(prompts, trainer)
     scorer = Scorer(TokenChunkSegmenter(k=4), [], lambda p, a, q="": False, lambda t: t, lambda t: None,

@@ -236,7 +236,7 @@ def test_eval_config_strategy_overrides(tmp_path):
     plan = validate(_compose(tmp_path, *common, "strategies=[pass_at_k,beam_search]",
                              "+strategies.beam_m2={_target_: metarl.eval.search.BeamSearch, beam_width: 2, name: beam_m2}",
                              "+strategies.mine={_target_: tests.test_eval.any_correct, _partial_: true}",
-                             "++search.scorer={_target_: metarl.eval.step_scorers.MCValue, m: 2}"))
+                             "search.scorer={_target_: metarl.eval.step_scorers.MCValue, m: 2}"))
     assert [n for s in plan.strategies for n in s.names()] == ["pass@1", "pass@4", "beam_search", "beam_m2",
                                                                 "any_correct"]
     beam_search, beam_m2 = plan.strategies[1:3]
@@ -382,12 +382,9 @@ def test_question_file_reports_malformed_lines_by_number(tmp_path):
 
 
 def _compose(tmp_path: Path, *overrides: str):
-    from hydra import compose, initialize_config_dir
+    from metarl.config import compose
 
-    from metarl.config import conf_dir
-
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return compose("eval", overrides=["model=random-tiny", "threads=1", *overrides])
+    return compose("eval", ["model=random-tiny", "threads=1", *overrides])
 
 
 def test_run_with_separate_difficulty_model_then_reuse_its_bins(tmp_path):
@@ -412,8 +409,10 @@ def test_run_with_separate_difficulty_model_then_reuse_its_bins(tmp_path):
     assert [r["correct"] for r in rows2] == [r["correct"] for r in rows]  # same seed, same samples
     with pytest.raises(ConfigError, match="already holds an evaluation"):
         run(_compose(tmp_path, *common, f"run_dir={tmp_path / 'b'}"))
-    with pytest.raises(ConfigError, match="budgets must be a list of positive integers"):
+    with pytest.raises(ConfigError, match=r"budgets=\[0, 8\] must be a whole number of tokens >= 1 or a non-empty list"):
         run(_compose(tmp_path, "budgets=[0,8]", f"run_dir={tmp_path / 'c'}"))
+    with pytest.raises(ConfigError, match=r"search\.beam_widht: unknown key; the section search has n, beam_width"):
+        _compose(tmp_path, "search.beam_widht=2")  # the schema (metarl/eval/config.py) names the valid keys
 
 
 HELPERS = '''

@@ -54,7 +54,7 @@ def test_vendored_cases_are_math_verifys():
 
 
 def test_scorer_grader_matches_math_verify(reference):
-    """``answer_tools(None, "math", "auto")``: the grader and extractor metarl-score builds for grader=math."""
+    """``answer_tools(None, <grader=math>, "auto")``: the grader and extractor metarl-score builds for grader=math."""
     got = parity.library_verdicts(CASES, ("scorer",), timeout=TIMEOUT_S)["scorer"]
     floor = _agree(reference)
     assert floor >= 260, f"math-verify itself agrees on only {floor}: data or version drift\n" + \

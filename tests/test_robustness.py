@@ -420,7 +420,7 @@ def _train(tmp_path, *extra):
 def test_estimator_faults_on_single_samples_do_not_stop_training_and_are_counted(tmp_path):
     global _CALLS
     _CALLS = itertools.count()
-    summary = _train(tmp_path, "+rewards.flaky._target_=test_robustness.flaky_estimator", "+rewards.flaky.timeout=0.3")
+    summary = _train(tmp_path, "+rewards.flaky._target_=test_robustness.flaky_estimator", "+rewards.flaky._partial_=true", "+rewards.flaky.timeout=0.3")
     TRIED["training runs"] += 1
     assert summary["steps"] == 2
     metrics = read_jsonl(Path(summary["run_dir"]) / "metrics.jsonl")
@@ -440,7 +440,7 @@ def test_estimator_faults_on_single_samples_do_not_stop_training_and_are_counted
 
 def test_an_estimator_failing_on_every_sample_stops_the_run_naming_it(tmp_path):
     with pytest.raises(RewardError, match="reward 'broken' failed on every one of .* samples.*broken estimator"):
-        _train(tmp_path, "+rewards.broken._target_=test_robustness.always_raises")
+        _train(tmp_path, "+rewards.broken._target_=test_robustness.always_raises", "+rewards.broken._partial_=true")
     TRIED["training runs"] += 1
     metrics = tmp_path / "run" / "metrics.jsonl"
     assert not metrics.exists() or not metrics.read_text().strip(), "it stops at the first step"

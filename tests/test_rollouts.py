@@ -15,7 +15,8 @@ from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
 from metarl.trainer.grpo import MetaRLTrainer
-from metarl.trainer.rollout import Rollout
+from metarl.registry import ConfigError
+from metarl.trainer.rollout import Rollout, answers_by_prompt
 from tests.scripted import ScriptedBackend
 
 CAP = 24
@@ -23,6 +24,10 @@ CAP = 24
 
 def fb(episode_text):
     return "[fb]"
+
+
+def fb_answer(answer):
+    return f"[{answer}]"
 
 
 def make_trainer(tiny, tmp_path, rollout):
@@ -39,12 +44,12 @@ def make_trainer(tiny, tmp_path, rollout):
 
 def generate(trainer):
     prompts = [f"Q{i}: " for i in (0, 0, 0, 0, 1, 1, 1, 1)]
-    trainer.batch_answers = ["7"] * len(prompts)
     return trainer._generate(prompts)
 
 
 def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_path):
-    ro = Rollout(mode="episodes", cap=CAP, episode_tokens=5, feedback="test_rollouts.fb", force_answer=True,
+    ro = Rollout(mode="episodes", cap=CAP, episode_tokens=5, feedback={"_target_": "test_rollouts.fb", "_partial_": True},
+                 force_answer=True,
                  prover=ProverConfig(suffix="<answer>", answer_tokens=3), max_episodes=10)
     tr = make_trainer(tiny, tmp_path, ro)
     _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
@@ -92,3 +97,15 @@ def test_rollout_rejects_bad_settings():
         Rollout(mode="nope")
     with pytest.raises(ValueError, match="cap"):
         Rollout(cap=0)
+
+
+def test_feedback_reads_the_gold_answer_of_its_prompt(tiny, tmp_path):
+    """TRL hands a rollout only the prompts: the gold answers come from the training rows, by prompt."""
+    rows = [{"prompt": f"Q{i}: ", "answer": str(7 + i)} for i in range(2)]
+    ro = Rollout(mode="episodes", cap=CAP, episode_tokens=4, feedback=fb_answer, max_episodes=3,
+                 answers=answers_by_prompt(rows))
+    tr = make_trainer(tiny, tmp_path, ro)
+    completions = generate(tr)[3]
+    assert all("[7]" in c for c in completions[:4]) and all("[8]" in c for c in completions[4:])
+    with pytest.raises(ConfigError, match=r"training row 1 repeats a prompt with another answer \('1' vs '2'\)"):
+        answers_by_prompt([{"prompt": "p", "answer": "1"}, {"prompt": "p", "answer": "2"}])

@@ -13,7 +13,7 @@ from metarl.rewards import build_rewards, reward
 from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
-from metarl.trainer.grpo import MetaRLTrainer, outcome_reward_func
+from metarl.trainer.grpo import TRACE_KEY, MetaRLTrainer, outcome_reward_func
 
 
 def parity_grader(prediction, answer, prompt=""):
@@ -110,20 +110,22 @@ def test_advantages_are_per_token(fresh, tmp_path):
     scorer = make_scorer([outcome, first_char_reward], gamma=0.5)
     t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1), train_dataset=dataset(),
                       processing_class=tok, scorer=scorer)
-    batch = t._generate_and_score_completions([dict(x) for x in dataset().select([0, 0, 0, 0, 1, 1, 1, 1])])
+    inputs = [dict(x) for x in dataset().select([0, 0, 0, 0, 1, 1, 1, 1])]
+    batch = t._generate_and_score_completions(inputs)
+    traces = [x[TRACE_KEY] for x in inputs]  # each scored trace comes back in its TRL input
     adv = batch["advantages"]
     assert adv.shape == batch["completion_ids"].shape
-    multi = [i for i, tr in enumerate(t._local_traces) if len(tr.episodes) > 1]
+    multi = [i for i, tr in enumerate(traces) if len(tr.episodes) > 1]
     assert multi, "expected multi-episode traces"
     # tokens of a trace's different episodes can get different advantages; padding gets 0
     i = multi[0]
-    eps = t._local_traces[i].episodes
+    eps = traces[i].episodes
     for e in eps:  # constant within an episode
         seg = adv[i, e.token_start:e.token_end]
         assert torch.allclose(seg, seg[:1].expand_as(seg))
     # with gamma=0.5 and spread in the dense rewards, episodes of some trace differ in credit
     differs = [j for j in multi if len({round(adv[j, e.token_start].item(), 6)
-                                        for e in t._local_traces[j].episodes if e.token_end > e.token_start}) > 1]
+                                        for e in traces[j].episodes if e.token_end > e.token_start}) > 1]
     assert differs
     lengths = batch["completion_mask"].sum(1)
     for r in range(adv.shape[0]):

@@ -24,9 +24,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl.config import answer_tools, build_prover, plain
+from metarl.config import answer_tools, build_prover, build_task_of, plain, validated
 from metarl.engine import check_backend, make_backend, uses_chat
-from metarl.engine.streams import CHAT_MODES
 from metarl.eval.difficulty import (compute_difficulty, counts_from_samples, read_difficulty,
                                     write_difficulty)
 from metarl.eval.engine import Evaluation, evaluate_strategies, sample_and_grade, sample_records
@@ -59,37 +58,6 @@ class EvalPlan:
     prover: Any  # metarl.prover.ProverConfig: forces an answer at the budget
 
 
-def _int_list(value: Any, key: str) -> list[int]:
-    vals = value if isinstance(value, list | tuple) else [value]
-    try:
-        out = [int(v) for v in vals]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a list of positive integers (e.g. [32,64,128]), got {value!r}") from None
-    if not out or any(v < 1 or v != x for v, x in zip(out, vals)):
-        raise ConfigError(f"{key} must be a list of positive integers (e.g. [32,64,128]), got {value!r}")
-    return sorted(set(out))
-
-
-def _positive_numbers(value: Any, key: str) -> list[float]:
-    vals = value if isinstance(value, list | tuple) else [value]
-    try:
-        out = [float(v) for v in vals]
-    except (TypeError, ValueError):
-        raise ConfigError(f"{key} must be a list of positive numbers (generated tokens per question), got {value!r}") from None
-    if not out or any(not v > 0 for v in out):
-        raise ConfigError(f"{key} must be a list of positive numbers (generated tokens per question), got {value!r}")
-    return out
-
-
-def _task(cfg: DictConfig):
-    spec = plain(cfg.task.get("task"))
-    if not spec:
-        return None
-    from metarl.tasks import build_task
-
-    return build_task(spec)
-
-
 def strategy_sections(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
     """The option sections strategies take their keyword arguments from (``Strategy.section``): ``pass_at_k``,
     ``best_of_n`` (the run's ``verdict`` words go into a self-verification verifier), ``revisions`` (a null
@@ -98,7 +66,9 @@ def strategy_sections(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
     rev = dict(plain(cfg.revisions) or {})
     rev["cue"] = rev.get("cue") or getattr(task, "revision_cue", None) or DEFAULT_REVISION_CUE
     return {"pass_at_k": {"k": plain(cfg.pass_at_k.get("k"))}, "best_of_n": bon, "revisions": rev,
-            "budget_forcing": dict(plain(cfg.budget_forcing) or {}), "search": dict(plain(cfg.get("search")) or {})}
+            "budget_forcing": dict(plain(cfg.budget_forcing) or {}),
+            "search": {k: v for k, v in (plain(cfg.get("search")) or {}).items()
+                       if not (k == "scorer" and v is None)}}  # a null scorer: the search's own (SelfVerifyStep)
 
 
 def best_of_n_verifier(cfg: DictConfig, spec: Any = None) -> Any:
@@ -112,27 +82,18 @@ def best_of_n_verifier(cfg: DictConfig, spec: Any = None) -> Any:
 
 def validate(cfg: DictConfig) -> EvalPlan:
     """Check the config and build everything that needs no model; raise ``ConfigError`` naming the key."""
-    budgets = _int_list(plain(cfg.budgets), "budgets")
+    validated(cfg, "eval")  # types, ranges and choices (metarl/eval/config.py), before anything is built
+    budgets = sorted({int(b) for b in cfg.budgets})
     n = int(cfg.n)
-    if n < 1:
-        raise ConfigError(f"n={cfg.n}: need at least 1 sample per question")
-    if float(cfg.temperature) < 0:
-        raise ConfigError(f"temperature={cfg.temperature}: use 0 (greedy) or a positive value")
     if float(cfg.temperature) == 0 and n > 1:
         log.warning("temperature=0 decodes greedily: all n=%d samples of a question are identical", n)
-    if cfg.get("chat_template", "auto") not in CHAT_MODES:
-        raise ConfigError(f"chat_template={cfg.chat_template!r}: use auto, true or false")
-    if cfg.get("length_prompt") not in (None, "exact", "max"):
-        raise ConfigError(f"length_prompt={cfg.length_prompt!r}: use null, exact or max")
-    task = _task(cfg)
+    task = build_task_of(cfg)
     strategies = build_strategies(plain(cfg.get("strategies")), n, strategy_sections(cfg, task))
     for s in strategies:
         check_budgets = getattr(s, "check_budgets", None)
         if callable(check_budgets):
             check_budgets(budgets)
     co = cfg.get("compute_optimal") or {}
-    if co.get("enabled") and co.get("compute") is not None:
-        _positive_numbers(plain(co.compute), "compute_optimal.compute")
     if co.get("enabled") and co.get("predicted_verifier") is not None:
         from metarl.eval.verifiers import build_verifier, target_of
 
@@ -146,10 +107,6 @@ def validate(cfg: DictConfig) -> EvalPlan:
     grader, extract, _ = answer_tools(task, cfg.get("grader"), cfg.get("answer", "auto"), cfg.get("verdict"))
     check_backend(str(cfg.generation.backend))
     prover = build_prover(cfg)
-    d = cfg.difficulty
-    if d.enabled and not d.get("file"):
-        _int_list(int(d.n or n), "difficulty.n")
-        _int_list(int(d.budget or max(budgets)), "difficulty.budget")
     return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, prover)
 
 
@@ -306,7 +263,7 @@ def compute_optimal_outputs(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, bin
         return {"enabled": True, "notes": notes}
     compute = plain(co.get("compute"))
     recs = compute_optimal(ev.rows, sources, seed=int(cfg.seed), baseline=str(co.baseline),
-                           compute=_positive_numbers(compute, "compute_optimal.compute") if compute else None,
+                           compute=[float(c) for c in compute] if compute else None,
                            include_oracle=bool(co.include_oracle), scorer_tokens=bool(co.get("scorer_tokens", True)),
                            notes=notes.append)
     if not any(r["kind"] == "choice" for r in recs):

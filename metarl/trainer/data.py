@@ -29,16 +29,6 @@ def requires(fn: Any, name: str) -> bool:
     return param is not None and param.default is inspect.Parameter.empty
 
 
-def build_task_of(cfg: DictConfig):
-    """The built-in task of ``task.task`` (None for a dataset source without one)."""
-    spec = plain(cfg.task.get("task"))
-    if not spec:
-        return None
-    from metarl.tasks import build_task
-
-    return build_task(spec)
-
-
 def _with_budget(rows: list[dict[str, Any]], budget: DictConfig, seed: int) -> list[dict[str, Any]]:
     from metarl.rewards.budget import budget_prompt
 

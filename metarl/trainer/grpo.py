@@ -36,6 +36,10 @@ from metarl.trainer.rollout import trainer_backend  # noqa: E402
 from metarl.types import Trace  # noqa: E402
 
 
+TRACE_KEY = "metarl_trace"
+"""The key under which :meth:`MetaRLTrainer._calculate_rewards` puts each input's scored ``Trace``."""
+
+
 def outcome_reward_func(scorer: Scorer):
     """A TRL reward function giving the objective's outcome term for each completion (plain TRL GRPO uses it)."""
 
@@ -76,9 +80,6 @@ class MetaRLTrainer(GRPOTrainer):
         self.rollouts_every = rollouts_every
         self.rollouts_per_step = rollouts_per_step
         self.answer_column = answer_column
-        self.batch_answers: list[Any] | None = None
-        self._prompt_ids: list[list[int]] | None = None
-        self._local_traces: list[Trace] = []
         kwargs.setdefault("reward_funcs", [outcome_reward_func(scorer)])
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if run_log is not None:
@@ -94,23 +95,21 @@ class MetaRLTrainer(GRPOTrainer):
         return bool(self.scorer.dense_rewards) or self.scorer.objective.termination_baseline
 
     # ------------------------------------------------------------------ generation / scoring hooks
-    def _generate(self, prompts: list):
-        result = super()._generate(prompts)
-        self._prompt_ids = [list(p) for p in result[0]]
-        return result
-
+    # State flows through TRL's own inputs: the gold answer is each input's `answer` column, the rollout's
+    # extra fields (thinking_tokens, forced) are merged into the inputs by TRL, and each scored trace goes back
+    # into its input under TRACE_KEY, where this hook reads it after TRL's scoring.
     def _generate_and_score_completions(self, inputs):
-        self.batch_answers = [x.get(self.answer_column) for x in inputs]
         out = super()._generate_and_score_completions(inputs)
+        traces = [x[TRACE_KEY] for x in inputs]
         mode = "train" if self.model.training else "eval"
-        summaries = gather_object([self._summary(t) for t in self._local_traces])
+        summaries = gather_object([self._summary(t) for t in traces])
         self._log_trace_metrics(summaries, mode)
         if mode == "train" and self.dense_credit:
             out["advantages"] = self._dense_advantages(summaries, out["completion_ids"].shape[1], mode)
         if mode == "train" and self.run_log is not None and self.accelerator.is_main_process:
             step = self.state.global_step + 1
             if self.rollouts_every > 0 and (step == 1 or step % self.rollouts_every == 0):
-                records = [{"step": step, **t.to_dict()} for t in self._local_traces[: self.rollouts_per_step]]
+                records = [{"step": step, **t.to_dict()} for t in traces[: self.rollouts_per_step]]
                 for r in records:
                     r.pop("prompt_ids", None)
                     r.pop("completion_ids", None)
@@ -118,6 +117,7 @@ class MetaRLTrainer(GRPOTrainer):
         return out
 
     def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        prompt_ids, _, _ = self._tokenize_prompts(prompts)  # the ids generation started from (TRL's own tokenizer path)
         traces = []
         for i, (x, p, c, ids) in enumerate(zip(inputs, prompts, completions, completion_ids_list, strict=True)):
             answer = x.get(self.answer_column)
@@ -127,20 +127,18 @@ class MetaRLTrainer(GRPOTrainer):
                 answer=None if answer is None else str(answer),
                 target_tokens=x.get("target_tokens"),
                 completion_ids=list(ids),
-                prompt_ids=self._prompt_ids[i] if self._prompt_ids is not None else None,
+                prompt_ids=list(prompt_ids[i]),
             )
             trace.meta["thinking_tokens"] = int(x.get("thinking_tokens", len(ids)))
             trace.meta["forced"] = bool(x.get("forced", False))
             traces.append(trace)
-        self.scorer.model = self.accelerator.unwrap_model(self.model)
-        self.scorer.state["global_step"] = self.state.global_step
+            x[TRACE_KEY] = trace
+        model, state = self.accelerator.unwrap_model(self.model), {"global_step": self.state.global_step}
         if any(r.needs_engine for r in self.scorer.rewards):
             with trainer_backend(self, self.generation_backend) as backend:
-                self.scorer.backend = backend
-                self.scorer.score(traces)
+                self.scorer.score(traces, model=model, backend=backend, state=state)
         else:
-            self.scorer.score(traces)
-        self._local_traces = traces
+            self.scorer.score(traces, model=model, state=state)
         local = torch.tensor([[self.scorer.outcome_term(t)] for t in traces], dtype=torch.float32,
                              device=self.accelerator.device)
         return gather(local)

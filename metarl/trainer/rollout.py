@@ -26,12 +26,13 @@ The returned dict follows TRL's ``rollout_func`` contract: ``prompt_ids``, ``com
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from metarl.engine import Engine, Sampling, StreamSpec
 from metarl.prover import ProverConfig, as_prover
-from metarl.registry import call_matching, instantiate_callable
+from metarl.registry import ConfigError, call_matching, instantiate_callable
 
 MODES = ("single", "episodes", "budget_forcing")
 
@@ -61,7 +62,8 @@ class Rollout:
                  episode_stop: Sequence[str] = ("</attempt>", "</verify>", "</revise>"), max_episodes: int = 8,
                  episode_tokens: int | None = None, feedback: Any = None, continuation: str = "Wait",
                  max_continuations: int = 2, grader: Callable | None = None,
-                 extract_answer: Callable | None = None, backend: str = "transformers", batch_size: int = 64):
+                 extract_answer: Callable | None = None, backend: str = "transformers", batch_size: int = 64,
+                 answers: Mapping[str, Any] | None = None):
         if mode not in MODES:
             raise ValueError(f"rollout.mode={mode!r}: use single, episodes or budget_forcing")
         self.mode, self.prover = mode, as_prover(prover)
@@ -76,10 +78,11 @@ class Rollout:
         self.feedback = instantiate_callable(feedback, "feedback", "rollout.feedback") if feedback else None
         self.grader, self.extract_answer = grader, extract_answer
         self.backend, self.batch_size = backend, int(batch_size)
+        self.answers = dict(answers or {})  # prompt_key(prompt) -> gold answer, for feedback (answers_by_prompt)
 
     def __call__(self, prompts: list[Any], trainer) -> dict[str, Any]:
         prompt_ids, _, _ = trainer._tokenize_prompts(prompts)
-        answers = getattr(trainer, "batch_answers", None) or [None] * len(prompt_ids)
+        answers = [self.answers.get(prompt_key(p)) for p in prompts]
         spec = self.spec
         if self.feedback is not None and spec.episode_stop:
             spec = StreamSpec(**{**spec.__dict__, "feedback": self._feedback_for(prompts, answers)})
@@ -105,6 +108,29 @@ class Rollout:
             })
 
         return feedback
+
+
+def prompt_key(prompt: Any) -> str:
+    """A prompt (text or chat messages) as a lookup key."""
+    return prompt if isinstance(prompt, str) else json.dumps(prompt, sort_keys=True, default=str)
+
+
+def answers_by_prompt(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``prompt_key(prompt) -> answer`` over training rows, for a rollout's feedback (TRL hands a rollout the
+    prompts only). Two rows with one prompt and different answers cannot be told apart: an error.
+
+    >>> answers_by_prompt([{"prompt": "2+2?", "answer": "4"}, {"prompt": "2+2?", "answer": "4"}])
+    {'2+2?': '4'}
+    """
+    out: dict[str, Any] = {}
+    for i, r in enumerate(rows):
+        key = prompt_key(r["prompt"])
+        if key in out and out[key] != r.get("answer"):
+            raise ConfigError(f"rollout.feedback reads the gold answer by prompt, but training row {i} repeats a "
+                              f"prompt with another answer ({out[key]!r} vs {r.get('answer')!r}); make prompts "
+                              f"unique or drop the feedback")
+        out[key] = r.get("answer")
+    return out
 
 
 def _last_episode_text(text: str, stops: Sequence[str]) -> str:

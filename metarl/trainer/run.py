@@ -15,10 +15,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from metarl.config import build_scorer, plain, validated
+from metarl.config import build_scorer, build_task_of, plain, validated
 from metarl.engine import check_backend
 from metarl.registry import ConfigError
-from metarl.trainer.data import build_task_of, flatten_chat, load_rows, requires
+from metarl.trainer.data import flatten_chat, load_rows, requires
 
 log = logging.getLogger("metarl")
 
@@ -144,7 +144,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.monitors import health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
-    from metarl.trainer.rollout import Rollout
+    from metarl.trainer.rollout import Rollout, answers_by_prompt
     from metarl.utils import seed_everything, set_threads
 
     plan = validate(cfg)
@@ -199,7 +199,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           episode_tokens=ro.episode_tokens, feedback=plain(ro.feedback),
                           continuation=ro.continuation, max_continuations=int(ro.max_continuations),
                           grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer,
-                          backend=str(cfg.generation.backend), batch_size=int(cfg.generation.batch_size))
+                          backend=str(cfg.generation.backend), batch_size=int(cfg.generation.batch_size),
+                          answers=answers_by_prompt(plan.train_rows) if ro.feedback else None)
 
     summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed)}
     budgets = sorted({int(cfg.budget.cap), *[int(b) for b in (cfg.evaluate.budgets or [])]})
