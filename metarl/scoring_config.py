@@ -65,10 +65,8 @@ class ScoreConfig:
 
     def __post_init__(self) -> None:
         one_of("on_bad_line", self.on_bad_line, ("skip", "fail"))
-        one_of("on_reward_error", self.on_reward_error, ("zero", "nan"))
         one_of("chat_template", self.chat_template, CHAT_TEMPLATE)
-        at_least("max_episodes_per_trace", self.max_episodes_per_trace, 1, example=1024)
-        at_least("segment_timeout", self.segment_timeout, 0, example=30, integer=False)
+        # on_reward_error, max_episodes_per_trace and segment_timeout: checked by the Scorer they configure
         at_least("batch_size", self.batch_size, 1, example=16)
         at_least("threads", self.threads, 0, example=1)
         at_least("seed", self.seed, 0, example=0)

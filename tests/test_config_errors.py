@@ -92,7 +92,7 @@ CASES = {
                                     r"the batch a multiple of the group size"),
     "rollout mode unknown": (["rollout.mode=foo"],
                              r"rollout\.mode='foo' is not one of single, episodes, budget_forcing"),
-    "on_reward_error unknown": (["on_reward_error=skip"], r"on_reward_error='skip' is not one of zero, nan"),
+    "on_reward_error unknown": (["on_reward_error=skip"], r"on_reward_error='skip': use zero .* or nan"),
     "budget target not positive": (["budget.target_tokens=[0]"],
                                    r"budget\.target_tokens=\[0\] must be null, a whole number of tokens >= 1"),
     "l1_exact without target": (["recipe=l1_exact", "budget.target_tokens=null"],

@@ -103,7 +103,9 @@ class BudgetConfig:
         at_least("budget.cap", self.cap, 1, example=96)
         self.target_tokens = token_counts("budget.target_tokens", self.target_tokens, nullable=True,
                                           example="[32,64]")
-        one_of("budget.prompt_mode", self.prompt_mode, (None, "exact", "max"))
+        from metarl.rewards.budget import BUDGET_MODES
+
+        one_of("budget.prompt_mode", self.prompt_mode, (None, *BUDGET_MODES))
 
 
 @dataclass
@@ -305,7 +307,6 @@ class TrainConfig:
         at_least("threads", self.threads, 0, example=1)
         at_least("rollouts_every", self.rollouts_every, 0, example=5)
         at_least("rollouts_per_step", self.rollouts_per_step, 0, example=8)
-        at_least("max_episodes_per_trace", self.max_episodes_per_trace, 1, example=1024)
-        at_least("segment_timeout", self.segment_timeout, 0, example=30, integer=False)
         one_of("chat_template", self.chat_template, CHAT_TEMPLATE)
-        one_of("on_reward_error", self.on_reward_error, ("zero", "nan"))
+        # on_reward_error, max_episodes_per_trace and segment_timeout are the Scorer's options, checked where it
+        # is built (metarl.scoring.Scorer, in validate, before any model loads)

@@ -34,7 +34,6 @@ from metarl.engine import Engine, Sampling, StreamSpec
 from metarl.prover import ProverConfig, as_prover
 from metarl.registry import ConfigError, call_matching, instantiate_callable
 
-MODES = ("single", "episodes", "budget_forcing")
 
 
 def verifier_feedback(episode_text: str, answer: str | None, grader: Callable, extract_answer: Callable,
@@ -64,8 +63,11 @@ class Rollout:
                  max_continuations: int = 2, grader: Callable | None = None,
                  extract_answer: Callable | None = None, backend: str = "transformers", batch_size: int = 64,
                  answers: Mapping[str, Any] | None = None):
-        if mode not in MODES:
-            raise ValueError(f"rollout.mode={mode!r}: use single, episodes or budget_forcing")
+        from metarl.trainer.config import RolloutConfig
+
+        RolloutConfig(mode=mode, force_answer=bool(force_answer), episode_stop=list(episode_stop),
+                      max_episodes=max_episodes, episode_tokens=episode_tokens, continuation=continuation,
+                      max_continuations=max_continuations)  # the one check of these options
         self.mode, self.prover = mode, as_prover(prover)
         self.spec = StreamSpec(
             cap=int(cap), force_answer=bool(force_answer),
