@@ -41,14 +41,11 @@ def common_overrides(threads: int, cap: int, batch: int, group: int, extra: list
 
 def train_config(recipe: str, overrides: list[str], steps: int, model: str, run_dir: Path):
     """The composed training config of one benchmark run (no evaluation, seed 0, no checkpoints)."""
-    from hydra import compose, initialize_config_dir
+    from metarl.config import compose
 
-    from metarl.config import conf_dir
-
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        return compose("train", overrides=[f"recipe={recipe}", f"name={recipe}", f"model={model}",
-                                           f"trainer.max_steps={steps}", "evaluate.enabled=false", "seed=0",
-                                           f"run_dir={run_dir}", "trainer.save_steps=100000", *overrides])
+    return compose("train", [f"recipe={recipe}", f"name={recipe}", f"model={model}", f"trainer.max_steps={steps}",
+                             "evaluate.enabled=false", "seed=0", f"run_dir={run_dir}", "trainer.save_steps=100000",
+                             *overrides])
 
 
 def step_times(recipe: str, overrides: list[str], steps: int, model: str, out: Path) -> tuple[float, dict]:

@@ -33,9 +33,7 @@ def paired_delta(before: list[float], after: list[float]) -> tuple[float, float]
 
 
 def main(argv: list[str] | None = None) -> int:
-    from hydra import compose, initialize_config_dir
-
-    from metarl.config import conf_dir
+    from metarl.config import compose
     from metarl.models.warmstart import tiny_policy_path
     from metarl.trainer.run import run
     from metarl.utils import set_threads
@@ -44,8 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     overrides = [f"recipe={RECIPE}", f"run_dir={Path('runs/demo', stamp).resolve()}", *(argv or [])]
-    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
-        cfg = compose("train", overrides=overrides)
+    from metarl.registry import ConfigError
+
+    try:
+        cfg = compose("train", overrides)  # a bad override fails here, naming the key
+    except ConfigError as e:
+        print(f"[demo] configuration error: {e}", file=sys.stderr)
+        return 2
     if cfg.model.name_or_path == "tiny":
         print("[demo] 1/4 tiny policy: warm start by SFT on synthetic attempt/verify/revise traces (cached)",
               flush=True)
