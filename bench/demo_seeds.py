@@ -8,6 +8,8 @@ standard errors) and whether the change is above it, plus the run's wall time::
     .venv/bin/python bench/demo_seeds.py --out runs/sweep/default --seeds 0-9
     .venv/bin/python bench/demo_seeds.py --out runs/sweep/lr4e-4 --seeds 0,2 -- trainer.learning_rate=4e-4
 
+``--stop-after-failures K`` stops the sweep once K seeds are not above the noise at every cap.
+
 Resumable: a seed whose result is already in ``OUT/results.jsonl`` is skipped, and a run directory that holds
 a finished ``summary.json`` is read instead of trained again; a run directory left unfinished (killed) is
 removed and that seed runs from the start. ``OUT/results.jsonl`` has one line per seed, ``OUT/results.csv``
@@ -142,6 +144,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, type=Path, help="sweep directory: OUT/s<seed> per run, results here")
     p.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,2,5 (default 0-9)")
     p.add_argument("--name", default=None, help="configuration name in the tables (default: OUT's name)")
+    p.add_argument("--stop-after-failures", type=int, default=None, metavar="K",
+                   help="stop once K seeds are not above the noise at every cap (e.g. 3 of 10: >= 8 is out of reach)")
     args = p.parse_args(argv)
     out = args.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -152,6 +156,10 @@ def main(argv: list[str] | None = None) -> int:
     seeds = parse_seeds(args.seeds)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     for k, seed in enumerate(seeds, 1):
+        failures = sum(not all(c["above"] for c in done[s]["caps"].values()) for s in seeds if s in done)
+        if args.stop_after_failures is not None and failures >= args.stop_after_failures:
+            print(f"[demo_seeds] {name}: {failures} seeds not above the noise at every cap; stopping", flush=True)
+            break
         if seed in done:
             print(f"[demo_seeds] {name} seed {seed} ({k}/{len(seeds)}): recorded, skipped", flush=True)
             continue

@@ -84,3 +84,17 @@ def test_summary_over_seeds_and_resuming_without_training(tmp_path, monkeypatch)
     assert summary["above_every_cap"] == 2 and summary["wall_s_min"] == 200.0
     rows = (out / "results.csv").read_text().splitlines()
     assert rows[0].startswith("config,seed,cap") and len(rows) == 4
+
+
+def test_stop_after_failures_runs_no_further_seed(tmp_path, monkeypatch):
+    out = tmp_path / "sweep"
+    for seed in (0, 1):  # two seeds with no change: not above the noise
+        write_run(out / f"s{seed}", seed, {"192": cell([0.0, 0.5])}, {"192": cell([0.0, 0.5])})
+
+    def no_training(*a, **k):
+        raise AssertionError("the sweep should have stopped")
+
+    monkeypatch.setattr(demo_seeds.subprocess, "run", no_training)
+    assert demo_seeds.main(["--out", str(out), "--seeds", "0-9", "--stop-after-failures", "2"]) == 0
+    assert sorted(demo_seeds.load_results(out / "results.jsonl")) == [0, 1]
+    assert json.loads((out / "summary.json").read_text())["above_every_cap"] == 0
