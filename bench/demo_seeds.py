@@ -1,0 +1,200 @@
+"""``make demo`` over training seeds: how often its improvement is above its own noise band.
+
+Runs ``python -m metarl.demo`` once per seed, one after the other (never two at a time), each in its own run
+directory ``OUT/s<seed>``, with the same extra Hydra overrides, and records per seed and per cap the demo's
+own verdict: the paired accuracy change after - before over the held-out problems, its noise band (2 paired
+standard errors) and whether the change is above it, plus the run's wall time::
+
+    .venv/bin/python bench/demo_seeds.py --out runs/sweep/default --seeds 0-9
+    .venv/bin/python bench/demo_seeds.py --out runs/sweep/lr4e-4 --seeds 0,2 -- trainer.learning_rate=4e-4
+
+``--stop-after-failures K`` stops the sweep once K seeds are not above the noise at every cap.
+
+Resumable: a seed whose result is already in ``OUT/results.jsonl`` is skipped, and a run directory that holds
+a finished ``summary.json`` is read instead of trained again; a run directory left unfinished (killed) is
+removed and that seed runs from the start. ``OUT/results.jsonl`` has one line per seed, ``OUT/results.csv``
+one row per seed and cap, ``OUT/summary.json`` the median and range of the change per cap over the seeds.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CSV_FIELDS = ["config", "seed", "cap", "before", "after", "change", "band", "above", "n", "samples", "wall_s"]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-9"``, ``"0,2,5"`` or ``"0-2,7"`` -> a sorted list of distinct seeds."""
+    seeds: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part:
+            lo, hi = (int(x) for x in part.split("-", 1))
+            if hi < lo:
+                raise ValueError(f"seed range {part!r} runs backwards")
+            seeds.update(range(lo, hi + 1))
+        else:
+            seeds.add(int(part))
+    if not seeds:
+        raise ValueError(f"no seeds in {text!r}")
+    return sorted(seeds)
+
+
+def seed_result(run_dir: Path) -> dict[str, Any] | None:
+    """The demo's verdict per cap from a finished run directory's ``summary.json`` (None if unfinished).
+
+    The same computation as ``metarl.demo``: change = mean over problems of after - before, band = 2 paired
+    standard errors, above = change > band.
+    """
+    from metarl.demo import paired_delta
+
+    path = run_dir / "summary.json"
+    if not path.exists():
+        return None
+    summary = json.loads(path.read_text())
+    if not summary.get("after") or not summary.get("before"):
+        return None
+    caps = {}
+    for cap in sorted(summary["after"], key=int):
+        before, after = summary["before"][cap], summary["after"][cap]
+        change, se = paired_delta(before["correct"], after["correct"])
+        caps[str(cap)] = {"before": before["accuracy"], "after": after["accuracy"], "change": change,
+                          "band": 2 * se, "above": change > 2 * se, "n": after["n"],
+                          "samples": after.get("samples", 1)}
+    return {"seed": summary.get("seed"), "train_seconds": summary.get("train_seconds"), "caps": caps}
+
+
+def load_results(path: Path) -> dict[int, dict[str, Any]]:
+    """Per-seed results already recorded in a results.jsonl (the last line of a seed wins)."""
+    out: dict[int, dict[str, Any]] = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                rec = json.loads(line)
+                out[int(rec["seed"])] = rec
+    return out
+
+
+def summarize(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median and range of the change per cap over seeds, how many seeds above the noise, wall-time range."""
+    caps: dict[str, dict[str, Any]] = {}
+    for cap in sorted({c for r in results for c in r["caps"]}, key=int):
+        rows = [r["caps"][cap] for r in results if cap in r["caps"]]
+        changes = [c["change"] for c in rows]
+        bands = [c["band"] for c in rows]
+        caps[cap] = {"seeds": len(rows), "above": sum(bool(c["above"]) for c in rows),
+                     "change_median": statistics.median(changes), "change_min": min(changes),
+                     "change_max": max(changes), "band_median": statistics.median(bands)}
+    walls = [r["wall_s"] for r in results if r.get("wall_s") is not None]
+    return {"seeds": sorted(int(r["seed"]) for r in results), "caps": caps,
+            "above_every_cap": sum(all(c["above"] for c in r["caps"].values()) for r in results),
+            "wall_s_min": min(walls) if walls else None, "wall_s_max": max(walls) if walls else None,
+            "wall_s_median": statistics.median(walls) if walls else None}
+
+
+def write_tables(out: Path, results: list[dict[str, Any]]) -> dict[str, Any]:
+    """results.csv (one row per seed and cap) and summary.json from the per-seed records."""
+    with (out / "results.csv").open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for r in sorted(results, key=lambda r: int(r["seed"])):
+            for cap, c in sorted(r["caps"].items(), key=lambda kv: int(kv[0])):
+                w.writerow({"config": r.get("config", ""), "seed": r["seed"], "cap": cap,
+                            "before": round(c["before"], 4), "after": round(c["after"], 4),
+                            "change": round(c["change"], 4), "band": round(c["band"], 4),
+                            "above": int(bool(c["above"])), "n": c["n"], "samples": c["samples"],
+                            "wall_s": r.get("wall_s")})
+    summary = summarize(results)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def describe(summary: dict[str, Any]) -> str:
+    lines = []
+    for cap, c in summary["caps"].items():
+        lines.append(f"  cap {cap}: change median {c['change_median']:+.3f} (range {c['change_min']:+.3f} to "
+                     f"{c['change_max']:+.3f}), band median ±{c['band_median']:.3f}, above the noise in "
+                     f"{c['above']} of {c['seeds']} seeds")
+    lines.append(f"  above at every cap: {summary['above_every_cap']} of {len(summary['seeds'])} seeds; wall "
+                 f"{summary['wall_s_min']}-{summary['wall_s_max']} s")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    overrides: list[str] = []
+    if "--" in argv:
+        i = argv.index("--")
+        argv, overrides = argv[:i], argv[i + 1:]
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, type=Path, help="sweep directory: OUT/s<seed> per run, results here")
+    p.add_argument("--seeds", default="0-9", help="e.g. 0-9 or 0,2,5 (default 0-9)")
+    p.add_argument("--name", default=None, help="configuration name in the tables (default: OUT's name)")
+    p.add_argument("--stop-after-failures", type=int, default=None, metavar="K",
+                   help="stop once K seeds are not above the noise at every cap (e.g. 3 of 10: >= 8 is out of reach)")
+    args = p.parse_args(argv)
+    out = args.out.resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    name = args.name or out.name
+    (out / "overrides.json").write_text(json.dumps(overrides))
+    results_path = out / "results.jsonl"
+    done = load_results(results_path)
+    seeds = parse_seeds(args.seeds)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    for k, seed in enumerate(seeds, 1):
+        failures = sum(not all(c["above"] for c in done[s]["caps"].values()) for s in seeds if s in done)
+        if args.stop_after_failures is not None and failures >= args.stop_after_failures:
+            print(f"[demo_seeds] {name}: {failures} seeds not above the noise at every cap; stopping", flush=True)
+            break
+        if seed in done:
+            print(f"[demo_seeds] {name} seed {seed} ({k}/{len(seeds)}): recorded, skipped", flush=True)
+            continue
+        run_dir = out / f"s{seed}"
+        res, wall = seed_result(run_dir), None
+        if res is None:
+            if run_dir.exists():
+                shutil.rmtree(run_dir)  # a killed run: start that seed over
+            print(f"[demo_seeds] {name} seed {seed} ({k}/{len(seeds)}): running", flush=True)
+            cmd = [sys.executable, "-m", "metarl.demo", f"run_dir={run_dir}", f"seed={seed}", *overrides]
+            t0 = time.time()
+            with (out / f"s{seed}.log").open("w") as log:
+                r = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+            wall = round(time.time() - t0, 1)
+            if r.returncode != 0:
+                print(f"[demo_seeds] seed {seed} failed (exit {r.returncode}); see {out / f's{seed}.log'}",
+                      flush=True)
+                return 1
+            res = seed_result(run_dir)
+            if res is None:
+                print(f"[demo_seeds] seed {seed}: no finished summary.json in {run_dir}", flush=True)
+                return 1
+        rec = {"config": name, "seed": seed, "overrides": overrides, "wall_s": wall, **res}
+        rec["seed"] = seed
+        with results_path.open("a") as f:
+            f.write(json.dumps(rec) + "\n")
+        done[seed] = rec
+        verdicts = ", ".join(f"C={cap} {c['change']:+.3f} ±{c['band']:.3f} {'above' if c['above'] else 'NOT'}"
+                             for cap, c in rec["caps"].items())
+        print(f"[demo_seeds] {name} seed {seed}: {verdicts} ({wall} s)", flush=True)
+    chosen = [done[s] for s in seeds if s in done]
+    summary = write_tables(out, chosen)
+    print(f"[demo_seeds] {name}, seeds {args.seeds}:\n{describe(summary)}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
