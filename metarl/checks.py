@@ -70,7 +70,7 @@ def token_counts(key: str, value: Any, *, nullable: bool, example: str) -> list[
     if value is None and nullable:
         return None
     values = list(value) if isinstance(value, list | tuple) else [value]
-    ok = bool(values) and all(not isinstance(v, bool) and _is_whole(v) and float(v) >= 1 for v in values)
+    ok = bool(values) and all(_is_whole(v) and float(v) >= 1 for v in values)
     if not ok:
         kind = "null, " if nullable else ""
         raise ConfigError(f"{key}={value!r} must be {kind}a whole number of tokens >= 1 or a non-empty list of "
@@ -79,8 +79,8 @@ def token_counts(key: str, value: Any, *, nullable: bool, example: str) -> list[
 
 
 def _is_whole(v: Any) -> bool:
+    """Whether ``v`` is a finite whole number (not a bool), as :func:`at_least` requires one."""
     try:
-        f = float(v)
-    except (TypeError, ValueError):
+        return _number("", v, True, "") is not None
+    except ConfigError:
         return False
-    return math.isfinite(f) and f.is_integer()

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from metarl.registry import ConfigError
+from metarl.registry import ConfigError, plain
 
 SCHEMAS = {"train": "metarl.trainer.config.TrainConfig", "score": "metarl.scoring_config.ScoreConfig",
            "eval": "metarl.eval.config.EvalConfig"}
@@ -79,7 +79,7 @@ def composition_error(error: BaseException, app: str) -> ConfigError:
         key = str(cause.full_key)
         parent, _, name = key.rpartition(".")
         valid = valid_keys(app, parent)
-        if valid is None:  # an app without a schema: the keys its own composed config has there
+        if valid is None:  # an open section (a component mapping): the keys the composed config has there
             valid = composed_keys(app, parent)
         if valid is not None and name not in valid:
             where = f"the section {parent}" if parent else f"the {app} config"
@@ -93,30 +93,9 @@ def composition_error(error: BaseException, app: str) -> ConfigError:
     return ConfigError(text)
 
 
-def default_of(app: str, key: str) -> str | None:
-    """The schema's default of a dotted ``key`` as it is written on the command line (None: no plain default)."""
-    import dataclasses
-    import typing
-
-    if app not in SCHEMAS:
-        return None
-    node: Any = schema_of(app)
-    *parents, name = key.split(".")
-    for part in parents:
-        if not dataclasses.is_dataclass(node):
-            return None
-        node = typing.get_type_hints(node).get(part)
-    if not dataclasses.is_dataclass(node):
-        return None
-    f = {f.name: f for f in dataclasses.fields(node)}.get(name)
-    if f is None or f.default is dataclasses.MISSING or isinstance(f.default, str) and f.default == "???":
-        return None
-    value = f.default
-    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def valid_keys(app: str, section: str) -> list[str] | None:
-    """The field names of ``section`` (dotted, "" for the root) in the app's schema; None when it is open."""
+def schema_section(app: str, section: str) -> type | None:
+    """The dataclass of a dotted ``section`` ("" for the root) in the app's schema; None when the app has no
+    schema or the section is open (a component mapping such as ``segmenter`` or ``search.scorer``)."""
     import dataclasses
     import typing
 
@@ -126,13 +105,29 @@ def valid_keys(app: str, section: str) -> list[str] | None:
     for part in [p for p in section.split(".") if p]:
         if not dataclasses.is_dataclass(node):
             return None
-        hints = typing.get_type_hints(node)
-        node = hints.get(part)
-        if node is None:
-            return None
-    if not dataclasses.is_dataclass(node):
+        node = typing.get_type_hints(node).get(part)
+    return node if dataclasses.is_dataclass(node) else None
+
+
+def default_of(app: str, key: str) -> str | None:
+    """The schema's default of a dotted ``key`` as it is written on the command line (None: no plain default)."""
+    import dataclasses
+
+    parent, _, name = key.rpartition(".")
+    node = schema_section(app, parent)
+    f = {f.name: f for f in dataclasses.fields(node)}.get(name) if node is not None else None
+    if f is None or f.default is dataclasses.MISSING or isinstance(f.default, str) and f.default == "???":
         return None
-    return [f.name for f in dataclasses.fields(node)]
+    value = f.default
+    return "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def valid_keys(app: str, section: str) -> list[str] | None:
+    """The field names of ``section`` (dotted, "" for the root) in the app's schema; None when it is open."""
+    import dataclasses
+
+    node = schema_section(app, section)
+    return None if node is None else [f.name for f in dataclasses.fields(node)]
 
 
 def composed_keys(app: str, section: str) -> list[str] | None:
@@ -179,11 +174,6 @@ def validated(cfg: DictConfig, app: str) -> Any:
         raise composition_error(e, app) from None
 
 
-def plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig | type(OmegaConf.create([]))) \
-        else cfg
-
-
 def reward_specs(rewards: Any) -> list[Any]:
     """Config ``rewards`` (a mapping name -> spec from the multi-select group, or a list) -> list of specs."""
     rewards = plain(rewards)
@@ -194,10 +184,9 @@ def reward_specs(rewards: Any) -> list[Any]:
         for name, spec in rewards.items():
             if spec is None:
                 continue
-            if isinstance(spec, str):
-                spec = {"_target_": spec}
-            if not isinstance(spec, dict):
-                raise ConfigError(f"rewards.{name} must be a mapping with _target_ (or a dotted path), got {spec!r}")
+            if not isinstance(spec, dict):  # a dotted-path string too: components are _target_ mappings only
+                raise ConfigError(f"rewards.{name}={spec!r}: a reward is a mapping with `_target_` (a dotted path), "
+                                  f"e.g. +rewards.{name}='{{_target_: my_pkg.module.name, _partial_: true}}'")
             specs.append({"name": name, **spec})
         return specs
     if isinstance(rewards, list | tuple):

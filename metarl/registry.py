@@ -26,7 +26,8 @@ class ConfigError(ValueError):
     """A configuration names a component or value that cannot be used; the message says the fix."""
 
 
-def _plain(v: Any) -> Any:
+def plain(v: Any) -> Any:
+    """An OmegaConf node as plain (resolved) Python containers; anything else as it is."""
     from omegaconf import DictConfig, ListConfig, OmegaConf
 
     if isinstance(v, DictConfig | ListConfig):
@@ -65,7 +66,7 @@ def instantiate(spec: Any, kind: str = "component", key: str | None = None, **ex
     from hydra.utils import instantiate as hydra_instantiate
 
     key = key or kind
-    spec = _plain(spec)
+    spec = plain(spec)
     if spec is None:
         raise ConfigError(f"{key} is not set: give a mapping with _target_ (a dotted path), e.g. "
                           f"{key}._target_=my_pkg.module.name")
@@ -107,13 +108,30 @@ def _quiet_get_object(target: str) -> Any:
         logger.setLevel(level)
 
 
+def target_of(spec: Any) -> Any:
+    """The object a ``_target_`` mapping names, or None when it names none that can be imported (building the
+    spec then reports the error, with the key).
+
+    >>> target_of({"_target_": "fractions.Fraction"}), target_of({"_target_": "no.such.thing"}), target_of("x")
+    (<class 'fractions.Fraction'>, None, None)
+    """
+    spec = plain(spec)
+    target = spec.get("_target_") if isinstance(spec, Mapping) else None
+    if not isinstance(target, str) or not target:
+        return None
+    try:
+        return _quiet_get_object(target)
+    except Exception:  # noqa: BLE001 - instantiate reports an unknown target, with the key
+        return None
+
+
 def _check_bound(target: str, kwargs: Mapping[str, Any], kind: str, key: str) -> None:
     """A ``_partial_`` function's configured arguments are ones it takes (a partial would accept any until
     called, and a typo would fail on the first sample instead of now)."""
+    fn = target_of({"_target_": target})
     try:
-        fn = _quiet_get_object(target)
         params = inspect.signature(fn).parameters
-    except Exception:  # noqa: BLE001 - an unknown target is reported by instantiate, with the key
+    except (TypeError, ValueError):  # None (unknown target: instantiate reports it) or no signature
         return
     if any(p.kind is p.VAR_KEYWORD for p in params.values()):
         return
@@ -124,13 +142,10 @@ def _check_bound(target: str, kwargs: Mapping[str, Any], kind: str, key: str) ->
 
 def is_plain_function(spec: Any) -> bool:
     """Whether a ``_target_`` mapping names a plain function without ``_partial_`` (which Hydra would call)."""
-    spec = _plain(spec)
-    if not isinstance(spec, Mapping) or spec.get("_partial_") or not isinstance(spec.get("_target_"), str):
+    spec = plain(spec)
+    if not isinstance(spec, Mapping) or spec.get("_partial_"):
         return False
-    try:
-        return inspect.isfunction(_quiet_get_object(spec["_target_"]))
-    except Exception:  # noqa: BLE001 - instantiate reports an unknown target with the key
-        return False
+    return inspect.isfunction(target_of(spec))
 
 
 def instantiate_callable(spec: Any, kind: str, key: str | None = None, **extra: Any) -> Any:
@@ -138,17 +153,12 @@ def instantiate_callable(spec: Any, kind: str, key: str | None = None, **extra: 
     a plain function must say ``_partial_: true``, so that it is the component rather than called now."""
     key = key or kind
     if is_plain_function(spec):
-        raise ConfigError(f"{key}: {_plain(spec)['_target_']} is a function; a {kind} function is used as it is, "
+        raise ConfigError(f"{key}: {plain(spec)['_target_']} is a function; a {kind} function is used as it is, "
                           f"so its config says `_partial_: true` (on the command line +{key}._partial_=true)")
-    node = _plain(spec)
-    if isinstance(node, Mapping) and node.get("_partial_") and isinstance(node.get("_target_"), str):
-        try:
-            is_class = inspect.isclass(_quiet_get_object(node["_target_"]))
-        except Exception:  # noqa: BLE001 - instantiate reports an unknown target
-            is_class = False
-        if is_class:
-            raise ConfigError(f"{key}: {node['_target_']} is a class, which is instantiated: set "
-                              f"{key}._partial_=false (`_partial_: true` is for a function that is the {kind})")
+    node = plain(spec)
+    if isinstance(node, Mapping) and node.get("_partial_") and inspect.isclass(target_of(node)):
+        raise ConfigError(f"{key}: {node['_target_']} is a class, which is instantiated: set "
+                          f"{key}._partial_=false (`_partial_: true` is for a function that is the {kind})")
     return instantiate(spec, kind, key, **extra)
 
 

@@ -174,12 +174,11 @@ class Scorer:
             ep.token_start, ep.token_end = 0, n
         return ep
 
-    def context(self, model: Any = None, backend: Any = None, state: dict[str, Any] | None = None) -> dict[str, Any]:
+    def context(self, model: Any = None, backend: Any = None) -> dict[str, Any]:
         """What rewards can ask for by name; ``model`` / ``backend`` of one call override the scorer's own (a
         trainer passes the policy of this step without changing the scorer). ``state`` is the run's one state
-        dict, kept across calls (rewards may remember things in it); a call's ``state`` entries update it."""
+        dict, kept across calls (rewards may remember things in it)."""
         backend = self.backend if backend is None else backend
-        self.state.update(state or {})
         return {"grader": self.grader, "extract_answer": self.extract_answer, "parse_verdict": self.parse_verdict,
                 "model": self.model if model is None else model, "tokenizer": self.tokenizer, "prover": self.prover,
                 "state": self.state,
@@ -190,7 +189,8 @@ class Scorer:
         """Segment, grade and reward ``traces`` in place (and return them). ``model`` / ``backend`` / ``state``:
         this call's policy, generation backend and run state (e.g. ``global_step``), instead of the scorer's."""
         traces = list(traces)
-        ctx = self.context(model, backend, state)
+        self.state.update(state or {})  # this call's entries (e.g. global_step) into the run's state
+        ctx = self.context(model, backend)
         if any(r.needs_model for r in self.rewards) and (ctx["model"] is None or self.tokenizer is None):
             bad = [r.name for r in self.rewards if r.needs_model]
             raise ValueError(f"rewards {bad} need a model: set `model` (e.g. model.name_or_path=...)")

@@ -61,6 +61,9 @@ CASES = {
     "reward function without _partial_": (["+rewards.bad._target_=metarl.rewards.obj1.outcome"],
                                           r"rewards\.bad: metarl\.rewards\.obj1\.outcome is a function.*config says "
                                           r"`_partial_: true` \(on the command line \+rewards\.bad\._partial_=true\)"),
+    "reward as a dotted-path string": (["+rewards.bad=metarl.rewards.progress.MCProgress"],
+                                       r"rewards\.bad='metarl\.rewards\.progress\.MCProgress': a reward is a mapping "
+                                       r"with `_target_`"),
     "reward bad argument": (["rewards=[verification_correctness]", "+rewards.verification_correctness.wrongg=1"],
                             r"rewards\.verification_correctness: reward .*verification_correctness takes no "
                             r"argument\(s\) \['wrongg'\]; it accepts \[.*'wrong'\]"),

@@ -7,7 +7,8 @@ keys); ranges and choices once, in ``__post_init__``, when :func:`metarl.config.
 The option sections (``pass_at_k``, ``best_of_n``, ``revisions``, ``budget_forcing``, ``search``) hold the
 keyword arguments every strategy of the class named takes, unless its own mapping in ``strategies`` sets them
 (``metarl.eval.strategies.Strategy.section``): ``pass_at_k.k=[1,2,8]`` and ``search.beam_width=2`` apply to the
-selected strategies.
+selected strategies. Their ranges and choices are checked by those strategies (built in ``validate``, before
+any model loads), not here a second time.
 """
 from __future__ import annotations
 
@@ -54,9 +55,6 @@ class RevisionsConfig:
     """null: the task's revision_cue, else "<revise>" (the built-in tag format); on the command line quote tags:
     ``revisions.cue="'<revise>'"``."""
 
-    def __post_init__(self) -> None:
-        at_least("revisions.rounds", self.rounds, 1, example=2)
-
 
 @dataclass
 class BudgetForcingConfig:
@@ -66,9 +64,6 @@ class BudgetForcingConfig:
     """e.g. Wait, or "<revise>" for the tag format (quoted on the command line)."""
     max_continuations: Optional[int] = None
     """null: continue while the budget lasts; at the budget an answer is forced."""
-
-    def __post_init__(self) -> None:
-        at_least("budget_forcing.max_continuations", self.max_continuations, 0, example=2, nullable=True)
 
 
 @dataclass
@@ -110,18 +105,6 @@ class SearchConfig:
     on_error: str = "zero"
     """A non-finite step score: zero (counts 0) | nan (that path is excluded); counted in meta.json scorer_stats
     and the rows' scorer_faults."""
-
-    def __post_init__(self) -> None:
-        at_least("search.n", self.n, 1, example=8, nullable=True)
-        at_least("search.beam_width", self.beam_width, 1, example=4)
-        at_least("search.lookahead", self.lookahead, 1, example=1)
-        at_least("search.lookahead_temperature", self.lookahead_temperature, 0, example=0.0, integer=False)
-        one_of("search.step", self.step, ("episodes", "segmenter"))
-        at_least("search.step_tokens", self.step_tokens, 1, example=48)
-        at_least("search.max_steps", self.max_steps, 1, example=8, nullable=True)
-        one_of("search.aggregate", self.aggregate, ("last", "min", "product"))
-        one_of("search.select", self.select, ("weighted", "best", "majority"))
-        one_of("search.on_error", self.on_error, ("zero", "nan"))
 
 
 @dataclass
@@ -247,4 +230,6 @@ class EvalConfig:
         at_least("threads", self.threads, 0, example=1)
         at_least("n_questions", self.n_questions, 1, example=64, nullable=True)
         one_of("chat_template", self.chat_template, CHAT_TEMPLATE)
-        one_of("length_prompt", self.length_prompt, (None, "exact", "max"))
+        from metarl.rewards.budget import BUDGET_MODES
+
+        one_of("length_prompt", self.length_prompt, (None, *BUDGET_MODES))

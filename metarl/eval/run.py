@@ -95,7 +95,8 @@ def validate(cfg: DictConfig) -> EvalPlan:
             check_budgets(budgets)
     co = cfg.get("compute_optimal") or {}
     if co.get("enabled") and co.get("predicted_verifier") is not None:
-        from metarl.eval.verifiers import build_verifier, target_of
+        from metarl.eval.verifiers import build_verifier
+        from metarl.registry import target_of
 
         spec = plain(co.predicted_verifier)
         if target_of(spec) is None:  # no importable _target_: the error now, not after sampling (it builds later)

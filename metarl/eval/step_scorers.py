@@ -48,7 +48,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import Any
 
-from metarl.registry import ConfigError, instantiate_callable
+from metarl.registry import ConfigError, instantiate_callable, plain
 from metarl.rewards import Reward
 from metarl.types import Trace
 
@@ -350,9 +350,7 @@ def build_step_scorer(spec: Any, key: str = "search.scorer") -> Reward:
     ...
     metarl.registry.ConfigError: search.scorer='mc_value': a step scorer is a mapping with `_target_` ...
     """
-    from metarl.registry import _plain
-
-    spec = _plain(spec)
+    spec = plain(spec)
     target = spec.get("_target_") if isinstance(spec, Mapping) else None
     try:
         if hasattr(spec, "score_batch"):  # an estimator object

@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.eval.sampling import PARALLEL, UNLIMITED_ROUNDS, Generation
-from metarl.eval.verifiers import build_verifier, target_of, verifier_name
+from metarl.eval.verifiers import build_verifier, verifier_name
 from metarl.metrics import best_of_n, majority_vote, pass_at_k, weighted_best_of_n
-from metarl.registry import ConfigError, instantiate_callable
+from metarl.registry import ConfigError, instantiate_callable, plain, target_of
 
 
 @dataclass(frozen=True)
@@ -332,11 +332,9 @@ def build_strategy(spec: Any, sections: Mapping[str, Mapping[str, Any]] | None =
     ...
     metarl.registry.ConfigError: strategies.mine='majority': a strategy is a mapping with `_target_` ...
     """
-    from metarl.registry import _plain
-
     if isinstance(spec, Strategy):
         return spec
-    spec = _plain(spec)
+    spec = plain(spec)
     if callable(spec) and not isinstance(spec, str | Mapping):
         return FunctionStrategy(spec)
     if isinstance(spec, Mapping):
@@ -364,9 +362,7 @@ def build_strategies(specs: Mapping[str, Any] | Sequence[Any], n: int,
     ``conf/strategies/``; errors name ``strategies.<name>``), or a list of specs, Strategy objects and
     functions (Python callers). ``sections``: the option sections of :func:`build_strategy`.
     """
-    from metarl.registry import _plain
-
-    specs = _plain(specs)
+    specs = plain(specs)
     if isinstance(specs, Mapping):
         items = [(f"strategies.{name}", spec) for name, spec in specs.items() if spec is not None]
     elif isinstance(specs, str) or not isinstance(specs, Sequence):

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from metarl.grading.extraction import DEFAULT_NEGATIVE, DEFAULT_POSITIVE, parse_verdict
-from metarl.registry import ConfigError, instantiate_callable
+from metarl.registry import ConfigError, instantiate_callable, plain, target_of
 from metarl.tasks.base import tagged_blocks
 
 SELF_VERIFICATION = "metarl.eval.verifiers.SelfVerification"
@@ -107,23 +107,6 @@ def verifier_name(verifier: Callable[..., Any]) -> str:
     return getattr(fn, "__name__", None) or type(fn).__name__
 
 
-def target_of(spec: Any) -> Any:
-    """The object a ``_target_`` mapping names (``hydra.utils.get_object``), or None when it names none
-    that can be imported (building it then reports the error with the key)."""
-    from hydra.utils import get_object
-
-    from metarl.registry import _plain
-
-    spec = _plain(spec)
-    target = spec.get("_target_") if isinstance(spec, Mapping) else None
-    if not isinstance(target, str) or not target:
-        return None
-    try:
-        return get_object(target)
-    except Exception:  # noqa: BLE001 - instantiate reports it, naming the key
-        return None
-
-
 def is_self_verification(spec: Any) -> bool:
     """Whether a verifier spec builds :class:`SelfVerification` (null: the default, which does).
 
@@ -143,11 +126,9 @@ def with_verdict(spec: Any, verdict: Mapping[str, Any] | None) -> Any:
     >>> with_verdict(None, {"negative": ["wrong"]})
     {'_target_': 'metarl.eval.verifiers.SelfVerification', 'negative': ['wrong']}
     """
-    from metarl.registry import _plain
-
     if not verdict or not is_self_verification(spec):
         return spec
-    spec = dict(_plain(spec) or {"_target_": SELF_VERIFICATION})
+    spec = dict(plain(spec) or {"_target_": SELF_VERIFICATION})
     return {**spec, **{k: v for k, v in dict(verdict).items() if k not in spec}}
 
 
@@ -165,9 +146,7 @@ def build_verifier(spec: Any = None, *, model=None, tokenizer=None, key: str = "
     ...
     metarl.registry.ConfigError: best_of_n.verifier='self_verify': a verifier is a mapping with `_target_` ...
     """
-    from metarl.registry import _plain
-
-    spec = _plain(spec)
+    spec = plain(spec)
     if spec is None:
         spec = {"_target_": SELF_VERIFICATION}
     if callable(spec) and not isinstance(spec, str | Mapping):

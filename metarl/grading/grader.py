@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import inspect
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Any
 
@@ -181,8 +181,4 @@ def build_grader(spec: Any, *, timeout: float | None = None, extract: str | None
     fn = instantiate_callable(spec, "grader")
     if not callable(fn):
         raise ConfigError(f"grader {spec!r} built {fn!r}, which is not callable")
-    name = None
-    if isinstance(spec, Mapping) or hasattr(spec, "items"):
-        target = str(dict(spec.items()).get("_target_", ""))
-        name = target.rsplit(".", 1)[-1] or None
-    return Grader(fn, timeout=timeout, extract=extract, name=name)
+    return Grader(fn, timeout=timeout, extract=extract)  # named by its function / class (Grader's own default)
