@@ -3,18 +3,24 @@
 On the built-in task with the tiny policy, every recipe is trained with the same data order, steps and
 compute cap C for each seed, and evaluated on held-out problems::
 
-    python bench/compare_learning.py --out runs/compare --page      # the comparison (est. 30-45 min, 2 CPU cores)
-    python bench/compare_learning.py --out runs/compare-quick --quick  # smoke check (1 seed, 6 steps: ~80 s)
+    python bench/compare_learning.py --setting compare_long --seeds 0,1,2,3,4 --out runs/compare_long --page
+    python bench/compare_learning.py --out runs/compare                 # level 2, 150 steps, seeds 0,1,2
+    python bench/compare_learning.py --out runs/compare-quick --quick   # smoke check (1 seed, 6 steps: ~80 s)
+    python bench/results_page.py runs/compare_long                      # docs/results.md from an output directory
 
-The setting every recipe is trained in is a config file, ``conf/setting/compare.yaml`` (``--quick``:
-``compare_quick.yaml``; ``--setting NAME`` another): each job is ``metarl-train recipe=<recipe>
-+setting=compare seed=<k>`` plus ``--override``s, so the comparison's sizes live in no Python list. The default
-setting: 4 recipes x seeds 0,1,2, 150 GRPO steps (batch 64 = 8 problems x 8 samples), C=192, learning rate
-2e-4, 100 held-out problems, sampled pass@1 (4 samples per problem, T=1) every 15 steps; regret with m=4.
-Estimate from the quick run (2 workers, cached tiny policy): ~0.5-1.5 s per step (MC progress the slowest),
-~5 s per held-out evaluation at C/2 and C, ~30 s of test-time evaluation and ~15 s start-up per job, i.e.
-~4-6 min per job and 15 jobs on 2 workers.
-    python bench/results_page.py runs/compare                        # docs/results.md from an output directory
+The setting every recipe is trained in is a config file, ``conf/setting/<name>.yaml`` (default ``compare``;
+``--quick``: ``compare_quick``): each job is ``metarl-train recipe=<recipe> +setting=<name> seed=<k>`` plus
+``--override``s, so the comparison's sizes live in no Python list. ``compare`` is level 2 of the task (traces of
+3-5 episodes), 150 GRPO steps (batch 64 = 8 problems x 8 samples), C=192, learning rate 2e-4, 100 held-out
+problems, sampled pass@1 (4 samples per problem, T=1) every 15 steps. ``compare_long`` (``make results``) is the
+powered comparison: level 3 (a search over ten pairs instead of six) with a warm start that keeps searching
+longer, so C binds, 100 steps, 180 held-out problems, every 25 steps. The recipes: outcome_grpo, obj1_verify,
+obj2_likelihood_progress, obj2_mc_progress and obj2_mc_progress_min (PURE's min-form credit). Regret with m=4.
+On this project's 2-core CPU a ``compare_long`` seed takes about 20 min with 2 workers (an MC-progress job
+~11 min, an outcome job ~5 min).
+
+A comparison resumes from its output directory, and may be extended there by more ``--seeds`` or ``--recipes``
+(every other setting must match). Jobs run seed by seed, so a comparison stopped early leaves whole seeds.
 
 One job per (recipe, seed), ``--jobs`` at a time (one torch thread each), plus one ``initial`` job per seed
 that evaluates the untrained policy the same way. A training job:
@@ -25,7 +31,7 @@ that evaluates the untrained policy the same way. A training job:
    and s1 budget forcing (``budget_forcing``: an early stop is replaced by the continuation ``<revise>``,
    an answer is forced at the budget) at budgets C and 2C, i.e. beyond the training cap;
 3. estimates the normalised regret (MRT) of the greedy held-out traces at cap C: μ's success J_j after
-   every episode from ``m`` forced answers (``MCProgress``), regret at C0 in {C/2, C}.
+   every episode from ``m`` forced answers (``MCProgress``), regret at C0 in {C/4, C/2, C}.
 
 ``DIR/runs/<recipe>/seed<k>/job.json`` holds a job's numbers (a finished job is not rerun, so an
 interrupted comparison resumes), ``DIR/summary.json`` the settings, machine, every job and the
@@ -36,6 +42,11 @@ held-out accuracy at C; a method's cost is the training tokens (TRL's prompt + c
 its learning curve first reaches the target, linearly interpolated between evaluations; the ratio divides
 by the baseline's total training tokens. A method that never reaches the target is censored at its own
 total (a lower bound, marked ``>``).
+
+Verdicts (``tables.verdict_table``): each dense recipe minus the baseline, paired by seed, in final held-out
+accuracy at C/2 and C and in regret at each C0; ``better`` / ``worse`` when the 95% CI excludes 0, ``equivalent
+within ±0.03`` when it lies inside ``tables.MARGIN``, else ``undecided`` with :func:`seeds_for_margin`, the seeds
+the spread measured so far would need for a CI of ±0.03.
 """
 from __future__ import annotations
 
@@ -44,6 +55,7 @@ import json
 import math
 import os
 import platform
+import re
 import shlex
 import sys
 import time
@@ -56,13 +68,16 @@ from typing import Any
 import numpy as np
 
 from metarl.metrics import Interval, bootstrap_ci, mean_ci
-from tables import (BASELINE, CONTINUATION, INITIAL, TARGET_RATIO, accuracy_table, efficiency_table,  # noqa: F401
-                    fmt_iv, forcing_table, markdown_table)
+from tables import (BASELINE, CONTINUATION, INITIAL, MARGIN, TARGET_RATIO, accuracy_table,  # noqa: F401
+                    efficiency_table, fmt_iv, forcing_table, markdown_table, verdict_table)
 
-RECIPES: tuple[str, ...] = ("outcome_grpo", "obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress")
-# Relative cost of a job, to start the slow ones first (keeps both workers busy at the end).
-_COST = {"obj2_mc_progress": 3.0, "obj2_likelihood_progress": 1.5, "obj1_verify": 1.0, "outcome_grpo": 1.0,
-         INITIAL: 0.2}
+RECIPES: tuple[str, ...] = ("outcome_grpo", "obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress",
+                             "obj2_mc_progress_min")
+# Relative cost of a job, to start a seed's slow ones first (keeps both workers busy at the end).
+_COST = {"obj2_mc_progress": 3.0, "obj2_mc_progress_min": 3.0, "obj2_likelihood_progress": 1.5, "obj1_verify": 1.0,
+         "outcome_grpo": 1.0, INITIAL: 0.2}
+# Settings that may differ when a comparison is resumed: more seeds or recipes add jobs, ``jobs`` is speed only.
+_EXTENSIBLE = ("jobs", "seeds", "recipes")
 
 
 @dataclass
@@ -87,6 +102,10 @@ class Settings:
     eval_samples: int | None = None
     learning_rate: float | None = None
     batch: int | None = None
+    warm_start: dict[str, Any] | None = None
+    """The tiny policy's warm-start overrides (``model.tiny``) the setting composes to."""
+    task: dict[str, Any] | None = None
+    """The task (``task.task``, a ``_target_`` mapping) the setting composes to."""
 
     @property
     def budgets(self) -> list[int]:
@@ -100,19 +119,29 @@ class Settings:
 
     @property
     def regret_budgets(self) -> list[int]:
-        return [max(1, self.cap // 2), self.cap]
+        """Budgets C0 of the normalised regret: C/4, C/2 and C."""
+        return sorted({max(1, self.cap // 4), max(1, self.cap // 2), self.cap})
 
 
 QUICK = dict(seeds=[0], setting="compare_quick", mc_m=2)
 
 
+def setting_config(s: Settings):
+    """The training config of the comparison's setting: the baseline recipe with the setting file and overrides."""
+    return _compose("train", [f"recipe={BASELINE}", f"+setting={s.setting}", *s.overrides])
+
+
 def resolve(s: Settings) -> Settings:
-    """Fill the recorded sizes from the composed setting (the baseline recipe with the setting and overrides)."""
-    cfg = _compose("train", [f"recipe={BASELINE}", f"+setting={s.setting}", *s.overrides])
+    """Fill the recorded sizes, warm start and task from the composed setting (:func:`setting_config`)."""
+    from omegaconf import OmegaConf
+
+    cfg = setting_config(s)
     s.steps, s.model, s.cap = int(cfg.trainer.max_steps), str(cfg.model.name_or_path), int(cfg.budget.cap)
     s.eval_n, s.eval_every = int(cfg.evaluate.n), int(cfg.evaluate.every)
     s.eval_samples, s.learning_rate = int(cfg.evaluate.samples), float(cfg.trainer.learning_rate)
     s.batch = int(cfg.trainer.per_device_train_batch_size)
+    s.warm_start = OmegaConf.to_container(cfg.model.tiny, resolve=True)
+    s.task = OmegaConf.to_container(cfg.task.task, resolve=True)
     return s
 
 
@@ -145,11 +174,45 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _budget_forcing(s: Settings, seed: int, model_path: str, out_dir: Path) -> dict[str, Any]:
+def hydra_literal(value: Any) -> str:
+    """``value`` (plain data: a mapping with string keys, list, number, bool, None or string) in Hydra's override
+    grammar; strings are quoted, so they come back exactly (quotes, backslashes and ``${`` included).
+
+    >>> hydra_literal({"_target_": "metarl.tasks.SubsetSumTask", "difficulty": 3, "levels": None})
+    "{_target_:'metarl.tasks.SubsetSumTask',difficulty:3,levels:null}"
+    """
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{hydra_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(hydra_literal(v) for v in value) + "]"
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    # Hydra reads a backslash literally except before a quote or at the end, and interpolates ${...}
+    text = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, str(value)).replace("${", "\\${")
+    return "'" + text.replace("'", "\\'") + "'"
+
+
+def setting_of(train_cfg) -> list[str]:
+    """The training setting's task and tiny-policy recipe as overrides of metarl-eval, which composes its own
+    config: the test-time evaluation then sees the same problems (level, split) and, for ``initial``, the same
+    warm-started policy as training."""
+    from omegaconf import OmegaConf
+
+    task = OmegaConf.to_container(train_cfg.task.task, resolve=True)
+    tiny = OmegaConf.to_container(train_cfg.model.tiny, resolve=True)
+    return [f"task.task={hydra_literal(task)}", f"++model.tiny={hydra_literal(tiny)}"]
+
+
+def _budget_forcing(s: Settings, seed: int, model_path: str, out_dir: Path, train_cfg) -> dict[str, Any]:
     """Greedy and budget-forced accuracy at C and 2C with metarl-eval: ``{strategy: {budget: {...}}}``."""
     from metarl.eval.run import run as run_eval
 
-    cfg = _compose("eval", [f"model={s.model}", f"model.name_or_path={model_path}", f"run_dir={out_dir}",
+    cfg = _compose("eval", [*setting_of(train_cfg), f"model={s.model}", f"model.name_or_path={model_path}",
+                            f"run_dir={out_dir}",
                             "overwrite=true", f"seed={seed}", f"data_seed={seed}", f"task.n_test={s.eval_n}",
                             f"n_questions={s.eval_n}", "threads=1", "n=1", "temperature=0",
                             f"budgets=[{','.join(map(str, s.forcing_budgets))}]",
@@ -286,7 +349,7 @@ def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
                       train_accuracy=[m.get("metarl/outcome_accuracy") for m in metrics])
     phases = {"train": round(time.time() - t0, 1)}
     t1 = time.time()
-    result["forcing"] = _budget_forcing(s, seed, model_path, jd / "bf")
+    result["forcing"] = _budget_forcing(s, seed, model_path, jd / "bf", cfg)
     phases["forcing"], t1 = round(time.time() - t1, 1), time.time()
     plan, model, tok = _load(cfg, model_path)
     if recipe == INITIAL:  # the untrained policy, evaluated as metarl-train evaluates after training
@@ -397,18 +460,56 @@ def _iv(iv: Interval) -> dict[str, float]:
     return {"mean": iv.mean, "low": iv.low, "high": iv.high, "n": iv.n}
 
 
+def seeds_for_margin(diffs: Sequence[float], margin: float = MARGIN, confidence: float = 0.95,
+                     most: int = 1000) -> int | None:
+    """The fewest seeds ``n`` whose Student-t interval ``t_{(1+conf)/2, n-1} * s / sqrt(n)`` is at most ``margin``
+    wide on each side, ``s`` being the standard deviation of the paired differences measured so far (the power
+    a comparison would need at the spread it showed). None with fewer than two differences or above ``most``.
+
+    >>> seeds_for_margin([0.0, 0.06, -0.06, 0.02, -0.02])  # s = 0.0447; n=11: 2.228 s/3.317 = 0.0300 (just over)
+    12
+    >>> seeds_for_margin([0.01, -0.01])  # s = 0.0141; n=3: 4.303 s/1.732 = 0.035; n=4: 3.182 s/2 = 0.0225
+    4
+    """
+    from scipy.stats import t as student_t
+
+    v = np.asarray(diffs, dtype=float)
+    if v.size < 2:
+        return None
+    sd = float(v.std(ddof=1))
+    for n in range(2, most + 1):
+        if student_t.ppf((1 + confidence) / 2, n - 1) * sd / math.sqrt(n) <= margin:
+            return n
+    return None
+
+
+def per_question(job: dict[str, Any], metric: str, b: str) -> list[float] | None:
+    """A job's per-question final held-out correctness (``accuracy``) or normalised regret of its greedy traces
+    (``regret``) at budget ``b``; None when the job has none there."""
+    if metric == "accuracy":
+        v = job.get("after", {}).get(b, {}).get("correct")
+    elif metric == "regret":
+        v = job.get("regret", {}).get("per_question", {}).get(b)
+    else:
+        raise ValueError(f"metric must be accuracy or regret, got {metric!r}")
+    return [float(x) for x in v] if v else None
+
+
 def paired_difference(jobs: Sequence[dict[str, Any]], recipe: str, budget: int,
-                      baseline: str = BASELINE) -> dict[str, float]:
-    """Final accuracy minus the baseline's, paired by seed (same data and held-out set): mean and 95% CI."""
+                      baseline: str = BASELINE, metric: str = "accuracy") -> dict[str, Any]:
+    """A recipe's final ``metric`` (the mean over questions of :func:`per_question`) minus the baseline's, paired
+    by seed (same data order, sampling and held-out problems): mean and 95% CI (Student-t over seeds; one seed: a
+    bootstrap over the paired per-question differences), the per-seed differences and :func:`seeds_for_margin`."""
     b = str(budget)
-    base = {j["seed"]: j["after"][b]["accuracy"] for j in jobs if j["recipe"] == baseline and b in j.get("after", {})}
-    diffs = [j["after"][b]["accuracy"] - base[j["seed"]] for j in jobs
-             if j["recipe"] == recipe and j["seed"] in base and b in j.get("after", {})]
-    if len(diffs) == 1:  # one seed: bootstrap over questions of the paired per-question differences
-        jb = next(j for j in jobs if j["recipe"] == baseline)
-        jr = next(j for j in jobs if j["recipe"] == recipe)
-        return _iv(bootstrap_ci(np.asarray(jr["after"][b]["correct"]) - np.asarray(jb["after"][b]["correct"])))
-    return _iv(mean_ci(diffs)) if diffs else _iv(Interval(math.nan, math.nan, math.nan, 0))
+    runs = {(j["recipe"], j["seed"]): v for j in jobs if j["recipe"] in (recipe, baseline)
+            and (v := per_question(j, metric, b)) is not None}
+    seeds = sorted(sd for (r, sd) in runs if r == recipe and (baseline, sd) in runs)
+    pairs = {sd: float(np.mean(runs[recipe, sd]) - np.mean(runs[baseline, sd])) for sd in seeds}
+    if len(seeds) == 1:  # one seed: bootstrap over questions of the paired per-question differences
+        iv = _iv(bootstrap_ci(np.asarray(runs[recipe, seeds[0]]) - np.asarray(runs[baseline, seeds[0]])))
+    else:
+        iv = _iv(mean_ci(list(pairs.values())) if pairs else Interval(math.nan, math.nan, math.nan, 0))
+    return {**iv, "per_seed": pairs, "seeds_for_margin": seeds_for_margin(list(pairs.values()))}
 
 
 def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
@@ -428,15 +529,20 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
             r["test_tokens"][b] = _iv(interval([[c["tokens"]] for c in cells]))
         vs = [[j["after"][str(cap)].get("verification_accuracy")] for j in js if str(cap) in j.get("after", {})]
         r["verification_accuracy"] = _iv(interval(vs))
+        for key in ("episodes_per_trace", "cap_fraction"):  # how long the streams are and how often C binds
+            r[key] = _iv(interval([[j["after"][str(cap)].get(key)] for j in js if str(cap) in j.get("after", {})]))
         for strat in sorted({k for j in js for k in j.get("forcing", {})}):
             for b in sorted({b for j in js for b in j["forcing"].get(strat, {})}, key=int):
                 cells = [j["forcing"][strat][b] for j in js if b in j["forcing"].get(strat, {})]
                 r["forcing"].setdefault(strat, {})[b] = {"accuracy": _iv(interval([c["correct"] for c in cells])),
                                                          "tokens": _iv(interval([c["tokens"] for c in cells]))}
         for b in sorted({b for j in js for b in j.get("regret", {}).get("per_question", {})}, key=int):
-            r["regret"][b] = _iv(interval([j["regret"]["per_question"][b] for j in js]))
+            r["regret"][b] = _iv(interval([j["regret"]["per_question"].get(b, []) for j in js]))
         if recipe not in (INITIAL, BASELINE) and any(j["recipe"] == BASELINE for j in jobs):
-            r["vs_baseline"] = paired_difference(jobs, recipe, cap)
+            r["vs_baseline_by_budget"] = {b: paired_difference(jobs, recipe, int(b)) for b in budgets}
+            r["vs_baseline"] = r["vs_baseline_by_budget"].get(str(cap)) or paired_difference(jobs, recipe, cap)
+            r["regret_vs_baseline"] = {b: paired_difference(jobs, recipe, int(b), metric="regret")
+                                       for b in r["regret"]}
         if recipe != INITIAL and any(j["recipe"] == INITIAL for j in jobs):
             r["vs_initial"] = paired_difference(jobs, recipe, cap, baseline=INITIAL)
         r["train_tokens"] = _iv(interval([[j.get("train_tokens", 0.0)] for j in js]))
@@ -520,10 +626,11 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     return a, s
 
 
-def run_all(s: Settings, out: Path) -> list[dict[str, Any]]:
-    """Run (or reuse) every job; a failed job is reported and left out, the others go on."""
-    import multiprocessing as mp
+def plan_jobs(s: Settings, out: Path) -> tuple[list[tuple[str, int]], list[dict[str, Any]]]:
+    """The jobs still to run, as ``(recipe, seed)``, and the finished ones (their job.json) under ``out``.
 
+    Jobs run seed by seed, in the order of ``s.seeds``, the slow recipes of a seed first: a comparison stopped
+    early leaves whole seeds, which is what a paired comparison can use."""
     todo, done = [], []
     for seed in s.seeds:
         for recipe in [INITIAL, *s.recipes]:
@@ -532,7 +639,22 @@ def run_all(s: Settings, out: Path) -> list[dict[str, Any]]:
                 done.append(json.loads(f.read_text()))
             else:
                 todo.append((recipe, seed))
-    todo.sort(key=lambda rs: -_COST.get(rs[0], 1.0))
+    todo.sort(key=lambda rs: (s.seeds.index(rs[1]), -_COST.get(rs[0], 1.0)))
+    return todo, done
+
+
+def same_comparison(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether recorded settings ``old`` and ``new`` describe one comparison, so that ``new`` may resume ``old``'s
+    output directory: everything but the seeds, the recipes and the number of workers must agree."""
+    return ({k: v for k, v in old.items() if k not in _EXTENSIBLE}
+            == {k: v for k, v in new.items() if k not in _EXTENSIBLE})
+
+
+def run_all(s: Settings, out: Path) -> list[dict[str, Any]]:
+    """Run (or reuse) every job; a failed job is reported and left out, the others go on."""
+    import multiprocessing as mp
+
+    todo, done = plan_jobs(s, out)
     if done:
         print(f"[compare] reusing {len(done)} finished jobs from {out}", flush=True)
     settings = asdict(s)
@@ -560,8 +682,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     prev = out / "summary.json"
     if prev.exists():
         old = json.loads(prev.read_text()).get("settings", {})
-        if old and {k: v for k, v in old.items() if k != "jobs"} != {k: v for k, v in asdict(s).items() if k != "jobs"}:
-            raise SystemExit(f"{out} holds a comparison with other settings ({old}); choose a new --out")
+        if old and not same_comparison(old, asdict(s)):
+            raise SystemExit(f"{out} holds a comparison with other settings ({old}); choose a new --out (more "
+                             f"seeds or recipes may be added to it: {', '.join(_EXTENSIBLE)} may differ)")
     (out / "settings.json").write_text(json.dumps(asdict(s), indent=1))
     t0 = time.time()
     n_jobs = len(s.seeds) * (len(s.recipes) + 1)
@@ -570,7 +693,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if s.model == "tiny":  # build (or find) the cached tiny policy once, before the workers need it
         from metarl.models.warmstart import tiny_policy_path
 
-        print(f"[compare] tiny policy: {tiny_policy_path()}", flush=True)
+        print(f"[compare] tiny policy: {tiny_policy_path(**(s.warm_start or {}))}", flush=True)
     jobs = run_all(s, out)
     agg = aggregate(jobs, s.cap)
     summary = {"settings": asdict(s), "command": "python " + " ".join(shlex.quote(x) for x in
@@ -579,7 +702,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                "machine": machine(), "wall_seconds": round(time.time() - t0, 1),
                "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jobs": jobs, "aggregate": agg}
     prev.write_text(json.dumps(summary, indent=1, default=float))
-    print("\n" + accuracy_table(agg) + "\n\n" + efficiency_table(agg) + "\n\n" + forcing_table(agg), flush=True)
+    print("\n" + accuracy_table(agg) + "\n\n" + verdict_table(agg) + "\n\n" + efficiency_table(agg) + "\n\n"
+          + forcing_table(agg), flush=True)
     print(f"\n[compare] {len(jobs)}/{n_jobs} jobs in {summary['wall_seconds']:.0f} s; wrote {prev}", flush=True)
     if a.page:
         import results_page

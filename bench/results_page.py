@@ -203,9 +203,11 @@ def write_summary_csv(agg: dict[str, Any], out: Path) -> str:
                              c["tokens"]["high"], c["tokens"]["n"]])
         v = r["verification_accuracy"]
         rows.append([recipe, "verification_accuracy", agg["cap"], v["mean"], v["low"], v["high"], v["n"]])
-        if "vs_baseline" in r:
-            d = r["vs_baseline"]
-            rows.append([recipe, "accuracy_minus_baseline", agg["cap"], d["mean"], d["low"], d["high"], d["n"]])
+        for metric, diffs in (("accuracy_minus_baseline", r.get("vs_baseline_by_budget")
+                               or ({str(agg["cap"]): r["vs_baseline"]} if "vs_baseline" in r else {})),
+                              ("regret_minus_baseline", r.get("regret_vs_baseline", {}))):
+            for b, d in diffs.items():
+                rows.append([recipe, metric, b, d["mean"], d["low"], d["high"], d["n"]])
     _write_csv(out / "summary.csv", ["recipe", "metric", "budget", "mean", "ci_low", "ci_high", "n"], rows)
     return "summary.csv"
 
@@ -228,7 +230,8 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
         d = r.get("vs_initial")
         if not init or not d or not math.isfinite(d.get("low", math.nan)):
             continue
-        word = "improves on" if d["low"] > 0 else "is below" if d["high"] < 0 else "is not distinguishable from"
+        v = tables.decide(d)
+        word = {"better": "improves on", "worse": "is below"}.get(v, "is not distinguishable from")
         lines.append(f"{'The outcome-reward baseline' if name == tables.BASELINE else f'**{name}**'} {word} the initial "
                      f"policy at C={cap}: {r['accuracy'][cap]['mean']:.3f} vs {init['mean']:.3f} (paired difference "
                      f"{d['mean']:+.3f}, 95% CI {d['low']:+.3f} to {d['high']:+.3f}).")
@@ -256,14 +259,23 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
                          f"not decide it; it {reach}.")
         diff = pr.get(name, {}).get("vs_baseline")
         if diff and math.isfinite(diff.get("low", math.nan)):
-            if diff["low"] > 0:
-                w = "higher than"
-            elif diff["high"] < 0:
-                w = "lower than"
+            v = tables.decide(diff)
+            w = {"better": "higher than", "worse": "lower than"}.get(v, "not distinguishable from")
+            half, m = (diff["high"] - diff["low"]) / 2, tables.MARGIN
+            if v in ("better", "worse"):
+                power = ""
+            elif v.startswith("equivalent"):
+                power = f" — and the CI rules out a difference larger than ±{m:g}"
+            elif "needed" in v:  # too few seeds for any verdict
+                power = f" — {v.removeprefix('undecided (').rstrip(')')}, so no verdict"
+            elif half <= m:
+                power = f" — the CI is ±{half:.3f} wide but reaches beyond ±{m:g} on one side"
             else:
-                w = "not distinguishable from"
+                power = (f" — the CI is wider than ±{m:g}, so a difference of that size is not ruled out"
+                         + (f" (about {diff['seeds_for_margin']} seeds at this spread would be needed)"
+                            if diff.get("seeds_for_margin") else ""))
             lines.append(f"  Its final held-out accuracy at C={cap} is {w} the baseline's (paired difference "
-                         f"{diff['mean']:+.3f}, 95% CI {diff['low']:+.3f} to {diff['high']:+.3f}).")
+                         f"{diff['mean']:+.3f}, 95% CI {diff['low']:+.3f} to {diff['high']:+.3f}){power}.")
     for name, r in pr.items():
         f = r["forcing"]
         g, bf = f.get("greedy", {}), f.get("budget_forcing", {})
@@ -292,12 +304,18 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
         lines.append(f"Dense rewards help on this task for: {', '.join(helped)} (token-efficiency target met within "
                      "the CI).")
     else:
-        lines.append("No dense-reward recipe meets the token-efficiency target here. Possible reasons (hypotheses, "
-                     "not tested by this run): traces of the built-in task are short (a few episodes), so GRPO's "
-                     "group-normalised outcome reward already assigns credit almost as well as per-episode rewards, "
-                     "which mainly change *which* tokens get credit and matter most on long streams; the "
-                     "warm-started policy already follows the attempt/verify/revise format; and held-out accuracy "
-                     "on about a hundred problems moves in steps comparable to the differences between recipes.")
+        who = tables.INITIAL if tables.INITIAL in pr else tables.BASELINE
+        ep = pr.get(who, {}).get("episodes_per_trace", {})
+        cut = pr.get(who, {}).get("cap_fraction", {})
+        label = "The untrained policy's" if who == tables.INITIAL else f"{tables.BASELINE}'s"
+        stream = (f" {label} traces at C={cap} have {ep['mean']:.1f} episodes on average and "
+                  f"{cut['mean']:.0%} of them are cut by the cap." if ep.get("mean") is not None and
+                  cut.get("mean") is not None and math.isfinite(ep["mean"]) and math.isfinite(cut["mean"]) else "")
+        lines.append("No dense-reward recipe meets the token-efficiency target here." + stream + " Possible reasons "
+                     "(hypotheses, not tested by this run): GRPO's group-normalised outcome reward already assigns "
+                     "credit almost as well as per-episode rewards when a trace has a handful of episodes; per-episode "
+                     "rewards mainly change *which* tokens get credit, which MRT expects to matter on longer streams "
+                     "than these; and the warm-started policy already follows the attempt/verify/revise format.")
     return lines
 
 
@@ -408,6 +426,20 @@ def _job_minutes(summary: dict[str, Any]) -> str:
     return f"{total / 60:.0f}" if total else f"{summary.get('wall_seconds', 0.0) / 60:.1f} (wall)"
 
 
+def _tiny(summary: dict[str, Any]) -> str:
+    """The task level and the tiny policy's warm-start overrides the comparison recorded (``Settings.task`` and
+    ``Settings.warm_start``; empty for a comparison recorded before they were)."""
+    s = summary["settings"]
+    level = (s.get("task") or {}).get("difficulty")
+    tiny = s.get("warm_start") or {}
+    parts = [f"task level {level}"] if level is not None else []
+    if tiny:
+        parts.append("warm start " + ", ".join(f"{k}={v}" for k, v in tiny.items()))
+    elif s.get("warm_start") is not None:
+        parts.append("the default warm start")
+    return "; ".join(parts)
+
+
 def _pass1(s: dict[str, Any]) -> str:
     k = s.get("eval_samples")
     return f"sampled pass@1: mean of {k} samples per problem at temperature 1" if k else "greedy pass@1"
@@ -418,6 +450,7 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
     """The markdown of the page."""
     s, agg, m = summary["settings"], summary["aggregate"], summary["machine"]
     n_seeds = len(s["seeds"])
+    tiny = _tiny(summary)
     quick = " (QUICK SMOKE RUN — not the comparison)" if s.get("quick") else ""
     out_dir = summary.get("out_dir", "DIR")
     parts = [
@@ -437,7 +470,9 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         f"- recipes: {', '.join(s['recipes'])} (plus `{tables.INITIAL}`: the untrained policy, evaluated the same way)",
         f"- seeds: {', '.join(map(str, s['seeds']))}; each seed fixes the training-data order, the sampling and the "
         "held-out problems, the same for every recipe (a paired comparison)",
-        f"- policy `model={s['model']}`, compute cap C={s['cap']}, {s['steps']} GRPO steps per run, held-out "
+        f"- setting `conf/setting/{s.get('setting', 'compare')}.yaml`: policy `model={s['model']}`"
+        + (f" ({tiny})" if tiny else "")
+        + f", compute cap C={s['cap']}, {s['steps']} GRPO steps per run, held-out "
         f"problems: {s['eval_n']} ({_pass1(s)}), learning curve every {s['eval_every']} steps, regret with "
         f"m={s['mc_m']} forced answers per prefix"
         + (f", extra overrides: `{' '.join(s['overrides'])}`" if s.get("overrides") else ""),
@@ -451,6 +486,18 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         f"## Held-out accuracy after training ({_pass1(s)})",
         "",
         tables.accuracy_table(agg),
+        "",
+        "## Dense recipes against outcome GRPO",
+        "",
+        f"Each dense recipe minus `{tables.BASELINE}`, paired by seed (the same training-data order, sampling seeds "
+        "and held-out problems): final held-out accuracy at every budget and the normalised regret of the greedy "
+        f"traces at every C0. `better` / `worse`: the 95% CI excludes 0; `equivalent within ±{tables.MARGIN:g}`: the "
+        f"CI lies inside ±{tables.MARGIN:g}; `undecided`: neither, with the number of seeds the spread measured so "
+        f"far would need for a CI of ±{tables.MARGIN:g}. Fewer than 3 seeds decide nothing. The rows are not corrected "
+        "for multiple comparisons: among this many 95% intervals about one in twenty excludes 0 by chance, so a "
+        "single `better` or `worse` among many `undecided` rows is weak evidence.",
+        "",
+        tables.verdict_table(agg),
         "",
         "## Token efficiency",
         "",

@@ -18,6 +18,9 @@ TARGET_RATIO = 2 / 3
 """BRIEF: reach the baseline's accuracy with <= 2/3 of its training tokens."""
 CONTINUATION = "<revise>"
 """Budget-forcing continuation for the tag format of the built-in task."""
+MARGIN = 0.03
+"""The precision asked of the comparison: the 95% CI of a paired difference dense − outcome within ±MARGIN (the
+issue asks it of accuracy at C; the verdict table applies it to every budget and to regret at every C0)."""
 
 
 def fmt_iv(iv: dict[str, float], digits: int = 3, pct: bool = False) -> str:
@@ -46,14 +49,74 @@ def accuracy_table(agg: dict[str, Any]) -> str:
     cap = str(agg["cap"])
     budgets = sorted({b for r in agg["per_recipe"].values() for b in r["accuracy"]}, key=int)
     header = ["recipe", "seeds", *[f"accuracy @ {b}" for b in budgets], f"Δ vs {INITIAL} @ {cap}",
-              f"Δ vs {BASELINE} @ {cap}", f"test tokens @ {cap}", f"verification acc. @ {cap}"]
+              f"Δ vs {BASELINE} @ {cap}", f"test tokens @ {cap}", f"episodes / trace @ {cap}",
+              f"cut by the cap @ {cap}", f"verification acc. @ {cap}"]
     rows = []
     for name, r in agg["per_recipe"].items():
         rows.append([name, len(r["seeds"]), *[fmt_iv(r["accuracy"].get(b, {})) for b in budgets],
                      fmt_iv(r["vs_initial"]) if "vs_initial" in r else "-",
                      fmt_iv(r["vs_baseline"]) if "vs_baseline" in r else "-",
-                     fmt_iv(r["test_tokens"].get(cap, {}), 1), fmt_iv(r["verification_accuracy"])])
+                     fmt_iv(r["test_tokens"].get(cap, {}), 1), fmt_iv(r.get("episodes_per_trace", {}), 2),
+                     fmt_iv(r.get("cap_fraction", {}), 2), fmt_iv(r["verification_accuracy"])])
     return markdown_table(header, rows)
+
+
+def decide(d: dict[str, Any], margin: float = MARGIN, lower_is_better: bool = False, min_seeds: int = 3) -> str:
+    """The verdict a paired difference (recipe − baseline, 95% CI over seeds) allows: ``better`` / ``worse`` (the CI
+    excludes 0), ``equivalent within ±margin`` (the CI lies inside it), else ``undecided`` (with, when the CI is
+    wider than ±margin, the seeds the spread so far would need for ±margin). With fewer than ``min_seeds`` seeds
+    (``per_seed``) nothing is decided: an interval from two seeds rests on one degree of freedom.
+
+    >>> decide({"mean": 0.05, "low": 0.02, "high": 0.08})
+    'better'
+    >>> decide({"mean": 0.0, "low": -0.02, "high": 0.025})
+    'equivalent within ±0.03'
+    >>> decide({"mean": 0.01, "low": -0.04, "high": 0.06, "seeds_for_margin": 14})
+    'undecided (CI ±0.050; ~14 seeds for ±0.03)'
+    >>> decide({"mean": 0.05, "low": 0.02, "high": 0.08, "per_seed": {0: 0.04, 1: 0.06}})
+    'undecided (2 seeds; at least 3 needed)'
+    """
+    seeds = len(d.get("per_seed") or {}) if "per_seed" in d else None
+    if seeds == 0:
+        return "undecided (no paired seeds)"
+    if seeds is not None and seeds < min_seeds:
+        return f"undecided ({seeds} seed{'s' * (seeds != 1)}; at least {min_seeds} needed)"
+    lo, hi = d.get("low", math.nan), d.get("high", math.nan)
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return "undecided (no CI)"
+    if lo > 0 or hi < 0:
+        return ("worse" if lo > 0 else "better") if lower_is_better else ("better" if lo > 0 else "worse")
+    if -margin <= lo and hi <= margin:
+        return f"equivalent within ±{margin:g}"
+    half = (hi - lo) / 2
+    need = d.get("seeds_for_margin")
+    more = f"; ~{need} seeds for ±{margin:g}" if need and half > margin else ""
+    return f"undecided (CI ±{half:.3f}{more})"
+
+
+def verdict_table(agg: dict[str, Any], margin: float = MARGIN) -> str:
+    """Each dense recipe against the baseline, paired by seed: accuracy at every budget and regret at every C0,
+    each difference with its 95% CI and the verdict it allows (:func:`decide`)."""
+    rows = []
+    for name, r in agg["per_recipe"].items():
+        if "vs_baseline" not in r:
+            continue
+        by_budget = r.get("vs_baseline_by_budget") or {str(agg["cap"]): r["vs_baseline"]}
+        for b, d in sorted(by_budget.items(), key=lambda x: int(x[0])):
+            rows.append([name, f"accuracy @ {b}", *_powered(d, margin), decide(d, margin)])
+        for b, d in sorted(r.get("regret_vs_baseline", {}).items(), key=lambda x: int(x[0])):
+            rows.append([name, f"regret @ C0={b} (lower is better)", *_powered(d, margin),
+                         decide(d, margin, lower_is_better=True)])
+    return markdown_table(["recipe", f"vs {BASELINE}", "seeds", "paired difference [95% CI]",
+                           f"CI ±{margin:g} or narrower?", "verdict"], rows)
+
+
+def _powered(d: dict[str, Any], margin: float) -> list[str]:
+    """The seeds, the difference with its CI and whether the CI's half-width meets the asked precision."""
+    lo, hi = d.get("low"), d.get("high")
+    known = lo is not None and hi is not None and math.isfinite(lo) and math.isfinite(hi)
+    ok = "-" if not known else "yes" if (hi - lo) / 2 <= margin else "no"
+    return [str(len(d.get("per_seed") or {})) if "per_seed" in d else "-", fmt_iv(d), ok]
 
 
 def efficiency_table(agg: dict[str, Any]) -> str:

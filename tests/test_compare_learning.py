@@ -187,6 +187,10 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
     assert "python bench/compare_learning.py --out X" in text and "Linux-test" in text and "seeds: 0, 1, 2" in text
     assert "**obj1_verify** reaches the baseline's accuracy with ≤ 2/3" in text
     assert "**obj2_mc_progress** does not reach" in text
+    assert "## Dense recipes against outcome GRPO" in text and f"| obj1_verify | accuracy @ {CAP} | 3 | 0.167 [" in text
+    # obj2 − baseline at C: -.1, 0, 0: a CI of ±.143, wider than ±0.03, with the seeds that spread would need
+    assert "so a difference of that size is not ruled out (about" in text
+    assert "setting `conf/setting/compare.yaml`: policy `model=tiny` (task level 2; the default warm start)" in text
     # every seed: greedy 1/2 at C, forced 2/2 at 2C (zero spread over seeds, so the CIs separate)
     assert "Budget forcing to 2C=192 (outcome_grpo) gains against greedy decoding at C: 1.000 vs 0.500" in text
     figs = tmp_path / "docs" / "results"
@@ -264,3 +268,115 @@ def test_every_job_is_a_recipe_with_the_setting_file(tmp_path):
         20, 192, [96], "per_kind")  # the setting's sizes over the recipe's own objective
     quick = cl.resolve(cl.Settings(**cl.QUICK))
     assert (quick.steps, quick.eval_n, quick.eval_every, quick.cap) == (6, 24, 3, 192)
+
+
+# ----------------------------------------------------------------------------------------- power and verdicts
+
+
+def test_paired_differences_per_budget_and_regret_with_the_seeds_they_need():
+    """obj1 − baseline at C: .2, .2, .1 (sd .0577, t_2 CI ±.1434); regret at C: obj1 (.35, .4, .4) − (.65, .65, .65)."""
+    agg = cl.aggregate(fabricated_jobs(), CAP)
+    r = agg["per_recipe"]["obj1_verify"]
+    d = r["vs_baseline_by_budget"][str(CAP)]
+    assert d["per_seed"] == pytest.approx({0: 0.2, 1: 0.2, 2: 0.1})
+    assert d["high"] - d["mean"] == pytest.approx(4.302653 * 0.0577350 / math.sqrt(3), abs=1e-5)
+    # sd .0577: n=9 gives 2.306 * .0577 / 3 = .0444, n=16: 2.131 * .0577 / 4 = .0308, n=17: 2.120 * .0577 / 4.123 = .0297
+    assert d["seeds_for_margin"] == 17 == cl.seeds_for_margin([0.2, 0.2, 0.1])
+    g = r["regret_vs_baseline"][str(CAP)]
+    assert g["per_seed"] == pytest.approx({0: 0.35 - 0.65, 1: 0.4 - 0.65, 2: 0.4 - 0.65})
+    assert g["high"] < 0
+    assert cl.seeds_for_margin([0.05]) is None and cl.seeds_for_margin([0.0, 1.0], most=10) is None
+    # C/2: only obj1's seed-1 run was evaluated there, so the difference is that one pair (bootstrap over questions)
+    jobs = fabricated_jobs()
+    one = next(j for j in jobs if j["recipe"] == "obj1_verify" and j["seed"] == 1)
+    one["after"][str(CAP // 2)] = {"accuracy": 0.6, "correct": [1.0] * 6 + [0.0] * 4, "tokens": 40.0}
+    half = cl.aggregate(jobs, CAP)["per_recipe"]["obj1_verify"]["vs_baseline_by_budget"][str(CAP // 2)]
+    assert half["per_seed"] == pytest.approx({1: 0.6 - 0.4}) and half["n"] == 10
+
+    table = cl.verdict_table(agg)
+    assert f"| obj1_verify | accuracy @ {CAP} | 3 | 0.167 [" in table and "| no | better |" in table  # CI ±.143
+    assert f"| obj1_verify | regret @ C0={CAP} (lower is better) | 3 | -0.267 [" in table
+    rows = [line for line in table.splitlines() if line.startswith("| obj1_verify | regret")]
+    assert rows and rows[0].endswith("| better |")  # lower regret than the baseline is better
+
+
+def test_decide_words_each_case():
+    import tables
+
+    assert tables.decide({"mean": -0.05, "low": -0.08, "high": -0.01}) == "worse"
+    assert tables.decide({"mean": -0.05, "low": -0.08, "high": -0.01}, lower_is_better=True) == "better"
+    assert tables.decide({"mean": 0.0, "low": -0.03, "high": 0.03}) == "equivalent within ±0.03"
+    assert tables.decide({"mean": 0.0, "low": -0.031, "high": 0.02}) == "undecided (CI ±0.026)"
+    assert tables.decide({"mean": 0.0, "low": math.nan, "high": math.nan}) == "undecided (no CI)"
+    # two seeds decide nothing, however narrow their interval; the CI's half-width within the margin asks no seeds
+    assert tables.decide({"mean": 0.001, "low": 0.0009, "high": 0.0011, "per_seed": {0: 0.001, 1: 0.001}}) == \
+        "undecided (2 seeds; at least 3 needed)"
+    assert tables.decide({"mean": -0.016, "low": -0.044, "high": 0.011, "per_seed": {0: 0, 1: 0, 2: 0},
+                          "seeds_for_margin": 3}) == "undecided (CI ±0.027)"
+
+
+def test_the_long_setting_reaches_the_test_time_evaluation():
+    """compare_long trains on level 3 with its own warm start; metarl-eval (which composes its own config) gets the
+    same task and warm-start recipe, so the initial policy and the held-out problems are the training run's."""
+    from metarl.config import compose
+    from metarl.tasks import LEVELS, build_task
+
+    s = cl.resolve(cl.Settings(setting="compare_long"))
+    assert (s.steps, s.cap, s.eval_n, s.eval_every) == (100, 192, 180, 25)
+    assert s.regret_budgets == [48, 96, 192]
+    train = compose("train", cl.train_overrides(s, cl.INITIAL, 0, Path("/tmp/x")))
+    assert build_task(train.task.task).level() == LEVELS[3]
+    assert dict(train.model.tiny) == {"difficulty": 3, "max_attempts": 10, "p_continue": 0.65}
+    ev = compose("eval", [*cl.setting_of(train), "model=tiny"])
+    assert ev.task.task == train.task.task and ev.model.tiny == train.model.tiny
+    assert build_task(ev.task.task).generate("test", 5, seed=1) == build_task(train.task.task).generate("test", 5, seed=1)
+    weird = {"_target_": "a.B", "s": "it's", "n": None, "f": 0.5, "l": [1, True], "b": "a\\b", "e": "a\\",
+             "q": "x\\'y", "d": "C:\\dir\\", "i": "${oc.env:HOME}", "sp": "a, b: {c}"}
+    from omegaconf import OmegaConf
+
+    back = compose("eval", [f"++model.tiny={cl.hydra_literal(weird)}"]).model.tiny
+    assert OmegaConf.to_container(back, resolve=True) == weird  # ${...} stays text, not an interpolation
+
+
+def test_a_comparison_resumes_with_more_seeds_or_recipes_not_other_sizes(tmp_path):
+    s = cl.Settings(seeds=[0, 1], recipes=["outcome_grpo", "obj2_mc_progress", "obj1_verify"])
+    assert cl.same_comparison(cl.asdict(s), cl.asdict(cl.Settings(seeds=[0, 1, 2, 3], jobs=1)))
+    assert not cl.same_comparison(cl.asdict(s), cl.asdict(cl.Settings(steps=20)))
+    assert not cl.same_comparison(cl.asdict(s), cl.asdict(cl.Settings(setting="compare_long")))
+    done = cl.job_dir(tmp_path, "outcome_grpo", 0)
+    done.mkdir(parents=True)
+    (done / "job.json").write_text(json.dumps({"recipe": "outcome_grpo", "seed": 0}))
+    todo, finished = cl.plan_jobs(s, tmp_path)
+    assert finished == [{"recipe": "outcome_grpo", "seed": 0}]
+    # seed by seed, the slow recipe of each seed first: an early stop leaves whole seeds
+    assert todo == [("obj2_mc_progress", 0), ("obj1_verify", 0), (cl.INITIAL, 0),
+                    ("obj2_mc_progress", 1), ("outcome_grpo", 1), ("obj1_verify", 1), (cl.INITIAL, 1)]
+
+
+def test_doctests_of_the_comparison_and_its_tables():
+    import doctest
+
+    import tables
+
+    for module in (cl, tables):
+        result = doctest.testmod(module)
+        assert result.attempted > 0 and result.failed == 0, module.__name__
+
+
+def test_one_paired_seed_bootstraps_that_seed_and_old_jobs_with_other_regret_budgets_mix():
+    """The only initial job is seed 2's: the one-seed bootstrap pairs it with the recipe's seed-2 run, not with
+    the recipe's first job. A job recorded with regret at other budgets (an older comparison extended by a new
+    recipe) leaves those budgets out of its own numbers instead of breaking the aggregate."""
+    jobs = [job("outcome_grpo", sd, [(0, 0.2), (1000, 0.5)], [1.0] * 5 + [0.0] * 5) for sd in (0, 1, 2)]
+    jobs += [job("obj1_verify", 0, [(0, 0.2), (1000, 0.9)], [1.0] * 9 + [0.0]),
+             job("obj1_verify", 1, [(0, 0.2), (1000, 0.9)], [1.0] * 9 + [0.0]),
+             job("obj1_verify", 2, [(0, 0.2), (1000, 0.3)], [1.0] * 3 + [0.0] * 7),
+             job(cl.INITIAL, 2, [(0, 0.2)], [1.0] * 3 + [0.0] * 7)]
+    jobs[0]["regret"]["per_question"]["48"] = [0.9, 0.8]  # only this baseline job has regret at C0=48
+    agg = cl.aggregate(jobs, CAP)
+    v = agg["per_recipe"]["obj1_verify"]["vs_initial"]
+    assert v["per_seed"] == {2: 0.0} and v["mean"] == pytest.approx(0.0)  # seed 2: 0.3 - 0.3 (seed 0 would be +0.6)
+    base = agg["per_recipe"]["outcome_grpo"]["regret"]
+    assert base["48"]["n"] == 2 and base[str(CAP)]["n"] == 3  # one seed's two questions: a bootstrap
+    assert "48" not in agg["per_recipe"]["obj1_verify"]["regret"]
+    assert agg["per_recipe"]["obj1_verify"]["regret_vs_baseline"][str(CAP)]["per_seed"] == {0: 0.0, 1: 0.0, 2: 0.0}

@@ -53,13 +53,16 @@ class Level:
             raise ValueError(f"ops must be made of '+' and '-', got {self.ops!r}")
 
 
-#: Difficulty levels. Level 2 is what the tiny warm-started policy is trained on.
+#: Difficulty levels. Level 2 is what the tiny warm-started policy is trained on. Level 3 keeps level 2's
+#: arithmetic (two one-digit terms) but lists five numbers, so a search may try ten pairs instead of six: the
+#: long-stream setting of the learning comparison (``conf/setting/compare_long.yaml``).
 LEVELS: dict[int, Level] = {
     1: Level(3, 9, 2, 2, "+"),
     2: Level(4, 9, 2, 2, "+"),
-    3: Level(5, 20, 2, 3, "+"),
-    4: Level(6, 50, 2, 3, "+-"),
-    5: Level(7, 99, 3, 4, "+-"),
+    3: Level(5, 9, 2, 2, "+"),
+    4: Level(5, 20, 2, 3, "+"),
+    5: Level(6, 50, 2, 3, "+-"),
+    6: Level(7, 99, 3, 4, "+-"),
 }
 
 
