@@ -45,7 +45,7 @@ demo: install
 # docs/results.md from scratch: the powered learning comparison (conf/setting/compare_long.yaml, RESULTS_SEEDS;
 # about 20 min per seed on a 2-core CPU), cost benchmarks (~7 min), estimator quality (~3 min). Finished comparison
 # jobs in runs/compare_long are reused, and more seeds may be added to it; delete runs/compare_long to start over.
-RESULTS_SEEDS ?= 0,1,2,3,4
+RESULTS_SEEDS ?= 0,1,2,3,4,5
 results: install
 	$(BIN)/python bench/compare_learning.py --setting compare_long --seeds $(RESULTS_SEEDS) --out runs/compare_long
 	$(BIN)/python bench/costs.py --out runs/compare_long/costs

@@ -3,7 +3,7 @@
 On the built-in task with the tiny policy, every recipe is trained with the same data order, steps and
 compute cap C for each seed, and evaluated on held-out problems::
 
-    python bench/compare_learning.py --setting compare_long --seeds 0,1,2,3,4 --out runs/compare_long --page
+    python bench/compare_learning.py --setting compare_long --seeds 0,1,2,3,4,5 --out runs/compare_long --page
     python bench/compare_learning.py --out runs/compare                 # level 2, 150 steps, seeds 0,1,2
     python bench/compare_learning.py --out runs/compare-quick --quick   # smoke check (1 seed, 6 steps: ~80 s)
     python bench/results_page.py runs/compare_long                      # docs/results.md from an output directory
