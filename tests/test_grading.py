@@ -391,6 +391,8 @@ def test_math_grader_rejects_bad_config():
         ("2^{9999*9999}", "reject"),
         ("(" * 21 + "1" + ")" * 21, "reject"),  # nesting depth above 20
         ("x" * 5000, "reject"),  # longer than the inline window
+        ("\u1090", "inline"),  # a non-ASCII zero digit (found by the fuzz test: log10(0) raised)
+        ("\u1090\u1090^{\u0661\u0660}", "inline"),  # 0^10 in Myanmar and Arabic-Indic digits
     ],
 )
 def test_screen_math(text, level):

@@ -84,11 +84,17 @@ def _pow10(x: float) -> float:
 
 
 def _literal_log10(digits: str) -> float:
-    """log10 bound of the integers a decimal literal can become (``0.125`` -> 125/1000)."""
+    """log10 bound of the integers a decimal literal can become (``0.125`` -> 125/1000). Digits of any script
+    count (``int`` reads them), so a zero that is not ASCII ``"0"`` (e.g. U+1090) is zero too.
+
+    >>> _literal_log10("0.125") == math.log10(125), _literal_log10("\u1090") == _LOG2
+    (True, True)
+    """
     mantissa = digits.replace(".", "").lstrip("0")
     if len(mantissa) > 15:
         return float(len(mantissa))
-    return max(math.log10(int(mantissa)) if mantissa else 0.0, _LOG2)
+    value = int(mantissa) if mantissa else 0
+    return max(math.log10(value) if value > 0 else 0.0, _LOG2)
 
 
 class _Scan:
