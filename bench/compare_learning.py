@@ -133,16 +133,21 @@ def setting_config(s: Settings):
 
 def resolve(s: Settings) -> Settings:
     """Fill the recorded sizes, warm start and task from the composed setting (:func:`setting_config`)."""
-    from omegaconf import OmegaConf
-
     cfg = setting_config(s)
+    s.task, s.warm_start = task_and_warm_start(cfg)
     s.steps, s.model, s.cap = int(cfg.trainer.max_steps), str(cfg.model.name_or_path), int(cfg.budget.cap)
     s.eval_n, s.eval_every = int(cfg.evaluate.n), int(cfg.evaluate.every)
     s.eval_samples, s.learning_rate = int(cfg.evaluate.samples), float(cfg.trainer.learning_rate)
     s.batch = int(cfg.trainer.per_device_train_batch_size)
-    s.warm_start = OmegaConf.to_container(cfg.model.tiny, resolve=True)
-    s.task = OmegaConf.to_container(cfg.task.task, resolve=True)
     return s
+
+
+def task_and_warm_start(train_cfg) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A training config's task (``task.task``) and tiny-policy warm-start overrides (``model.tiny``), as plain data."""
+    from omegaconf import OmegaConf
+
+    return (OmegaConf.to_container(train_cfg.task.task, resolve=True),
+            OmegaConf.to_container(train_cfg.model.tiny, resolve=True))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -200,10 +205,7 @@ def setting_of(train_cfg) -> list[str]:
     """The training setting's task and tiny-policy recipe as overrides of metarl-eval, which composes its own
     config: the test-time evaluation then sees the same problems (level, split) and, for ``initial``, the same
     warm-started policy as training."""
-    from omegaconf import OmegaConf
-
-    task = OmegaConf.to_container(train_cfg.task.task, resolve=True)
-    tiny = OmegaConf.to_container(train_cfg.model.tiny, resolve=True)
+    task, tiny = task_and_warm_start(train_cfg)
     return [f"task.task={hydra_literal(task)}", f"++model.tiny={hydra_literal(tiny)}"]
 
 

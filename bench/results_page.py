@@ -203,8 +203,7 @@ def write_summary_csv(agg: dict[str, Any], out: Path) -> str:
                              c["tokens"]["high"], c["tokens"]["n"]])
         v = r["verification_accuracy"]
         rows.append([recipe, "verification_accuracy", agg["cap"], v["mean"], v["low"], v["high"], v["n"]])
-        for metric, diffs in (("accuracy_minus_baseline", r.get("vs_baseline_by_budget")
-                               or ({str(agg["cap"]): r["vs_baseline"]} if "vs_baseline" in r else {})),
+        for metric, diffs in (("accuracy_minus_baseline", tables.accuracy_differences(agg, r)),
                               ("regret_minus_baseline", r.get("regret_vs_baseline", {}))):
             for b, d in diffs.items():
                 rows.append([recipe, metric, b, d["mean"], d["low"], d["high"], d["n"]])

@@ -101,14 +101,21 @@ def verdict_table(agg: dict[str, Any], margin: float = MARGIN) -> str:
     for name, r in agg["per_recipe"].items():
         if "vs_baseline" not in r:
             continue
-        by_budget = r.get("vs_baseline_by_budget") or {str(agg["cap"]): r["vs_baseline"]}
-        for b, d in sorted(by_budget.items(), key=lambda x: int(x[0])):
+        for b, d in sorted(accuracy_differences(agg, r).items(), key=lambda x: int(x[0])):
             rows.append([name, f"accuracy @ {b}", *_powered(d, margin), decide(d, margin)])
         for b, d in sorted(r.get("regret_vs_baseline", {}).items(), key=lambda x: int(x[0])):
             rows.append([name, f"regret @ C0={b} (lower is better)", *_powered(d, margin),
                          decide(d, margin, lower_is_better=True)])
     return markdown_table(["recipe", f"vs {BASELINE}", "seeds", "paired difference [95% CI]",
                            f"CI ±{margin:g} or narrower?", "verdict"], rows)
+
+
+def accuracy_differences(agg: dict[str, Any], r: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A recipe's paired accuracy differences against the baseline per budget; an aggregate recorded before they
+    were kept per budget has only the one at C (``vs_baseline``). Empty for the baseline and ``initial``."""
+    if "vs_baseline" not in r:
+        return {}
+    return r.get("vs_baseline_by_budget") or {str(agg["cap"]): r["vs_baseline"]}
 
 
 def _powered(d: dict[str, Any], margin: float) -> list[str]:
