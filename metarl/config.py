@@ -233,7 +233,35 @@ def build_task_of(cfg: DictConfig):
         return None
     from metarl.tasks import build_task
 
-    return build_task(spec)
+    task = build_task(spec)
+    check_held_out(cfg.get("model"), task)
+    return task
+
+
+def check_held_out(model: Any, task: Any) -> None:
+    """Refuse an evaluation on problems a built-in warm start was fine-tuned on.
+
+    The built-in policies (``tiny``, ``smollm2-reasoner``) are fine-tuned on the training split of the built-in
+    task at their recipe's ``test_fraction``; a problem is held out when its stable hash falls below the fraction
+    (``metarl.tasks.base.split_of``), so a task with a *larger* ``test_fraction`` than the warm start's holds out
+    problems the policy was trained on. A smaller one is safe (its held-out problems are a subset)."""
+    name = model.get("name_or_path") if hasattr(model, "get") else None
+    task_fraction = getattr(task, "test_fraction", None)
+    if name not in ("tiny", "smollm2-reasoner") or task_fraction is None:
+        return
+    if name == "tiny":
+        from metarl.models.warmstart import make_recipe
+    else:
+        from metarl.models.reasoner import make_recipe
+    try:
+        recipe = make_recipe(**(plain(model.get("tiny")) or {}))
+    except TypeError:  # an unknown recipe field: loading the model names it
+        return
+    if float(task_fraction) > float(recipe.test_fraction) + 1e-12:
+        raise ConfigError(f"task.task.test_fraction={task_fraction} is larger than the warm start's "
+                          f"model.tiny.test_fraction={recipe.test_fraction}: some held-out problems would be problems "
+                          f"the {name} policy was fine-tuned on; set both to the same value (e.g. "
+                          f"+model.tiny.test_fraction={task_fraction})")
 
 
 def build_prover(cfg: DictConfig):

@@ -120,6 +120,10 @@ CASES = {
     "credit unknown": (["objective.credit=max"], r"objective\.credit='max' is not supported; use one of sum, min"),
     "min credit with a discount": (["objective.credit=min", "objective.gamma=0.9"],
                                    r"objective\.credit='min' takes no discount: objective\.gamma=0\.9 must be 1"),
+    "held-out problems the warm start was trained on": (
+        ["model=tiny", "+task.task.test_fraction=0.5"],
+        r"task\.task\.test_fraction=0\.5 is larger than the warm start's model\.tiny\.test_fraction=0\.2: some "
+        r"held-out problems would be problems the tiny policy was fine-tuned on"),
 }
 
 
@@ -247,6 +251,31 @@ def test_valid_small_config_passes_validation(tmp_path, no_model):
 
     plan = validate(compose_train(tmp_path, "recipe=l1_exact", "budget.target_tokens=[8,16]"))
     assert len(plan.train_rows) == 8 and {r["target_tokens"] for r in plan.train_rows} <= {8, 16}
+
+
+@pytest.mark.parametrize("warm, task", [(0.2, 0.2), (0.5, 0.5), (0.5, 0.2)])
+def test_held_out_split_nested_in_the_warm_starts_passes(warm, task, tmp_path, no_model):
+    """A problem is held out when its hash falls below the fraction, so a task holding out no more than the warm
+    start does evaluates only on problems the policy never saw (nothing is built: the recipe is only read)."""
+    from metarl.tasks import SubsetSumTask
+    from metarl.trainer.run import validate
+
+    plan = validate(compose_train(tmp_path, "model=tiny", f"+model.tiny.test_fraction={warm}",
+                                  f"+task.task.test_fraction={task}", "task.n_test=8"))
+    seen = {SubsetSumTask(test_fraction=warm).problem_key(r["numbers"], r["target"]) for r in
+            SubsetSumTask(test_fraction=warm).generate("train", n=10_000, allow_fewer=True)}
+    held_out = {plan.task.problem_key(r["numbers"], r["target"]) for r in plan.test_rows}
+    assert len(held_out) == 8 and not held_out & seen
+
+
+def test_eval_refuses_held_out_problems_the_warm_start_was_trained_on():
+    from metarl.eval.run import validate
+
+    cfg = compose("eval", ["model=tiny", "+model.tiny.test_fraction=0.3", "+task.task.test_fraction=0.4",
+                           "budgets=[16]", "n=1", "n_questions=4"])
+    with pytest.raises(ConfigError, match=r"task\.task\.test_fraction=0\.4 is larger than the warm start's "
+                                          r"model\.tiny\.test_fraction=0\.3"):
+        validate(cfg)
 
 
 @pytest.mark.parametrize("overrides, expected", [
