@@ -227,7 +227,8 @@ def answer_tools(task: Any, grader_spec: Any, answer_style: str, verdict: Any):
 
 
 def build_task_of(cfg: DictConfig):
-    """The built-in task of ``task.task`` (a ``_target_`` mapping), or None for a dataset source without one."""
+    """The built-in task of ``task.task`` (a ``_target_`` mapping), or None for a dataset source without one;
+    checked against a built-in warm start's held-out split (:func:`check_held_out`) for every app that builds it."""
     spec = plain(cfg.task.get("task"))
     if not spec:
         return None

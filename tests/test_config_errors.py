@@ -262,8 +262,9 @@ def test_held_out_split_nested_in_the_warm_starts_passes(warm, task, tmp_path, n
 
     plan = validate(compose_train(tmp_path, "model=tiny", f"+model.tiny.test_fraction={warm}",
                                   f"+task.task.test_fraction={task}", "task.n_test=8"))
-    seen = {SubsetSumTask(test_fraction=warm).problem_key(r["numbers"], r["target"]) for r in
-            SubsetSumTask(test_fraction=warm).generate("train", n=10_000, allow_fewer=True)}
+    warm_task = SubsetSumTask(test_fraction=warm)
+    seen = {warm_task.problem_key(r["numbers"], r["target"])
+            for r in warm_task.generate("train", n=10_000, allow_fewer=True)}
     held_out = {plan.task.problem_key(r["numbers"], r["target"]) for r in plan.test_rows}
     assert len(held_out) == 8 and not held_out & seen
 
