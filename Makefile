@@ -42,12 +42,14 @@ test-vllm: $(VENV_VLLM)/bin/.installed
 demo: install
 	$(BIN)/python -m metarl.demo
 
-# docs/results.md from scratch: the powered learning comparison (conf/setting/compare_long.yaml, RESULTS_SEEDS;
-# about 20 min per seed on a 2-core CPU), cost benchmarks (~7 min), estimator quality (~3 min). Finished comparison
-# jobs in runs/compare_long are reused, and more seeds may be added to it; delete runs/compare_long to start over.
-RESULTS_SEEDS ?= 0,1,2,3,4,5
+# docs/results.md: the powered learning comparison (conf/setting/compare_long.yaml, RESULTS_SEEDS; about 20 min per
+# seed on a 2-core CPU), cost benchmarks (~7 min), estimator quality (~3 min). Every finished comparison job is kept
+# in docs/results/compare_long.json (committed) and in runs/compare_long, and is reused: more seeds may be added on
+# any machine; delete both to start over.
+RESULTS_SEEDS ?= 0,1,2,3,4,5,6,7,8
 results: install
-	$(BIN)/python bench/compare_learning.py --setting compare_long --seeds $(RESULTS_SEEDS) --out runs/compare_long
+	$(BIN)/python bench/compare_learning.py --setting compare_long --seeds $(RESULTS_SEEDS) --out runs/compare_long \
+		--record docs/results/compare_long.json
 	$(BIN)/python bench/costs.py --out runs/compare_long/costs
 	$(BIN)/python bench/estimators.py --out runs/compare_long/estimators
 	$(BIN)/python bench/results_page.py runs/compare_long

@@ -3,7 +3,7 @@
 The monitors are :mod:`metarl.monitors` (reward hacking: dense reward up while outcome accuracy is flat or
 down; length inflation; cap saturation; episode collapse; formulas there). Per run:
 
-* if its metrics rows carry the trainer's ``health/<monitor>/...`` keys (``HealthCallback``), a monitor's trip is
+* if its metrics rows carry the trainer's ``health/<monitor>/...`` keys (``metarl.trainer.callbacks.HealthCallback``), a monitor's trip is
   the first step whose ``health/<monitor>/tripped`` is 1, with the statistics logged at that step;
 * otherwise (a run logged without the monitors, e.g. ``health.enabled=false`` or an older run) the monitors
   are replayed over the logged series (``metarl.monitors.replay``) with the thresholds of the run's

@@ -20,7 +20,10 @@ On this project's 2-core CPU a ``compare_long`` seed takes about 20 min with 2 w
 ~11 min, an outcome job ~5 min).
 
 A comparison resumes from its output directory, and may be extended there by more ``--seeds`` or ``--recipes``
-(every other setting must match). Jobs run seed by seed, so a comparison stopped early leaves whole seeds.
+(every other setting must match). Jobs run seed by seed, so a comparison stopped early leaves whole seeds, and
+``summary.json`` is rewritten after every job. ``--record FILE`` keeps every finished job in a file outside the
+output directory too (``make results``: the committed ``docs/results/compare_long.json``), from which a later run,
+on this machine or another, reuses them; each job records the CPU it ran on.
 
 One job per (recipe, seed), ``--jobs`` at a time (one torch thread each), plus one ``initial`` job per seed
 that evaluates the untrained policy the same way. A training job:
@@ -59,7 +62,7 @@ import re
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -361,6 +364,7 @@ def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
     phases["regret"] = round(time.time() - t1, 1)
     result["phase_seconds"] = phases
     result["seconds"] = round(time.time() - t0, 1)
+    result["machine"] = cpu_model()
     (jd / "job.json").write_text(json.dumps(result))
     return result
 
@@ -572,8 +576,21 @@ def machine() -> dict[str, Any]:
     import trl
 
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "trl": trl.__version__}
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and core count, e.g. ``AMD EPYC x2``: which machine ran a job."""
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} x{os.cpu_count()}"
 
 
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
@@ -589,6 +606,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for every training run (repeatable), e.g. trainer.max_steps=300 "
                         "or model=random-tiny")
+    p.add_argument("--record", metavar="FILE",
+                   help="a file of finished jobs kept outside --out (make results: the committed "
+                        "docs/results/compare_long.json): the jobs it holds are reused, each new one is added")
     p.add_argument("--page", action="store_true", help="then write docs/results.md (bench/results_page.py)")
     a = p.parse_args(argv)
     s = Settings(**(QUICK if a.quick else {}), quick=a.quick, jobs=a.jobs, overrides=list(a.override))
@@ -652,8 +672,58 @@ def same_comparison(old: dict[str, Any], new: dict[str, Any]) -> bool:
             == {k: v for k, v in new.items() if k not in _EXTENSIBLE})
 
 
-def run_all(s: Settings, out: Path) -> list[dict[str, Any]]:
-    """Run (or reuse) every job; a failed job is reported and left out, the others go on."""
+def import_jobs(record: Path, s: Settings, out: Path) -> int:
+    """Write the finished jobs recorded in ``record`` (:func:`write_record`, or a comparison's summary.json) into
+    ``out`` as ``job.json`` files, for the recipes and seeds of ``s`` that ``out`` lacks, so that they are reused
+    instead of run again (jobs may come from other machines: each records its own). The recorded settings must
+    describe the same comparison (:func:`same_comparison`). Returns how many."""
+    data = json.loads(Path(record).read_text())
+    old = data.get("settings") or {}
+    if not same_comparison(old, asdict(s)):
+        raise SystemExit(f"--record {record} holds a comparison with other settings ({old}); only "
+                         f"{', '.join(_EXTENSIBLE)} may differ")
+    n = 0
+    for job in data.get("jobs", []):
+        if job.get("recipe") not in (INITIAL, *s.recipes) or job.get("seed") not in s.seeds:
+            continue
+        f = job_dir(out, job["recipe"], int(job["seed"])) / "job.json"
+        if not f.exists():
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(job))
+            n += 1
+    return n
+
+
+def write_record(record: Path, s: Settings, jobs: Sequence[dict[str, Any]]) -> None:
+    """Add ``jobs`` to the record file (settings and finished jobs, one per recipe and seed: a new job replaces an
+    old one); the jobs of other seeds or recipes it already holds are kept. Written atomically."""
+    record = Path(record)
+    held = json.loads(record.read_text()).get("jobs", []) if record.exists() else []
+    merged = {(j["recipe"], int(j["seed"])): j for j in [*held, *jobs]}
+    record.parent.mkdir(parents=True, exist_ok=True)
+    tmp = record.with_name(record.name + ".tmp")
+    tmp.write_text(json.dumps({"settings": {k: v for k, v in asdict(s).items() if k not in _EXTENSIBLE},
+                               "jobs": [merged[k] for k in sorted(merged, key=lambda rs: (rs[1], rs[0]))]},
+                              indent=None, default=float) + "\n")
+    os.replace(tmp, record)
+
+
+def write_summary(s: Settings, out: Path, jobs: Sequence[dict[str, Any]], command: str, t0: float) -> dict[str, Any]:
+    """``out/summary.json``: the settings, the machine, every finished job and their aggregate. Written after every
+    job (atomically), so a comparison stopped at any point keeps a summary of what it finished."""
+    summary = {"settings": asdict(s), "command": command, "machine": machine(),
+               "wall_seconds": round(time.time() - t0, 1), "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+               "jobs": list(jobs), "aggregate": aggregate(jobs, s.cap)}
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=1, default=float))
+    os.replace(tmp, out / "summary.json")
+    return summary
+
+
+def run_all(s: Settings, out: Path, on_done: Callable[[list[dict[str, Any]]], Any] | None = None
+            ) -> list[dict[str, Any]]:
+    """Run (or reuse) every job, calling ``on_done(finished jobs)`` after each; a failed job is reported and left
+    out, the others go on."""
     import multiprocessing as mp
 
     todo, done = plan_jobs(s, out)
@@ -672,8 +742,10 @@ def run_all(s: Settings, out: Path) -> list[dict[str, Any]]:
                 continue
             done.append(res)
             acc = res.get("after", {}).get(str(s.cap), {}).get("accuracy", math.nan)
-            print(f"[compare] done {r} seed {sd}: held-out accuracy @ {s.cap} = {acc:.3f}, "
-                  f"{res['seconds']:.0f} s", flush=True)
+            print(f"[compare] done {r} seed {sd}: held-out accuracy @ {s.cap} = {acc:.3f}, {res['seconds']:.0f} s",
+                  flush=True)
+            if on_done is not None:
+                on_done(done)
     return done
 
 
@@ -688,6 +760,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
             raise SystemExit(f"{out} holds a comparison with other settings ({old}); choose a new --out (more "
                              f"seeds or recipes may be added to it: {', '.join(_EXTENSIBLE)} may differ)")
     (out / "settings.json").write_text(json.dumps(asdict(s), indent=1))
+    if a.record and Path(a.record).exists():
+        print(f"[compare] {import_jobs(Path(a.record), s, out)} finished jobs reused from {a.record}", flush=True)
     t0 = time.time()
     n_jobs = len(s.seeds) * (len(s.recipes) + 1)
     print(f"[compare] {len(s.recipes)} recipes x {len(s.seeds)} seeds (+ initial policy), {s.steps} steps, C={s.cap}, "
@@ -696,14 +770,16 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         from metarl.models.warmstart import tiny_policy_path
 
         print(f"[compare] tiny policy: {tiny_policy_path(**(s.warm_start or {}))}", flush=True)
-    jobs = run_all(s, out)
-    agg = aggregate(jobs, s.cap)
-    summary = {"settings": asdict(s), "command": "python " + " ".join(shlex.quote(x) for x in
-                                                                      [sys.argv[0], *(argv if argv is not None
-                                                                                      else sys.argv[1:])]),
-               "machine": machine(), "wall_seconds": round(time.time() - t0, 1),
-               "finished": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "jobs": jobs, "aggregate": agg}
-    prev.write_text(json.dumps(summary, indent=1, default=float))
+    command = "python " + " ".join(shlex.quote(x) for x in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
+
+    def on_done(done: list[dict[str, Any]]) -> None:
+        write_summary(s, out, done, command, t0)
+        if a.record:
+            write_record(Path(a.record), s, done)
+
+    jobs = run_all(s, out, on_done=on_done)
+    summary = write_summary(s, out, jobs, command, t0)
+    agg = summary["aggregate"]
     print("\n" + accuracy_table(agg) + "\n\n" + verdict_table(agg) + "\n\n" + efficiency_table(agg) + "\n\n"
           + forcing_table(agg), flush=True)
     print(f"\n[compare] {len(jobs)}/{n_jobs} jobs in {summary['wall_seconds']:.0f} s; wrote {prev}", flush=True)

@@ -79,11 +79,15 @@ def composition_error(error: BaseException, app: str) -> ConfigError:
         key = str(cause.full_key)
         parent, _, name = key.rpartition(".")
         valid = valid_keys(app, parent)
-        if valid is None:  # an open section (a component mapping): the keys the composed config has there
+        open_section = valid is None
+        if open_section:  # an open section (a component mapping): the keys the composed config has there
             valid = composed_keys(app, parent)
         if valid is not None and name not in valid:
             where = f"the section {parent}" if parent else f"the {app} config"
-            return ConfigError(f"{key}: unknown key; {where} has {', '.join(valid)}")
+            has = f"has {', '.join(valid)}" if valid else "has no keys by default"
+            plus = (f"; {parent} is open to new keys, given with a leading +: +{key}=..." if open_section
+                    and parent else "")
+            return ConfigError(f"{key}: unknown key; {where} {has}{plus}")
     if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
         key = str(cause.full_key)
         detail = str(cause).split("\n")[0]

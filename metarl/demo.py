@@ -38,7 +38,6 @@ def main(argv: list[str] | None = None) -> int:
     from metarl.trainer.run import run
     from metarl.utils import set_threads
 
-    set_threads(1)
     t0 = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S")
     overrides = [f"recipe={RECIPE}", f"run_dir={Path('runs/demo', stamp).resolve()}", *(argv or [])]
@@ -49,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"[demo] configuration error: {e}", file=sys.stderr)
         return 2
+    set_threads(int(cfg.threads))  # the warm start trains with these too
     if cfg.model.name_or_path == "tiny":
         print("[demo] 1/4 tiny policy: warm start by SFT on synthetic attempt/verify/revise traces (cached)",
               flush=True)

@@ -38,27 +38,23 @@ retained = (m_now − 1) / (ref − 1)::
 
 (so the reference needs 2W observations; a policy that always wrote one episode cannot collapse.)
 
-:class:`HealthCallback` runs the monitors inside the trainer: on each training log it adds
+:class:`metarl.trainer.callbacks.HealthCallback` runs the monitors inside the trainer: on each training log it adds
 ``health/<monitor>/<statistic>`` (and ``.../alarm``, ``.../tripped`` as 0/1) to the logs, so they land in
 ``metrics.jsonl``, and warns once (``logging.warning``) when a monitor trips, with the numbers.
 :func:`replay` runs monitors over a recorded stream (``analysis.health`` uses it for runs logged
-without them). The monitors' state starts empty when training resumes from a checkpoint.
+without them). The monitors' state starts empty when training resumes from a checkpoint. This module needs
+neither torch nor transformers, so the analysis of a finished run imports it cheaply.
 """
 from __future__ import annotations
 
 import dataclasses
-import logging
 import math
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from transformers import TrainerCallback
-
 from metarl.registry import ConfigError
-
-log = logging.getLogger("metarl")
 
 PREFIX = "health/"
 ACCURACY_KEY = "metarl/outcome_accuracy"
@@ -67,8 +63,7 @@ TOKENS_KEY = "metarl/tokens/mean"
 CAP_KEY = "metarl/tokens/cap_fraction"
 EPISODES_KEY = "metarl/episodes_per_trace"
 
-__all__ = ["HealthCallback", "HealthConfig", "Monitor", "Status", "build_monitors", "fitted_change",
-           "health_callbacks", "replay"]
+__all__ = ["HealthConfig", "Monitor", "Status", "build_monitors", "fitted_change", "replay"]
 
 
 def fitted_change(steps: Sequence[float], values: Sequence[float]) -> float:
@@ -337,7 +332,7 @@ def build_monitors(config: HealthConfig | Mapping[str, Any] | None = None) -> li
 
 def replay(rows: Iterable[Mapping[str, Any]], monitors: Sequence[Monitor]) -> list[dict[str, Any]]:
     """Feed metric rows (each with a numeric ``step``) through ``monitors`` in step order; return one record per
-    row, ``{"step": s, "health/<monitor>/<stat>": v, ...}`` (the keys :class:`HealthCallback` would log)."""
+    row, ``{"step": s, "health/<monitor>/<stat>": v, ...}`` (the keys :class:`metarl.trainer.callbacks.HealthCallback` would log)."""
     ordered = sorted((r for r in rows if _value(r, "step") is not None), key=lambda r: float(r["step"]))
     out = []
     for r in ordered:
@@ -346,34 +341,3 @@ def replay(rows: Iterable[Mapping[str, Any]], monitors: Sequence[Monitor]) -> li
             rec.update({f"{PREFIX}{m.name}/{k}": v for k, v in m.update(int(r["step"]), r).items()})
         out.append(rec)
     return out
-
-
-class HealthCallback(TrainerCallback):
-    """Runs the monitors on every training log: adds their ``health/...`` statistics to the logs and warns once per
-    monitor when it trips. It must come before the callback that writes ``metrics.jsonl`` (pass it in the
-    trainer's ``callbacks``; :class:`metarl.trainer.grpo.MetaRLTrainer` appends its metrics writer after them)."""
-
-    def __init__(self, monitors: Sequence[Monitor]) -> None:
-        self.monitors = list(monitors)
-        self.warned: set[str] = set()
-
-    def on_log(self, args, state, control, logs=None, **kwargs):
-        if not logs or "train_runtime" in logs:
-            return
-        if not any(k in logs for m in self.monitors for k in m.keys):  # e.g. an evaluation log (eval_* keys)
-            return
-        added: dict[str, float] = {}
-        for m in self.monitors:
-            added.update({f"{PREFIX}{m.name}/{k}": v for k, v in m.update(state.global_step, logs).items()})
-            if m.status.tripped and m.name not in self.warned:
-                self.warned.add(m.name)
-                if state.is_world_process_zero:
-                    log.warning("training health: %s tripped at step %d: %s", m.name, m.status.step,
-                                m.status.message)
-        logs.update(added)
-
-
-def health_callbacks(cfg: Mapping[str, Any] | None) -> list[HealthCallback]:
-    """``[HealthCallback]`` for the ``health:`` config block, ``[]`` when ``health.enabled`` is false."""
-    config = HealthConfig.from_mapping(cfg)
-    return [HealthCallback(build_monitors(config))] if config.enabled else []

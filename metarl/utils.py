@@ -1,6 +1,7 @@
 """Process-level settings: thread counts and seeds."""
 from __future__ import annotations
 
+import math
 import os
 import random
 
@@ -8,10 +9,52 @@ import numpy as np
 import torch
 
 
+def available_cpus() -> int:
+    """The CPUs this process may use: its affinity mask (where the OS has one), lowered to a container's CPU
+    quota (cgroup v2 ``cpu.max`` or v1 ``cpu.cfs_quota_us``, rounded up) when one is set."""
+    try:
+        n = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        n = os.cpu_count() or 1
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, math.ceil(quota))
+    return max(1, n)
+
+
+def _cgroup_quota() -> float | None:
+    """The CPU quota of this process's cgroup in CPUs (None: none set, or no cgroup files to read)."""
+    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
+                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), _read(
+                            "/sys/fs/cgroup/cpu/cpu.cfs_period_us") or "100000"])):
+        text = _read(path)
+        if text is None:
+            continue
+        try:
+            quota, period = parse(text)[:2]
+            if quota in ("max", "-1") or float(quota) <= 0:
+                return None
+            return float(quota) / float(period)
+        except (ValueError, IndexError):
+            return None
+    return None
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
 def set_threads(n: int | None) -> None:
-    """Set torch's intra-op threads. Tiny models on CPU run far faster with 1 thread."""
+    """Set torch's intra-op threads to ``n``, but never more than :func:`available_cpus` (more threads than
+    cores only contend); ``None`` or 0 leaves them as they are. Which count is fastest depends on the model
+    size and the machine: measure (``threads`` in every app's config)."""
     if n is None or n <= 0:
         return
+    n = min(n, available_cpus())
     torch.set_num_threads(n)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
 

@@ -380,3 +380,38 @@ def test_one_paired_seed_bootstraps_that_seed_and_old_jobs_with_other_regret_bud
     assert base["48"]["n"] == 2 and base[str(CAP)]["n"] == 3  # one seed's two questions: a bootstrap
     assert "48" not in agg["per_recipe"]["obj1_verify"]["regret"]
     assert agg["per_recipe"]["obj1_verify"]["regret_vs_baseline"][str(CAP)]["per_seed"] == {0: 0.0, 1: 0.0, 2: 0.0}
+
+
+def test_a_record_file_keeps_finished_jobs_across_output_dirs_and_machines(tmp_path):
+    """--record: every finished job lands in the record (kept outside --out, e.g. committed); a new output dir
+    reuses the record's jobs of its seeds and recipes, a record of other sizes is refused, and jobs the new run
+    does not ask for stay in the record."""
+    s = cl.Settings(seeds=[0, 1, 2], recipes=["outcome_grpo", "obj1_verify"])
+    record = tmp_path / "docs" / "record.json"
+    jobs = [j for j in fabricated_jobs() if j["recipe"] in ("outcome_grpo", "obj1_verify", cl.INITIAL)]
+    jobs[0]["machine"] = "Some CPU x2"
+    cl.write_record(record, s, jobs)
+    # a later run with fewer seeds adds a job and keeps the others
+    fewer = cl.Settings(seeds=[0], recipes=["outcome_grpo", "obj1_verify"], jobs=1)
+    new = dict(jobs[0], seconds=1.0)
+    cl.write_record(record, fewer, [new])
+    held = json.loads(record.read_text())["jobs"]
+    assert len(held) == len(jobs) and new in held and jobs[0] not in held
+    assert {(j["recipe"], j["seed"]) for j in held} == {(j["recipe"], j["seed"]) for j in jobs}
+    # a fresh output dir reuses the record's jobs of the seeds asked for, then plans only the rest
+    out = tmp_path / "runs"
+    more = cl.Settings(seeds=[1, 2, 3], recipes=["outcome_grpo", "obj1_verify"])
+    n = cl.import_jobs(record, more, out)
+    assert n == sum(j["seed"] in (1, 2) for j in jobs)
+    todo, done = cl.plan_jobs(more, out)
+    missing = {(r, sd) for sd in (1, 2, 3) for r in (cl.INITIAL, "outcome_grpo", "obj1_verify")} - {
+        (j["recipe"], j["seed"]) for j in jobs}
+    assert set(todo) == missing and ("outcome_grpo", 3) in missing and ("outcome_grpo", 1) not in missing
+    assert len(done) == n and cl.import_jobs(record, more, out) == 0  # nothing twice
+    with pytest.raises(SystemExit, match="other settings"):
+        cl.import_jobs(record, cl.Settings(seeds=[0], steps=7), out)
+    # the summary is rewritten whole after every job: what a stopped comparison finished is never lost
+    summary = cl.write_summary(more, out, done, "python x", 0.0)
+    on_disk = json.loads((out / "summary.json").read_text())
+    assert on_disk["jobs"] == json.loads(json.dumps(done)) and set(summary["aggregate"]) == set(on_disk["aggregate"])
+    assert not (out / "summary.json.tmp").exists()

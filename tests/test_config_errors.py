@@ -87,6 +87,14 @@ CASES = {
     "unknown trainer key": (["trainer.max_step=5"],
                             r"trainer\.max_step: unknown key; the section trainer has max_steps, learning_rate, .*, args$"),
     "unknown model key": (["+model.revison=main"], r"model\.revison: unknown key; the section model has name_or_path, .*revision"),
+    "unknown key of an open section": (["model.tiny.threads=2"],
+                                       r"model\.tiny\.threads: unknown key; the section model\.tiny has no keys by "
+                                       r"default; model\.tiny is open to new keys, given with a leading \+: "
+                                       r"\+model\.tiny\.threads=\.\.\.$"),
+    "a trainer option passed through args": (["+trainer.args.gradient_checkpointing=true"],
+                                             r"trainer\.args\.gradient_checkpointing: gradient_checkpointing is a "
+                                             r"trainer option of its own; set trainer\.gradient_checkpointing "
+                                             r"instead of passing it through trainer\.args"),
     "unknown top-level key": (["+sed=1"], r"sed: unknown key; the train config has model, task, .*seed"),
     "unknown grader": (["grader=nosuch"],
                        r"Could not find 'grader/nosuch' Available options in 'grader': custom exact math number"),
@@ -292,3 +300,17 @@ def test_metarl_train_cli_exit_code_2_and_message(overrides, expected, tmp_path)
     assert r.returncode == 2, r.stderr[-2000:]
     assert f"metarl-train: configuration error: {expected}" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("trainer, expected", [("cpu", False), ("gpu", True)])
+def test_gradient_checkpointing_is_a_trainer_option_that_reaches_grpo(tmp_path, trainer, expected):
+    """TRL turns gradient checkpointing on by default; metarl's CPU trainer turns it off (the same gradients, a
+    faster step for small models), its GPU trainer on, and ``trainer.gradient_checkpointing`` sets it."""
+    from metarl.trainer.run import grpo_config
+
+    cfg = compose_train(tmp_path, f"trainer={trainer}", "trainer.use_cpu=true", "trainer.bf16=false",
+                        "trainer.report_to=[]")
+    assert grpo_config(cfg, tmp_path).gradient_checkpointing is expected
+    cfg = compose_train(tmp_path, f"trainer={trainer}", "trainer.use_cpu=true", "trainer.bf16=false",
+                        "trainer.report_to=[]", f"trainer.gradient_checkpointing={str(not expected).lower()}")
+    assert grpo_config(cfg, tmp_path).gradient_checkpointing is (not expected)

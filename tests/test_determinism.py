@@ -40,13 +40,13 @@ def recipe_overrides(recipe: str) -> list[str]:
     return [f"recipe={recipe}"]
 
 
-def train(tmp_path: Path, recipe: str, seed: int, tag: str) -> Path:
+def train(tmp_path: Path, recipe: str, seed: int, tag: str, *extra: str) -> Path:
     from metarl.trainer.run import run
 
     run_dir = tmp_path / f"{recipe}-{tag}"
     with initialize_config_dir(config_dir=conf_dir(), version_base=None):
         cfg = compose("train", overrides=[*recipe_overrides(recipe), f"name={recipe}", f"run_dir={run_dir}",
-                                          f"seed={seed}", *SMALL])
+                                          f"seed={seed}", *SMALL, *extra])
     run(cfg)
     return run_dir
 
@@ -101,3 +101,16 @@ def test_same_seed_same_metrics_and_weights_other_seed_differs(recipe, tmp_path)
     assert moved, "training changed no parameter: the comparison would be vacuous"
     assert any(not torch.equal(wa[k], wc[k]) for k in wa), "seed 4 trained the same weights as seed 3"
     assert sum(m["grad_norm"] > 0 for m in ma) >= 1
+
+
+def test_speed_options_change_no_number(tmp_path):
+    """Gradient checkpointing (off by default on the CPU) and a second intra-op thread (the demo's) are speed
+    only: the same seed logs the same numbers and trains the same weights with either."""
+    base = train(tmp_path, "obj1_verify", 3, "base")
+    for tag, extra in (("checkpointing", ["trainer.gradient_checkpointing=true"]), ("two-threads", ["threads=2"])):
+        other = train(tmp_path, "obj1_verify", 3, tag, *extra)
+        for step, (x, y) in enumerate(zip(metrics(base), metrics(other), strict=True), start=1):
+            assert not same_numbers(x, y), f"{tag}, step {step}: {same_numbers(x, y)} differ"
+        wa, wb = weights(base), weights(other)
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), f"{tag}: other weights"
+    torch.set_num_threads(1)

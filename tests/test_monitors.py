@@ -12,8 +12,8 @@ import pytest
 
 from metarl import monitors
 from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, TOKENS_KEY, CapSaturation, EpisodeCollapse,
-                             HealthCallback, HealthConfig, LengthInflation, RewardHacking, build_monitors,
-                             fitted_change, health_callbacks, replay)
+                             HealthConfig, LengthInflation, RewardHacking, build_monitors, fitted_change, replay)
+from metarl.trainer.callbacks import HealthCallback, health_callbacks
 from metarl.registry import ConfigError
 from metarl.rewards.obj1 import outcome
 

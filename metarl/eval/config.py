@@ -180,7 +180,7 @@ class EvalConfig:
     """Which held-out questions: built-in tasks use task.generate("test", seed=data_seed+1), the held-out rows
     of a metarl-train run with seed=data_seed."""
     threads: int = 1
-    """torch intra-op threads (1 is fastest for tiny models on CPU; 0: leave as is)."""
+    """torch intra-op threads, at most the CPUs available (0: leave as is); 1 suits parallel jobs."""
     chat_template: Any = "auto"
     """``auto``: plain-text prompts go through the tokenizer's chat template when it has one | true | false."""
     device: str = "auto"

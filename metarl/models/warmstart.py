@@ -86,9 +86,9 @@ class TinyRecipe:
     adam_beta2: float = 0.99
     max_length: int = 400
     seed: int = 0
-    #: torch intra-op threads while training; speed only (1 and 2 threads give identical weights here),
-    #: so it is left out of the cache key. One thread is fastest for this size and robust to other load.
-    threads: int = 1
+    #: torch intra-op threads while training (0: as the process has them, i.e. the run's ``threads``); speed
+    #: only (1 and 2 threads gave identical weights on every machine checked), so it is left out of the cache key.
+    threads: int = 0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.forced_fraction <= 1.0:
@@ -260,7 +260,8 @@ def train_tiny_policy(recipe: TinyRecipe, out_dir: str | os.PathLike, max_steps:
 
     start = time.perf_counter()
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.threads)
+    if recipe.threads > 0:
+        torch.set_num_threads(recipe.threads)
     try:
         tok = build_char_tokenizer()
         model = build_tiny_model(len(tok), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,

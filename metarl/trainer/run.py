@@ -117,7 +117,8 @@ def grpo_config(cfg: DictConfig, run_dir: Path):
         save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []),
         use_vllm=cfg.generation.backend == "vllm",
         max_completion_length=int(cfg.budget.cap), seed=int(cfg.seed), data_seed=int(cfg.seed),
-        use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
+        use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), gradient_checkpointing=bool(tr.gradient_checkpointing),
+        scale_rewards=cfg.objective.scale_rewards,
         disable_tqdm=False,
     )
     if args["use_vllm"]:
@@ -141,7 +142,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
-    from metarl.monitors import health_callbacks
+    from metarl.trainer.callbacks import health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
     from metarl.trainer.rollout import Rollout, answers_by_prompt
