@@ -95,6 +95,10 @@ CASES = {
                                              r"trainer\.args\.gradient_checkpointing: gradient_checkpointing is a "
                                              r"trainer option of its own; set trainer\.gradient_checkpointing "
                                              r"instead of passing it through trainer\.args"),
+    "transformers' new name of an option passed through args": (
+        ["+trainer.args.activation_checkpointing=true"],
+        r"trainer\.args\.activation_checkpointing: activation_checkpointing is a trainer option of its own; set "
+        r"trainer\.gradient_checkpointing instead"),
     "unknown top-level key": (["+sed=1"], r"sed: unknown key; the train config has model, task, .*seed"),
     "unknown grader": (["grader=nosuch"],
                        r"Could not find 'grader/nosuch' Available options in 'grader': custom exact math number"),

@@ -1,5 +1,5 @@
-"""Trainer callbacks: held-out evaluation during training (for learning curves and token efficiency) and the
-training-health monitors of :mod:`metarl.monitors` run on every log."""
+"""Trainer callbacks: held-out evaluation during training (for learning curves and token efficiency), the
+training-health monitors of :mod:`metarl.monitors` run on every log, and a compact progress bar."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from metarl.monitors import PREFIX, HealthConfig, Monitor, build_monitors
 from metarl.runlog import RunLog
@@ -61,3 +62,24 @@ def health_callbacks(cfg: Mapping[str, Any] | None) -> list[HealthCallback]:
     """``[HealthCallback]`` for the ``health:`` config block, ``[]`` when ``health.enabled`` is false."""
     config = HealthConfig.from_mapping(cfg)
     return [HealthCallback(build_monitors(config))] if config.enabled else []
+
+
+class CompactProgress(ProgressCallback):
+    """The training progress bar, with a few numbers of the latest log as its postfix (reward, outcome accuracy,
+    mean completion tokens, episodes per trace), in place of transformers' print of every log (a dict of some
+    seventy keys per step). Every logged value is in ``metrics.jsonl``."""
+
+    SHOWN = (("reward", "reward"), ("acc", "metarl/outcome_accuracy"), ("tokens", "metarl/tokens/mean"),
+             ("episodes", "metarl/episodes_per_trace"))
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        if "train_runtime" in logs:
+            self.training_bar.write(f"[metarl] trained {state.global_step} steps in {float(logs['train_runtime']):.0f} s")
+            return
+        shown = {name: f"{float(logs[key]):.3g}" for name, key in self.SHOWN
+                 if isinstance(logs.get(key), int | float) and not isinstance(logs.get(key), bool)}
+        if shown:
+            self.training_bar.set_postfix(shown, refresh=False)
+

@@ -230,10 +230,11 @@ class TrainerConfig:
                               f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step}); make the "
                               f"batch a multiple of the group size")
         one_of("trainer.vllm_mode", self.vllm_mode, ("colocate", "server"))
-        typed = sorted(set(self.args) & {f.name for f in dataclasses.fields(self)})
+        own = {f.name: f.name for f in dataclasses.fields(self)} | {"activation_checkpointing": "gradient_checkpointing"}
+        typed = sorted(set(self.args) & set(own))
         if typed:
             raise ConfigError(f"trainer.args.{typed[0]}: {typed[0]} is a trainer option of its own; set "
-                              f"trainer.{typed[0]} instead of passing it through trainer.args")
+                              f"trainer.{own[typed[0]]} instead of passing it through trainer.args")
 
 
 @dataclass

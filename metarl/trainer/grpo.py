@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from accelerate.utils import gather, gather_object
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
 
@@ -32,6 +33,7 @@ from metarl.credit import STOP_KIND, build_advantages, split_stop_tokens, stop_t
 from metarl.rewards.obj1 import verification_correctness  # noqa: E402
 from metarl.runlog import RunLog, mark_complete  # noqa: E402
 from metarl.scoring import Scorer, termination_values  # noqa: E402
+from metarl.trainer.callbacks import CompactProgress  # noqa: E402
 from metarl.trainer.rollout import trainer_backend  # noqa: E402
 from metarl.types import Trace  # noqa: E402
 
@@ -85,6 +87,8 @@ class MetaRLTrainer(GRPOTrainer):
         if run_log is not None:
             callbacks.append(RunLogCallback(run_log))
         super().__init__(*args, rollout_func=rollout, callbacks=callbacks, **kwargs)
+        if self.pop_callback(ProgressCallback) is not None:  # a bar with a few numbers, not every log printed
+            self.add_callback(CompactProgress)
         if scorer.tokenizer is None:
             tok = self.processing_class
             scorer.tokenizer = getattr(tok, "tokenizer", tok)

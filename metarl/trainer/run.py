@@ -5,6 +5,8 @@ fails in a second with a message naming the key, not after minutes of loading.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import logging
 import time
@@ -117,10 +119,13 @@ def grpo_config(cfg: DictConfig, run_dir: Path):
         save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []),
         use_vllm=cfg.generation.backend == "vllm",
         max_completion_length=int(cfg.budget.cap), seed=int(cfg.seed), data_seed=int(cfg.seed),
-        use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), gradient_checkpointing=bool(tr.gradient_checkpointing),
-        scale_rewards=cfg.objective.scale_rewards,
+        use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
         disable_tqdm=False,
     )
+    # transformers 5.2x renamed gradient checkpointing (the old name still works, with a warning)
+    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
+    args["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = bool(
+        tr.gradient_checkpointing)
     if args["use_vllm"]:
         args["vllm_mode"] = tr.vllm_mode
         if cfg.rollout.mode != "single" or cfg.rollout.force_answer:
