@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 
 RECIPES: tuple[str, ...] = ("outcome_grpo", "obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress",
-                            "mrt_termination_baseline", "l1_exact", "l1_max")
+                            "obj2_mc_progress_min", "mrt_termination_baseline", "l1_exact", "l1_max")
 """Every recipe whose step cost is compared; the first is the baseline."""
 BASELINE = RECIPES[0]
 

@@ -8,7 +8,9 @@ standard errors) and whether the change is above it, plus the run's wall time::
     .venv/bin/python bench/demo_seeds.py --out runs/sweep/default --seeds 0-9
     .venv/bin/python bench/demo_seeds.py --out runs/sweep/lr4e-4 --seeds 0,2 -- trainer.learning_rate=4e-4
 
-``--stop-after-failures K`` stops the sweep once K seeds are not above the noise at every cap.
+``--stop-after-failures K`` stops the sweep once K seeds are not above the noise at every cap. Each demo uses
+the recipe's ``threads`` (2: both cores of a 2-core CPU); two sweeps side by side on such a machine should each
+pass ``-- threads=1`` (the numbers are the same, only the speed differs).
 
 Resumable: a seed whose result is already in ``OUT/results.jsonl`` is skipped, and a run directory that holds
 a finished ``summary.json`` is read instead of trained again; a run directory left unfinished (killed) is

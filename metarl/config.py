@@ -262,7 +262,9 @@ def check_held_out(model: Any, task: Any) -> None:
         recipe = make_recipe(**(plain(model.get("tiny")) or {}))
     except TypeError:  # an unknown recipe field: loading the model names it
         return
-    if float(task_fraction) > float(recipe.test_fraction) + 1e-12:
+    from metarl.tasks.base import split_threshold
+
+    if split_threshold(float(task_fraction)) > split_threshold(float(recipe.test_fraction)):
         raise ConfigError(f"task.task.test_fraction={task_fraction} is larger than the warm start's "
                           f"model.tiny.test_fraction={recipe.test_fraction}: some held-out problems would be problems "
                           f"the {name} policy was fine-tuned on; set both to the same value (e.g. "

@@ -265,7 +265,7 @@ def test_valid_small_config_passes_validation(tmp_path, no_model):
     assert len(plan.train_rows) == 8 and {r["target_tokens"] for r in plan.train_rows} <= {8, 16}
 
 
-@pytest.mark.parametrize("warm, task", [(0.2, 0.2), (0.5, 0.5), (0.5, 0.2)])
+@pytest.mark.parametrize("warm, task", [(0.2, 0.2), (0.5, 0.5), (0.5, 0.2), (0.4, 0.4000000001)])
 def test_held_out_split_nested_in_the_warm_starts_passes(warm, task, tmp_path, no_model):
     """A problem is held out when its hash falls below the fraction, so a task holding out no more than the warm
     start does evaluates only on problems the policy never saw (nothing is built: the recipe is only read)."""
@@ -318,3 +318,16 @@ def test_gradient_checkpointing_is_a_trainer_option_that_reaches_grpo(tmp_path, 
     cfg = compose_train(tmp_path, f"trainer={trainer}", "trainer.use_cpu=true", "trainer.bf16=false",
                         "trainer.report_to=[]", f"trainer.gradient_checkpointing={str(not expected).lower()}")
     assert grpo_config(cfg, tmp_path).gradient_checkpointing is (not expected)
+
+
+def test_the_held_out_check_compares_fractions_as_the_split_does():
+    """Fractions closer than the split's resolution (1e-6) hold out the same problems and pass; one step above
+    the warm start's threshold is refused."""
+    from metarl.config import check_held_out
+    from metarl.tasks import SubsetSumTask
+    from omegaconf import OmegaConf
+
+    model = OmegaConf.create({"name_or_path": "tiny", "tiny": {"test_fraction": 0.4}})
+    check_held_out(model, SubsetSumTask(test_fraction=0.4 + 4e-7))
+    with pytest.raises(ConfigError, match="is larger than the warm start's"):
+        check_held_out(model, SubsetSumTask(test_fraction=0.400001))

@@ -44,15 +44,29 @@ def stable_hash(key: str) -> int:
     return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
 
 
+SPLIT_RESOLUTION = 1_000_000
+"""Keys are split by their hash modulo this: fractions closer than 1e-6 give the same split."""
+
+
+def split_threshold(test_fraction: float) -> int:
+    """The hash threshold of ``test_fraction``: a key is held out when ``stable_hash(key) % SPLIT_RESOLUTION`` is
+    below it, so the held-out set of a fraction contains that of every fraction with a lower or equal threshold.
+
+    >>> split_threshold(0.4), split_threshold(0.4 + 1e-9), split_threshold(0.2)
+    (400000, 400000, 200000)
+    """
+    if not 0.0 <= test_fraction <= 1.0:
+        raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction}")
+    return round(test_fraction * SPLIT_RESOLUTION)
+
+
 def split_of(key: str, test_fraction: float) -> Split:
     """The split a problem with canonical ``key`` belongs to: ``"test"`` for a ``test_fraction`` of keys.
 
     >>> split_of("1,2,3|5", 0.0), split_of("1,2,3|5", 1.0)
     ('train', 'test')
     """
-    if not 0.0 <= test_fraction <= 1.0:
-        raise ValueError(f"test_fraction must lie in [0, 1], got {test_fraction}")
-    return "test" if (stable_hash(key) % 1_000_000) < round(test_fraction * 1_000_000) else "train"
+    return "test" if (stable_hash(key) % SPLIT_RESOLUTION) < split_threshold(test_fraction) else "train"
 
 
 def tagged_blocks(text: str, tags: Sequence[str] = FORMAT_TAGS) -> list[tuple[str | None, str]]:
