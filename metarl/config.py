@@ -250,17 +250,17 @@ def check_held_out(model: Any, task: Any) -> None:
     task at their recipe's ``test_fraction``; a problem is held out when its stable hash falls below the fraction
     (``metarl.tasks.base.split_of``), so a task with a *larger* ``test_fraction`` than the warm start's holds out
     problems the policy was trained on. A smaller one is safe (its held-out problems are a subset)."""
+    from metarl.models.loading import warm_start_recipe
+
     name = model.get("name_or_path") if hasattr(model, "get") else None
     task_fraction = getattr(task, "test_fraction", None)
-    if name not in ("tiny", "smollm2-reasoner") or task_fraction is None:
+    if name is None or task_fraction is None:
         return
-    if name == "tiny":
-        from metarl.models.warmstart import make_recipe
-    else:
-        from metarl.models.reasoner import make_recipe
     try:
-        recipe = make_recipe(**(plain(model.get("tiny")) or {}))
+        recipe = warm_start_recipe(str(name), plain(model.get("tiny")) or {})
     except TypeError:  # an unknown recipe field: loading the model names it
+        return
+    if recipe is None:
         return
     from metarl.tasks.base import split_threshold
 

@@ -27,6 +27,18 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 BUILT_IN = ("tiny", "random-tiny", "smollm2-reasoner")
 
 
+def warm_start_recipe(name_or_path: str, tiny: dict[str, Any] | None = None) -> Any | None:
+    """The build recipe (``TinyRecipe`` / ``ReasonerRecipe``, with the ``model.tiny`` overrides) of a built-in
+    warm-started policy, None for any other model. Raises ``TypeError`` for an unknown recipe field."""
+    if name_or_path == "tiny":
+        from metarl.models.warmstart import make_recipe
+    elif name_or_path == "smollm2-reasoner":
+        from metarl.models.reasoner import make_recipe
+    else:
+        return None
+    return make_recipe(**(tiny or {}))
+
+
 def load_model_and_tokenizer(name_or_path: str, gguf_file: str | None = None, dtype: str = "float32",
                              attn_implementation: str | None = None, trust_remote_code: bool = False,
                              revision: str | None = None, tiny: dict[str, Any] | None = None):
