@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 
 from metarl.metrics import Interval, bootstrap_ci, mean_ci
+from metarl.utils import cpu_model
 from tables import (BASELINE, CONTINUATION, INITIAL, MARGIN, TARGET_RATIO, accuracy_table,  # noqa: F401
                     efficiency_table, fmt_iv, forcing_table, markdown_table, verdict_table)
 
@@ -580,19 +581,6 @@ def machine() -> dict[str, Any]:
             "torch": torch.__version__, "transformers": transformers.__version__, "trl": trl.__version__}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``) and core count, e.g. ``AMD EPYC x2``: which machine ran a job."""
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name} x{os.cpu_count()}"
-
-
 def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings]:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", required=True, help="output directory (jobs resume from it)")
@@ -702,9 +690,9 @@ def write_record(record: Path, s: Settings, jobs: Sequence[dict[str, Any]]) -> N
     merged = {(j["recipe"], int(j["seed"])): j for j in [*held, *jobs]}
     record.parent.mkdir(parents=True, exist_ok=True)
     tmp = record.with_name(record.name + ".tmp")
-    tmp.write_text(json.dumps({"settings": {k: v for k, v in asdict(s).items() if k not in _EXTENSIBLE},
-                               "jobs": [merged[k] for k in sorted(merged, key=lambda rs: (rs[1], rs[0]))]},
-                              indent=None, default=float) + "\n")
+    settings = json.dumps({k: v for k, v in asdict(s).items() if k not in _EXTENSIBLE}, default=float)
+    lines = [json.dumps(merged[k], default=float) for k in sorted(merged, key=lambda rs: (rs[1], rs[0]))]
+    tmp.write_text('{"settings": ' + settings + ',\n "jobs": [\n' + ",\n".join(lines) + "\n]}\n")  # a job a line
     os.replace(tmp, record)
 
 
@@ -773,12 +761,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     command = "python " + " ".join(shlex.quote(x) for x in [sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
 
     def on_done(done: list[dict[str, Any]]) -> None:
-        write_summary(s, out, done, command, t0)
-        if a.record:
-            write_record(Path(a.record), s, done)
+        try:
+            write_summary(s, out, done, command, t0)
+            if a.record:
+                write_record(Path(a.record), s, done)
+        except Exception as e:  # noqa: BLE001 - the jobs go on; the final summary below says what failed
+            print(f"[compare] could not write the summary so far: {type(e).__name__}: {e}", flush=True)
 
     jobs = run_all(s, out, on_done=on_done)
     summary = write_summary(s, out, jobs, command, t0)
+    if a.record:  # also when every job was reused: the record then holds them all
+        write_record(Path(a.record), s, jobs)
     agg = summary["aggregate"]
     print("\n" + accuracy_table(agg) + "\n\n" + verdict_table(agg) + "\n\n" + efficiency_table(agg) + "\n\n"
           + forcing_table(agg), flush=True)

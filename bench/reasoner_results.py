@@ -337,10 +337,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                              "budget.cap=64"]
         out = Path(a.out)
         out.mkdir(parents=True, exist_ok=True)
-        import platform
+        from metarl.utils import cpu_model
 
         res: dict[str, Any] = {"command": "python bench/reasoner_results.py " + shlex.join(argv or sys.argv[1:]),
-                               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+                               "machine": cpu_model(),
                                "load_start": [round(x, 2) for x in os.getloadavg()], "settings": vars(a).copy()}
         say("build (or load) the reasoner")
         res["build"] = stage_build()

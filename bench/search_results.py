@@ -55,9 +55,11 @@ def machine() -> dict[str, Any]:
     import torch
     import transformers
 
+    from metarl.utils import cpu_model
+
     return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(), "python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__}
+            "cpu": cpu_model(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+            "torch": torch.__version__, "transformers": transformers.__version__}
 
 
 def run_benchmark(out: Path, quick: bool, questions: int, budgets: Sequence[int]) -> dict[str, Any]:

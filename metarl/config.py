@@ -264,7 +264,11 @@ def check_held_out(model: Any, task: Any) -> None:
         return
     from metarl.tasks.base import split_threshold
 
-    if split_threshold(float(task_fraction)) > split_threshold(float(recipe.test_fraction)):
+    try:
+        warm = split_threshold(float(recipe.test_fraction))
+    except ValueError as e:
+        raise ConfigError(f"model.tiny.test_fraction={recipe.test_fraction}: {e}") from None
+    if split_threshold(float(task_fraction)) > warm:
         raise ConfigError(f"task.task.test_fraction={task_fraction} is larger than the warm start's "
                           f"model.tiny.test_fraction={recipe.test_fraction}: some held-out problems would be problems "
                           f"the {name} policy was fine-tuned on; set both to the same value (e.g. "

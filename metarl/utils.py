@@ -1,4 +1,4 @@
-"""Process-level settings: thread counts and seeds."""
+"""Process-level settings: thread counts and seeds, and the few facts about the machine that runs record."""
 from __future__ import annotations
 
 import math
@@ -46,6 +46,33 @@ def _read(path: str) -> str | None:
             return f.read()
     except OSError:
         return None
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``) and the CPUs this process may use, e.g. ``AMD EPYC x2``: recorded
+    with benchmark results and comparison jobs, which may come from several machines."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.lower().startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{name} x{available_cpus()}"
+
+
+def checkpointing_key(args_cls: type) -> str:
+    """The name of the gradient-checkpointing field of a transformers ``TrainingArguments`` class (or a TRL config
+    deriving from it): ``activation_checkpointing`` from transformers 5.2x on (the old name still works there,
+    with a deprecation warning), ``gradient_checkpointing`` before."""
+    import dataclasses
+
+    names = {f.name for f in dataclasses.fields(args_cls)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
 def set_threads(n: int | None) -> None:

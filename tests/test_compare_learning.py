@@ -397,6 +397,7 @@ def test_a_record_file_keeps_finished_jobs_across_output_dirs_and_machines(tmp_p
     cl.write_record(record, fewer, [new])
     held = json.loads(record.read_text())["jobs"]
     assert len(held) == len(jobs) and new in held and jobs[0] not in held
+    assert new["machine"] == "Some CPU x2" and record.read_text().count("\n") == len(jobs) + 3  # a job a line
     assert {(j["recipe"], j["seed"]) for j in held} == {(j["recipe"], j["seed"]) for j in jobs}
     # a fresh output dir reuses the record's jobs of the seeds asked for, then plans only the rest
     out = tmp_path / "runs"

@@ -92,13 +92,16 @@ CASES = {
                                        r"default; model\.tiny is open to new keys, given with a leading \+: "
                                        r"\+model\.tiny\.threads=\.\.\.$"),
     "a trainer option passed through args": (["+trainer.args.gradient_checkpointing=true"],
-                                             r"trainer\.args\.gradient_checkpointing: gradient_checkpointing is a "
-                                             r"trainer option of its own; set trainer\.gradient_checkpointing "
-                                             r"instead of passing it through trainer\.args"),
+                                             r"trainer\.args\.gradient_checkpointing: gradient_checkpointing is set "
+                                             r"by trainer\.gradient_checkpointing; set that instead of passing it "
+                                             r"through trainer\.args"),
+    "a GRPO field another option sets, passed through args": (
+        ["+trainer.args.max_completion_length=64"],
+        r"trainer\.args\.max_completion_length: max_completion_length is set by budget\.cap; set that instead"),
     "transformers' new name of an option passed through args": (
         ["+trainer.args.activation_checkpointing=true"],
-        r"trainer\.args\.activation_checkpointing: activation_checkpointing is a trainer option of its own; set "
-        r"trainer\.gradient_checkpointing instead"),
+        r"trainer\.args\.activation_checkpointing: activation_checkpointing is set by trainer\.gradient_checkpointing; "
+        r"set that instead"),
     "unknown top-level key": (["+sed=1"], r"sed: unknown key; the train config has model, task, .*seed"),
     "unknown grader": (["grader=nosuch"],
                        r"Could not find 'grader/nosuch' Available options in 'grader': custom exact math number"),
@@ -331,3 +334,6 @@ def test_the_held_out_check_compares_fractions_as_the_split_does():
     check_held_out(model, SubsetSumTask(test_fraction=0.4 + 4e-7))
     with pytest.raises(ConfigError, match="is larger than the warm start's"):
         check_held_out(model, SubsetSumTask(test_fraction=0.400001))
+    bad = OmegaConf.create({"name_or_path": "tiny", "tiny": {"test_fraction": 1.5}})
+    with pytest.raises(ConfigError, match=r"model\.tiny\.test_fraction=1\.5: test_fraction must lie in \[0, 1\]"):
+        check_held_out(bad, SubsetSumTask(test_fraction=0.2))

@@ -40,6 +40,7 @@ from metarl.models.warmstart import (_LossLog, build_atomically, cache_root, loa
 from metarl.tasks.subset_sum import SubsetSumTask
 from metarl.tasks.subset_sum_r1 import R1Solver
 from metarl.tasks.subset_sum_traces import SolverConfig
+from metarl.utils import set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -270,7 +271,7 @@ def train_reasoner(recipe: ReasonerRecipe, out_dir: str | os.PathLike, max_steps
 
     start, cpu_start = time.perf_counter(), time.process_time()
     prev_threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.threads)
+    set_threads(recipe.threads)
     try:
         torch.manual_seed(recipe.seed)
         model, tok = load_model_and_tokenizer("smollm2", dtype="float32")
@@ -311,7 +312,7 @@ def train_reasoner(recipe: ReasonerRecipe, out_dir: str | os.PathLike, max_steps
             # CPU time of this process (all threads): on a shared machine wall time / CPU time shows the contention
             "cpu_time_s": time.process_time() - cpu_start,
             "load_average": os.getloadavg(),
-            "threads": recipe.threads,
+            "threads": torch.get_num_threads(),
             "loss_history": losses.history,
             "num_examples": len(rows),
             "num_tokens": sum(len(r["input_ids"]) for r in rows),

@@ -32,6 +32,7 @@ import torch
 from metarl.models.tiny import build_char_tokenizer, build_tiny_model
 from metarl.tasks.subset_sum import SubsetSumTask
 from metarl.tasks.subset_sum_traces import NoisySolver, SolverConfig
+from metarl.utils import checkpointing_key, set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -236,10 +237,7 @@ def sft_config(recipe: TinyRecipe, output_dir: str, num_examples: int, max_steps
         dataloader_num_workers=0,
     )
     # transformers 5 renamed gradient checkpointing and folded warmup_ratio into a fractional warmup_steps
-    if "activation_checkpointing" in available:
-        kwargs["activation_checkpointing"] = False
-    else:
-        kwargs["gradient_checkpointing"] = False
+    kwargs[checkpointing_key(SFTConfig)] = False
     if "warmup_ratio" in available:
         kwargs["warmup_ratio"] = recipe.warmup_ratio
     else:
@@ -260,8 +258,7 @@ def train_tiny_policy(recipe: TinyRecipe, out_dir: str | os.PathLike, max_steps:
 
     start = time.perf_counter()
     prev_threads = torch.get_num_threads()
-    if recipe.threads > 0:
-        torch.set_num_threads(recipe.threads)
+    set_threads(recipe.threads)
     try:
         tok = build_char_tokenizer()
         model = build_tiny_model(len(tok), hidden_size=recipe.hidden_size, num_layers=recipe.num_layers,
@@ -283,6 +280,7 @@ def train_tiny_policy(recipe: TinyRecipe, out_dir: str | os.PathLike, max_steps:
             "num_examples": len(data),
             "num_params": sum(p.numel() for p in model.parameters()),
             "max_steps": max_steps,
+            "threads": torch.get_num_threads(),
         }
         return write_build_records(out, RECIPE_VERSION, recipe, metrics)
     finally:

@@ -156,6 +156,13 @@ class GenerationConfig:
         at_least("generation.batch_size", self.batch_size, 1, example=64)
 
 
+SET_ELSEWHERE = {"activation_checkpointing": "trainer.gradient_checkpointing", "max_completion_length": "budget.cap",
+                 "seed": "seed", "data_seed": "seed", "use_vllm": "generation.backend",
+                 "scale_rewards": "objective.scale_rewards", "output_dir": "run_dir (checkpoints/ inside it)"}
+"""GRPOConfig fields that ``metarl.trainer.run.grpo_config`` fills from other options: ``trainer.args`` refuses them
+(beside the fields of :class:`TrainerConfig`), so that the two never disagree."""
+
+
 @dataclass
 class TrainerConfig:
     """``trainer``: TRL GRPO options (``conf/trainer/*.yaml``); any other GRPOConfig field goes in ``args``."""
@@ -230,11 +237,11 @@ class TrainerConfig:
                               f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step}); make the "
                               f"batch a multiple of the group size")
         one_of("trainer.vllm_mode", self.vllm_mode, ("colocate", "server"))
-        own = {f.name: f.name for f in dataclasses.fields(self)} | {"activation_checkpointing": "gradient_checkpointing"}
+        own = {f.name: f"trainer.{f.name}" for f in dataclasses.fields(self)} | SET_ELSEWHERE
         typed = sorted(set(self.args) & set(own))
         if typed:
-            raise ConfigError(f"trainer.args.{typed[0]}: {typed[0]} is a trainer option of its own; set "
-                              f"trainer.{own[typed[0]]} instead of passing it through trainer.args")
+            raise ConfigError(f"trainer.args.{typed[0]}: {typed[0]} is set by {own[typed[0]]}; set that instead of "
+                              f"passing it through trainer.args")
 
 
 @dataclass

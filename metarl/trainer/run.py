@@ -5,7 +5,6 @@ fails in a second with a message naming the key, not after minutes of loading.
 """
 from __future__ import annotations
 
-import dataclasses
 
 import json
 import logging
@@ -107,6 +106,8 @@ def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
 def grpo_config(cfg: DictConfig, run_dir: Path):
     from trl import GRPOConfig
 
+    from metarl.utils import checkpointing_key
+
     tr = cfg.trainer
     args = dict(
         output_dir=str(run_dir / "checkpoints"), max_steps=int(tr.max_steps), learning_rate=float(tr.learning_rate),
@@ -122,10 +123,7 @@ def grpo_config(cfg: DictConfig, run_dir: Path):
         use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
         disable_tqdm=False,
     )
-    # transformers 5.2x renamed gradient checkpointing (the old name still works, with a warning)
-    fields = {f.name for f in dataclasses.fields(GRPOConfig)}
-    args["activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing"] = bool(
-        tr.gradient_checkpointing)
+    args[checkpointing_key(GRPOConfig)] = bool(tr.gradient_checkpointing)
     if args["use_vllm"]:
         args["vllm_mode"] = tr.vllm_mode
         if cfg.rollout.mode != "single" or cfg.rollout.force_answer:
