@@ -23,7 +23,7 @@ A comparison resumes from its output directory, and may be extended there by mor
 (every other setting must match). Jobs run seed by seed, so a comparison stopped early leaves whole seeds, and
 ``summary.json`` is rewritten after every job. ``--record FILE`` keeps every finished job in a file outside the
 output directory too (``make results``: the committed ``docs/results/compare_long.json``), from which a later run,
-on this machine or another, reuses them; each job records the CPU it ran on.
+on this machine or another, reuses them; each job records the CPU it ran on and the commit it ran from.
 
 One job per (recipe, seed), ``--jobs`` at a time (one torch thread each), plus one ``initial`` job per seed
 that evaluates the untrained policy the same way. A training job:
@@ -365,7 +365,7 @@ def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
     phases["regret"] = round(time.time() - t1, 1)
     result["phase_seconds"] = phases
     result["seconds"] = round(time.time() - t0, 1)
-    result["machine"] = cpu_model()
+    result["machine"], result["commit"] = cpu_model(), source_commit()
     (jd / "job.json").write_text(json.dumps(result))
     return result
 
@@ -569,6 +569,21 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 # Driver
 # --------------------------------------------------------------------------------------------------
+
+
+def source_commit() -> str | None:
+    """The git commit of the checkout the comparison runs from (``+`` when it has uncommitted changes), or None."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+" if dirty else "")
 
 
 def machine() -> dict[str, Any]:

@@ -425,6 +425,19 @@ def _job_minutes(summary: dict[str, Any]) -> str:
     return f"{total / 60:.0f}" if total else f"{summary.get('wall_seconds', 0.0) / 60:.1f} (wall)"
 
 
+def _provenance(summary: dict[str, Any]) -> list[str]:
+    """A line naming the CPUs and commits the jobs ran on and from, when the jobs record them (jobs reused from a
+    ``--record`` file may come from other machines than the summary's)."""
+    from collections import Counter
+
+    out = []
+    for key, what in (("machine", "CPU"), ("commit", "commit")):
+        seen = Counter(str(j[key]) for j in summary.get("jobs", []) if j.get(key))
+        if seen:
+            out.append(f"- jobs by {what}: " + ", ".join(f"{v} ({n})" for v, n in seen.most_common()))
+    return out
+
+
 def _tiny(summary: dict[str, Any]) -> str:
     """The task level and the tiny policy's warm-start overrides the comparison recorded (``Settings.task`` and
     ``Settings.warm_start``; empty for a comparison recorded before they were)."""
@@ -478,6 +491,7 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         f"- machine: {m['platform']}, {m['processor']}, {m['cpu_count']} CPUs; Python {m['python']}, torch "
         f"{m['torch']}, transformers {m['transformers']}, TRL {m['trl']}; {s['jobs']} jobs in parallel, 1 torch "
         f"thread each; {_job_minutes(summary)} min of job time, finished {summary.get('finished', '?')}",
+        *_provenance(summary),
         "",
         "Intervals are 95%: with ≥ 2 seeds a Student-t interval over seed means; with one seed a bootstrap over "
         "held-out questions.",

@@ -168,6 +168,7 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
     import results_page
 
     jobs = fabricated_jobs()
+    jobs[0]["machine"], jobs[0]["commit"] = "Some CPU x2", "abc123"
     forcing = {"greedy": {"96": {"correct": [1, 0], "tokens": [80, 70]}, "192": {"correct": [1, 0], "tokens": [90, 80]}},
                "budget_forcing": {"96": {"correct": [0, 0], "tokens": [96, 96]},
                                   "192": {"correct": [1, 1], "tokens": [190, 192]}}}
@@ -185,6 +186,7 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
     page = results_page.main([str(out), "--docs", str(tmp_path / "docs")])
     text = page.read_text()
     assert "python bench/compare_learning.py --out X" in text and "Linux-test" in text and "seeds: 0, 1, 2" in text
+    assert "- jobs by CPU: Some CPU x2 (1)\n- jobs by commit: abc123 (1)" in text
     assert "**obj1_verify** reaches the baseline's accuracy with ≤ 2/3" in text
     assert "**obj2_mc_progress** does not reach" in text
     assert "## Dense recipes against outcome GRPO" in text and f"| obj1_verify | accuracy @ {CAP} | 3 | 0.167 [" in text
