@@ -752,10 +752,42 @@ def run_all(s: Settings, out: Path, on_done: Callable[[list[dict[str, Any]]], An
     return done
 
 
+def lock_output(out: Path):
+    """An exclusive lock on ``out`` for this process's lifetime (the returned open file holds it): a second
+    comparison on the same output directory would train the same jobs into the same run directories."""
+    import fcntl
+
+    f = open(out / ".lock", "w")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        raise SystemExit(f"{out} is in use by another comparison (it holds {out / '.lock'}); wait for it or stop it "
+                         f"first") from None
+    return f
+
+
+def stop_workers_on_sigterm() -> None:
+    """On SIGTERM (``kill PID``, a batch scheduler), end the job processes too: pool workers are separate processes
+    that would otherwise train on, unseen, and collide with the next run on the same output directory. Ctrl-C
+    already reaches them (the whole process group gets SIGINT)."""
+    import multiprocessing as mp
+    import signal
+
+    def stop(signum, frame):
+        for child in mp.active_children():
+            child.terminate()
+        raise SystemExit(f"[compare] stopped by signal {signum}; finished jobs are kept (rerun to resume)")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     a, s = parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
+    lock = lock_output(out)  # noqa: F841 - held until the process ends
+    stop_workers_on_sigterm()
     prev = out / "summary.json"
     if prev.exists():
         old = json.loads(prev.read_text()).get("settings", {})

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -418,3 +419,52 @@ def test_a_record_file_keeps_finished_jobs_across_output_dirs_and_machines(tmp_p
     on_disk = json.loads((out / "summary.json").read_text())
     assert on_disk["jobs"] == json.loads(json.dumps(done)) and set(summary["aggregate"]) == set(on_disk["aggregate"])
     assert not (out / "summary.json.tmp").exists()
+
+
+def test_one_comparison_at_a_time_per_output_dir(tmp_path):
+    """A second comparison on a locked output directory is refused (it would train the same jobs into the same
+    run directories); the lock goes with the process that holds it."""
+    import subprocess
+
+    held = cl.lock_output(tmp_path)
+    code = ("import sys; sys.path.insert(0, 'bench'); import compare_learning as cl; from pathlib import Path; "
+            f"cl.lock_output(Path({str(tmp_path)!r}))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                       capture_output=True, text=True)
+    assert r.returncode != 0 and "is in use by another comparison" in r.stderr
+    held.close()
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parent.parent,
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_sigterm_ends_the_job_processes_too(tmp_path):
+    """``kill PID`` of a comparison must not leave its workers training: the handler terminates them."""
+    import subprocess
+    import time
+
+    code = ("import sys, time, multiprocessing as mp; sys.path.insert(0, 'bench'); import compare_learning as cl\n"
+            "if __name__ == '__main__':\n"
+            "    cl.stop_workers_on_sigterm()\n"
+            "    p = mp.get_context('spawn').Process(target=time.sleep, args=(60,)); p.start()\n"
+            f"    open({str(tmp_path / 'child')!r}, 'w').write(str(p.pid)); p.join()\n")
+    script = tmp_path / "main.py"
+    script.write_text(code)
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=Path(__file__).resolve().parent.parent,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for _ in range(200):
+        if (tmp_path / "child").exists() and (tmp_path / "child").read_text():
+            break
+        time.sleep(0.05)
+    child = int((tmp_path / "child").read_text())
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    assert "stopped by signal" in err
+    for _ in range(100):
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"the worker {child} outlived its comparison")
