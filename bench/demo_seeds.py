@@ -136,6 +136,11 @@ def describe(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _exit_on_sigterm(signum, frame):
+    # raised inside subprocess.run, which then kills the running demo: no orphan trains on into a seed's directory
+    raise SystemExit(f"[demo_seeds] stopped by signal {signum}; finished seeds are kept (rerun to resume)")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     overrides: list[str] = []
@@ -199,4 +204,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    import signal
+
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     sys.exit(main())
