@@ -23,7 +23,8 @@ A comparison resumes from its output directory, and may be extended there by mor
 (every other setting must match). Jobs run seed by seed, so a comparison stopped early leaves whole seeds, and
 ``summary.json`` is rewritten after every job. ``--record FILE`` keeps every finished job in a file outside the
 output directory too (``make results``: the committed ``docs/results/compare_long.json``), from which a later run,
-on this machine or another, reuses them; each job records the CPU it ran on and the commit it ran from.
+on this machine or another, reuses them, whole seeds at a time (:func:`import_jobs`); each job records the CPU it
+ran on, the commit it ran from and the warm start it trained from.
 
 One job per (recipe, seed), ``--jobs`` at a time (one torch thread each), plus one ``initial`` job per seed
 that evaluates the untrained policy the same way. A training job:
@@ -365,7 +366,7 @@ def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
     phases["regret"] = round(time.time() - t1, 1)
     result["phase_seconds"] = phases
     result["seconds"] = round(time.time() - t0, 1)
-    result["machine"], result["commit"] = cpu_model(), source_commit()
+    result["machine"], result["commit"], result["warm_start"] = cpu_model(), source_commit(), warm_start_sha(s)
     (jd / "job.json").write_text(json.dumps(result))
     return result
 
@@ -571,6 +572,22 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------------
 
 
+def warm_start_sha(s: Settings) -> str | None:
+    """The SHA-256 (first 16 hex digits) of the tiny policy's weights the comparison starts from (None for
+    ``random-tiny``): the warm start is built on each machine, and its weights differ between CPUs."""
+    import hashlib
+
+    if s.model != "tiny":
+        return None
+    from metarl.models.warmstart import tiny_policy_path
+
+    weights = sorted(tiny_policy_path(**(s.warm_start or {})).glob("*.safetensors"))
+    h = hashlib.sha256()
+    for w in weights:
+        h.update(w.read_bytes())
+    return h.hexdigest()[:16] if weights else None
+
+
 def source_commit() -> str | None:
     """The git commit of the checkout the comparison runs from (``+`` when it has uncommitted changes), or None."""
     import subprocess
@@ -677,23 +694,39 @@ def same_comparison(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 def import_jobs(record: Path, s: Settings, out: Path) -> int:
     """Write the finished jobs recorded in ``record`` (:func:`write_record`, or a comparison's summary.json) into
-    ``out`` as ``job.json`` files, for the recipes and seeds of ``s`` that ``out`` lacks, so that they are reused
-    instead of run again (jobs may come from other machines: each records its own). The recorded settings must
-    describe the same comparison (:func:`same_comparison`). Returns how many."""
+    ``out`` as ``job.json`` files, so that they are reused instead of run again. The recorded settings must
+    describe the same comparison (:func:`same_comparison`). Returns how many jobs were written.
+
+    Seeds are reused whole: a seed's jobs are imported only when the record holds every job of it that ``s`` asks
+    for (``initial`` and each recipe), all trained from one warm start (``warm_start``, the policy's SHA-256), and
+    ``out`` holds none of that seed from another. The comparison pairs recipes within a seed, and the warm start is
+    built anew on each machine, with weights that differ between CPUs: a pair across two warm starts would
+    measure the machines. A seed that is not whole in the record is run here, all of it."""
     data = json.loads(Path(record).read_text())
     old = data.get("settings") or {}
     if not same_comparison(old, asdict(s)):
         raise SystemExit(f"--record {record} holds a comparison with other settings ({old}); only "
                          f"{', '.join(_EXTENSIBLE)} may differ")
-    n = 0
+    by_seed: dict[int, dict[str, dict[str, Any]]] = {}
     for job in data.get("jobs", []):
-        if job.get("recipe") not in (INITIAL, *s.recipes) or job.get("seed") not in s.seeds:
+        by_seed.setdefault(int(job["seed"]), {})[job["recipe"]] = job
+    wanted = [INITIAL, *s.recipes]
+    n = 0
+    for seed in s.seeds:
+        held = by_seed.get(seed, {})
+        if any(r not in held for r in wanted):
             continue
-        f = job_dir(out, job["recipe"], int(job["seed"])) / "job.json"
-        if not f.exists():
-            f.parent.mkdir(parents=True, exist_ok=True)
-            f.write_text(json.dumps(job))
-            n += 1
+        starts = {held[r].get("warm_start") for r in wanted}
+        local = [json.loads(f.read_text()).get("warm_start") for r in wanted
+                 if (f := job_dir(out, r, seed) / "job.json").exists()]
+        if len(starts) != 1 or any(w not in starts for w in local):
+            continue
+        for r in wanted:
+            f = job_dir(out, r, seed) / "job.json"
+            if not f.exists():
+                f.parent.mkdir(parents=True, exist_ok=True)
+                f.write_text(json.dumps(held[r]))
+                n += 1
     return n
 
 

@@ -385,33 +385,40 @@ def test_one_paired_seed_bootstraps_that_seed_and_old_jobs_with_other_regret_bud
     assert agg["per_recipe"]["obj1_verify"]["regret_vs_baseline"][str(CAP)]["per_seed"] == {0: 0.0, 1: 0.0, 2: 0.0}
 
 
-def test_a_record_file_keeps_finished_jobs_across_output_dirs_and_machines(tmp_path):
-    """--record: every finished job lands in the record (kept outside --out, e.g. committed); a new output dir
-    reuses the record's jobs of its seeds and recipes, a record of other sizes is refused, and jobs the new run
-    does not ask for stay in the record."""
-    s = cl.Settings(seeds=[0, 1, 2], recipes=["outcome_grpo", "obj1_verify"])
+def test_a_record_file_keeps_finished_jobs_and_gives_back_whole_seeds(tmp_path):
+    """--record: every finished job lands in the record (kept outside --out, e.g. committed), and jobs the new run
+    does not ask for stay in it. A new output dir reuses a seed from the record only whole (every job it asks for,
+    one warm start, none of that seed from another warm start in --out); a record of other sizes is refused."""
+    recipes = ["outcome_grpo", "obj1_verify"]
+    s = cl.Settings(seeds=[0, 1, 2, 3], recipes=recipes)
     record = tmp_path / "docs" / "record.json"
-    jobs = [j for j in fabricated_jobs() if j["recipe"] in ("outcome_grpo", "obj1_verify", cl.INITIAL)]
-    jobs[0]["machine"] = "Some CPU x2"
+    jobs = [j for j in fabricated_jobs() if j["recipe"] in recipes]
+    jobs += [dict(j, recipe=cl.INITIAL) for j in jobs if j["recipe"] == "outcome_grpo"]
+    for j in jobs:
+        j["machine"], j["warm_start"] = "Some CPU x2", "aaaa"
+    jobs = [j for j in jobs if not (j["seed"] == 1 and j["recipe"] == "obj1_verify")]  # seed 1 is not whole
+    next(j for j in jobs if j["seed"] == 2 and j["recipe"] == cl.INITIAL)["warm_start"] = "bbbb"  # two warm starts
     cl.write_record(record, s, jobs)
-    # a later run with fewer seeds adds a job and keeps the others
-    fewer = cl.Settings(seeds=[0], recipes=["outcome_grpo", "obj1_verify"], jobs=1)
-    new = dict(jobs[0], seconds=1.0)
-    cl.write_record(record, fewer, [new])
+    assert record.read_text().count("\n") == len(jobs) + 3  # a job a line
+    # a later run with fewer seeds replaces its job and keeps the others
+    new = dict(next(j for j in jobs if j["seed"] == 0 and j["recipe"] == "outcome_grpo"), seconds=1.0)
+    cl.write_record(record, cl.Settings(seeds=[0], recipes=recipes, jobs=1), [new])
     held = json.loads(record.read_text())["jobs"]
-    assert len(held) == len(jobs) and new in held and jobs[0] not in held
-    assert new["machine"] == "Some CPU x2" and record.read_text().count("\n") == len(jobs) + 3  # a job a line
-    assert {(j["recipe"], j["seed"]) for j in held} == {(j["recipe"], j["seed"]) for j in jobs}
-    # a fresh output dir reuses the record's jobs of the seeds asked for, then plans only the rest
-    out = tmp_path / "runs"
-    more = cl.Settings(seeds=[1, 2, 3], recipes=["outcome_grpo", "obj1_verify"])
-    n = cl.import_jobs(record, more, out)
-    assert n == sum(j["seed"] in (1, 2) for j in jobs)
-    todo, done = cl.plan_jobs(more, out)
-    missing = {(r, sd) for sd in (1, 2, 3) for r in (cl.INITIAL, "outcome_grpo", "obj1_verify")} - {
+    assert len(held) == len(jobs) and new in held and {(j["recipe"], j["seed"]) for j in held} == {
         (j["recipe"], j["seed"]) for j in jobs}
-    assert set(todo) == missing and ("outcome_grpo", 3) in missing and ("outcome_grpo", 1) not in missing
-    assert len(done) == n and cl.import_jobs(record, more, out) == 0  # nothing twice
+    # only seed 0 is whole and from one warm start: it alone is reused, and the rest runs here
+    out = tmp_path / "runs"
+    more = cl.Settings(seeds=[0, 1, 2, 3], recipes=recipes)
+    assert cl.import_jobs(record, more, out) == 3 and cl.import_jobs(record, more, out) == 0
+    todo, done = cl.plan_jobs(more, out)
+    assert {j["seed"] for j in done} == {0} and {sd for _, sd in todo} == {1, 2, 3}
+    assert all(j["machine"] == "Some CPU x2" for j in done)
+    # a seed begun here from another warm start is not completed from the record
+    other = tmp_path / "runs2"
+    mine = cl.job_dir(other, "outcome_grpo", 0)
+    mine.mkdir(parents=True)
+    (mine / "job.json").write_text(json.dumps({"recipe": "outcome_grpo", "seed": 0, "warm_start": "cccc"}))
+    assert cl.import_jobs(record, more, other) == 0
     with pytest.raises(SystemExit, match="other settings"):
         cl.import_jobs(record, cl.Settings(seeds=[0], steps=7), out)
     # the summary is rewritten whole after every job: what a stopped comparison finished is never lost
