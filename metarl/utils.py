@@ -24,20 +24,19 @@ def available_cpus() -> int:
 
 def _cgroup_quota() -> float | None:
     """The CPU quota of this process's cgroup in CPUs (None: none set, or no cgroup files to read)."""
-    for path, parse in (("/sys/fs/cgroup/cpu.max", lambda t: t.split()),
-                        ("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", lambda t: [t.strip(), _read(
-                            "/sys/fs/cgroup/cpu/cpu.cfs_period_us") or "100000"])):
-        text = _read(path)
-        if text is None:
-            continue
-        try:
-            quota, period = parse(text)[:2]
-            if quota in ("max", "-1") or float(quota) <= 0:
-                return None
-            return float(quota) / float(period)
-        except (ValueError, IndexError):
+    v2 = _read("/sys/fs/cgroup/cpu.max")  # "<quota> <period>" or "max <period>"
+    if v2 is not None:
+        quota, period = (v2.split() + ["100000"])[:2]
+    else:
+        quota = _read("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")  # -1: none
+        if quota is None:
             return None
-    return None
+        period = _read("/sys/fs/cgroup/cpu/cpu.cfs_period_us") or "100000"
+    try:
+        q, p = float(quota), float(period)
+    except ValueError:  # "max", or unreadable
+        return None
+    return q / p if q > 0 and p > 0 else None
 
 
 def _read(path: str) -> str | None:

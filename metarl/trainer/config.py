@@ -13,9 +13,7 @@ The ``objective`` and ``health`` sections are the library's own dataclasses (:cl
 """
 from __future__ import annotations
 
-import dataclasses
-
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Optional
 
 from omegaconf import MISSING
@@ -237,7 +235,7 @@ class TrainerConfig:
                               f"(per_device_train_batch_size x gradient_accumulation_steps = {per_step}); make the "
                               f"batch a multiple of the group size")
         one_of("trainer.vllm_mode", self.vllm_mode, ("colocate", "server"))
-        own = {f.name: f"trainer.{f.name}" for f in dataclasses.fields(self)} | SET_ELSEWHERE
+        own = {f.name: f"trainer.{f.name}" for f in fields(self)} | SET_ELSEWHERE
         typed = sorted(set(self.args) & set(own))
         if typed:
             raise ConfigError(f"trainer.args.{typed[0]}: {typed[0]} is set by {own[typed[0]]}; set that instead of "

@@ -5,7 +5,6 @@ fails in a second with a message naming the key, not after minutes of loading.
 """
 from __future__ import annotations
 
-
 import json
 import logging
 import time
