@@ -42,8 +42,8 @@ test-vllm: $(VENV_VLLM)/bin/.installed
 demo: install
 	$(BIN)/python -m metarl.demo
 
-# docs/results.md: the powered learning comparison (conf/setting/compare_long.yaml, RESULTS_SEEDS; about 20 min per
-# seed on a 2-core CPU), cost benchmarks (~7 min), estimator quality (~3 min). Every finished comparison job is kept
+# docs/results.md: the powered learning comparison (conf/setting/compare_long.yaml, RESULTS_SEEDS; about 13-20 min
+# per seed on a 2-core CPU), cost benchmarks (~7 min), estimator quality (~3 min). Every finished comparison job is kept
 # in docs/results/compare_long.json (committed) and in runs/compare_long, and is reused: more seeds may be added on
 # any machine; delete both to start over.
 RESULTS_SEEDS ?= 0,1,2,3,4,5,6,7,8

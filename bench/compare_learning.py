@@ -45,7 +45,8 @@ Token efficiency (the BRIEF's target): per seed, the target is the baseline's (`
 held-out accuracy at C; a method's cost is the training tokens (TRL's prompt + completion count) at which
 its learning curve first reaches the target, linearly interpolated between evaluations; the ratio divides
 by the baseline's total training tokens. A method that never reaches the target is censored at its own
-total (a lower bound, marked ``>``).
+total (a lower bound, marked ``>``). From 6 seeds on, the verdict is decided by a distribution-free interval
+of the median ratio, which censored seeds leave valid (:func:`verdict`).
 
 Verdicts (``tables.verdict_table``): each dense recipe minus the baseline, paired by seed, in final held-out
 accuracy at C/2 and C and in regret at each C0; ``better`` / ``worse`` when the 95% CI excludes 0, ``equivalent
@@ -71,7 +72,7 @@ from typing import Any
 
 import numpy as np
 
-from metarl.metrics import Interval, bootstrap_ci, mean_ci
+from metarl.metrics import Interval, bootstrap_ci, mean_ci, median_ci
 from metarl.utils import cpu_model
 from tables import (BASELINE, CONTINUATION, INITIAL, MARGIN, TARGET_RATIO, accuracy_table,  # noqa: F401
                     efficiency_table, fmt_iv, forcing_table, markdown_table, verdict_table)
@@ -410,15 +411,24 @@ def interval(per_seed: Sequence[Sequence[float]], seed: int = 0) -> Interval:
     return mean_ci([r.mean() for r in runs])
 
 
-def verdict(ratios: Sequence[float], reached: Sequence[bool], ci: Interval, target: float = TARGET_RATIO) -> str:
-    """Whether a method meets the token-efficiency target, judged by the CI over seeds.
+def verdict(ratios: Sequence[float], reached: Sequence[bool], ci: Interval, target: float = TARGET_RATIO,
+            median: Interval | None = None) -> str:
+    """Whether a method meets the token-efficiency target, judged over seeds.
 
-    ``meets``: every seed reached the baseline's accuracy and the CI's upper end is <= target;
-    ``misses``: the CI's lower end is above the target (censored ratios are lower bounds, so this holds);
-    ``inconclusive``: otherwise (the CI contains the target, or too few seeds for a CI).
+    With a distribution-free interval of the median ratio (``median``: :func:`metarl.metrics.median_ci`, from
+    6 seeds on), that interval decides: ``meets`` when its upper end is <= target, ``misses`` when its lower end
+    is above it. It stays valid when seeds never reached the baseline's accuracy (their ratios are lower
+    bounds), where a mean of lower bounds does not. With fewer seeds, the t-interval of the mean ratio (``ci``)
+    decides: ``meets`` when every seed reached the target and the CI's upper end is <= target, ``misses`` when
+    the CI's lower end is above it (censored ratios are lower bounds, so this holds).
+    ``inconclusive`` otherwise (the interval contains the target, or there is none).
     """
     if not ratios:
         return "inconclusive"
+    if median is not None and math.isfinite(median.low):
+        if median.high <= target:
+            return "meets"
+        return "misses" if median.low > target else "inconclusive"
     if len(ratios) >= 2 and math.isfinite(ci.low):
         if all(reached) and ci.high <= target:
             return "meets"
@@ -456,11 +466,14 @@ def token_efficiency(jobs: Sequence[dict[str, Any]], budget: int, baseline: str 
             seeds.append({"seed": j["seed"], "target_accuracy": goal, "tokens": tokens, "reached": reach is not None,
                           "baseline_tokens": total_base, "ratio": tokens / total_base if total_base > 0 else math.nan,
                           "trivial": start >= goal})
-        ratios = [x["ratio"] for x in seeds if math.isfinite(x["ratio"])]
-        ci = mean_ci(ratios) if ratios else Interval(math.nan, math.nan, math.nan, 0)
-        out[recipe] = {"seeds": seeds, "ratio": asdict(ci), "n_reached": sum(x["reached"] for x in seeds),
-                       "n_trivial": sum(x["trivial"] for x in seeds),
-                       "verdict": verdict(ratios, [x["reached"] for x in seeds], ci, target)}
+        finite = [x for x in seeds if math.isfinite(x["ratio"])]
+        ratios, reached = [x["ratio"] for x in finite], [x["reached"] for x in finite]
+        none = Interval(math.nan, math.nan, math.nan, 0)
+        ci = mean_ci(ratios) if ratios else none
+        med = median_ci(ratios, reached) if ratios else none
+        out[recipe] = {"seeds": seeds, "ratio": asdict(ci), "median": asdict(med),
+                       "n_reached": sum(x["reached"] for x in seeds), "n_trivial": sum(x["trivial"] for x in seeds),
+                       "verdict": verdict(ratios, reached, ci, target, med)}
     return out
 
 

@@ -160,23 +160,29 @@ def _yerr(ivs: Sequence[dict[str, float]]) -> np.ndarray:
 
 
 def plot_efficiency(agg: dict[str, Any], out: Path) -> tuple[str, str] | None:
-    """Token-efficiency ratio per recipe with its CI, against the 2/3 target."""
+    """Token-efficiency ratio per recipe with the interval its verdict uses (the median's from 6 seeds on, else
+    the mean's), per-seed ratios as dots, against the 2/3 target; an arrow marks an interval open upwards."""
     te = agg.get("token_efficiency")
     if not te:
         return None
     plt = _plt()
     names = list(te)
-    ivs = [te[n]["ratio"] for n in names]
+    ivs = [te[n]["median"] if math.isfinite((te[n].get("median") or {}).get("low", math.nan)) else te[n]["ratio"]
+           for n in names]
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     xs = np.arange(len(names))
     ax.bar(xs, [iv["mean"] for iv in ivs], yerr=_yerr(ivs), capsize=4,
            color=[plt.get_cmap("tab10").colors[i % 10] for i in range(len(names))], alpha=0.8)
     for i, n in enumerate(names):
         ax.scatter([i] * len(te[n]["seeds"]), [x["ratio"] for x in te[n]["seeds"]], color="k", s=10, zorder=3)
+        if math.isinf(ivs[i]["high"]):
+            ax.annotate("", xy=(i, ivs[i]["mean"] + 0.3), xytext=(i, ivs[i]["mean"]),
+                        arrowprops={"arrowstyle": "->", "color": "k"})
     ax.axhline(tables.TARGET_RATIO, color="red", ls="--", lw=1, label="target 2/3")
     ax.axhline(1.0, color="gray", ls=":", lw=1)
     ax.set_xticks(xs, names, rotation=15, fontsize=8)
-    ax.set(ylabel="training tokens / baseline's", title="Tokens to reach the baseline's final accuracy")
+    ax.set(ylabel="training tokens / baseline's", title="Tokens to reach the baseline's final accuracy\n"
+           "(bar: median or mean, with the verdict's 95% interval)")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "token_efficiency.png", dpi=110)
@@ -243,19 +249,23 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
     for name, e in te.items():
         if name == tables.BASELINE:
             continue
-        iv = e["ratio"]
-        span = (f"{iv['mean']:.2f} (95% CI {iv['low']:.2f}–{iv['high']:.2f})" if math.isfinite(iv["low"])
-                else f"{iv['mean']:.2f} (no CI)")
+        med = e.get("median") or {}
+        if math.isfinite(med.get("low", math.nan)):
+            span = f"median {tables.fmt_median(med)} (95%, order statistics)"
+        else:
+            iv = e["ratio"]
+            span = (f"{iv['mean']:.2f} (95% CI {iv['low']:.2f}–{iv['high']:.2f})" if math.isfinite(iv["low"])
+                    else f"{iv['mean']:.2f} (no CI)")
         reach = f"reached the baseline's final accuracy in {e['n_reached']} of {len(e['seeds'])} seed(s)"
         if e["verdict"] == "meets":
             lines.append(f"**{name}** reaches the baseline's accuracy with ≤ 2/3 of its training tokens within the "
-                         f"CI: ratio {span}; it {reach}.")
+                         f"interval: ratio {span}; it {reach}.")
         elif e["verdict"] == "misses":
             lines.append(f"**{name}** does not reach the baseline's accuracy with ≤ 2/3 of its training tokens: the "
-                         f"whole CI of the ratio lies above 2/3 ({span}); it {reach}.")
+                         f"whole interval of the ratio lies above 2/3 ({span}); it {reach}.")
         else:
-            lines.append(f"**{name}**: inconclusive on the 2/3 target — ratio {span}, the CI (or its absence) does "
-                         f"not decide it; it {reach}.")
+            lines.append(f"**{name}**: inconclusive on the 2/3 target — ratio {span}, the interval (or its absence) "
+                         f"does not decide it; it {reach}.")
         diff = pr.get(name, {}).get("vs_baseline")
         if diff and math.isfinite(diff.get("low", math.nan)):
             v = tables.decide(diff)
@@ -323,6 +333,15 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _rel(command: str) -> str:
+    """A command as a reader runs it from a checkout: paths inside this repository made relative to its root.
+
+    >>> _rel(f"python bench/costs.py --out {REPO}/runs/x")
+    'python bench/costs.py --out runs/x'
+    """
+    return command.replace(f"{REPO}/", "")
+
+
 def _x(v: Any, digits: int = 2) -> str:
     return "-" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{digits}f}"
 
@@ -338,7 +357,7 @@ def _step_target(rows: Sequence[dict[str, Any]], recipe: str = "obj2_likelihood_
 
 def costs_section(costs: dict[str, Any]) -> list[str]:
     """Markdown for ``costs.json``: train-step ratios and peak memory, all-prefix likelihood scoring, MC cost."""
-    out = ["## Cost of dense rewards", "", "```", costs["command"], "```", ""]
+    out = ["## Cost of dense rewards", "", "```", _rel(costs["command"]), "```", ""]
     if costs.get("quick"):
         out += ["**Quick smoke run: sizes too small for the numbers to mean anything.**", ""]
     ts = costs.get("train_step")
@@ -383,7 +402,7 @@ def costs_section(costs: dict[str, Any]) -> list[str]:
 
 def estimators_section(est: dict[str, Any], fig_dir_rel: str) -> list[str]:
     """Markdown for ``estimators.json``: MC against exact enumeration, likelihood against MC progress."""
-    out = ["## Estimator quality", "", "```", est["command"], "```", ""]
+    out = ["## Estimator quality", "", "```", _rel(est["command"]), "```", ""]
     if est.get("quick"):
         out += ["**Quick smoke run: sizes too small for the numbers to mean anything.**", ""]
     mx = est.get("mc_vs_exact")
@@ -475,8 +494,8 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         "## How it was produced",
         "",
         "```",
-        summary["command"],
-        f"python bench/results_page.py {out_dir}",
+        _rel(summary["command"]),
+        _rel(f"python bench/results_page.py {out_dir}"),
         "```",
         "",
         f"- recipes: {', '.join(s['recipes'])} (plus `{tables.INITIAL}`: the untrained policy, evaluated the same way)",
@@ -517,7 +536,11 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         "Per seed, the target is the baseline's final held-out accuracy at C; a method's cost is the training tokens "
         "(prompt + completion, TRL's count) at which its learning curve first reaches it, interpolated linearly "
         "between evaluations; the ratio divides by the baseline's total training tokens. `>` marks a seed that "
-        "never reached the target (censored at its own total: a lower bound). Target: ratio ≤ 2/3.",
+        "never reached the target (censored at its own total: a lower bound). Target: ratio ≤ 2/3. The mean's "
+        "t-interval treats a censored ratio as its bound, so it is not an interval of anything when seeds are "
+        "censored; the median's interval from order statistics (from 6 seeds on) stays valid, its upper end "
+        "open (∞) when too few seeds reached the target. The verdict uses the median's interval when there is one, "
+        "else the mean's.",
         "",
         tables.efficiency_table(agg),
         "",

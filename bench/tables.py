@@ -132,9 +132,25 @@ def efficiency_table(agg: dict[str, Any]) -> str:
     rows = []
     for name, e in te.items():
         per = ", ".join(("" if x["reached"] else ">") + f"{x['tokens']:.0f}" for x in e["seeds"])
-        rows.append([name, per, fmt_iv(e["ratio"], 2), f"{e['n_reached']}/{len(e['seeds'])}", e["verdict"]])
-    return markdown_table(["recipe", "tokens to reach target (per seed)", "ratio to baseline tokens [95% CI]",
-                           "seeds reaching", f"≤ {TARGET_RATIO:.2f}?"], rows)
+        rows.append([name, per, fmt_iv(e["ratio"], 2), fmt_median(e.get("median") or {}),
+                     f"{e['n_reached']}/{len(e['seeds'])}", e["verdict"]])
+    return markdown_table(["recipe", "tokens to reach target (per seed)", "mean ratio to baseline tokens [95% CI]",
+                           "median ratio [95% CI, order statistics]", "seeds reaching", f"≤ {TARGET_RATIO:.2f}?"],
+                          rows)
+
+
+def fmt_median(iv: dict[str, float]) -> str:
+    """``0.80 [0.68, 0.85]``; ``[0.68, ∞)`` when too few seeds reached the target to bound it; ``-`` without one.
+
+    >>> fmt_median({"mean": 0.8, "low": 0.68, "high": math.inf})
+    '0.80 [0.68, ∞)'
+    """
+    m, lo, hi = (iv.get(k, math.nan) for k in ("mean", "low", "high"))
+    if m is None or not math.isfinite(m):
+        return "-"
+    if lo is None or not math.isfinite(lo):
+        return f"{m:.2f}"
+    return f"{m:.2f} [{lo:.2f}, " + ("∞)" if math.isinf(hi) else f"{hi:.2f}]")
 
 
 def forcing_table(agg: dict[str, Any]) -> str:

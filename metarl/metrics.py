@@ -41,7 +41,7 @@ __all__ = [
     "pass_at_k", "pass_at_k_array", "normalise_answer", "majority_vote", "weighted_best_of_n",
     "best_of_n", "vote_accuracy", "InfoGainCurve", "information_gain_curve", "curve_from_trace",
     "J_at", "area_under_curve", "normalized_regret", "mean_normalized_regret", "cumulative_regret",
-    "episode_progress", "difficulty_bins", "Interval", "mean_ci", "bootstrap_ci",
+    "episode_progress", "difficulty_bins", "Interval", "mean_ci", "median_ci", "bootstrap_ci",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -596,3 +596,41 @@ def bootstrap_ci(
     alpha = 1 - confidence
     lo, hi = np.quantile(means, [alpha / 2, 1 - alpha / 2])
     return Interval(m, float(lo), float(hi), int(v.size))
+
+
+def median_ci(values: Sequence[float] | np.ndarray, exact: Sequence[bool] | None = None,
+              confidence: float = 0.95) -> Interval:
+    """Distribution-free interval of the median from order statistics, valid when some values are lower bounds.
+
+    With ``n`` values sorted ``x_(1) ≤ … ≤ x_(n)``, ``[x_(k), x_(n+1−k)]`` covers the median with
+    probability ``1 − 2·P(Bin(n, ½) ≤ k−1)``; ``k`` is the largest with ``P(Bin(n, ½) ≤ k−1) ≤ (1 − conf)/2``
+    (n = 9 at 95%: k = 2, coverage 1 − 2·10/512 = 0.961). Below n = 6 no k exists at 95%: both bounds NaN.
+
+    A value whose ``exact`` flag is False is censored: only a lower bound of the true value (e.g. the tokens
+    of a run that never reached a target). The k-th smallest bound is a lower bound of the k-th smallest true
+    value, so ``low`` stays valid; ``high`` is the (n+1−k)-th smallest *exact* value (any n+1−k true values
+    bound that order statistic from above), ``inf`` when fewer values are exact. ``mean`` holds the median of
+    the values as given (a lower bound of the median when censored values reach it).
+
+    >>> iv = median_ci([0.16, 0.68, 0.75, 0.8, 0.8, 0.81, 0.81, 0.85, 0.79],
+    ...                [True, True] + [False] * 7); iv.low, iv.high, iv.mean
+    (0.68, inf, 0.8)
+    """
+    from scipy.stats import binom
+
+    _check_confidence(confidence)
+    v = _values(values)
+    ok = np.ones(v.size, bool) if exact is None else np.asarray(exact, dtype=bool).ravel()
+    if ok.size != v.size:
+        raise ValueError(f"{v.size} values but {ok.size} exact flags")
+    n, alpha = int(v.size), (1 - confidence) / 2
+    k = 0
+    while k + 1 <= n // 2 and binom.cdf(k, n, 0.5) <= alpha:
+        k += 1
+    med = float(np.median(v))
+    if k == 0:
+        return Interval(med, math.nan, math.nan, n)
+    low = float(np.sort(v)[k - 1])
+    known = np.sort(v[ok])
+    high = float(known[n - k]) if known.size >= n + 1 - k else math.inf
+    return Interval(med, low, high, n)

@@ -126,6 +126,28 @@ def test_verdict_needs_a_ci_and_every_seed():
     assert cl.verdict([], [], cl.Interval(math.nan, math.nan, math.nan, 0)) == "inconclusive"
 
 
+def test_verdict_from_the_median_interval_with_censored_seeds():
+    # 9 seeds, 7 never reached the target (lower bounds): the mean's CI of the bounds holds 2/3, the median's lies
+    # above it (its lower end is x_(2) = 0.68), so the recipe misses; the numbers are a likelihood row of a run
+    ratios = [0.81, 0.16, 0.68, 0.80, 0.80, 0.81, 0.75, 0.85, 0.79]
+    reached = [False, True, True, False, False, False, False, False, False]
+    ci, med = cl.mean_ci(ratios), cl.median_ci(ratios, reached)
+    assert ci.low < cl.TARGET_RATIO < ci.high and med.low == pytest.approx(0.68)
+    assert cl.verdict(ratios, reached, ci) == "inconclusive"
+    assert cl.verdict(ratios, reached, ci, median=med) == "misses"
+    # every seed censored below 2/3 (short runs that never got there): nothing decides it
+    short = [0.64, 0.64, 0.63, 0.66, 0.62, 0.67, 0.66, 0.59, 0.63]
+    m = cl.median_ci(short, [False] * 9)
+    assert math.isinf(m.high) and cl.verdict(short, [False] * 9, cl.mean_ci(short), median=m) == "inconclusive"
+    # 9 seeds that all reached early: the median's upper end x_(8) is below 2/3
+    fast = [0.1, 0.2, 0.3, 0.3, 0.4, 0.4, 0.5, 0.5, 0.9]
+    m = cl.median_ci(fast, [True] * 9)
+    assert m.high == 0.5 and cl.verdict(fast, [True] * 9, cl.mean_ci(fast), median=m) == "meets"
+    # fewer than 6 seeds: no median interval, the mean's rule decides
+    three = cl.median_ci([0.3, 0.2, 0.4])
+    assert cl.verdict([0.3, 0.2, 0.4], [True] * 3, cl.Interval(0.3, 0.1, 0.5, 3), median=three) == "meets"
+
+
 # ----------------------------------------------------------------------------------------- aggregate and tables
 
 
@@ -165,6 +187,23 @@ def test_fmt_iv():
     assert cl.fmt_iv({}) == "-"
 
 
+def tables_fmt_median_of(agg, recipe):
+    import tables
+
+    med = agg["token_efficiency"][recipe]["median"]
+    assert math.isnan(med["low"])
+    return tables.fmt_median(med)
+
+
+def test_median_cell_formats():
+    import tables
+
+    assert tables.fmt_median({"mean": 0.8, "low": 0.68, "high": math.inf}) == "0.80 [0.68, ∞)"
+    assert tables.fmt_median({"mean": 0.4, "low": 0.3, "high": 0.5}) == "0.40 [0.30, 0.50]"
+    assert tables.fmt_median({"mean": 0.4, "low": math.nan, "high": math.nan}) == "0.40"
+    assert tables.fmt_median({}) == "-"
+
+
 def test_results_page_from_a_fabricated_output_dir(tmp_path):
     import results_page
 
@@ -177,7 +216,8 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
         j["forcing"] = forcing
     agg = cl.aggregate(jobs, CAP)
     settings = cl.resolve(cl.Settings(seeds=[0, 1, 2], overrides=["trainer.max_steps=20"]))
-    summary = {"settings": cl.asdict(settings), "command": "python bench/compare_learning.py --out X",
+    summary = {"settings": cl.asdict(settings),
+               "command": f"python bench/compare_learning.py --out X --record {results_page.REPO}/docs/r.json",
                "machine": {"platform": "Linux-test", "processor": "x86_64", "cpu_count": 2, "python": "3.11",
                            "torch": "2.13", "transformers": "5", "trl": "1.16"},
                "wall_seconds": 120.0, "jobs": jobs, "aggregate": json.loads(json.dumps(agg))}
@@ -186,7 +226,11 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
     (out / "summary.json").write_text(json.dumps(summary))
     page = results_page.main([str(out), "--docs", str(tmp_path / "docs")])
     text = page.read_text()
-    assert "python bench/compare_learning.py --out X" in text and "Linux-test" in text and "seeds: 0, 1, 2" in text
+    assert "Linux-test" in text and "seeds: 0, 1, 2" in text
+    assert "python bench/compare_learning.py --out X --record docs/r.json\n" in text  # repository paths relative
+    # 3 seeds: no order-statistic interval of the median, the efficiency table says so with a bare median
+    assert "| mean ratio to baseline tokens [95% CI] | median ratio [95% CI, order statistics] |" in text
+    assert f"| {tables_fmt_median_of(agg, 'obj1_verify')} |" in text
     assert "- jobs by CPU: Some CPU x2 (1)\n- jobs by commit: abc123 (1)" in text
     assert "**obj1_verify** reaches the baseline's accuracy with ≤ 2/3" in text
     assert "**obj2_mc_progress** does not reach" in text

@@ -22,6 +22,7 @@ from metarl.metrics import (
     majority_vote,
     mean_ci,
     mean_normalized_regret,
+    median_ci,
     normalise_answer,
     normalized_regret,
     pass_at_k,
@@ -293,6 +294,40 @@ def test_t_interval_hand_computed():
         mean_ci([])
     with pytest.raises(ValueError, match="confidence"):
         mean_ci([1, 2], confidence=95)
+
+
+def test_median_interval_order_statistics_hand_computed():
+    # n = 9: P(Bin(9, 1/2) <= 1) = 10/512 <= 0.025 < P(<= 2) = 46/512, so k = 2: [x_(2), x_(8)]
+    iv = median_ci([9.0, 1.0, 8.0, 2.0, 7.0, 3.0, 6.0, 4.0, 5.0])
+    assert (iv.mean, iv.low, iv.high, iv.n) == (5.0, 2.0, 8.0, 9)
+    six = median_ci([6.0, 5.0, 4.0, 3.0, 2.0, 1.0])  # n = 6: 1/64 <= 0.025 < 7/64, so k = 1: [x_(1), x_(6)]
+    assert (six.low, six.high) == (1.0, 6.0)
+    five = median_ci([1.0, 2.0, 3.0, 4.0, 5.0])  # n = 5: 1/32 > 0.025, no interval
+    assert five.mean == 3.0 and math.isnan(five.low) and math.isnan(five.high)
+    assert median_ci([1.0, 2.0, 3.0, 4.0, 5.0], confidence=0.9).low == 1.0  # 1/32 <= 0.05
+
+
+def test_median_interval_with_censored_values():
+    # censored values are lower bounds: low from the bounds; high is the 8th smallest *exact* value
+    vals = [0.16, 0.68, 0.75, 0.80, 0.80, 0.81, 0.81, 0.85, 0.79]
+    iv = median_ci(vals, [True, True] + [False] * 7)
+    assert iv.low == 0.68 and math.isinf(iv.high)
+    ok = median_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 20.0], [True] * 8 + [False])
+    assert (ok.low, ok.high) == (2.0, 8.0)  # the censored value is the largest: x_(8) is still known
+    low = median_ci([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0], [False] + [True] * 8)
+    assert (low.low, low.high) == (2.0, 9.0)  # one censored bound (true value >= 1): 8th smallest exact is 9
+    with pytest.raises(ValueError, match="exact flags"):
+        median_ci([1.0, 2.0], [True])
+
+
+def test_median_interval_covers_at_its_level():
+    # the order-statistic interval is distribution-free: simulated coverage of a skewed law's median
+    rng = np.random.default_rng(0)
+    x = rng.exponential(size=(20000, 9))
+    lo, hi = np.sort(x, axis=1)[:, 1], np.sort(x, axis=1)[:, 7]
+    assert median_ci(x[0]).low == lo[0] and median_ci(x[0]).high == hi[0]
+    covered = np.mean((lo <= math.log(2)) & (math.log(2) <= hi))
+    assert covered == pytest.approx(1 - 2 * 10 / 512, abs=0.01)
 
 
 def test_bootstrap_interval():
