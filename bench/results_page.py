@@ -167,8 +167,7 @@ def plot_efficiency(agg: dict[str, Any], out: Path) -> tuple[str, str] | None:
         return None
     plt = _plt()
     names = list(te)
-    ivs = [te[n]["median"] if math.isfinite((te[n].get("median") or {}).get("low", math.nan)) else te[n]["ratio"]
-           for n in names]
+    ivs = [tables.verdict_interval(te[n])[1] for n in names]
     fig, ax = plt.subplots(figsize=(7.5, 3.8))
     xs = np.arange(len(names))
     ax.bar(xs, [iv["mean"] for iv in ivs], yerr=_yerr(ivs), capsize=4,
@@ -249,11 +248,10 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
     for name, e in te.items():
         if name == tables.BASELINE:
             continue
-        med = e.get("median") or {}
-        if math.isfinite(med.get("low", math.nan)):
-            span = f"median {tables.fmt_median(med)} (95%, order statistics)"
+        kind, iv = tables.verdict_interval(e)
+        if kind == "median":
+            span = f"median {tables.fmt_median(iv)} (95%, order statistics)"
         else:
-            iv = e["ratio"]
             span = (f"{iv['mean']:.2f} (95% CI {iv['low']:.2f}–{iv['high']:.2f})" if math.isfinite(iv["low"])
                     else f"{iv['mean']:.2f} (no CI)")
         reach = f"reached the baseline's final accuracy in {e['n_reached']} of {len(e['seeds'])} seed(s)"

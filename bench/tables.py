@@ -139,6 +139,17 @@ def efficiency_table(agg: dict[str, Any]) -> str:
                           rows)
 
 
+def verdict_interval(e: dict[str, Any]) -> tuple[str, dict[str, float]]:
+    """The interval a token-efficiency verdict was decided by (``compare_learning.verdict``): ``("median", …)``
+    when the row has an order-statistic interval of the median (6 seeds or more), else ``("mean", …)``.
+
+    >>> verdict_interval({"median": {"mean": 0.8, "low": 0.68, "high": math.inf}, "ratio": {}})[0]
+    'median'
+    """
+    med = e.get("median") or {}
+    return ("median", med) if math.isfinite(med.get("low", math.nan)) else ("mean", e["ratio"])
+
+
 def fmt_median(iv: dict[str, float]) -> str:
     """``0.80 [0.68, 0.85]``; ``[0.68, ∞)`` when too few seeds reached the target to bound it; ``-`` without one.
 

@@ -519,7 +519,8 @@ def difficulty_bins(
 
 @dataclass(frozen=True)
 class Interval:
-    """A mean with a confidence interval ``[low, high]`` from ``n`` values (NaN bounds when n < 2)."""
+    """A mean with a confidence interval ``[low, high]`` from ``n`` values (NaN bounds when n < 2); from
+    :func:`median_ci`, ``mean`` holds the median."""
 
     mean: float
     low: float
