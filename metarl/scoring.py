@@ -274,7 +274,8 @@ def termination_values(trace: Trace) -> list[float]:
     Needs the Monte Carlo progress estimator's by-products (``meta['J_init']``, ``episode.info['J']``).
     """
     if "J_init" not in trace.meta:
-        raise ValueError("the termination baseline needs Monte Carlo progress (mc_progress) among the rewards")
+        raise ValueError("the termination baseline needs Monte Carlo progress (mc_progress) or exact progress "
+                         "(exact_progress) among the rewards")
     values = [float(trace.meta["J_init"])]
     values += [float(ep.info["J"]) for ep in trace.episodes[:-1]]
     return values

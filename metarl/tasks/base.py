@@ -146,5 +146,24 @@ class Task(ABC):
         """Outcome reward r(x, y): 1.0 if the last answer stated in ``completion`` is correct."""
         return float(self.verify(self.extract_answer(completion), answer, prompt))
 
+    def exact_success(self, prompt: Any, prefix: str) -> float | None:
+        """Exact J of ``prefix``: the probability that an ideal meta-prover, forced to answer right after
+        ``prompt + prefix``, answers correctly, computed from the state the prefix reveals (no sampling, no
+        model). ``prefix`` is a prefix of a completion (``""`` for J_{-1}, the prompt alone).
+
+        A task whose state is programmatic (the answers tried, the verdicts given, the candidates left)
+        overrides this; the ``exact_progress`` reward (:class:`metarl.rewards.exact.ExactProgress`, an
+        oracle) calls it on every episode boundary. The default returns None: exact J is not available for
+        this task, and ``exact_progress`` refuses it at configuration time.
+
+        >>> class Echo(Task):
+        ...     def generate(self, split="train", n=100, seed=0, difficulty=None): return []
+        ...     def verify(self, prediction, answer, prompt=""): return prediction == answer
+        ...     def extract_answer(self, text): return text
+        >>> Echo().exact_success("Say 1.", "") is None
+        True
+        """
+        return None
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -163,6 +163,79 @@ def _expression_in(content: str) -> str | None:
     return "".join(runs[-1].split())
 
 
+def _terms_key(expr: str | None) -> tuple[int, ...] | None:
+    """The signed terms of ``expr``, sorted: expressions that differ only in the order of terms share a key."""
+    terms = parse_expression(expr)
+    return None if terms is None else tuple(sorted(terms))
+
+
+@dataclass(frozen=True)
+class PrefixState:
+    """What a prefix of a completion has established, as the forced-answer rule reads it.
+
+    ``believed``: the last expression a verification called correct; ``pending``: an expression stated after
+    the last verdict and not verified yet; ``rejected``: the expressions a verification called incorrect, as
+    sorted signed terms (:func:`_terms_key`); ``format``: ``"tags"``, ``"r1"`` or ``"none"`` (nothing read).
+    """
+
+    believed: str | None = None
+    pending: str | None = None
+    rejected: frozenset[tuple[int, ...]] = frozenset()
+    format: str = "none"
+
+    @property
+    def choice(self) -> str | None:
+        """The answer the prefix names (believed, else pending), or None: the forced answer is a fresh guess."""
+        return self.believed if self.believed is not None else self.pending
+
+
+def prefix_state(prefix: str) -> PrefixState:
+    """Read the state a completion prefix reveals (the rule of ``NoisySolver.forced_answer``).
+
+    Tag format: an ``<attempt>`` / ``<revise>`` block makes its expression (as :meth:`SubsetSumTask.extract_answer`
+    reads it) pending; a ``<verify>`` block after a pending expression states a verdict (the last of the words
+    "correct" / "incorrect"): "correct" makes it the belief, "incorrect" rejects it; either way it is no longer
+    pending. A generation block without an expression and a verify block without a verdict (or with nothing to
+    verify) reveal nothing and are skipped, as is text outside the tags. A prefix with no tag block is read in
+    the R1 format instead (:func:`metarl.tasks.subset_sum_r1.thinking_state`: "Let me try E." / "so E works." /
+    "so E does not work"); a prefix that reveals nothing in either gives the empty state.
+
+    >>> prefix_state("<attempt>3+9</attempt><verify>3+9=12!=20 incorrect</verify><revise>8+12</revise>")
+    PrefixState(believed=None, pending='8+12', rejected=frozenset({(3, 9)}), format='tags')
+    >>> prefix_state("<attempt>8+12</attempt><verify>8+12=20 correct</verify>").choice
+    '8+12'
+    >>> prefix_state("<attempt>oops</attempt><verify>no verdict</verify>")
+    PrefixState(believed=None, pending=None, rejected=frozenset(), format='none')
+    """
+    believed: str | None = None
+    pending: str | None = None
+    rejected: set[tuple[int, ...]] = set()
+    read = False
+    for tag, content in tagged_blocks(prefix):
+        if tag in ("attempt", "revise"):
+            expr = _expression_in(content)
+            if expr is not None and parse_expression(expr) is not None:
+                pending, read = expr, True
+        elif tag == "verify" and pending is not None:
+            verdict = SubsetSumTask.verdict(content)
+            if verdict is None:
+                continue
+            if verdict:
+                believed = pending
+            else:
+                rejected.add(_terms_key(pending))  # type: ignore[arg-type]
+            pending = None
+    if read:
+        return PrefixState(believed, pending, frozenset(rejected), "tags")
+    from metarl.tasks.subset_sum_r1 import thinking_state  # the R1 module builds on this one
+
+    r1 = thinking_state(prefix)
+    keys = {k for k in map(_terms_key, r1.rejected) if k is not None}
+    if r1.believed is None and r1.pending is None and not keys:
+        return PrefixState()
+    return PrefixState(r1.believed, r1.pending, frozenset(keys), "r1")
+
+
 class SubsetSumTask(Task):
     """Reach a target by adding and subtracting some of the given numbers (each used at most once).
 
@@ -295,6 +368,45 @@ class SubsetSumTask(Task):
                 if expr is not None:
                     found = expr
         return found
+
+    def exact_success(self, prompt: Any, prefix: str) -> float | None:
+        """Exact J of ``prefix``: the probability that the ideal meta-prover's forced answer is correct.
+
+        The ideal meta-prover follows the forced-answer rule the warm start is taught
+        (``NoisySolver.forced_answer``) on the state :func:`prefix_state` reads: it answers the expression
+        the prefix last verified as correct, else the pending unverified one (J is 1 or 0: that answer graded
+        by :meth:`verify`), else a guess among the candidates of the task's level
+        (``metarl.tasks.subset_sum_traces.candidates``: ordered subsets of the prompt's numbers with the
+        level's operators) that no "incorrect" verdict has ruled out (a candidate is ruled out by a rejected
+        expression with the same signed terms in any order). The guess is **uniform**, so J is the share of
+        correct candidates among those left; if every candidate was ruled out it answers the first one.
+        A prefix that reveals no parsable state (empty, malformed) gets the uniform guess over all candidates.
+
+        This differs from the noisy solver's own fresh guess, which picks a correct candidate with
+        probability ``p_correct`` whenever both correct and wrong ones are left (its J would be ``p_correct``
+        there, not the share): exact J measures what the prefix has established, not how good a guesser is.
+
+        >>> task = SubsetSumTask(difficulty=2)
+        >>> prompt = "Numbers: 3 8 5 12. Target: 20.\\n"
+        >>> task.exact_success(prompt, ""), task.exact_success(prompt, "<attempt>8+12</attempt>")
+        (0.16666666666666666, 1.0)
+        >>> task.exact_success(prompt, "<attempt>3+5</attempt><verify>3+5=8!=20 incorrect</verify>")
+        0.2
+        """
+        from metarl.tasks.subset_sum_traces import candidates  # that module builds on this one
+
+        problem = parse_problem(prompt)
+        if problem is None:
+            raise ValueError(f"{self.name}.exact_success needs the problem prompt ('Numbers: ... Target: ...'); "
+                             f"got prompt={_text_of(prompt)[:80]!r}")
+        state = prefix_state(prefix)
+        if state.choice is not None:
+            return float(self.verify(state.choice, "", prompt))
+        every = candidates(problem[0], self.level())
+        if not every:
+            return 0.0
+        pool = [c for c in every if tuple(sorted(c)) not in state.rejected] or every[:1]
+        return sum(self.verify(format_expression(c), "", prompt) for c in pool) / len(pool)
 
     @staticmethod
     def verdict(content: str) -> bool | None:

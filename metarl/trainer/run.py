@@ -59,10 +59,12 @@ def _validate(cfg: DictConfig) -> Plan:
     task = build_task_of(cfg)
     scorer = build_scorer(cfg, task=task)
     if scorer.objective.termination_baseline and not any(r.name == "mc_progress" or
-                                                         type(r.fn).__name__ == "MCProgress"
+                                                         type(r.fn).__name__ == "MCProgress" or
+                                                         getattr(r.fn, "records_J", False)
                                                          for r in scorer.rewards):
         raise ConfigError(f"objective.baseline={scorer.objective.baseline} needs the Monte Carlo progress estimator: "
-                          "add rewards=[mc_progress] (weight 0 if it should not add a dense term)")
+                          "add rewards=[mc_progress] (weight 0 if it should not add a dense term), or the exact "
+                          "oracle rewards=[exact_progress]")
     train, test = load_rows(cfg, task)
     for r in scorer.rewards:
         if not r.batched and requires(r.fn, "target_tokens"):
