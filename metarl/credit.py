@@ -14,11 +14,46 @@ reward). The episode reward-to-go is
 
 Every token t ∈ [s_ij, e_ij) gets A_ij; tokens outside every span (padding) get 0.
 
-``normalize="separate"`` (PRIME style: each stream normalised on its own)::
+``normalize`` picks the credit of the group baseline (``baseline="group"``); every mode is a named
+source's credit or says what it departs from.
+
+``normalize="mrt"`` (the default of Obj-2's recipes; ``"joint"`` is a documented alias of the same code
+path, kept for configs written before the name): MRT's credit (arXiv 2503.07572, §5: the reward is the 0/1
+outcome plus α × the progress bonus, trained with GRPO's group normalisation; CMU-AIRe/MRT releases only
+the termination baseline, ``train/rl/README.md``, below). One stream, one group normalisation of the
+combined return with the statistics of the whole-trace return::
+
+    G_ij = w_d · R_ij + α · r_i
+    A_ij = (G_ij − mean_g G_·0) / (std_g G_·0 + eps)
+
+With progress rewards r̃_ij = J_ij − J_i(j−1) (Monte Carlo or likelihood progress, raw, unnormalised)
+and γ = 1 the sum telescopes: R_ij = J_i,last − J_i(j−1), so the tokens of episode j get
+α·r_i + w_d·(J_last − J_{j−1}) before the normalisation, and the whole-trace return is
+α·r_i + w_d·(J_last − J_{−1}). What is credited is how far episode j's start is from where the trace
+ends: a step that raises J is credited for every later step that keeps it.
+
+    >>> A = build_advantages([[0.25, 0.5], [0.0, -0.25]], [1.0, 0.0], [[(0, 1), (1, 2)], [(0, 1), (1, 2)]],
+    ...                      [0, 0], 2, normalize="mrt", scale_rewards="none", alpha=1.0)
+    >>> A.tolist()   # G: [1 + .75, 1 + .5] and [0 - .25, 0 - .25]; mean of G_0 = (1.75 - .25) / 2 = .75
+    [[1.0, 0.75], [-1.0, -1.0]]
+
+``normalize="separate"`` (each stream normalised on its own: GRPO's z-score applied to the dense rewards
+and to the outcome apart; not a source's credit)::
 
     A_out_i = (r_i − mean_g r) / (std_g r + eps)
     r̂_ij    = (r̃_ij − mean_g r̃) / (std_g r̃ + eps)     (statistics over all episodes of the group)
     A_ij    = w_d · Σ_{k≥j} γ^{k−j} r̂_ik + α · A_out_i
+
+What it does to telescoping: z-scoring each episode reward *before* the sum gives
+Σ_{k≥j} r̂_ik = (J_last − J_{j−1})/s − (n_i − j)·m/s (γ = 1, m and s the group's episode mean and std),
+so the return carries a term that depends only on how many episodes are left; and in a group where
+every sample failed (A_out = 0) a Monte Carlo blip of ±0.25 among zero progress rewards becomes an
+advantage of about ±3σ. Kept for comparison with the runs that used it.
+
+    >>> A = build_advantages([[1.0, 0.0], [0.0, 1.0]], [1.0, 0.0], [[(0, 1), (1, 2)], [(0, 1), (1, 2)]],
+    ...                      [0, 0], 2, normalize="separate", scale_rewards="none")
+    >>> A.tolist()   # r̂ = r̃ − .5: [.5, −.5] and [−.5, .5]; reward-to-go [0, −.5], [0, .5]; A_out ±.5
+    [[0.5, 0.0], [-0.5, 0.0]]
 
 ``normalize="per_kind"``: as ``separate``, but the dense statistics are taken per episode kind
 (attempts among the group's attempts, verifications among its verifications, ...; needs
@@ -27,12 +62,82 @@ mostly right and attempts mostly wrong, so pooling makes every attempt look bad.
 episode is compared with episodes of its own kind, and one more episode of a kind adds a
 zero-mean term: the number of episodes is not rewarded for itself. (The means are per kind with any
 ``scale_rewards``; ``"batch"`` divides by one batch std over all kinds, ``"group"`` by the std of the
-group's episodes of that kind.)
+group's episodes of that kind.) This is Obj-1's credit (BRIEF §3: attempt rewards 1[answer correct],
+verify rewards 1[verdict right]). Those rewards are not a progress and do not telescope: the sum from
+episode j counts the correct attempts and the correct verdicts from j on, each centred on its kind's
+group mean, so a further episode is credited with how much better than its kind's average it was.
 
-``normalize="joint"`` (one stream, GRPO baseline on the whole-trace return)::
+    >>> A = build_advantages([[1.0, 1.0], [0.0, 0.0]], [1.0, 0.0], [[(0, 1), (1, 2)], [(0, 1), (1, 2)]],
+    ...                      [0, 0], 2, normalize="per_kind", scale_rewards="none",
+    ...                      episode_kinds=[["attempt", "verify"], ["attempt", "verify"]])
+    >>> A.tolist()   # attempts {1, 0} and verdicts {1, 0} each centred: r̂ = ±.5; rtg [1, .5]; A_out ±.5
+    [[1.5, 1.0], [-1.5, -1.0]]
 
-    G_ij = w_d · R_ij + α · r_i
-    A_ij = (G_ij − mean_g G_·0) / (std_g G_·0 + eps)
+``normalize="prime"``: PRIME's credit (arXiv 2502.01456; PRIME-RL/PRIME,
+``training/verl/trainer/ppo/core_algos.py``, ``compute_rloo_returns``, and ``masked_whiten`` in
+``training/verl/utils/torch_functional.py``). Each reward stream gets its own leave-one-out baseline,
+then its (discounted) reverse cumulative sum; the streams are added, and the sum is whitened over all
+tokens of the batch::
+
+    m_i       = mean_j r̃_ij                               (trace i's mean reward over its rewarded episodes)
+    q_ij      = w_d · (r̃_ij · n_g/(n_g − 1) − Σ_{i'∈g} m_i' /(n_g − 1))
+    o_i       = α · (r_i · n_g/(n_g − 1) − Σ_{i'∈g} r_i' /(n_g − 1))    (= r_i − mean_{i'≠i} r_i')
+    G_ij      = Σ_{k≥j} γ^{k−j} q_ik + o_i
+    A_itok    = (G_itok − mean_tok G) / sqrt(var_tok G + 1e-8)    (over every token of the batch, Bessel var)
+
+n_g counts the group's scorable traces (with dense rewards, for the dense stream). PRIME writes the
+baseline as the sum of *all* the group's trace means over n − 1 after scaling the reward by n/(n − 1):
+for one reward per trace (the outcome) that is exactly the leave-one-out mean; for several, a reward
+is compared with the other traces' means plus its own trace's mean less itself. Followed exactly. PRIME's
+process rewards are per token (its implicit PRM); here they are per episode, and the outcome stream (on
+the last token in PRIME, ``verifier_gamma`` = 1 in its ``run_prime_main.sh``) reaches every token
+undiscounted; γ discounts the dense stream per episode (PRIME's ``reward_model_gamma``). PRIME has no
+min-form (``credit="min"`` is refused). ``scale_rewards`` and ``eps`` are not used.
+
+    >>> A = build_advantages([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]], [1.0, 0.0, 1.0],
+    ...                      [[(0, 1), (1, 2)]] * 3, [0, 0, 0], 2, normalize="prime")
+    >>> [round(v, 4) for v in A.flatten().tolist()]
+    [0.3597, -0.0719, -1.3669, -0.9353, 1.2231, 0.7914]
+
+By hand (n = 3): o = 1.5·r − 2/2 = [.5, −1, .5]; m = [.5, 0, 1], Σm = 1.5, q = 1.5·r̃ − .75:
+[.75, −.75], [−.75, −.75], [.75, .75]; reverse sums [0, −.75], [−1.5, −.75], [1.5, .75]; G = [.5, −.25],
+[−2.5, −1.75], [2, 1.25] (one token each): mean −.125, Bessel var 15.09375/5, so .625/1.7375 = .3597, ...
+
+``normalize="pure"``: PURE's credit (arXiv 2504.15275; CJReinforce/PURE,
+``openrlhf/trainer/ppo_utils/experience_maker.py``: ``NaiveExperienceMaker.process_experiences`` for
+the baselines, ``make_experience_list`` for the return, and ``ReplayBuffer.normalize`` in
+``openrlhf/trainer/ppo_utils/replay_buffer.py`` for the whitening). The return is taken over the *raw*
+episode rewards (PURE's process rewards are bounded, P(+) − P(−) ∈ [−1, 1]); each stream then gets its
+leave-one-out (RLOO) baseline, the verifiable reward placed on the last token, and the advantage is the
+reverse cumulative sum of the per-step rewards, whitened over the batch::
+
+    R_ij   = min_{k≥j} r̃_ik  (credit="min", PURE's min-form)  or  Σ_{k≥j} r̃_ik  (credit="sum")
+    b_i    = mean_{i'∈g, i'≠i} R_i'0 / n_i'                 (``reward_baseline="step"``: the others'
+                                                              average process reward per step)
+    D_ij   = w_d · (R_ij − c_ij · b_i)                       (c_ij: rewarded episodes of trace i from j on;
+                                                              b is subtracted at every step, then summed)
+    o_i    = α · (r_i − mean_{i'∈g, i'≠i} r_i')             (PURE: ``solved − 1``, RLOO; the shift cancels)
+    A_itok = (D_ij + o_i − mean_tok) / sqrt(max(var_tok, 1e-8))   (over every token of the batch,
+                                                                    population variance)
+
+The min is over the raw rewards and the baseline is subtracted afterwards, so a trace's credit is its
+worst step compared with what the other samples' worst steps were worth per step; outcome and process
+streams are baselined apart and added before the one whitening. PURE needs γ = 1 (its return is an
+undiscounted reverse cumulative sum); ``scale_rewards`` and ``eps`` are not used. Departures, each
+named: PURE's default ``reward_baseline`` is ``"step"`` (``openrlhf/cli/train_pure_ray.py``; its
+``examples/scripts/train_pure.sh`` uses ``"token"``, per-token average reward × step length, which is not
+implemented); PURE approximates the min with softmax(−r/T) weights (see below) where here it is exact;
+and PURE zeroes the advantage of its step-separator tokens and leaves them out of the whitening count,
+which metarl's episodes (spans of text, no separator token) do not have.
+
+    >>> A = build_advantages([[0.5, -0.5], [1.0, 1.0]], [0.0, 1.0], [[(0, 1), (1, 2)]] * 2, [0, 0], 2,
+    ...                      normalize="pure", credit="min")
+    >>> [round(v, 4) for v in A.flatten().tolist()]
+    [-1.1041, -0.8887, 1.0502, 0.9425]
+
+By hand: R = [−.5, −.5] and [1, 1]; per step R_·0/2 = −.25 and .5, so b = [.5, −.25]; c = [2, 1];
+D = [−.5 − 1, −.5 − .5] = [−1.5, −1] and [1 + .5, 1 + .25] = [1.5, 1.25]; o = [−1, 1]; sum [−2.5, −2],
+[2.5, 2.25]: mean .0625, population var 21.546875/4, so −2.5625/2.3209 = −1.1041, ...
 
 ``baseline="termination"`` (MRT's RL variant, A = R − R_termination; ``normalize`` is not
 used)::
@@ -61,29 +166,27 @@ episode (b_ij = J_{j−1}), so is its return (R_ij, from episode j on), and it d
 std of the whole-trace returns unless ``scale_rewards="none"``.
 
 ``credit="min"`` (PURE, arXiv 2504.15275, min-form credit): the return of episode j is the
-minimum of the future dense rewards instead of their discounted sum::
+minimum of the future *raw* dense rewards instead of their discounted sum::
 
     R_ij = min_{k≥j} r̃_ik        (over the rewarded episodes k ≥ j of trace i; 0 if there is none)
 
-in every formula above (``joint``, ``termination``, ``mrt_termination``), and in ``separate`` /
-``per_kind`` the min is over the normalised rewards: A_ij = w_d · min_{k≥j} r̂_ik + α · A_out_i.
-How it combines with the rest:
+always over the raw rewards, before any baseline or normalisation (PURE takes the min over the bounded
+process rewards and subtracts its baseline afterwards). How it combines with each mode:
 
-- the outcome term stays its own stream, outside the min (α · r_i, or α · A_out_i), added to
-  every token. PURE adds its verifiable reward the same way: RLOO-baselined on its own and put on
-  the last token, which its reverse cumulative sum carries to every token. Inside the min a correct
-  answer would rarely be the minimum and a wrong one would mask every process reward;
-- no discount: γ must be 1 (PURE's value is V(s_t) = min_{t'≥t} r_t', undiscounted; a discounted
-  min_{k≥j} γ^{k−j} r̃_k would pull negative future rewards towards 0 and change which step is the
-  worst);
-- order: ``separate`` / ``per_kind`` normalise each episode reward first and take the min of the
-  normalised rewards (the worst step relative to its group, or its kind, as the sum form sums
-  them); ``joint`` and the termination baselines take the min of the raw rewards and then treat
-  the return G_ij = w_d · R_ij + α · r_i exactly as the sum form does;
-- the stop step (kind :data:`STOP_KIND`) is not in the min: it earns no reward, and its 0 would cap
-  every positive minimum before it at 0. With nothing after it its dense return is 0, as in the sum
-  form, so stopping is credited with the outcome term. A trace without dense rewards has dense
-  return 0; a NaN episode reward counts as 0 (it is in the min).
+- ``pure``: PURE's own credit above (RLOO baselines after the min, whitening);
+- ``mrt`` and the termination baselines: G_ij = w_d · R_ij + α · r_i, then exactly as the sum form;
+- ``separate``: the min returns form the dense stream, normalised with the group statistics of the
+  whole-trace min R_·0: A_ij = w_d · (R_ij − mean_g R_·0) / (std_g R_·0 + eps) + α · A_out_i (the baseline
+  after the min, on every span of the trace, the stop step's return 0 included);
+- ``per_kind`` and ``prime`` refuse it (a min over episodes of several kinds has no kind to normalise by;
+  PRIME has no min-form).
+
+The outcome term stays its own stream, outside the min: inside it a correct answer would rarely be the
+minimum and a wrong one would mask every process reward (PURE adds its verifiable reward the same way,
+RLOO-baselined on its own). No discount: γ must be 1 (PURE's value is V(s_t) = min_{t'≥t} r_t',
+undiscounted). The stop step (kind :data:`STOP_KIND`) is not in the min: it earns no reward, and its 0
+would cap every positive minimum before it at 0; with nothing after it its dense return is 0. A trace
+without dense rewards has dense return 0; a NaN episode reward counts as 0 (it is in the min).
 
 PURE's code approximates the min: each step's reward is weighted by softmax(−r/T) over the whole
 trace (T = 0.1) and the weighted rewards are summed from each step on, which as T → 0 gives the
@@ -96,16 +199,18 @@ TRL GRPO does: ``"group"`` the std over the group, ``"batch"`` the std over the 
 Standard deviations are TRL's ``nanstd``: Bessel-corrected, and undefined (NaN) over fewer
 than two values. A normalised term whose statistic is undefined is 0, as in TRL (for a centred
 stream it is 0 anyway), in every mode: a quotient by an undefined std is 0, never its undivided
-numerator. In ``separate`` / ``per_kind`` mode this holds per stream, and the dense statistics are
+numerator. In ``separate`` / ``per_kind`` mode this holds per stream (and in ``prime`` / ``pure``,
+whose leave-one-out baseline is undefined for a group with one scorable trace: that stream is 0), and the dense statistics are
 over episodes, so a group with one scorable trace of several episodes still gets its dense credit;
-in ``joint`` / ``termination`` mode with ``scale_rewards="group"`` such a group gets advantage 0
+in ``mrt`` / ``termination`` mode with ``scale_rewards="group"`` such a group gets advantage 0
 throughout, beside groups that are divided by their std as usual (and with ``"batch"`` a batch
 with one scorable trace gets 0). ``"none"`` uses only the mean, defined for one trace: use it (or
 ``"batch"``) for single samples.
 
 With no dense rewards (every ``episode_rewards[i]`` empty, or ``dense_weight == 0``) and
-``alpha == 1``, both ``separate`` and ``joint`` give every token of trace i exactly TRL 1.16's
-GRPO advantage for rewards = outcomes (``multi_objective_aggregation="sum_then_normalize"``).
+``alpha == 1``, ``mrt``, ``separate`` and ``per_kind`` give every token of trace i exactly TRL 1.16's
+GRPO advantage for rewards = outcomes (``multi_objective_aggregation="sum_then_normalize"``). ``prime``
+and ``pure`` give their sources' RLOO advantage, whitened over the batch's tokens, not GRPO's.
 
 **The stop step.** An episode's reward is earned by its text; the end-of-sequence token after the
 last episode is a separate decision (stop here, or start another episode), made once that reward
@@ -137,7 +242,10 @@ from collections.abc import Hashable, Sequence
 
 import torch
 
-NORMALIZE_MODES = ("separate", "per_kind", "joint")
+#: Credit of the group baseline: MRT's, PRIME's, PURE's, or a stream-wise z-score (``separate`` / ``per_kind``).
+NORMALIZE_MODES = ("mrt", "separate", "per_kind", "prime", "pure")
+#: Old names accepted for a mode: ``joint`` is ``mrt`` (the same code path).
+NORMALIZE_ALIASES = {"joint": "mrt"}
 #: Episode kind of the stop step (:func:`split_stop_tokens`): never part of a dense-reward statistic.
 STOP_KIND = "stop"
 SCALE_MODES = ("group", "batch", "none")
@@ -280,6 +388,7 @@ def build_advantages(
     """
     check_options(normalize=normalize, scale_rewards=scale_rewards, baseline=baseline, credit=credit, alpha=alpha,
                   gamma=gamma, eps=eps, dense_weight=dense_weight)
+    normalize = NORMALIZE_ALIASES.get(normalize, normalize)
     if baseline in TERMINATION_BASELINES and termination_values is None:
         raise ValueError(f"baseline={baseline!r} needs termination_values[i][j] = J_{{j-1}}, the forced-answer "
                          f"success at the start of each episode (e.g. from the Monte Carlo progress estimator)")
@@ -340,13 +449,45 @@ def build_advantages(
         adv = alpha * adv_out.unsqueeze(1).expand(batch, width)
         if use_dense:
             chosen = rewarded & scorable.unsqueeze(1)
-            keys, n_keys = group_of.unsqueeze(1).expand(batch, width), n_groups
-            if normalize == "per_kind":
-                keys, n_keys = keys * len(names) + kind, n_groups * len(names)
-            normed = torch.zeros(batch, width, dtype=dtype)
-            normed[chosen] = _normalize(dense[chosen], keys[chosen], n_keys, scale_rewards, eps)
-            adv = dense_weight * returns(normed, chosen) + adv
-    else:  # joint
+            if credit == "min":  # min over the raw rewards, then the group baseline of the whole-trace min
+                dense_rows = has_dense & scorable
+                ret = torch.where(dense_rows.unsqueeze(1), _future_min(dense, chosen), torch.zeros_like(dense))
+                stats = torch.where(dense_rows, ret[:, 0], torch.full_like(ret[:, 0], math.nan))
+                normed = _normalize(ret, group_of, n_groups, scale_rewards, eps, stats_of=stats)
+                adv = dense_weight * torch.where(dense_rows.unsqueeze(1), normed, torch.zeros_like(normed)) + adv
+            else:
+                keys, n_keys = group_of.unsqueeze(1).expand(batch, width), n_groups
+                if normalize == "per_kind":
+                    keys, n_keys = keys * len(names) + kind, n_groups * len(names)
+                normed = torch.zeros(batch, width, dtype=dtype)
+                normed[chosen] = _normalize(dense[chosen], keys[chosen], n_keys, scale_rewards, eps)
+                adv = dense_weight * _reward_to_go(normed, gamma) + adv
+    elif normalize == "prime":  # PRIME: compute_rloo_returns (training/verl/trainer/ppo/core_algos.py)
+        adv = alpha * _prime_rloo(outcome, scorable, group_of, n_groups).unsqueeze(1).expand(batch, width)
+        if use_dense:
+            chosen = rewarded & scorable.unsqueeze(1)
+            steps = chosen.sum(1)
+            dense_rows = has_dense & scorable & (steps > 0)
+            means = (dense * chosen).sum(1) / steps.clamp(min=1).to(dtype)
+            total, count = _group_sum_count(means, dense_rows, group_of, n_groups)
+            total, count = total.unsqueeze(1), count.unsqueeze(1)
+            shaped = dense * (count / (count - 1)) - total / (count - 1)
+            shaped = torch.where(chosen & dense_rows.unsqueeze(1), shaped, torch.zeros_like(shaped))
+            adv = dense_weight * torch.nan_to_num(_reward_to_go(shaped, gamma), nan=0.0) + adv
+    elif normalize == "pure":  # PURE: process_experiences + make_experience_list (experience_maker.py)
+        adv = alpha * _pure_rloo(outcome, scorable, group_of, n_groups).unsqueeze(1).expand(batch, width)
+        if use_dense:
+            chosen = rewarded & scorable.unsqueeze(1)
+            steps = chosen.sum(1)
+            dense_rows = has_dense & scorable & (steps > 0)
+            ret = returns(dense * chosen, chosen)  # over the raw rewards: the baseline comes after
+            per_step = ret[:, 0] / steps.clamp(min=1).to(dtype)
+            base = _loo_mean(per_step, dense_rows, group_of, n_groups)  # b_i
+            left = torch.flip(torch.cumsum(torch.flip(chosen.to(dtype), [1]), 1), [1])  # c_ij
+            dense_adv = ret - left * base.unsqueeze(1)
+            dense_adv = torch.where(dense_rows.unsqueeze(1), dense_adv, torch.zeros_like(dense_adv))
+            adv = dense_weight * torch.nan_to_num(dense_adv, nan=0.0) + adv
+    else:  # mrt (alias joint)
         total = alpha * outcome.unsqueeze(1).expand(batch, width)
         if use_dense:
             total = dense_weight * returns(dense, rewarded) + total
@@ -355,7 +496,75 @@ def build_advantages(
     adv = torch.where(torch.isnan(adv) | ~scorable.unsqueeze(1), torch.zeros_like(adv), adv)
     index = spans_to_token_index(token_spans, num_tokens)
     per_token = adv.gather(1, index.clamp(min=0)) if num_tokens else adv.new_zeros(batch, 0)
-    return torch.where(index >= 0, per_token, torch.zeros_like(per_token))
+    per_token = torch.where(index >= 0, per_token, torch.zeros_like(per_token))
+    if normalize in ("prime", "pure") and baseline not in TERMINATION_BASELINES:
+        per_token = _whiten(per_token, (index >= 0) & scorable.unsqueeze(1), unbiased=normalize == "prime")
+    return per_token
+
+
+def _group_sum_count(values: torch.Tensor, valid: torch.Tensor, group_of: torch.Tensor,
+                     n_groups: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row: the sum of the ``valid`` values of its group, and how many there are."""
+    total = torch.zeros(n_groups, dtype=values.dtype).index_add_(
+        0, group_of, torch.where(valid, values, torch.zeros_like(values)))
+    count = torch.zeros(n_groups, dtype=values.dtype).index_add_(0, group_of, valid.to(values.dtype))
+    return total[group_of], count[group_of]
+
+
+def _prime_rloo(values: torch.Tensor, valid: torch.Tensor, group_of: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """PRIME's leave-one-out form: v·n/(n − 1) − Σ_group v/(n − 1) (``compute_rloo_returns``); 0 where the
+    row is not valid or its group has fewer than two valid rows.
+
+    >>> _prime_rloo(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([True, True, True]), torch.tensor([0, 0, 0]), 1)
+    tensor([ 0.5000, -1.0000,  0.5000])
+    """
+    total, count = _group_sum_count(values, valid, group_of, n_groups)
+    out = values * (count / (count - 1)) - total / (count - 1)
+    return torch.where(valid & (count > 1), out, torch.zeros_like(out))
+
+
+def _loo_mean(values: torch.Tensor, valid: torch.Tensor, group_of: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """The mean of the other valid rows of each row's group, (Σ_group v − v)/(n − 1), as PURE writes it
+    (``process_experiences``: ``(x.sum(-1, keepdim=True) - x) / (n_samples_per_prompt - 1)``); NaN where
+    the row is not valid or its group has fewer than two valid rows.
+
+    >>> _loo_mean(torch.tensor([1.0, 0.0, 2.0]), torch.tensor([True, True, True]), torch.tensor([0, 0, 0]), 1)
+    tensor([1.0000, 1.5000, 0.5000])
+    """
+    total, count = _group_sum_count(values, valid, group_of, n_groups)
+    out = (total - values) / (count - 1)
+    return torch.where(valid & (count > 1), out, torch.full_like(out, math.nan))
+
+
+def _pure_rloo(values: torch.Tensor, valid: torch.Tensor, group_of: torch.Tensor, n_groups: int) -> torch.Tensor:
+    """PURE's RLOO advantage of one value per trace: v − (Σ_group v − v)/(n − 1); 0 where undefined.
+
+    >>> _pure_rloo(torch.tensor([1.0, 0.0, 1.0]), torch.tensor([True, True, True]), torch.tensor([0, 0, 0]), 1)
+    tensor([ 0.5000, -1.0000,  0.5000])
+    """
+    return torch.nan_to_num(values - _loo_mean(values, valid, group_of, n_groups), nan=0.0)
+
+
+def _whiten(values: torch.Tensor, mask: torch.Tensor, unbiased: bool) -> torch.Tensor:
+    """Whiten the masked entries over all of them; 0 elsewhere (and everywhere if fewer than two).
+
+    ``unbiased=True``: PRIME's ``masked_whiten`` ((x − mean) · rsqrt(Bessel var + 1e-8)); ``False``: PURE's
+    ``ReplayBuffer.normalize`` ((x − mean) · rsqrt(max(population var, 1e-8))).
+
+    >>> _whiten(torch.tensor([[1.0, 3.0, 9.0]]), torch.tensor([[True, True, False]]), unbiased=False).tolist()
+    [[-1.0, 1.0, 0.0]]
+    """
+    n = mask.sum().to(values.dtype)
+    if int(n) < 2:
+        return torch.zeros_like(values)
+    x = torch.where(mask, values, torch.zeros_like(values))
+    mean = x.sum() / n
+    var = (torch.where(mask, values - mean, torch.zeros_like(values)) ** 2).sum() / n
+    if unbiased:
+        out = (values - mean) * torch.rsqrt(var * (n / (n - 1)) + 1e-8)
+    else:
+        out = (values - mean) * torch.rsqrt(var.clamp(min=1e-8))
+    return torch.where(mask, out, torch.zeros_like(out))
 
 
 def _reward_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
@@ -460,7 +669,7 @@ def check_options(*, normalize: str = "separate", scale_rewards: str = "group", 
     ...
     ValueError: credit='min' takes no discount: gamma=0.9 must be 1 (the min of the future rewards is undiscounted)
     """
-    for name, value, allowed in (("normalize", normalize, NORMALIZE_MODES),
+    for name, value, allowed in (("normalize", normalize, NORMALIZE_MODES + tuple(NORMALIZE_ALIASES)),
                                  ("scale_rewards", scale_rewards, SCALE_MODES),
                                  ("baseline", baseline, BASELINES),
                                  ("credit", credit, CREDIT_FORMS)):
@@ -476,6 +685,17 @@ def check_options(*, normalize: str = "separate", scale_rewards: str = "group", 
     if credit == "min" and gamma != 1:
         raise ValueError(f"{where}credit='min' takes no discount: {where}gamma={gamma} must be 1 (the min of the "
                          f"future rewards is undiscounted)")
+    if baseline in TERMINATION_BASELINES:
+        return  # normalize is not used
+    mode = NORMALIZE_ALIASES.get(normalize, normalize)
+    if credit == "min" and mode in ("per_kind", "prime"):
+        why = ("a min over episodes of several kinds has no kind to normalise by" if mode == "per_kind"
+               else "PRIME defines no min-form")
+        raise ValueError(f"{where}credit='min' does not combine with {where}normalize={normalize!r}: {why}; use "
+                         f"normalize=pure (PURE's own credit), mrt or separate")
+    if mode == "pure" and gamma != 1:
+        raise ValueError(f"{where}normalize='pure' takes no discount: {where}gamma={gamma} must be 1 (PURE's return "
+                         f"is an undiscounted reverse cumulative sum)")
 
 
 def _check_inputs(episode_rewards: Sequence[Sequence[float]], outcomes: Sequence[float | None],

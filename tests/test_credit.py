@@ -48,31 +48,31 @@ def test_episode_returns_and_token_index():
         [0, 1, 1, 2, -1, -1], [0, 0, 1, 1, 1, -1], [0, 0, 0, -1, -1, -1], [0, 0, 1, 1, 1, 1]]
 
 
-def test_joint_no_scaling_hand_computed():
+def test_mrt_no_scaling_hand_computed():
     # R (gamma=.5): t0 [1.25, .5, 1], t1 [.5, 1], t2 [2], t3 [0, 0]; G = R + r:
     # t0 [2.25, 1.5, 2], t1 [.5, 1], t2 [3], t3 [1, 1]; group means of G_0: 1.375 and 2.
-    got = adv(normalize="joint", scale_rewards="none")
+    got = adv(normalize="mrt", scale_rewards="none")
     want = tokens([[0.875, 0.125, 0.625], [-0.875, -0.375], [1.0], [-1.0, -1.0]])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     assert got[0].tolist() == pytest.approx([0.875, 0.125, 0.125, 0.625, 0.0, 0.0])
     assert got[3].tolist() == pytest.approx([-1.0] * 6)
 
 
-def test_joint_group_and_batch_scaling_hand_computed():
+def test_mrt_group_and_batch_scaling_hand_computed():
     base = [[0.875, 0.125, 0.625], [-0.875, -0.375], [1.0], [-1.0, -1.0]]
     s0, s1 = 1.75 / SQ2 + EPS, 2.0 / SQ2 + EPS  # Bessel std of {2.25, .5} and {3, 1}
-    got = adv(normalize="joint", scale_rewards="group")
+    got = adv(normalize="mrt", scale_rewards="group")
     want = tokens([[a / s for a in row] for row, s in zip(base, [s0, s0, s1, s1])])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     # batch: std of {2.25, .5, 3, 1} (mean 1.6875, squared deviations sum 3.921875, n-1 = 3)
     sb = math.sqrt(3.921875 / 3) + EPS
-    got = adv(normalize="joint", scale_rewards="batch")
+    got = adv(normalize="mrt", scale_rewards="batch")
     torch.testing.assert_close(got, tokens([[a / sb for a in row] for row in base]), rtol=0, atol=1e-12)
 
 
-def test_joint_weights():
+def test_mrt_weights():
     # dense_weight .5, alpha 2: G = .5 R + 2 r: t0 [2.625, 2.25, 2.5], t1 [.25, .5], t2 [3], t3 [2, 2]
-    got = adv(normalize="joint", scale_rewards="none", alpha=2.0, dense_weight=0.5)
+    got = adv(normalize="mrt", scale_rewards="none", alpha=2.0, dense_weight=0.5)
     want = tokens([[1.1875, 0.8125, 1.0625], [-1.1875, -0.9375], [0.5], [-0.5, -0.5]])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
@@ -113,7 +113,7 @@ def test_separate_no_scaling_and_batch():
 
 
 def test_termination_baseline_hand_computed():
-    # A = G - b with G as in the joint test: t0 [2.25-.5, 1.5-.25, 2-1], t1 [.5-.5, 1-0], t2 [3-.75], t3 [1-1, 1-.5]
+    # A = G - b with G as in the mrt test: t0 [2.25-.5, 1.5-.25, 2-1], t1 [.5-.5, 1-0], t2 [3-.75], t3 [1-1, 1-.5]
     base = [[1.75, 1.25, 1.0], [0.0, 1.0], [2.25], [0.0, 0.5]]
     got = adv(baseline="termination", termination_values=TERMINATION, scale_rewards="none")
     torch.testing.assert_close(got, tokens(base), rtol=0, atol=1e-12)
@@ -122,13 +122,13 @@ def test_termination_baseline_hand_computed():
     want = tokens([[a / s for a in row] for row, s in zip(base, [s0, s0, s1, s1])])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     # normalize is not used with the termination baseline
-    torch.testing.assert_close(got, adv(baseline="termination", termination_values=TERMINATION, normalize="joint"))
+    torch.testing.assert_close(got, adv(baseline="termination", termination_values=TERMINATION, normalize="mrt"))
 
 
 def test_padding_and_gaps_are_zero():
     spans = [[(1, 2), (4, 5)], [(0, 6)], [], [(2, 3)]]
     got = build_advantages([[1.0, 3.0], [2.0], [], [5.0]], [1.0, 0.0, 1.0, 0.0], spans, [0, 0, 1, 1], T,
-                           normalize="joint")
+                           normalize="mrt")
     mask = spans_to_token_index(spans, T) < 0
     assert got.shape == (4, T) and got.dtype == torch.float32
     assert (got[mask] == 0).all() and (got[~mask] != 0).all()
@@ -136,14 +136,14 @@ def test_padding_and_gaps_are_zero():
 
 def test_nan_episode_reward_counts_as_zero():
     nan_rewards = [[1.0, math.nan, 1.0], [0.0, 1.0], [2.0], [math.nan, 0.0]]
-    for mode in ("joint", "separate"):
+    for mode in ("mrt", "separate"):
         assert torch.equal(adv(episode_rewards=nan_rewards, normalize=mode), adv(normalize=mode))
 
 
 def test_nan_outcome_is_unscorable():
     outcomes = [1.0, math.nan, 1.0, 1.0]
-    # joint, no scaling: group 0 baseline is t0's own G_0 = 2.25 -> t0 [0, -.75, -.25]; t1 all 0.
-    got = adv(outcomes=outcomes, normalize="joint", scale_rewards="none")
+    # mrt, no scaling: group 0 baseline is t0's own G_0 = 2.25 -> t0 [0, -.75, -.25]; t1 all 0.
+    got = adv(outcomes=outcomes, normalize="mrt", scale_rewards="none")
     want = tokens([[0.0, -0.75, -0.25], [0.0, 0.0], [1.0], [-1.0, -1.0]])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
     # separate: t1 is dropped from the dense statistics too: t0's episodes {1,0,1} alone (mean 2/3,
@@ -167,13 +167,13 @@ def test_trace_without_dense_rewards_gets_outcome_term_only():
     assert got[0, 3].item() == pytest.approx((1 / 3) / s + o, abs=1e-12)
 
 
-def test_one_episode_joint_is_grpo_on_the_sum():
-    # with one episode per trace, joint credit is plain GRPO on the scalar r_i + dense_i
+def test_one_episode_mrt_is_grpo_on_the_sum():
+    # with one episode per trace, mrt credit is plain GRPO on the scalar r_i + dense_i
     rng = random.Random(0)
     dense = [[rng.uniform(-1, 1)] for _ in range(8)]
     outcomes = [float(rng.random() < 0.5) for _ in range(8)]
     spans = [[(0, rng.randint(1, 5))] for _ in range(8)]
-    got = build_advantages(dense, outcomes, spans, [0] * 4 + [1] * 4, 5, normalize="joint", dtype=torch.float64)
+    got = build_advantages(dense, outcomes, spans, [0] * 4 + [1] * 4, 5, normalize="mrt", dtype=torch.float64)
     total = torch.tensor([d[0] + r for d, r in zip(dense, outcomes)], dtype=torch.float64).view(2, 4)
     want = ((total - total.mean(1, keepdim=True)) / (total.std(1, keepdim=True) + EPS)).flatten()
     torch.testing.assert_close(got[:, 0], want, rtol=0, atol=1e-12)
@@ -231,7 +231,7 @@ def test_reduces_exactly_to_trl_grpo(scale_rewards, num_generations):
         ([[rng.uniform(-1, 1), rng.uniform(-1, 1)] for _ in range(batch)], spans_many, {"dense_weight": 0.0}),
     ]
     for dense, spans, kw in cases:
-        for normalize in ("separate", "joint"):
+        for normalize in ("separate", "mrt"):
             got = build_advantages(dense, outcomes, spans, groups, T, normalize=normalize,
                                    scale_rewards=scale_rewards, **kw)
             for i, n in enumerate(lengths):
@@ -264,7 +264,7 @@ def test_float32_default_and_empty_batch():
     ({"episode_rewards": [[1.0, math.inf, 0.0], *REWARDS[1:]]}, "must be finite"),
     ({"episode_rewards": [[1.0, "x", 0.0], *REWARDS[1:]]}, "not a number"),
     ({"outcomes": [1.0, -math.inf, 0.0, 0.0]}, "outcomes must be finite"),
-    ({"normalize": "prime"}, "normalize='prime' is not supported"),
+    ({"normalize": "rloo"}, "normalize='rloo' is not supported; use one of mrt, separate, per_kind, prime, pure"),
     ({"scale_rewards": "std"}, "scale_rewards='std'"),
     ({"baseline": "termination"}, "needs termination_values"),
     ({"termination_values": TERMINATION}, "set baseline='termination'"),
@@ -294,14 +294,14 @@ def test_doctests():
     assert result.failed == 0 and result.attempted >= 5
 
 
-def test_joint_with_equal_whole_trace_returns_does_not_blow_up():
+def test_mrt_with_equal_whole_trace_returns_does_not_blow_up():
     """Both traces return 1 in total, so the group std is 0; their episode returns still differ.
 
     Trace 0: rewards [1, 0] -> G = [1, 0]; trace 1: [0, 1] -> G = [1, 1]; group mean of G_0 is 1.
     The advantages are G - 1 (no division by a zero std), not (G - 1) / 1e-4.
     """
     A = build_advantages([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0], [[(0, 1), (1, 2)], [(0, 1), (1, 2)]], [0, 0], 2,
-                         normalize="joint")
+                         normalize="mrt")
     assert A.tolist() == [[0.0, -1.0], [0.0, 0.0]]
 
 
@@ -332,14 +332,14 @@ def test_per_kind_needs_kinds_that_match_the_spans():
 
 def test_lone_scorable_group_gets_zero_with_group_scaling():
     """Fewer than two scorable traces in a group: the group std is undefined, so every normalised advantage of
-    that group is 0 (joint and termination alike), never the raw, undivided numerator."""
+    that group is 0 (mrt and termination alike), never the raw, undivided numerator."""
     lone = dict(episode_rewards=[[], []], outcomes=[1.0, None], token_spans=[[(0, 2)], [(0, 2)]], group_ids=[0, 0],
                 num_tokens=3)
     got = build_advantages(**lone, baseline="termination", termination_values=[[0.25], [0.5]])
     assert got.tolist() == [[0.0, 0.0, 0.0], [0.0, 0.0, 0.0]]  # was 0.75 = 1 - 0.25 on the first row
-    # joint: with dense rewards the later episodes of the lone trace differ from its own G_0
+    # mrt: with dense rewards the later episodes of the lone trace differ from its own G_0
     got = build_advantages([[1.0, 0.0], []], [1.0, None], [[(0, 1), (1, 2)], [(0, 2)]], [0, 0], 2,
-                           normalize="joint")
+                           normalize="mrt")
     assert got.tolist() == [[0.0, 0.0], [0.0, 0.0]]  # was [0, -1]: G - mean G_0, undivided
     # a lone trace beside a normal group: the normal group is divided by its std, the lone group gets 0
     rewards, outcomes = [[1.0], [0.0], [0.0], [2.0]], [1.0, 0.0, 1.0, None]
@@ -349,14 +349,14 @@ def test_lone_scorable_group_gets_zero_with_group_scaling():
                            termination_values=values, dtype=torch.float64)
     s = 2.0 / SQ2 + EPS  # std of G = {2, 0}
     assert got[:, 0].tolist() == pytest.approx([1.5 / s, -0.25 / s, 0.0, 0.0], abs=1e-12)
-    got = build_advantages(rewards, outcomes, spans, groups, 1, normalize="joint", dtype=torch.float64)
+    got = build_advantages(rewards, outcomes, spans, groups, 1, normalize="mrt", dtype=torch.float64)
     assert got[:, 0].tolist() == pytest.approx([1.0 / s, -1.0 / s, 0.0, 0.0], abs=1e-12)
     # batch scaling over a batch of one scorable trace: undefined as well
-    got = build_advantages([[1.0, 0.0]], [1.0], [[(0, 1), (1, 2)]], [0], 2, normalize="joint", scale_rewards="batch")
+    got = build_advantages([[1.0, 0.0]], [1.0], [[(0, 1), (1, 2)]], [0], 2, normalize="mrt", scale_rewards="batch")
     assert got.tolist() == [[0.0, 0.0]]
     # the statistic "none" uses (the mean) is defined for one trace: G - G_0 is kept, as documented
     got = build_advantages([[1.0, 0.0], []], [1.0, None], [[(0, 1), (1, 2)], [(0, 2)]], [0, 0], 2,
-                           normalize="joint", scale_rewards="none")
+                           normalize="mrt", scale_rewards="none")
     assert got.tolist() == [[0.0, -1.0], [0.0, 0.0]]
 
 
@@ -365,42 +365,39 @@ def test_lone_scorable_group_gets_zero_with_group_scaling():
 KINDS = [["attempt", "verify", "attempt"], ["attempt", "verify"], ["attempt"], ["attempt", "verify"]]
 
 
-def test_min_credit_joint_hand_computed():
+def test_min_credit_mrt_hand_computed():
     # G = M + r: t0 [1, 1, 2], t1 [0, 1], t2 [3], t3 [1, 1]; group means of G_0: 0.5 and 2.
     base = [[0.5, 0.5, 1.5], [-0.5, 0.5], [1.0], [-1.0, -1.0]]
-    got = adv(normalize="joint", scale_rewards="none", gamma=1.0, credit="min")
+    got = adv(normalize="mrt", scale_rewards="none", gamma=1.0, credit="min")
     torch.testing.assert_close(got, tokens(base), rtol=0, atol=1e-12)
     s0, s1 = 1 / SQ2 + EPS, SQ2 + EPS  # Bessel std of G_0 = {1, 0} and {3, 1}
-    got = adv(normalize="joint", scale_rewards="group", gamma=1.0, credit="min")
+    got = adv(normalize="mrt", scale_rewards="group", gamma=1.0, credit="min")
     want = tokens([[a / s for a in row] for row, s in zip(base, [s0, s0, s1, s1])])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-def test_min_credit_separate_hand_computed():
-    # r_hat (as in the sum test): t0 [.4, -.6, .4], t1 [-.6, .4] (group 0); t2 [4/3], t3 [-2/3, -2/3] (group 1);
-    # min from j on: t0 [-.6, -.6, .4], t1 [-.6, .4], t2 [4/3], t3 [-2/3, -2/3]; outcome +-.5 and 0 on top.
+def test_min_credit_separate_takes_the_min_over_raw_rewards_then_the_baseline():
+    # raw min returns (gamma 1): t0 [0, 0, 1], t1 [0, 1], t2 [2], t3 [0, 0]; the dense stream is centred on
+    # the group mean of the whole-trace min R_0: group 0 {0, 0} -> 0, group 1 {2, 0} -> 1; outcome +-.5 and 0.
     got = adv(normalize="separate", scale_rewards="none", gamma=1.0, credit="min")
-    want = tokens([[-0.1, -0.1, 0.9], [-1.1, -0.1], [4 / 3], [-2 / 3, -2 / 3]])
+    want = tokens([[0.5, 0.5, 1.5], [-0.5, 0.5], [1.0], [-1.0, -1.0]])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    s, s1, o = math.sqrt(0.3) + EPS, math.sqrt(4 / 3) + EPS, 0.5 / (1 / SQ2 + EPS)
+    # group std: group 0's R_0 are equal (std 0: divided by 1), group 1's Bessel std is sqrt 2
+    s1, o = SQ2 + EPS, 0.5 / (1 / SQ2 + EPS)
     got = adv(normalize="separate", scale_rewards="group", gamma=1.0, credit="min", alpha=2.0, dense_weight=0.5)
-    want = tokens([[0.5 * -0.6 / s + 2 * o, 0.5 * -0.6 / s + 2 * o, 0.5 * 0.4 / s + 2 * o],
-                   [0.5 * -0.6 / s - 2 * o, 0.5 * 0.4 / s - 2 * o], [0.5 * (4 / 3) / s1],
-                   [0.5 * (-2 / 3) / s1, 0.5 * (-2 / 3) / s1]])
+    want = tokens([[2 * o, 2 * o, 0.5 + 2 * o], [-2 * o, 0.5 - 2 * o], [0.5 / s1], [-0.5 / s1, -0.5 / s1]])
     torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
 
 
-def test_min_credit_per_kind_hand_computed():
-    # group 0 attempts {1, 1, 0} (mean 2/3): t0 e0, e2 +1/3, t1 e0 -2/3; verifications {0, 1}: t0 e1 -.5, t1 e1 +.5.
-    # group 1 attempts {2, 0} (mean 1): t2 +1, t3 e0 -1; t3's lone verification is centred on itself: 0.
-    # r_hat t0 [1/3, -1/2, 1/3] -> min [-1/2, -1/2, 1/3]; t1 [-2/3, 1/2] -> itself; t3 [-1, 0] -> itself.
-    got = adv(normalize="per_kind", scale_rewards="none", gamma=1.0, credit="min", episode_kinds=KINDS)
-    want = tokens([[0.0, 0.0, 1 / 3 + 0.5], [-2 / 3 - 0.5, 0.0], [1.0], [-1.0, 0.0]])
-    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+def test_min_credit_refuses_per_kind_and_prime():
+    with pytest.raises(ValueError, match="credit='min' does not combine with normalize='per_kind'"):
+        adv(normalize="per_kind", gamma=1.0, credit="min", episode_kinds=KINDS)
+    with pytest.raises(ValueError, match="PRIME defines no min-form"):
+        adv(normalize="prime", gamma=1.0, credit="min")
 
 
 def test_min_credit_termination_baselines_hand_computed():
-    # per episode: A = G - b, G as in the joint min test
+    # per episode: A = G - b, G as in the mrt min test
     base = [[0.5, 0.75, 1.0], [-0.5, 1.0], [2.25], [0.0, 0.5]]
     got = adv(baseline="termination", termination_values=TERMINATION, scale_rewards="none", gamma=1.0, credit="min")
     torch.testing.assert_close(got, tokens(base), rtol=0, atol=1e-12)
@@ -418,21 +415,22 @@ def test_min_credit_leaves_the_stop_step_out_of_the_min():
     rewards, kinds = [[1.0, 2.0, 0.0], [3.0, 0.0]], [["attempt", "attempt", "stop"], ["attempt", "stop"]]
     spans = [[(0, 1), (1, 2), (2, 3)], [(0, 1), (1, 2)]]
     # M_A = [1, 2, 0], M_B = [3, 0]; G = M + r: A [2, 3, 1], B [3, 0]; mean of G_0 = 2.5
-    got = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="joint", scale_rewards="none",
+    got = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="mrt", scale_rewards="none",
                            credit="min", episode_kinds=kinds)
     assert got.tolist() == [[-0.5, 0.5, -1.5], [0.5, -2.5, 0.0]]
-    # separate: the stop steps are out of the statistics (real episodes {1, 2, 3}, mean 2) and out of the min
+    # separate: the stop steps are out of the min; the baseline (mean of R_0 = {1, 3}: 2) is subtracted after
+    # it from every span, the stop step's return 0 included
     got = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="separate", scale_rewards="none",
                            credit="min", episode_kinds=kinds, alpha=0.0)
-    assert got.tolist() == [[-1.0, 0.0, 0.0], [1.0, 0.0, 0.0]]
+    assert got.tolist() == [[-1.0, 0.0, -2.0], [1.0, -2.0, 0.0]]
     # without kinds the 0 counts as an episode reward and is everyone's minimum
-    blind = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="joint", scale_rewards="none",
+    blind = build_advantages(rewards, [1.0, 0.0], spans, [0, 0], 3, normalize="mrt", scale_rewards="none",
                              credit="min")
     assert blind.tolist() == [[0.5, 0.5, 0.5], [-0.5, -0.5, 0.0]]
 
 
 def test_min_credit_without_dense_rewards_is_grpo_and_sum_is_the_default():
-    for normalize in ("separate", "joint"):
+    for normalize in ("separate", "mrt"):
         for scale in ("group", "batch", "none"):
             no_dense = dict(episode_rewards=[[], [], [], []], normalize=normalize, scale_rewards=scale, gamma=1.0)
             assert torch.equal(adv(credit="min", **no_dense), adv(**no_dense))
@@ -442,7 +440,7 @@ def test_min_credit_without_dense_rewards_is_grpo_and_sum_is_the_default():
                        adv(baseline="termination", termination_values=TERMINATION))
     # a trace without dense rewards has dense return 0 under min too
     rewards = [[1.0, 0.0, 1.0], [], [2.0], [0.0, 0.0]]
-    got = adv(episode_rewards=rewards, normalize="joint", scale_rewards="none", gamma=1.0, credit="min")
+    got = adv(episode_rewards=rewards, normalize="mrt", scale_rewards="none", gamma=1.0, credit="min")
     assert got[1, 0].item() == pytest.approx(0.0 - 0.5)  # G_1 = 0 + 0, group mean of G_0 = (1 + 0) / 2
 
 
@@ -462,7 +460,7 @@ def test_mrt_termination_baseline_hand_computed():
     for scale in ("group", "batch", "none"):  # no std scaling: scale_rewards and normalize are not used
         got = adv(baseline="mrt_termination", termination_values=TERMINATION, scale_rewards=scale)
         torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
-    torch.testing.assert_close(adv(baseline="mrt_termination", termination_values=TERMINATION, normalize="joint"),
+    torch.testing.assert_close(adv(baseline="mrt_termination", termination_values=TERMINATION, normalize="mrt"),
                                want, rtol=0, atol=1e-12)
     # outcome only (MRT's own setting, conf/objective/termination.yaml: dense []), alpha 2: 2 r - b_0
     got = adv(episode_rewards=[[], [], [], []], baseline="mrt_termination", termination_values=TERMINATION, alpha=2.0)
@@ -498,3 +496,146 @@ def test_objective_delegates_to_the_credit_check():
         Objective(credit="max")
     with pytest.raises(ConfigError, match=r"objective\.baseline='x' is not supported"):
         Objective(baseline="x")
+
+
+# ---------------------------------------------------------------- MRT's credit: the telescoped form
+
+
+def test_mrt_is_the_telescoped_progress_plus_alpha_outcome():
+    """Progress rewards dJ_j = J_j - J_(j-1): tokens of episode j get alpha r + w (J_last - J_(j-1)), then one group
+    normalisation with the statistics of the whole-trace return alpha r + w (J_last - J_(-1))."""
+    J = [[0.2, 0.5, 0.4, 0.9], [0.2, 0.1, 0.3]]  # J_(-1), then J after every episode
+    outcomes, alpha, w = [1.0, 0.0], 1.0, 0.5
+    rewards = [[b - a for a, b in zip(js, js[1:])] for js in J]  # [.3, -.1, .5] and [-.1, .2]
+    spans = [[(0, 1), (1, 3), (3, 4)], [(0, 2), (2, 4)]]
+    kw = dict(alpha=alpha, dense_weight=w, gamma=1.0, normalize="mrt", dtype=torch.float64)
+    # before normalisation (G itself): J_last - J_(j-1) = [.7, .4, .5] and [.1, .2]
+    G = [[alpha * outcomes[i] + w * (js[-1] - js[j]) for j in range(len(js) - 1)] for i, js in enumerate(J)]
+    assert G[0] == pytest.approx([1.35, 1.2, 1.25]) and G[1] == pytest.approx([0.05, 0.1])
+    # the group mean of G_0 is (1.35 + .05) / 2 = .7; "none" only subtracts it
+    got = build_advantages(rewards, outcomes, spans, [0, 0], 4, scale_rewards="none", **kw)
+    want = torch.tensor([[0.65, 0.5, 0.5, 0.55], [-0.65, -0.65, -0.6, -0.6]], dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    # "group" divides by the Bessel std of {1.35, .05}: 1.3 / sqrt 2
+    got = build_advantages(rewards, outcomes, spans, [0, 0], 4, scale_rewards="group", **kw)
+    torch.testing.assert_close(got, want / (1.3 / SQ2 + EPS), rtol=0, atol=1e-12)
+    # the same traces with J shifted by a constant per trace (J_(-1) differs) give the same progress
+    # rewards and so the same credit: only differences of J enter
+    shifted = [[j + 0.05 for j in js] for js in J]
+    same = [[b - a for a, b in zip(js, js[1:])] for js in shifted]
+    torch.testing.assert_close(build_advantages(same, outcomes, spans, [0, 0], 4, **kw),
+                               build_advantages(rewards, outcomes, spans, [0, 0], 4, **kw), rtol=0, atol=1e-12)
+
+
+def test_joint_is_an_alias_of_mrt():
+    for scale in ("group", "batch", "none"):
+        assert torch.equal(adv(normalize="joint", scale_rewards=scale), adv(normalize="mrt", scale_rewards=scale))
+    assert torch.equal(adv(normalize="joint", gamma=1.0, credit="min"), adv(normalize="mrt", gamma=1.0, credit="min"))
+
+
+def test_separate_z_scores_break_telescoping():
+    """Equal progress (J from .2 to .6), one trace in two steps, one in four: MRT credits the first episode of both
+    the same; separate adds the (n - j) * mean / std term, so the longer trace's first episode gets more."""
+    rewards = [[0.2, 0.2], [0.1, 0.1, 0.1, 0.1]]
+    spans = [[(0, 1), (1, 2)], [(0, 1), (1, 2), (2, 3), (3, 4)]]
+    mrt = build_advantages(rewards, [0.0, 0.0], spans, [0, 0], 4, normalize="mrt", scale_rewards="none",
+                           dtype=torch.float64)
+    assert mrt[0, 0].item() == pytest.approx(mrt[1, 0].item())  # both 0: equal whole-trace returns
+    sep = build_advantages(rewards, [0.0, 0.0], spans, [0, 0], 4, normalize="separate", scale_rewards="none",
+                           dtype=torch.float64)
+    # episodes {.2, .2, .1, .1, .1, .1}: mean 2/15; r_hat .2 - 2/15 = 1/15 and .1 - 2/15 = -1/30
+    assert sep[0, 0].item() == pytest.approx(2 / 15) and sep[1, 0].item() == pytest.approx(-4 / 30)
+
+
+# ---------------------------------------------------------------- PRIME
+
+
+def prime_whiten(values: list[float]) -> list[float]:
+    """PRIME's masked_whiten over a flat list of tokens: (x - mean) * rsqrt(Bessel var + 1e-8)."""
+    n = len(values)
+    mean = sum(values) / n
+    var = sum((v - mean) ** 2 for v in values) / n * n / (n - 1)
+    return [(v - mean) / math.sqrt(var + 1e-8) for v in values]
+
+
+def test_prime_hand_computed():
+    # gamma .5, alpha 2, w .5 on the fixture (T = 6). Outcome stream, PRIME's form r n/(n-1) - sum r/(n-1):
+    # group 0 r {1, 0}: [2 - 1, 0 - 1] = [1, -1]; group 1 {1, 1}: [0, 0]; times alpha 2: [2, -2, 0, 0].
+    # Dense stream: trace means m = [2/3, 1/2 | 2, 0]; group sums 7/6 and 2; n = 2, so q = 2 r - sum m:
+    # t0 [2 - 7/6, -7/6, 2 - 7/6] = [5/6, -7/6, 5/6], t1 [-7/6, 5/6]; t2 [4 - 2] = [2], t3 [-2, -2].
+    # Reverse sums (gamma .5): t0 [5/6 - 7/12 + 5/24, -7/6 + 5/12, 5/6] = [11/24, -3/4, 5/6];
+    # t1 [-7/6 + 5/12, 5/6] = [-3/4, 5/6]; t2 [2]; t3 [-3, -2]. Times w .5, plus the outcome term:
+    G = [[2 + 11 / 48, 2 - 3 / 8, 2 + 5 / 12], [-2 - 3 / 8, -2 + 5 / 12], [1.0], [-1.5, -1.0]]
+    flat = [g for i, spans in enumerate(SPANS) for (s, e), g in zip(spans, G[i]) for _ in range(e - s)]
+    white = iter(prime_whiten(flat))
+    want = torch.zeros(4, T, dtype=torch.float64)
+    for i, spans in enumerate(SPANS):
+        for s, e in spans:
+            for t in range(s, e):
+                want[i, t] = next(white)
+    got = adv(normalize="prime", alpha=2.0, dense_weight=0.5)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    assert abs(got[got != 0].mean().item()) < 1e-12  # whitened over the tokens: mean 0
+    # scale_rewards and eps are not used
+    assert torch.equal(adv(normalize="prime", scale_rewards="none", eps=0.5), adv(normalize="prime"))
+
+
+def test_prime_leave_one_out_needs_two_samples():
+    # group 1 has one scorable trace: its outcome and dense LOO terms are 0; group 0's survive, then whitening
+    outcomes = [1.0, 0.0, 1.0, None]
+    got = adv(normalize="prime", outcomes=outcomes, gamma=1.0)
+    assert got[3].abs().sum().item() == 0.0
+    # outcome [1, -1 | 0]; dense q as in test_prime_hand_computed, summed undiscounted; t2's LOO terms are 0
+    G = [[1 + 5 / 6 - 7 / 6 + 5 / 6, 1 - 7 / 6 + 5 / 6, 1 + 5 / 6], [-1 - 7 / 6 + 5 / 6, -1 + 5 / 6], [0.0]]
+    flat = [g for i, spans in enumerate(SPANS[:3]) for (s, e), g in zip(spans, G[i]) for _ in range(e - s)]
+    got_flat = [got[i, t].item() for i, spans in enumerate(SPANS[:3]) for s, e in spans for t in range(s, e)]
+    assert got_flat == pytest.approx(prime_whiten(flat), abs=1e-6)
+
+
+# ---------------------------------------------------------------- PURE
+
+
+def test_pure_hand_computed():
+    # credit min (gamma 1) on the fixture: raw R t0 [0, 0, 1], t1 [0, 1], t2 [2], t3 [0, 0]; steps 3, 2, 1, 2;
+    # R_0 / steps: [0, 0 | 2, 0]; b (the other sample's): [0, 0 | 0, 2]; c_ij: t0 [3, 2, 1], t1 [2, 1], t2 [1],
+    # t3 [2, 1]. D = R - c b: t0 [0, 0, 1], t1 [0, 1], t2 [2], t3 [-4, -2].
+    # Outcome RLOO: group 0 [1, -1], group 1 [0, 0].
+    G = [[1.0, 1.0, 2.0], [-1.0, 0.0], [2.0], [-4.0, -2.0]]
+    flat = [g for i, spans in enumerate(SPANS) for (s, e), g in zip(spans, G[i]) for _ in range(e - s)]
+    mean = sum(flat) / len(flat)
+    std = math.sqrt(sum((g - mean) ** 2 for g in flat) / len(flat))  # population variance, as PURE
+    got = adv(normalize="pure", gamma=1.0, credit="min")
+    torch.testing.assert_close(got, tokens([[(g - mean) / std for g in row] for row in G]), rtol=0, atol=1e-12)
+    # sum form with PURE's baselines: R = reward-to-go t0 [2, 1, 1], t1 [1, 1], t2 [2], t3 [0, 0];
+    # R_0 / steps [2/3, 1/2 | 2, 0]; b [1/2, 2/3 | 0, 2]; D t0 [2 - 1.5, 1 - 1, 1 - .5], t1 [1 - 4/3, 1 - 2/3]
+    G = [[1.5, 1.0, 1.5], [-1 - 1 / 3, -1 + 1 / 3], [2.0], [-4.0, -2.0]]
+    flat = [g for i, spans in enumerate(SPANS) for (s, e), g in zip(spans, G[i]) for _ in range(e - s)]
+    mean = sum(flat) / len(flat)
+    std = math.sqrt(sum((g - mean) ** 2 for g in flat) / len(flat))
+    got = adv(normalize="pure", gamma=1.0)
+    torch.testing.assert_close(got, tokens([[(g - mean) / std for g in row] for row in G]), rtol=0, atol=1e-12)
+
+
+def test_pure_min_is_over_raw_rewards():
+    """A trace whose worst step is bad stays bad however the other episodes of the group look: the min is taken
+    before any statistic (a min over z-scores would depend on the group's other rewards)."""
+    spans = [[(0, 1), (1, 2)], [(0, 1), (1, 2)]]
+    a = build_advantages([[-0.5, 1.0], [0.5, 0.5]], [0.0, 0.0], spans, [0, 0], 2, normalize="pure", credit="min",
+                         dtype=torch.float64)
+    # R: [-.5, 1] and [.5, .5]; per step -.25 and .25; b = [.25, -.25]; c [2, 1];
+    # D: [-.5 - .5, 1 - .25] = [-1, .75] and [.5 + .5, .5 + .25] = [1, .75]; outcome 0
+    flat = [-1.0, 0.75, 1.0, 0.75]
+    mean = sum(flat) / 4
+    std = math.sqrt(sum((g - mean) ** 2 for g in flat) / 4)
+    assert a.flatten().tolist() == pytest.approx([(g - mean) / std for g in flat], abs=1e-12)
+
+
+def test_pure_and_prime_options_are_checked():
+    with pytest.raises(ValueError, match="normalize='pure' takes no discount"):
+        adv(normalize="pure", gamma=0.5)
+    from metarl.registry import ConfigError
+    from metarl.scoring import Objective
+
+    assert Objective(normalize="prime").normalize == "prime" and Objective(normalize="joint").normalize == "joint"
+    with pytest.raises(ConfigError, match=r"objective\.credit='min' does not combine with objective\.normalize="):
+        Objective(normalize="per_kind", credit="min")
