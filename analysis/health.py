@@ -1,7 +1,8 @@
 """Training health from ``metrics.jsonl``: which monitors tripped, when, and the numbers that tripped them.
 
 The monitors are :mod:`metarl.monitors` (reward hacking: dense reward up while outcome accuracy is flat or
-down; length inflation; cap saturation; episode collapse; formulas there). Per run:
+down; length inflation; cap saturation; episode collapse; the meta-prover's calibration, ``mu_calibration``, on
+the logged traces that carry Ĵ; formulas there). Per run:
 
 * if its metrics rows carry the trainer's ``health/<monitor>/...`` keys (``metarl.trainer.callbacks.HealthCallback``), a monitor's trip is
   the first step whose ``health/<monitor>/tripped`` is 1, with the statistics logged at that step;
@@ -24,7 +25,7 @@ from typing import Any
 from analysis.io import RunData, is_number
 from analysis.plots import Section, color, finish, panels, save_figure, write_csv
 from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, PREFIX, TOKENS_KEY, HealthConfig,
-                             Monitor, build_monitors, replay)
+                             Monitor, MuCalibration, build_calibration_monitor, build_monitors, replay, replay_traces)
 
 TITLES = {ACCURACY_KEY: "outcome accuracy", DENSE_KEY: "dense reward (per-trace sum)", TOKENS_KEY: "mean thinking tokens",
           CAP_KEY: "fraction of traces cut by the cap", EPISODES_KEY: "episodes per trace"}
@@ -98,6 +99,40 @@ def _verdicts(monitors: list[Monitor], records: list[dict[str, Any]]) -> list[tu
     return out
 
 
+def _calibration_verdict(run: RunData, config: HealthConfig) -> tuple[str, str, Any, str] | None:
+    """``mu_calibration``'s (monitor, status, step, numbers): from the trainer's ``health/mu_calibration/`` keys when
+    logged, else replayed over the run's traces that carry Ĵ (``rollouts.jsonl``, step by step); None without either."""
+    from analysis.calibration import episode_grader
+
+    monitor = build_calibration_monitor(config, episode_grader(run.config))
+    name = monitor.name
+    logged = sorted((r for r in run.metrics if is_number(r.get("step")) and f"{PREFIX}{name}/tripped" in r),
+                    key=lambda r: float(r["step"]))
+    source = "logged by the trainer"
+    records = [{k: v for k, v in r.items() if k == "step" or k.startswith(PREFIX)} for r in logged]
+    if not records:
+        records = replay_traces(run.traces, monitor)
+        source = "replayed over the logged traces"
+    if not records:
+        return None
+    return _monitor_status(monitor, records, source)
+
+
+def _monitor_status(monitor: MuCalibration, records: list[dict[str, Any]], source: str) -> tuple[str, str, Any, str]:
+    hit = next((r for r in records if r.get(f"{PREFIX}{monitor.name}/tripped") == 1), None)
+    if hit is not None:
+        stats = {**{"correlation": float("nan"), "verify_after_correct": float("nan"), "n_verify": 0.0, "n": 0.0,
+                    "accuracy": float("nan"), "auroc": float("nan")}, **_stats(hit, monitor.name)}
+        try:
+            text = monitor.describe(stats)
+        except (KeyError, ValueError):
+            text = ", ".join(f"{k}={v:.3g}" for k, v in sorted(stats.items()))
+        return monitor.name, "tripped", hit["step"], f"{text} ({source})"
+    last = _stats(records[-1], monitor.name)
+    return monitor.name, "quiet", "", ("last window: " + ", ".join(f"{k}={v:.3g}" for k, v in sorted(last.items()))
+                                       + f" ({source})")
+
+
 def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "run"
 
@@ -115,7 +150,8 @@ def health_section(runs: list[RunData], out_dir: Path) -> Section:
         any_rows = True
         seed = "" if run.seed is None else run.seed
         verdicts = _verdicts(monitors, records)
-        for name, status, step, numbers in verdicts:
+        calibration = _calibration_verdict(run, _config(run)[0])
+        for name, status, step, numbers in verdicts + ([calibration] if calibration else []):
             shown = f"**{status}**" if status == "tripped" else status
             table.append(f"| {run.label} | {seed} | `{run.path.name}` | {name} | {shown} | {step} | "
                          f"{numbers.replace('|', '/')} |")

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from analysis.calibration import calibration_section
 from analysis.compute_accuracy import compute_accuracy_section
 from analysis.compute_optimal import compute_optimal_section
 from analysis.health import health_section
@@ -75,6 +76,7 @@ def build_report(
         training_curves(found, out),
         health_section(found, out),
         ig_section,
+        calibration_section(found, out),
         regret_section(curves, out, budgets),
         compute_accuracy_section(found, out),
         compute_optimal_section(found, out),

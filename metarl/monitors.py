@@ -38,6 +38,19 @@ retained = (m_now − 1) / (ref − 1)::
 
 (so the reference needs 2W observations; a policy that always wrote one episode cannot collapse.)
 
+``mu_calibration`` (:class:`MuCalibration`) reads scored *traces*, not the metric stream: the traces that carry the
+meta-prover's Ĵ (Monte Carlo progress: ``meta.J_init``, ``episodes[*].info.J``) and an outcome, the last
+``calibration_window`` (128) of them. With r = Pearson correlation of Ĵ_last with the outcome and v = mean ΔĴ of
+verify episodes after a correct attempt (:mod:`metarl.calibration`)::
+
+    alarm  ⇔  n ≥ calibration_min_traces (32)  ∧  ( r < calibration_correlation (0.8)
+                ∨ (n_v ≥ calibration_min_verify (8) ∧ v < calibration_verify_after_correct (−0.05)) )
+
+(r undefined, e.g. every trace in the window wrong, is no alarm.) μ that stops tracking the outcome makes progress
+rewards noise, or worse, a penalty on verifying a right answer. In training,
+:class:`metarl.trainer.callbacks.CalibrationWatch` feeds it every scored batch; ``analysis.health`` replays it over
+``rollouts.jsonl`` (:func:`replay_traces`) for runs logged without it.
+
 :class:`metarl.trainer.callbacks.HealthCallback` runs the monitors inside the trainer: on each training log it adds
 ``health/<monitor>/<statistic>`` (and ``.../alarm``, ``.../tripped`` as 0/1) to the logs, so they land in
 ``metrics.jsonl``, and warns once (``logging.warning``) when a monitor trips, with the numbers.
@@ -54,6 +67,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from metarl.calibration import EpisodeCorrect, auroc, episode_rows, j_values, pearson
 from metarl.registry import ConfigError
 
 PREFIX = "health/"
@@ -63,7 +77,8 @@ TOKENS_KEY = "metarl/tokens/mean"
 CAP_KEY = "metarl/tokens/cap_fraction"
 EPISODES_KEY = "metarl/episodes_per_trace"
 
-__all__ = ["HealthConfig", "Monitor", "Status", "build_monitors", "fitted_change", "replay"]
+__all__ = ["HealthConfig", "Monitor", "MuCalibration", "Status", "build_calibration_monitor", "build_monitors",
+           "fitted_change", "replay", "replay_traces"]
 
 
 def fitted_change(steps: Sequence[float], values: Sequence[float]) -> float:
@@ -271,6 +286,84 @@ class EpisodeCollapse(Monitor):
                 f"verifying")
 
 
+class MuCalibration:
+    """Ĵ_last stops tracking the outcome, or verifying a correct attempt lowers Ĵ, over the last ``window`` scored
+    traces that carry Ĵ (see the module docstring). Fed with traces (``Trace`` objects or JSON records), not
+    metrics: :meth:`update` takes a step's scored traces. ``episode_correct`` grades the attempt a verify episode
+    checks (default: the recorded ``generation_correctness``; :func:`metarl.calibration.grader_correctness`)."""
+
+    name = "mu_calibration"
+
+    def __init__(self, window: int = 128, min_traces: int = 32, correlation: float = 0.8,
+                 verify_after_correct: float = -0.05, min_verify: int = 8, patience: int = 1,
+                 episode_correct: EpisodeCorrect | None = None) -> None:
+        for key, v, low in (("window", window, 2), ("min_traces", min_traces, 2), ("min_verify", min_verify, 1),
+                            ("patience", patience, 1)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{key}={v!r} must be a whole number >= {low}")
+        self.window, self.min_traces, self.min_verify, self.patience = window, min_traces, min_verify, patience
+        self.correlation, self.verify_after_correct = float(correlation), float(verify_after_correct)
+        self.episode_correct = episode_correct
+        # per trace: (Ĵ_last, outcome, ΔĴ of its verify episodes after a correct attempt)
+        self.traces: deque[tuple[float, float, list[float]]] = deque(maxlen=window)
+        self.status = Status(self.name)
+        self.streak = 0
+
+    def _summary(self, trace: Any) -> tuple[float, float, list[float]] | None:
+        js = j_values(trace)
+        outcome = _value({"o": trace.get("outcome") if isinstance(trace, Mapping) else getattr(trace, "outcome", None)},
+                         "o")
+        if js is None or outcome is None:
+            return None
+        rows = episode_rows([trace], self.episode_correct)
+        return js[-1], float(outcome > 0), [r["delta_J"] for r in rows
+                                            if r["kind"] == "verify" and r["attempt_correct"] is True]
+
+    def update(self, step: int, traces: Sequence[Any]) -> dict[str, float]:
+        """Observe one step's scored traces; return the statistics with ``alarm`` and ``tripped`` (0/1), or {} when
+        none of them carries Ĵ and an outcome (not an observation)."""
+        new = [s for s in (self._summary(t) for t in traces) if s is not None]
+        if not new:
+            return {}
+        self.traces.extend(new)
+        stats = self.statistics()
+        alarm = self.alarm(stats)
+        self.streak = self.streak + 1 if alarm else 0
+        if self.streak >= self.patience and not self.status.tripped:
+            self.status = Status(self.name, True, int(step), dict(stats), self.describe(stats))
+        out = {k: v for k, v in stats.items() if math.isfinite(v)}
+        return {**out, "alarm": float(alarm), "tripped": float(self.status.tripped)}
+
+    def statistics(self) -> dict[str, float]:
+        j_last = [t[0] for t in self.traces]
+        outcomes = [t[1] for t in self.traces]
+        verify = [d for t in self.traces for d in t[2]]
+        r, _ = pearson(j_last, outcomes)
+        auc, _ = auroc(j_last, [y > 0 for y in outcomes])
+        return {"correlation": r, "auroc": auc, "n": float(len(self.traces)), "accuracy": sum(outcomes) / len(outcomes),
+                "verify_after_correct": sum(verify) / len(verify) if verify else math.nan,
+                "n_verify": float(len(verify))}
+
+    def alarm(self, stats: Mapping[str, float]) -> bool:
+        if stats["n"] < self.min_traces:
+            return False
+        low_r = math.isfinite(stats["correlation"]) and stats["correlation"] < self.correlation
+        drop = stats["n_verify"] >= self.min_verify and stats["verify_after_correct"] < self.verify_after_correct
+        return bool(low_r or drop)
+
+    def describe(self, stats: Mapping[str, float]) -> str:
+        parts = []
+        if math.isfinite(stats["correlation"]) and stats["correlation"] < self.correlation:
+            parts.append(f"the correlation of Ĵ_last with the outcome is {stats['correlation']:.3f} (trips below "
+                         f"{self.correlation:g})")
+        if stats["n_verify"] >= self.min_verify and stats["verify_after_correct"] < self.verify_after_correct:
+            parts.append(f"verifying a correct attempt changes Ĵ by {stats['verify_after_correct']:+.3f} on average over "
+                         f"{int(stats['n_verify'])} episodes (trips below {self.verify_after_correct:+g})")
+        return (f"over the last {int(stats['n'])} scored traces (accuracy {stats['accuracy']:.2f}, AUROC "
+                f"{stats['auroc']:.3f}) {' and '.join(parts)}: the meta-prover μ no longer tracks correctness, so "
+                f"progress rewards measure noise (run metarl-calibrate on the policy)")
+
+
 @dataclass
 class HealthConfig:
     """The ``health:`` block of ``conf/train.yaml`` (see the module docstring for what each threshold means)."""
@@ -285,23 +378,35 @@ class HealthConfig:
     cap_fraction: float = 0.9
     episode_drop: float = 0.5
     min_extra_episodes: float = 0.5
+    calibration: bool = True
+    """Run ``mu_calibration`` on the scored traces that carry Ĵ (Monte Carlo progress), and the pre-flight check of
+    μ on the first scored batch (:func:`metarl.calibration.preflight`)."""
+    calibration_window: int = 128
+    calibration_min_traces: int = 32
+    calibration_min_verify: int = 8
+    calibration_correlation: float = 0.8
+    calibration_verify_after_correct: float = -0.05
 
     def __post_init__(self) -> None:
         """Every threshold in range; errors name the key as ``health.<key>`` (the one check of this section)."""
         cls = type(self)
-        for key, low in {"window": 2, "patience": 1}.items():
+        for key, low in {"window": 2, "patience": 1, "calibration_window": 2, "calibration_min_traces": 2,
+                         "calibration_min_verify": 1}.items():
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v < low:
                 raise ConfigError(f"health.{key}={v!r} must be a whole number >= {low}; set it like "
                                   f"health.{key}={getattr(cls, key)}")
-        if not isinstance(self.enabled, bool):
-            raise ConfigError(f"health.enabled={self.enabled!r} must be true or false")
+        for key in ("enabled", "calibration"):
+            if not isinstance(getattr(self, key), bool):
+                raise ConfigError(f"health.{key}={getattr(self, key)!r} must be true or false")
         if not isinstance(self.reward_key, str) or not self.reward_key:
             raise ConfigError(f"health.reward_key={self.reward_key!r} must be a metric name, e.g. {DENSE_KEY}")
         ranges = {"reward_rise": (lambda v: v > 0, "> 0"), "accuracy_tolerance": (lambda v: -1 <= v <= 1, "in [-1, 1]"),
                   "token_rise": (lambda v: v > 0, "> 0"), "cap_fraction": (lambda v: 0 < v <= 1, "in (0, 1]"),
                   "episode_drop": (lambda v: 0 < v < 1, "in (0, 1)"),
-                  "min_extra_episodes": (lambda v: v > 0, "> 0")}
+                  "min_extra_episodes": (lambda v: v > 0, "> 0"),
+                  "calibration_correlation": (lambda v: -1 <= v <= 1, "in [-1, 1]"),
+                  "calibration_verify_after_correct": (lambda v: -1 <= v <= 1, "in [-1, 1]")}
         for key, (ok, bounds) in ranges.items():
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not ok(v):
@@ -328,6 +433,38 @@ def build_monitors(config: HealthConfig | Mapping[str, Any] | None = None) -> li
             LengthInflation(w, p, c.token_rise, c.accuracy_tolerance),
             CapSaturation(w, p, c.cap_fraction),
             EpisodeCollapse(w, p, c.episode_drop, c.min_extra_episodes)]
+
+
+def build_calibration_monitor(config: HealthConfig | Mapping[str, Any] | None = None,
+                              episode_correct: EpisodeCorrect | None = None) -> MuCalibration:
+    """``mu_calibration`` with the ``calibration_*`` thresholds and the ``patience`` of ``config``."""
+    c = config if isinstance(config, HealthConfig) else HealthConfig.from_mapping(config)
+    return MuCalibration(c.calibration_window, c.calibration_min_traces, c.calibration_correlation,
+                         c.calibration_verify_after_correct, c.calibration_min_verify, 1, episode_correct)
+
+
+def replay_traces(traces: Iterable[Any], monitor: MuCalibration) -> list[dict[str, Any]]:
+    """Feed logged trace records (each with a numeric ``step``, e.g. ``rollouts.jsonl``) through ``monitor`` one
+    step at a time, in step order; one record per step with traces, ``{"step": s, "health/mu_calibration/<stat>":
+    v, ...}``.
+
+    >>> t = lambda y, j: {"outcome": y, "meta": {"J_init": 0.0}, "episodes": [{"kind": "attempt", "info": {"J": j}}]}
+    >>> recs = replay_traces([{"step": 1, **t(1.0, 0.0)}, {"step": 1, **t(0.0, 1.0)}], MuCalibration(min_traces=2))
+    >>> recs[0]["health/mu_calibration/correlation"], recs[0]["health/mu_calibration/tripped"]
+    (-1.0, 1.0)
+    """
+    by_step: dict[float, list[Any]] = {}
+    for t in traces:
+        s = _value(t if isinstance(t, Mapping) else {}, "step")
+        if s is not None:
+            by_step.setdefault(s, []).append(t)
+    out = []
+    for s in sorted(by_step):
+        stats = monitor.update(int(s), by_step[s])
+        if stats:
+            out.append({"step": int(s) if s == int(s) else s,
+                        **{f"{PREFIX}{monitor.name}/{k}": v for k, v in stats.items()}})
+    return out
 
 
 def replay(rows: Iterable[Mapping[str, Any]], monitors: Sequence[Monitor]) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """Trainer callbacks: held-out evaluation during training (for learning curves and token efficiency), the
-training-health monitors of :mod:`metarl.monitors` run on every log, and a compact progress bar."""
+training-health monitors of :mod:`metarl.monitors` run on every log, the meta-prover's calibration (a pre-flight
+verdict on the first scored batch and the ``mu_calibration`` monitor), and a compact progress bar."""
 from __future__ import annotations
 
 import logging
@@ -9,7 +10,7 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-from metarl.monitors import PREFIX, HealthConfig, Monitor, build_monitors
+from metarl.monitors import PREFIX, HealthConfig, Monitor, MuCalibration, build_calibration_monitor, build_monitors
 from metarl.runlog import RunLog
 
 log = logging.getLogger("metarl")
@@ -62,6 +63,82 @@ def health_callbacks(cfg: Mapping[str, Any] | None) -> list[HealthCallback]:
     """``[HealthCallback]`` for the ``health:`` config block, ``[]`` when ``health.enabled`` is false."""
     config = HealthConfig.from_mapping(cfg)
     return [HealthCallback(build_monitors(config))] if config.enabled else []
+
+
+class CalibrationWatch(TrainerCallback):
+    """The meta-prover's calibration during training, for recipes whose traces carry Ĵ (``mc_progress``, the
+    termination baseline). :meth:`install` wraps the scorer's ``score`` so that every scored training batch is
+    seen: the first one with Ĵ gets the pre-flight verdict (:func:`metarl.calibration.preflight`: logged once, as a
+    warning when μ is uninformative, and written to ``calibration_preflight.json`` in the run directory), and every
+    one feeds the ``mu_calibration`` monitor (:class:`metarl.monitors.MuCalibration`), which warns once when it
+    trips. On each training log its latest statistics are added as ``health/mu_calibration/...`` (so they land in
+    ``metrics.jsonl``; pass it before the metrics writer, like :class:`HealthCallback`)."""
+
+    def __init__(self, monitor: MuCalibration, thresholds: Any = None, run_dir: Any = None,
+                 episode_correct: Callable[[Any, Any], Any] | None = None, m: int | None = None) -> None:
+        self.monitor, self.thresholds, self.run_dir = monitor, thresholds, run_dir
+        self.episode_correct, self.m = episode_correct, m
+        self.checked = False
+        self.latest: dict[str, float] = {}
+        self.warned = False
+
+    @classmethod
+    def install(cls, scorer: Any, config: HealthConfig | Mapping[str, Any] | None, run_dir: Any = None,
+                is_main: Callable[[], bool] = lambda: True) -> CalibrationWatch | None:
+        """Watch ``scorer`` when its rewards estimate Ĵ (an ``mc_progress`` reward) and ``health.calibration`` is on;
+        None otherwise. Only training batches count (the policy passed to ``score`` is in training mode)."""
+        from metarl.calibration import Thresholds, grader_correctness
+
+        c = config if isinstance(config, HealthConfig) else HealthConfig.from_mapping(config)
+        mc = next((r for r in scorer.rewards if r.name == "mc_progress" or type(r.fn).__name__ == "MCProgress"), None)
+        if not (c.enabled and c.calibration) or mc is None:
+            return None
+        correct = grader_correctness(scorer.grader, scorer.extract_answer)
+        watch = cls(build_calibration_monitor(c, correct), Thresholds(c.calibration_correlation,
+                                                                      c.calibration_verify_after_correct),
+                    run_dir, correct, getattr(mc.fn, "m", None))
+        score = scorer.score
+
+        def watched(traces, **kwargs):
+            out = score(traces, **kwargs)
+            model = kwargs.get("model")
+            if (model is None or getattr(model, "training", True)) and is_main():
+                watch.observe(out, int((kwargs.get("state") or {}).get("global_step", 0)) + 1)
+            return out
+
+        scorer.score = watched  # an instance attribute: the scorer's class and other scorers are untouched
+        return watch
+
+    def observe(self, traces: Sequence[Any], step: int) -> None:
+        """One scored training batch: the pre-flight verdict on the first with Ĵ, then the monitor."""
+        from metarl.calibration import json_safe, preflight
+
+        if not self.checked:
+            result = preflight(traces, self.thresholds, self.episode_correct, m=self.m)
+            if result is not None:
+                self.checked = True
+                cal, message = result
+                (log.info if cal.informative else log.warning)("%s", message)
+                print(f"[metarl] {message}", flush=True)
+                if self.run_dir is not None:
+                    import json
+                    from pathlib import Path
+
+                    Path(self.run_dir, "calibration_preflight.json").write_text(
+                        json.dumps(json_safe({"step": step, "message": message, "calibration": cal.to_dict()}),
+                                   indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        stats = self.monitor.update(step, traces)
+        if stats:
+            self.latest = stats
+        if self.monitor.status.tripped and not self.warned:
+            self.warned = True
+            log.warning("training health: %s tripped at step %d: %s", self.monitor.name, self.monitor.status.step,
+                        self.monitor.status.message)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "train_runtime" in logs or not self.latest or not any(k.startswith("metarl/") for k in logs):
+            return
+        logs.update({f"{PREFIX}{self.monitor.name}/{k}": v for k, v in self.latest.items()})
 
 
 class CompactProgress(ProgressCallback):

@@ -146,7 +146,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
-    from metarl.trainer.callbacks import health_callbacks
+    from metarl.trainer.callbacks import CalibrationWatch, health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
     from metarl.trainer.rollout import Rollout, answers_by_prompt
@@ -256,12 +256,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
         model.name_or_path = model.config._name_or_path = str(model_dir_for(model, tok))
         patch_trl_engine_for_cpu(dtype=str(model.dtype).split(".")[-1])  # CPU only: eager, no chunked prefill
+    # μ's calibration (mc_progress): a verdict on the first scored batch with Ĵ, then the mu_calibration monitor
+    watch = CalibrationWatch.install(plan.scorer, plain(cfg.get("health")), run_dir,
+                                     lambda: trainer.accelerator.is_main_process)
     trainer = MetaRLTrainer(
         model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows),
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
         peft_config=peft_config, generation_backend=str(cfg.generation.backend),
-        callbacks=health,  # before the metrics.jsonl writer: its health/ keys land there
+        callbacks=health + ([watch] if watch else []),  # before the metrics.jsonl writer: its health/ keys land there
     )
     if vllm:
         patch_cpu_weight_sync(trainer)  # on CPU TRL's weight sync cannot load into vLLM's repacked weights
