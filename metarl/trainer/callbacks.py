@@ -119,7 +119,6 @@ class CalibrationWatch(TrainerCallback):
                 self.checked = True
                 cal, message = result
                 (log.info if cal.informative else log.warning)("%s", message)
-                print(f"[metarl] {message}", flush=True)
                 if self.run_dir is not None:
                     import json
                     from pathlib import Path
