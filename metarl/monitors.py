@@ -437,7 +437,8 @@ def build_monitors(config: HealthConfig | Mapping[str, Any] | None = None) -> li
 
 def build_calibration_monitor(config: HealthConfig | Mapping[str, Any] | None = None,
                               episode_correct: EpisodeCorrect | None = None) -> MuCalibration:
-    """``mu_calibration`` with the ``calibration_*`` thresholds and the ``patience`` of ``config``."""
+    """``mu_calibration`` with the ``calibration_*`` thresholds of ``config``; it trips on its first alarm (each
+    observation is a whole batch of traces, judged over the last ``calibration_window`` of them)."""
     c = config if isinstance(config, HealthConfig) else HealthConfig.from_mapping(config)
     return MuCalibration(c.calibration_window, c.calibration_min_traces, c.calibration_correlation,
                          c.calibration_verify_after_correct, c.calibration_min_verify, 1, episode_correct)
