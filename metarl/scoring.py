@@ -97,8 +97,14 @@ class Scorer:
     state: dict[str, Any] = field(default_factory=dict)
     max_episodes_per_trace: int | None = 1024
     segment_timeout: float | None = 30.0
+    on_ungraded: str = "zero"
+    """A trace whose grader cannot tell whether its answer is right (:meth:`metarl.grading.Grader.judge`): outcome
+    0.0 (``zero``: a training signal) or None (``null``: ``metarl-score`` refuses to guess); the reason is in
+    ``meta["ungraded"]`` either way."""
 
     def __post_init__(self) -> None:
+        if self.on_ungraded not in ("zero", "null"):
+            raise ConfigError(f"on_ungraded={self.on_ungraded!r}: use zero or null")
         if self.on_error not in ("zero", "nan"):
             raise ConfigError(f"on_reward_error={self.on_error!r}: use zero (a failed sample gets reward 0) or nan "
                               f"(it is excluded)")
@@ -208,16 +214,30 @@ class Scorer:
                               f"pieces that partition the completion) or choose another with segmenter=...")
         for t in traces:
             if t.answer is not None and t.outcome is None:
-                try:
-                    t.outcome = float(bool(self.grader(self.extract_answer(t.completion), t.answer, t.prompt)))
-                except Exception as e:  # graders are guarded; a custom one may still raise
-                    t.outcome = 0.0
-                    t.meta.setdefault("reward_errors", []).append(f"outcome: {type(e).__name__}: {e}"[:300])
+                t.outcome = self.grade(t)
         for reward in sorted(self.rewards, key=lambda r: r.level != "episode"):
             apply_reward(reward, traces, ctx, on_error=self.on_error)
         for t in traces:
             self.totals(t)
         return traces
+
+    def grade(self, trace: Trace) -> float | None:
+        """The outcome of ``trace``: its grader on its answer extractor's reading of the completion, 1.0 or 0.0;
+        where the grader cannot tell (``judge`` gives None) the reason goes to ``meta["ungraded"]`` and the
+        outcome is 0.0 or None (:attr:`on_ungraded`)."""
+        try:
+            prediction = self.extract_answer(trace.completion)
+            judge = getattr(self.grader, "judge", None)
+            if judge is None:
+                return float(bool(self.grader(prediction, trace.answer, trace.prompt)))
+            verdict, why = judge(prediction, trace.answer, trace.prompt)
+        except Exception as e:  # graders are guarded; a custom one may still raise
+            trace.meta.setdefault("reward_errors", []).append(f"outcome: {type(e).__name__}: {e}"[:300])
+            return 0.0
+        if verdict is None:
+            trace.meta["ungraded"] = why
+            return None if self.on_ungraded == "null" else 0.0
+        return float(verdict)
 
     def episode_dense(self, trace: Trace) -> list[float]:
         """r~_i for every episode: the weighted sum of the dense rewards (missing or NaN count as 0)."""

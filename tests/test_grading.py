@@ -523,9 +523,13 @@ def test_grader_stats_errors_timeouts_and_coercion():
     assert not g("slow", "a")
     assert not g(None, "a")
     assert g("7", 7)  # numeric gold answers are compared as text
-    assert g.stats == {"calls": 6, "correct": 2, "errors": 1, "timeouts": 1, "screened": 0, "isolated": 0}
+    assert g.stats == {"calls": 6, "correct": 2, "errors": 1, "timeouts": 1, "screened": 0, "isolated": 0,
+                       "undetermined": 0}
     assert g.last_error == "RuntimeError: bad"
     assert g.reset_stats()["calls"] == 6 and g.stats["calls"] == 0
+    # judge says when the grader could not tell (it raised or ran out of time): no confident verdict
+    assert g.judge("boom", "a") == (None, "flaky raised RuntimeError: bad")
+    assert g.judge("slow", "a")[0] is None and g.judge("a", "b") == (False, None) and g.judge(None, "a") == (False, None)
 
 
 def test_grader_counts_screened_and_isolated_inputs(math_grader):

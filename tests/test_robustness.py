@@ -361,6 +361,9 @@ def test_metarl_score_on_a_hostile_file(tmp_path, capsys):
     for r in rows:
         if r["line"] in bad:
             continue
+        if r["prompt"] == "p":  # no subset-sum problem in the prompt: the verifier cannot tell, and says so
+            assert r["outcome"] is None and "verify" in r["meta"]["ungraded"], r["meta"]
+            continue
         assert r["outcome"] == 0.0
         eps = r["episodes"]
         assert "".join(e["text"] for e in eps) == r["completion"]

@@ -65,7 +65,7 @@ def test_bad_lines_are_reported_and_kept_in_place(tmp_path, capsys):
     assert [r["line"] for r in rows] == [1, 2, 3, 4, 5, 6]
     assert [("error" in r) for r in rows] == [False, True, True, True, True, False]
     assert "completion" in rows[2]["error"] and "line 3" in rows[2]["error"]
-    assert counts == {"lines": 6, "scored": 2, "bad": 4, "output": str(out)}
+    assert counts == {"lines": 6, "scored": 2, "bad": 4, "no_answer": 0, "ungraded": 0, "output": str(out)}
     assert "line 2" in capsys.readouterr().err
     with pytest.raises(ConfigError, match="line 2"):
         score_file(_cfg([f"input={src}", f"output={out}", "on_bad_line=fail"]))

@@ -189,8 +189,9 @@ _EVENTS: contextvars.ContextVar[Callable[[str], None] | None] = contextvars.Cont
 
 
 def note(event: str) -> None:
-    """Report a grading event (``"timeouts"``, ``"screened"``, ``"errors"``, ``"isolated"``) to the
-    calling :class:`~metarl.grading.grader.Grader`, if any; a no-op otherwise."""
+    """Report a grading event (``"timeouts"``, ``"screened"``, ``"errors"``, ``"isolated"``, or
+    ``"undetermined: <why>"``: the grader cannot tell whether the answer is right) to the calling
+    :class:`~metarl.grading.grader.Grader`, if any; a no-op otherwise."""
     sink = _EVENTS.get()
     if sink is not None:
         sink(event)

@@ -136,20 +136,36 @@ def _boxed_list(text: str) -> tuple[str, int] | None:
     return ", ".join(reversed(picked)), end
 
 
+ANSWER_TAGS: tuple[str, ...] = ("attempt", "revise", "answer")
+"""The tags whose content states an answer in metarl's tag format (``metarl.tasks.base.ANSWER_TAGS``): the answer
+of a tag-format text is the content of the last of them (the last attempt or revision, or the forced answer)."""
+STOP_TAGS: tuple[str, ...] = ("verify",)
+"""Tags of the format that state no answer: an unclosed answer block ends where one of them opens."""
+
+
 @functools.lru_cache(maxsize=16)
-def _tag_regex(tag: str) -> re.Pattern[str]:
-    return re.compile(rf"<[ \t]*(/?)[ \t]*{re.escape(tag)}[ \t]*>", re.IGNORECASE)
+def _tag_regex(tags: tuple[str, ...]) -> re.Pattern[str]:
+    names = "|".join(re.escape(t) for t in tags)
+    return re.compile(rf"<[ \t]*(/?)[ \t]*({names})[ \t]*>", re.IGNORECASE)
 
 
-def _extract_tag(text: str, tag: str) -> str | None:
-    pair: tuple[int, int] | None = None  # content span of the last closed tag
+def _extract_tag(text: str, tag: str | tuple[str, ...]) -> str | None:
+    """The content of the last block of ``tag`` (one tag, or any of several: the format's answer tags), closed
+    by its closing tag or, unclosed, by the next tag of the format or the end of the text."""
+    tags = (tag,) if isinstance(tag, str) else tuple(tag)
+    wanted = {t.lower() for t in tags}
+    stops = STOP_TAGS if wanted & set(ANSWER_TAGS[:2]) else ()
+    pair: tuple[int, int] | None = None  # content span of the last closed block
     open_end: int | None = None
-    for m in _tag_regex(tag).finditer(text):
-        if m.group(1):
+    for m in _tag_regex(tags + tuple(t for t in stops if t not in wanted)).finditer(text):
+        closing, name = bool(m.group(1)), m.group(2).lower()
+        if name not in wanted or closing:  # a closing tag, or a verify block: the open block ends here
             if open_end is not None:
                 pair = (open_end, m.start())
             open_end = None
         else:
+            if open_end is not None and text[open_end : m.start()].strip():
+                pair = (open_end, m.start())
             open_end = m.end()
     if open_end is not None:  # a final unclosed tag: generation stopped at the closing tag
         content = _unwrap(text[open_end:].strip())
@@ -229,7 +245,7 @@ def _extract_phrase(text: str) -> str | None:
     return next((answer for _, answer in _phrases(text)), None)
 
 
-def stated_answer(text: str, tag: str = "answer") -> tuple[str, str] | None:
+def stated_answer(text: str, tag: str | tuple[str, ...] = ANSWER_TAGS) -> tuple[str, str] | None:
     """``(answer, how)``: the ``auto`` reading of :func:`extract_answer` and where it came from, one of
     ``"tag"``, ``"boxed"``, ``"final"`` ("final answer ... is X"), ``"phrase"``, ``"bare"`` (the whole
     text, ``$...$`` stripped); None when the text states nothing of these. No window is applied.
@@ -380,7 +396,7 @@ def _balanced(text: str) -> bool:
     return opened == closed == len(matching_braces(text))
 
 
-def math_answer(text: str, tag: str = "answer", _in_tag: bool = False) -> str | None:
+def math_answer(text: str, tag: str | tuple[str, ...] = ANSWER_TAGS, _in_tag: bool = False) -> str | None:
     """The answer of ``text`` written as math-verify reads it best (the ``"math"`` style of
     :func:`extract_answer`): a box, "final answer is" or phrase answer (:func:`stated_answer`) in
     ``\\boxed{}`` (a phrase answer holding prose, ``5 apples``, by its first formula or number, as
@@ -421,19 +437,20 @@ def extract_answer(
     text: str | None,
     style: str = "auto",
     *,
-    tag: str = "answer",
+    tag: str | tuple[str, ...] = ANSWER_TAGS,
     max_chars: int = MAX_SCAN_CHARS,
     last_number_fallback: bool = False,
 ) -> str | None:
     """The answer ``text`` states, or None.
 
-    Styles: ``"boxed"`` (last ``\\boxed{...}`` with balanced braces), ``"tag"`` (last
-    ``<answer>...</answer>``; a final unclosed ``<answer>`` counts, as when generation stops at
-    the closing tag), ``"phrase"`` (the last of "the answer is X", "Answer: X", "#### X",
+    Styles: ``"boxed"`` (last ``\\boxed{...}`` with balanced braces), ``"tag"`` (the content of the
+    last block of ``tag``: by default metarl's tag format, the last ``<attempt>``, ``<revise>`` or
+    ``<answer>`` block, :data:`ANSWER_TAGS`; a final unclosed block counts, as when generation stops at
+    the closing tag, and ends at a ``<verify>``), ``"phrase"`` (the last of "the answer is X", "Answer: X", "#### X",
     "Final answer: the total is X"), ``"last_number"``, ``"auto"``, math-verify's priorities on
     anchored answers (:func:`stated_answer`):
 
-    1. the tag;
+    1. the tag (tag-format text: the last attempt, revision or forced answer);
     2. the later of the last ``\\boxed{}`` (with the boxes listed just before it, joined by ``, ``:
        ``\\boxed{1}, \\boxed{2}`` -> ``1, 2``, as math-verify reads them as a set) and the last
        "final answer ... is X";
@@ -451,6 +468,8 @@ def extract_answer(
     '\\\\frac{1}{2}'
     >>> extract_answer("<answer>42</answer> and later \\\\boxed{7}")
     '42'
+    >>> extract_answer("<attempt>3+9</attempt><verify>3+9=12!=20 incorrect</verify><revise>8+12</revise>")
+    '8+12'
     >>> extract_answer("The answer is $3.5$. Done.")
     '3.5'
     >>> extract_answer("We get 1,234 apples.", "last_number")

@@ -28,7 +28,7 @@ DEFAULT_TIMEOUT = 1.0
 SELF_BOUNDED_MARGIN = 1.0
 """Extra seconds given to graders with their own ``timeout`` (they clean up on their own)."""
 
-STAT_KEYS = ("calls", "correct", "errors", "timeouts", "screened", "isolated")
+STAT_KEYS = ("calls", "correct", "errors", "timeouts", "screened", "isolated", "undetermined")
 
 
 def _takes_prompt(fn: Callable[..., Any]) -> tuple[bool, bool]:
@@ -66,8 +66,9 @@ class Grader:
     incorrect); returns within ``timeout`` seconds for Python-level work in any thread (a
     timeout counts in ``stats["timeouts"]``; see :mod:`metarl.grading.deadline`). Counters:
     ``calls``, ``correct``, ``errors``, ``timeouts``, and, reported by the built-in graders,
-    ``screened`` (refused by an input screen) and ``isolated`` (graded in a worker process).
-    ``extract`` (an :func:`extract_answer` style) narrows the prediction first.
+    ``screened`` (refused by an input screen), ``isolated`` (graded in a worker process) and
+    ``undetermined`` (the grader could not tell: see :meth:`judge`). ``extract`` (an
+    :func:`extract_answer` style) narrows the prediction first.
 
     >>> g = Grader(lambda p, a: int(p) == int(a))
     >>> g("3", "3"), g("three", "3"), g.stats["errors"]
@@ -125,13 +126,35 @@ class Grader:
         return self.fn(prediction, answer, prompt)
 
     def __call__(self, prediction: str | None, answer: Any, prompt: str = "") -> bool:
+        """True when the prediction is correct; False when it is not or the grader cannot tell."""
+        return self.judge(prediction, answer, prompt)[0] is True
+
+    def judge(self, prediction: str | None, answer: Any, prompt: str = "") -> tuple[bool | None, str | None]:
+        """``(verdict, why)``: verdict True / False, or None when the grader cannot tell whether the answer is
+        right: the callable raised or ran out of time (it could not grade this input; a training signal
+        treats this as incorrect, ``__call__`` returns False), or it reported ``undetermined`` (the math
+        grader on an expression answer such as ``7+6``: only the task's verifier knows which other
+        expressions are correct). ``why`` says which. No prediction at all is incorrect, not undetermined.
+
+        >>> def verify(p, a, prompt): raise ValueError("no numbers in the prompt")
+        >>> Grader(verify).judge("3+4", "7", "What is 3+4?")
+        (None, 'verify raised ValueError: no numbers in the prompt')
+        """
         self._count("calls")
         pred, gold = _as_text(prediction), _as_text(answer)
         if pred is None or gold is None:
-            return False
+            return False, None
         prompt = prompt if isinstance(prompt, str) else ""
         ok = False
-        token = events_to(self._count)
+        why: list[str] = []
+
+        def sink(event: str) -> None:
+            if event.startswith("undetermined"):
+                why.append(event.partition(":")[2].strip() or "the grader cannot tell")
+                event = "undetermined"
+            self._count(event)
+
+        token = events_to(sink)
         try:
             if self.extract is not None:
                 pred = extract_answer(pred, self.extract)
@@ -140,14 +163,18 @@ class Grader:
                 ok = result is True or (result is not False and bool(result))
         except GradingTimeout:
             self._count("timeouts")
+            return None, f"{self.name} ran past its time limit of {self.timeout:g} s"
         except Exception as e:  # noqa: BLE001 - the guarantee: a grader never raises
             self._count("errors")
             self.last_error = f"{type(e).__name__}: {str(e)[:200]}"
+            return None, f"{self.name} raised {self.last_error}"
         finally:
             reset_events(token)
+        if why:
+            return None, why[-1]
         if ok:
             self._count("correct")
-        return ok
+        return ok, None
 
     def __getstate__(self) -> dict[str, Any]:  # picklable / deep-copyable (the lock is not)
         state = self.__dict__.copy()

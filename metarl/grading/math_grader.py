@@ -32,12 +32,14 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, note, run_with_time_limit
-from metarl.grading.extraction import _strip_boxed, extract_answer, math_answer, reads_as_latex
+from metarl.grading.extraction import _strip_boxed, extract_answer, math_answer, reads_as_latex, stated_answer
 from metarl.grading.mathworker import mv_equal
 from metarl.grading.screening import INLINE, ISOLATE, REJECT, ScreenLimits, screen_math, worst
+from metarl.grading.verifiers import ExpressionError, eval_arithmetic
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mathworker.py")
 ISOLATION_MODES = ("auto", "process", "inline")
@@ -47,6 +49,29 @@ _PERCENT_RE = re.compile(r"\s*(?:\\%|%|\\percent)\s*$")
 _PLAIN_NUMBER_RE = re.compile(r"[-+]?(?:[1-9]\d{0,2}(?:[ ,]\d{3})+(?:\.\d+)?|\d+[.,]\d+|\.\d+|\d+)")
 _DECIMAL_COMMA_RE = re.compile(r"[-+]?\d+,\d+")
 _THOUSANDS_RE = re.compile(r"[-+]?[1-9]\d{0,2}(?:,\d{3})+")
+
+
+_FRACTION_RE = re.compile(r"\s*\d+\s*/\s*\d+\s*")
+
+
+def expression_value(answer: str) -> Fraction | None:
+    """The value of a gold answer that is an arithmetic expression over integers (``7+6``, ``(3+5)*7``: two
+    or more literals joined by ``+ - * /``; a plain fraction ``1/2`` is a value, not an expression), else None.
+
+    Such an answer names one correct expression of a task (subset sum, countdown) whose other correct
+    expressions only the task's verifier knows: the math grader accepts the same expression, rejects an
+    answer of another value, and cannot tell for another expression of the same value.
+
+    >>> expression_value("7+6"), expression_value("1/2"), expression_value("13"), expression_value("x+1")
+    (Fraction(13, 1), None, None, None)
+    """
+    if _FRACTION_RE.fullmatch(answer):
+        return None
+    try:
+        value, used = eval_arithmetic(answer, max_tokens=64)
+    except ExpressionError:
+        return None
+    return value if len(used) >= 2 else None
 
 
 def _drop_percent(answer: str) -> str:
@@ -335,6 +360,24 @@ class MathGrader:
         gold_bare = extract_answer(answer) or answer
         if _canonical(stated) and _canonical(stated) == _canonical(gold_bare):
             return True  # the same answer string: correct without parsing (even 2^{2^{100}})
+        expression = expression_value(gold_bare)
+        if expression is not None:  # never a value match of an expression answer against some number
+            if stated_answer(prediction[-self.max_scan_chars :]) is None:
+                note(f"undetermined: the text states no answer and the gold answer {gold_bare!r} is an expression; "
+                     f"its last number is no answer to it (grade with the task's verifier: verifier=NAME or a "
+                     f"`task` field)")
+                return False
+            try:
+                value = eval_arithmetic(stated, max_tokens=64)[0]
+            except ExpressionError:
+                value = None
+            if value is not None:
+                if value != expression:
+                    return False  # another value: no expression of it is the answer
+                note(f"undetermined: {stated!r} has the value of the gold expression {gold_bare!r} but is another "
+                     f"expression; only the task's verifier knows whether it is allowed (verifier=NAME or a "
+                     f"`task` field)")
+                return False
         level = worst(screen_math(gold, self.limits), screen_math(pred, self.limits))
         if self.isolation == "process" and level == INLINE:
             level = ISOLATE
@@ -347,9 +390,18 @@ class MathGrader:
             if result is None:
                 note("timeouts")
                 return False
+            if result and expression is not None:
+                note(f"undetermined: {stated!r} equals the gold expression {gold_bare!r} in value only; only the "
+                     f"task's verifier knows whether it is allowed (verifier=NAME or a `task` field)")
+                return False
             return result
         try:
-            return run_with_time_limit(lambda: mv_equal(gold, pred, self.opts), deadline - time.monotonic())
+            equal = run_with_time_limit(lambda: mv_equal(gold, pred, self.opts), deadline - time.monotonic())
+            if equal and expression is not None:
+                note(f"undetermined: {stated!r} equals the gold expression {gold_bare!r} in value only; only the "
+                     f"task's verifier knows whether it is allowed (verifier=NAME or a `task` field)")
+                return False
+            return equal
         except GradingTimeout:
             note("timeouts")
         except Exception:  # noqa: BLE001 - a grader never raises: RecursionError, sympy errors, ...
