@@ -71,6 +71,9 @@ def composition_error(error: BaseException, app: str) -> ConfigError:
     lists the valid keys of that section (read from the app's schema)."""
     from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException
 
+    missing = missing_option(str(error))
+    if missing is not None:
+        return missing
     cause: BaseException | None = error
     while cause is not None and not isinstance(cause, OmegaConfBaseException):
         cause = cause.__cause__ or cause.__context__
@@ -95,6 +98,33 @@ def composition_error(error: BaseException, app: str) -> ConfigError:
         fix = f"; set it like {key}={example}" if example is not None else ""
         return ConfigError(f"{key}: {detail}{fix}")
     return ConfigError(text)
+
+
+def group_options(group: str) -> list[str]:
+    """The options of a config group: the names of its ``.yaml`` files under :func:`conf_dir` (``rewards`` ->
+    ``exact_progress``, ``generation_correctness``, ...)."""
+    root = Path(conf_dir()) / group
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml")) if root.is_dir() else []
+
+
+def missing_option(message: str) -> ConfigError | None:
+    """A ConfigError listing a group's options for Hydra's "Could not load 'group/name'" / "Could not find
+    'group/name'" (a typo in a group choice, ``rewards=[mc_progres]``, ``segmenter=mrtt``), else None.
+
+    >>> print(missing_option("In 'score': Could not load 'rewards/mc_progres'."))  # doctest: +ELLIPSIS
+    rewards=mc_progres: no such option in the group rewards (conf/rewards/); its options are exact_progress, ...
+    """
+    import re
+
+    m = re.search(r"Could not (?:load|find) '([^']+)/([^'/]+)'", message)
+    if m is None:
+        return None
+    group, name = m.group(1), m.group(2)
+    options = group_options(group)
+    if not options:
+        return None
+    return ConfigError(f"{group.replace('/', '.')}={name}: no such option in the group {group} (conf/{group}/); "
+                       f"its options are {', '.join(options)}")
 
 
 def schema_section(app: str, section: str) -> type | None:

@@ -45,6 +45,35 @@ def check_writable(run_dir: str | Path, min_free_mb: int = 50) -> Path:
     return run_dir
 
 
+HYDRA_FILES = frozenset({"config.yaml", "hydra.yaml", "overrides.yaml"})
+
+
+def discard_unused_run_dir(run_dir: str | Path | None = None) -> bool:
+    """Remove a run directory that holds nothing but what Hydra writes before the app starts (``.hydra/`` and
+    an empty ``<app>.log``): a configuration error found by the app leaves no empty run behind. A directory
+    holding anything else (a run's files, your own) is left as it is. ``run_dir`` defaults to Hydra's output
+    directory of this run. True when it was removed."""
+    if run_dir is None:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            run_dir = HydraConfig.get().runtime.output_dir
+        except Exception:  # noqa: BLE001 - not inside a Hydra app: nothing of Hydra's to remove
+            return False
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return False
+    hydra_dir = run_dir / ".hydra"
+    for p in run_dir.iterdir():
+        if p == hydra_dir and p.is_dir() and {q.name for q in p.iterdir()} <= HYDRA_FILES:
+            continue
+        if p.suffix == ".log" and p.is_file() and p.stat().st_size == 0:
+            continue
+        return False
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return not run_dir.exists()
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()

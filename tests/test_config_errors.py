@@ -104,7 +104,11 @@ CASES = {
         r"set that instead"),
     "unknown top-level key": (["+sed=1"], r"sed: unknown key; the train config has model, task, .*seed"),
     "unknown grader": (["grader=nosuch"],
-                       r"Could not find 'grader/nosuch' Available options in 'grader': custom exact math number"),
+                       r"grader=nosuch: no such option in the group grader \(conf/grader/\); its options are custom, exact, "
+                       r"math, number"),
+    "typo in a multi-select group": (["rewards=[outcome,mc_progres]"],
+                                     r"rewards=mc_progres: no such option in the group rewards .*likelihood_progress, "
+                                     r"mc_progress, outcome"),
     "group does not divide batch": (["trainer.num_generations=3"],
                                     r"trainer\.num_generations=3 does not divide the generation batch .*= 4\); make "
                                     r"the batch a multiple of the group size"),

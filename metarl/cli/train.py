@@ -19,11 +19,13 @@ from metarl.registry import ConfigError
 
 @hydra.main(version_base=None, config_path=conf_dir(), config_name="train")
 def _main(cfg: DictConfig) -> None:
+    from metarl.runlog import discard_unused_run_dir
     from metarl.trainer.run import run
 
     try:
         run(cfg)
     except ConfigError as e:
+        discard_unused_run_dir()  # found before the run wrote anything: no empty run directory is left
         print(f"metarl-train: configuration error: {e}", file=sys.stderr)
         sys.exit(2)
 
