@@ -78,7 +78,7 @@ CASES = {
     "gamma out of range": (["objective.gamma=2"], r"objective\.gamma=2\.0 is a discount and must lie in \[0, 1\]"),
     "samples without sampling": (["evaluate.samples=8"], r"evaluate\.samples=8 with evaluate\.temperature=0"),
     "normalize unknown": (["objective.normalize=both"],
-                          r"objective\.normalize='both' is not supported; use one of separate, per_kind, joint"),
+                          r"objective\.normalize='both' is not supported; use one of mrt, separate, per_kind, prime, pure, joint"),
     "bool not a bool": (["trainer.use_cpu=maybe"],
                         r"trainer\.use_cpu: Value 'maybe' is not a valid bool.*; set it like trainer\.use_cpu=true"),
     "cap zero": (["budget.cap=0"], r"budget\.cap=0 must be a whole number >= 1; set it like budget\.cap=96"),
