@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 
 import pytest
 import torch
@@ -36,7 +37,9 @@ def test_cache_key_changes_with_every_recipe_field_but_threads(monkeypatch):
         if f.name == "threads":
             assert make_recipe(threads=2).key() == base.key()
             continue
-        if not v:
+        if f.name in ("forced_final", "forced_rule"):
+            new = {"forced_final": 0.5, "forced_rule": "last"}[f.name]
+        elif not v:
             new = type(v)(1) if f.name != "weight_decay" else 0.1
         elif f.name == "difficulty":
             new = 3
@@ -171,3 +174,25 @@ def test_build_is_deterministic_given_the_seed(built, tmp_path):
     a, _ = load_tiny_policy(path)
     b, _ = load_tiny_policy(again)
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_forced_answer_knobs_cut_at_the_end_and_state_the_last_candidate():
+    """forced_final=1 cuts every forced example after the whole trace; forced_rule='last' answers the last
+    candidate stated even when the prefix rejected it; the defaults give the same data as before the knobs."""
+    r = make_recipe(n_examples=200, forced_fraction=1.0, forced_final=1.0, forced_rule="last")
+    task = r.task()
+    for e in sft_examples(r):
+        prefix = e["prompt"][: -len(TAG_PROVER.suffix)]
+        assert prefix.endswith("</verify>")  # the whole trace: it always ends with a verification
+        assert e["completion"] == task.extract_answer(prefix) + TAG_PROVER.answer_stop[0]  # the last one stated
+    from metarl.tasks.subset_sum_traces import NoisySolver, SolverConfig
+
+    solver = NoisySolver(task.level(), SolverConfig())
+    p = {"prompt": "Numbers: 1 2 4 7. Target: 9.\n", "numbers": [1, 2, 4, 7], "target": 9}
+    rejected = "<attempt>1+2</attempt><verify>1+2=3!=9 incorrect</verify>"
+    assert solver.forced_answer(rejected, p, random.Random(0), rule="last") == "1+2"
+    assert solver.forced_answer(rejected, p, random.Random(0)) != "1+2"
+    with pytest.raises(ValueError, match="forced_final"):
+        make_recipe(forced_final=1.5)
+    with pytest.raises(ValueError, match="forced_rule"):
+        make_recipe(forced_rule="newest")

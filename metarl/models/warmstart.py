@@ -31,7 +31,7 @@ import torch
 
 from metarl.models.tiny import build_char_tokenizer, build_tiny_model
 from metarl.tasks.subset_sum import SubsetSumTask
-from metarl.tasks.subset_sum_traces import NoisySolver, SolverConfig
+from metarl.tasks.subset_sum_traces import FORCED_RULES, NoisySolver, SolverConfig
 from metarl.utils import checkpointing_key, set_threads
 
 logger = logging.getLogger(__name__)
@@ -68,6 +68,10 @@ class TinyRecipe:
     test_fraction: float = 0.2
     n_examples: int = 9000
     forced_fraction: float = 0.2
+    #: share of forced-answer examples cut at the end of the whole trace (None: every boundary alike)
+    forced_final: float | None = None
+    #: what a forced answer states (:meth:`NoisySolver.forced_answer`): "believed" | "last"
+    forced_rule: str = "believed"
     p_correct: float = 0.3
     p_slip: float = 0.1
     p_continue: float = 0.5
@@ -94,6 +98,10 @@ class TinyRecipe:
     def __post_init__(self) -> None:
         if not 0.0 <= self.forced_fraction <= 1.0:
             raise ValueError(f"forced_fraction must lie in [0, 1], got {self.forced_fraction}")
+        if self.forced_final is not None and not 0.0 <= self.forced_final <= 1.0:
+            raise ValueError(f"forced_final must lie in [0, 1] (or be None), got {self.forced_final}")
+        if self.forced_rule not in FORCED_RULES:
+            raise ValueError(f"forced_rule {self.forced_rule!r}: use one of {', '.join(FORCED_RULES)}")
         if self.n_examples < 1 or self.batch_size < 1 or self.epochs <= 0:
             raise ValueError("n_examples, batch_size and epochs must be positive")
         if self.hidden_size % self.num_heads:
@@ -152,7 +160,8 @@ def sft_examples(recipe: TinyRecipe) -> list[dict[str, str]]:
         problem = rng.choice(problems)
         trace = solver.trace(problem, rng)
         if rng.random() < recipe.forced_fraction:
-            out.append(solver.forced_answer_example(trace, problem, rng))
+            out.append(solver.forced_answer_example(trace, problem, rng, p_final=recipe.forced_final,
+                                                    rule=recipe.forced_rule))
         else:
             out.append({"prompt": trace.prompt, "completion": trace.completion})
     return out

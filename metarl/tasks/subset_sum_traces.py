@@ -26,6 +26,10 @@ from metarl.tasks.base import tagged_blocks
 from metarl.tasks.subset_sum import Level, format_expression, parse_expression
 
 
+#: Forced-answer rules of :meth:`NoisySolver.forced_answer`.
+FORCED_RULES = ("believed", "last")
+
+
 def candidates(numbers: list[int], lv: Level) -> list[list[int]]:
     """Every expression shape the level allows: ordered subsets (in prompt order) of ``min_terms..max_terms``
     numbers, first term added, the others with any of the level's operators."""
@@ -137,22 +141,29 @@ class NoisySolver:
                 break
         return SolverTrace(problem["prompt"], "".join(parts), rounds)
 
-    def forced_answer(self, prefix: str, problem: dict[str, Any], rng: random.Random) -> str:
+    def forced_answer(self, prefix: str, problem: dict[str, Any], rng: random.Random, rule: str = "believed") -> str:
         """What the meta-prover should answer after ``prefix``: the last candidate verified correct, else a
-        pending unverified attempt, else a fresh guess among candidates the prefix has not rejected."""
+        pending unverified attempt, else a fresh guess among candidates the prefix has not rejected
+        (``rule="believed"``); with ``rule="last"``, the last candidate stated, whatever its verdict (a fresh
+        guess before any)."""
+        if rule not in FORCED_RULES:
+            raise ValueError(f"forced-answer rule {rule!r}: use one of {', '.join(FORCED_RULES)}")
         numbers, target = list(problem["numbers"]), int(problem["target"])
         rejected: set[str] = set()
         believed: str | None = None
         pending: str | None = None
+        last: str | None = None
         for tag, content in tagged_blocks(prefix):
             if tag in ("attempt", "revise"):
-                pending = "".join(content.split())
+                pending = last = "".join(content.split())
             elif tag == "verify" and pending is not None:
                 if content.rstrip().endswith("incorrect"):
                     rejected.add(pending)
                 else:
                     believed = pending
                 pending = None
+        if rule == "last" and last is not None:
+            return last
         if believed is not None:
             return believed
         if pending is not None:
@@ -161,19 +172,26 @@ class NoisySolver:
         guess = self._guess(rng, pool, target) if pool else None
         return format_expression(guess) if guess else format_expression(candidates(numbers, self.level)[0])
 
-    def forced_answer_example(self, trace: SolverTrace, problem: dict[str, Any],
-                              rng: random.Random) -> dict[str, str]:
+    def forced_answer_example(self, trace: SolverTrace, problem: dict[str, Any], rng: random.Random,
+                              p_final: float | None = None, rule: str = "believed") -> dict[str, str]:
         """A prompt/completion pair teaching the forced answer: the prompt is the problem, a prefix of
-        ``trace`` cut at a random episode boundary and the tag format's termination suffix (``"<answer>"``,
-        :data:`metarl.prover.TAG_PROVER`); the completion is the answer and ``"</answer>"`` (so SFT's
-        completion-only loss trains the answer alone)."""
+        ``trace`` cut at an episode boundary and the tag format's termination suffix (``"<answer>"``,
+        :data:`metarl.prover.TAG_PROVER`); the completion is the answer (:meth:`forced_answer` with ``rule``)
+        and ``"</answer>"`` (so SFT's completion-only loss trains the answer alone).
+
+        The cut is uniform over the boundaries (``p_final=None``), or the end of the whole trace with
+        probability ``p_final`` and otherwise uniform over the other boundaries: the whole trace is the
+        prefix that the meta-prover's last value Ĵ_last is measured on."""
         ends = [0]
         for r in range(len(trace.rounds)):
             a = len(attempt_block(trace.rounds[r].terms, first=r == 0))
             ends.append(ends[-1] + a)
             ends.append(trace.completion.index("</verify>", ends[-1]) + len("</verify>"))
-        cut = rng.choice(ends)
+        if p_final is None:
+            cut = rng.choice(ends)
+        else:
+            cut = ends[-1] if rng.random() < p_final else rng.choice(ends[:-1])
         prefix = trace.completion[:cut]
-        answer = self.forced_answer(prefix, problem, rng)
+        answer = self.forced_answer(prefix, problem, rng, rule=rule)
         assert parse_expression(answer) is not None
         return {"prompt": trace.prompt + prefix + TAG_PROVER.suffix, "completion": answer + TAG_PROVER.answer_stop[0]}
