@@ -171,3 +171,24 @@ def test_a_reward_call_past_its_timeout_is_isolated():
     t = s.score([trace()])[0]
     assert [e.rewards["slow_on_second"] for e in t.episodes] == [1.0, 0.0, 1.0]
     assert s.rewards[0].stats["timeouts"] == 1 and "exceeded" in t.meta["reward_errors"][0]
+
+
+def test_obj1_rewards_record_nothing_where_the_grader_cannot_tell():
+    """An attempt the grader cannot grade (judge says undetermined) earns no generation reward, and the verify
+    episode that checks it no verification reward, instead of a confident 0 or 1."""
+    from metarl.grading.grader import Grader
+    from metarl.rewards.obj1 import generation_correctness, verification_correctness
+
+    def verify(prediction, answer, prompt):
+        if prediction == "boom":
+            raise RuntimeError("cannot parse")
+        return prediction == answer
+
+    g = Grader(verify)
+    verdict = lambda t: {"correct": True, "incorrect": False}.get(t.strip())  # noqa: E731
+    unknown, known = Episode("attempt", 0, 4, "boom"), Episode("attempt", 0, 3, "7+6")
+    check = Episode("verify", 4, 11, "correct")
+    assert generation_correctness(unknown, "7+6", g, lambda t: t) is None
+    assert verification_correctness(check, [unknown], "7+6", g, lambda t: t, verdict) is None
+    assert generation_correctness(known, "7+6", g, lambda t: t) == 1.0
+    assert verification_correctness(check, [known], "7+6", g, lambda t: t, verdict) == 1.0

@@ -3,7 +3,8 @@
 ``grader(prediction, answer, prompt) -> bool`` and ``extract_answer(text) -> str | None`` come from the
 scoring configuration (``metarl.grading``, or a task's own verifier); ``parse_verdict(text) -> bool | None``
 reads the verdict a verify episode states. An episode reward returns ``None`` where it does not apply
-(e.g. generation correctness on a verify episode): no value is recorded for that episode.
+(e.g. generation correctness on a verify episode), or where the grader cannot tell whether the episode's
+answer is right (:meth:`metarl.grading.Grader.judge` says undetermined): no value is recorded for that episode.
 """
 from __future__ import annotations
 
@@ -13,6 +14,19 @@ from metarl.rewards import reward
 from metarl.types import Episode
 
 GENERATION_KINDS = ("attempt", "revise")
+
+
+def _truth(grader: Callable, prediction: str | None, answer: str, prompt: str) -> bool | None:
+    """Whether ``prediction`` is right: the grader's ``judge`` verdict where it has one (None: it cannot tell),
+    else the plain callable's answer.
+
+    >>> _truth(lambda p, a, prompt="": p == a, "7", "7", "")
+    True
+    """
+    judge = getattr(grader, "judge", None)
+    if judge is None:
+        return bool(grader(prediction, answer, prompt))
+    return judge(prediction, answer, prompt)[0]
 
 
 @reward("trace")
@@ -42,7 +56,8 @@ def generation_correctness(episode: Episode, answer: str | None, grader: Callabl
     """
     if episode.kind not in GENERATION_KINDS or answer is None:
         return None
-    return float(bool(grader(extract_answer(episode.text), answer, prompt)))
+    truth = _truth(grader, extract_answer(episode.text), answer, prompt)
+    return None if truth is None else float(truth)
 
 
 @reward("episode")
@@ -51,7 +66,7 @@ def verification_correctness(episode: Episode, previous: Sequence[Episode], answ
                              prompt: str = "", wrong: float = 0.0) -> float | None:
     """Verify episodes: 1.0 if the stated verdict matches the true correctness of the most recent
     attempt/revise episode, else ``wrong`` (0.0, or -1.0 to penalise). No stated verdict counts as wrong;
-    a verify episode with no attempt before it gets no reward.
+    a verify episode with no attempt before it, or whose attempt the grader cannot grade, gets no reward.
 
     >>> grade = lambda p, a, prompt="": p == a
     >>> verdict = lambda t: {"correct": True, "incorrect": False}.get(t.strip())
@@ -67,7 +82,9 @@ def verification_correctness(episode: Episode, previous: Sequence[Episode], answ
     checked = next((e for e in reversed(previous) if e.kind in GENERATION_KINDS), None)
     if checked is None:
         return None
-    truth = bool(grader(extract_answer(checked.text), answer, prompt))
+    truth = _truth(grader, extract_answer(checked.text), answer, prompt)
+    if truth is None:  # the grader cannot tell whether the checked answer is right: no verdict can be judged
+        return None
     verdict = parse_verdict(episode.text)
     if verdict is None:
         return float(wrong)
