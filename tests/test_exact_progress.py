@@ -327,3 +327,24 @@ def test_trains_in_place_of_monte_carlo_progress_with_the_termination_baseline(t
         for e in r["episodes"]:
             assert e["info"]["J"] == e["info"]["J_exact"] == task.exact_success(r["prompt"], r["completion"][:e["end"]])
             assert "exact_progress" in e["rewards"]
+
+
+def test_the_last_rule_answers_the_last_expression_stated_whatever_its_verdict():
+    """rule='last' (the tiny warm starts' forced-answer rule): J is the last stated expression's correctness,
+    a guess over all candidates before any; the reward passes the rule on and refuses an unknown one."""
+    from metarl.registry import ConfigError
+    from metarl.rewards.exact import ExactProgress
+    from metarl.tasks import SubsetSumTask
+
+    task = SubsetSumTask(difficulty=2)
+    prompt = "Numbers: 3 8 5 12. Target: 20.\n"
+    right = "<attempt>8+12</attempt><verify>8+12=21!=20 incorrect</verify>"  # a slip rejects the right answer
+    wrong = "<attempt>3+5</attempt><verify>3+5=20 correct</verify>"  # a slip believes a wrong one
+    assert task.exact_success(prompt, right, rule="last") == 1.0 and task.exact_success(prompt, right) < 1.0
+    assert task.exact_success(prompt, wrong, rule="last") == 0.0 == task.exact_success(prompt, wrong)
+    assert task.exact_success(prompt, "", rule="last") == task.exact_success(prompt, "")  # 1 of 6 pairs
+    with pytest.raises(ValueError, match="rule"):
+        task.exact_success(prompt, right, rule="newest")
+    with pytest.raises(ConfigError, match="rule"):
+        ExactProgress(task, rule="newest")
+    assert ExactProgress(task, rule="last").rule == "last"

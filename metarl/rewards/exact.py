@@ -55,6 +55,10 @@ class ExactProgress:
             traces of a group once).
         seed: makes the binomial draws reproducible: call ``k`` of `score_batch` draws with seed ``seed + k``
             (the config passes the run's ``seed``); None: fresh randomness. Unused when ``m`` is None.
+        rule: which ideal meta-prover J is the success of, passed to ``task.exact_success``: ``"believed"`` (the
+            answer last verified correct, else the pending one, else a guess among the candidates left) or
+            ``"last"`` (the last answer stated, whatever its verdict: the rule the tiny warm starts' forced
+            answers follow, so J is the exact value of what their Monte Carlo Ĵ estimates).
         record_j: write J into ``episode.info["J"]`` / ``trace.meta["J_init"]`` (what the termination baseline,
             rollouts.jsonl and the information-gain analysis read). Set it false to keep Monte Carlo progress's
             Ĵ there when both rewards are configured; the exact values are always in ``J_exact``.
@@ -82,7 +86,8 @@ class ExactProgress:
     #: Writes J where the termination baseline reads it (``metarl.trainer.run`` accepts it for that baseline).
     records_J = True
 
-    def __init__(self, task: Any, m: int | None = None, seed: int | None = None, record_j: bool = True):
+    def __init__(self, task: Any, m: int | None = None, seed: int | None = None, record_j: bool = True,
+                 rule: str = "believed"):
         if isinstance(task, Mapping):
             from metarl.tasks import build_task
 
@@ -97,14 +102,18 @@ class ExactProgress:
                               f"(docs/plugins.md) or use rewards=[mc_progress] (a Monte Carlo estimate)")
         if m is not None and (isinstance(m, bool) or not isinstance(m, int) or m < 1):
             raise ConfigError(f"exact_progress m={m!r}: null (J exact) or an integer >= 1 (binomial draws from J)")
+        if rule not in ("believed", "last"):
+            raise ConfigError(f"exact_progress rule={rule!r}: use believed (the answer last verified correct) or last "
+                              f"(the last answer stated, as the tiny warm starts' meta-prover answers)")
         self.task = task
+        self.rule = rule
         self.m = m
         self.seed = seed
         self.record_j = bool(record_j)
         self._calls = 0
 
     def _exact(self, trace: Trace, prefix: str, index: int) -> float:
-        j = self.task.exact_success(trace.prompt, prefix)
+        j = self.task.exact_success(trace.prompt, prefix, rule=self.rule)
         if j is None or not 0.0 <= float(j) <= 1.0:
             raise ValueError(f"trace {index}: {type(self.task).__name__}.exact_success returned {j!r} for a prefix "
                              f"of {len(prefix)} characters; it must return a probability in [0, 1]")

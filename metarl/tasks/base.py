@@ -146,10 +146,12 @@ class Task(ABC):
         """Outcome reward r(x, y): 1.0 if the last answer stated in ``completion`` is correct."""
         return float(self.verify(self.extract_answer(completion), answer, prompt))
 
-    def exact_success(self, prompt: Any, prefix: str) -> float | None:
+    def exact_success(self, prompt: Any, prefix: str, rule: str = "believed") -> float | None:
         """Exact J of ``prefix``: the probability that an ideal meta-prover, forced to answer right after
         ``prompt + prefix``, answers correctly, computed from the state the prefix reveals (no sampling, no
-        model). ``prefix`` is a prefix of a completion (``""`` for J_{-1}, the prompt alone).
+        model). ``prefix`` is a prefix of a completion (``""`` for J_{-1}, the prompt alone). ``rule`` names
+        the ideal meta-prover (what it answers from that state); a task documents the rules it knows
+        (the subset-sum task: ``"believed"`` and ``"last"``) and raises ``ValueError`` for another.
 
         A task whose state is programmatic (the answers tried, the verdicts given, the candidates left)
         overrides this; the ``exact_progress`` reward (:class:`metarl.rewards.exact.ExactProgress`, an

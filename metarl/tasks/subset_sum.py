@@ -175,18 +175,25 @@ class PrefixState:
 
     ``believed``: the last expression a verification called correct; ``pending``: an expression stated after
     the last verdict and not verified yet; ``rejected``: the expressions a verification called incorrect, as
-    sorted signed terms (:func:`_terms_key`); ``format``: ``"tags"``, ``"r1"`` or ``"none"`` (nothing read).
+    sorted signed terms (:func:`_terms_key`); ``format``: ``"tags"``, ``"r1"`` or ``"none"`` (nothing read);
+    ``last``: the last expression stated, whatever its verdict.
     """
 
     believed: str | None = None
     pending: str | None = None
     rejected: frozenset[tuple[int, ...]] = frozenset()
     format: str = "none"
+    #: the last expression the prefix stated, whatever its verdict (the ``"last"`` rule's answer)
+    last: str | None = None
 
     @property
     def choice(self) -> str | None:
         """The answer the prefix names (believed, else pending), or None: the forced answer is a fresh guess."""
         return self.believed if self.believed is not None else self.pending
+
+
+#: Forced-answer rules of :meth:`SubsetSumTask.exact_success` (as ``NoisySolver.forced_answer``'s).
+EXACT_RULES = ("believed", "last")
 
 
 def prefix_state(prefix: str) -> PrefixState:
@@ -201,21 +208,23 @@ def prefix_state(prefix: str) -> PrefixState:
     "so E does not work"); a prefix that reveals nothing in either gives the empty state.
 
     >>> prefix_state("<attempt>3+9</attempt><verify>3+9=12!=20 incorrect</verify><revise>8+12</revise>")
-    PrefixState(believed=None, pending='8+12', rejected=frozenset({(3, 9)}), format='tags')
+    PrefixState(believed=None, pending='8+12', rejected=frozenset({(3, 9)}), format='tags', last='8+12')
     >>> prefix_state("<attempt>8+12</attempt><verify>8+12=20 correct</verify>").choice
     '8+12'
     >>> prefix_state("<attempt>oops</attempt><verify>no verdict</verify>")
-    PrefixState(believed=None, pending=None, rejected=frozenset(), format='none')
+    PrefixState(believed=None, pending=None, rejected=frozenset(), format='none', last=None)
     """
     believed: str | None = None
     pending: str | None = None
+    last: str | None = None
     rejected: set[tuple[int, ...]] = set()
     read = False
     for tag, content in tagged_blocks(prefix):
         if tag in ("attempt", "revise"):
             expr = _expression_in(content)
             if expr is not None and parse_expression(expr) is not None:
-                pending, read = expr, True
+                pending = last = expr
+                read = True
         elif tag == "verify" and pending is not None:
             verdict = SubsetSumTask.verdict(content)
             if verdict is None:
@@ -226,14 +235,15 @@ def prefix_state(prefix: str) -> PrefixState:
                 rejected.add(_terms_key(pending))  # type: ignore[arg-type]
             pending = None
     if read:
-        return PrefixState(believed, pending, frozenset(rejected), "tags")
+        return PrefixState(believed, pending, frozenset(rejected), "tags", last)
     from metarl.tasks.subset_sum_r1 import thinking_state  # the R1 module builds on this one
 
     r1 = thinking_state(prefix)
     keys = {k for k in map(_terms_key, r1.rejected) if k is not None}
     if r1.believed is None and r1.pending is None and not keys:
         return PrefixState()
-    return PrefixState(r1.believed, r1.pending, frozenset(keys), "r1")
+    return PrefixState(r1.believed, r1.pending, frozenset(keys), "r1",
+                       r1.pending if r1.pending is not None else r1.believed)
 
 
 class SubsetSumTask(Task):
@@ -369,8 +379,12 @@ class SubsetSumTask(Task):
                     found = expr
         return found
 
-    def exact_success(self, prompt: Any, prefix: str) -> float | None:
+    def exact_success(self, prompt: Any, prefix: str, rule: str = "believed") -> float | None:
         """Exact J of ``prefix``: the probability that the ideal meta-prover's forced answer is correct.
+
+        ``rule="last"``: the meta-prover answers the last expression the prefix stated, whatever its verdict
+        (the rule the tiny warm start's forced answers are taught, ``TinyRecipe.forced_rule``), and guesses as
+        below only before any; the default ``"believed"`` is the rule described next.
 
         The ideal meta-prover follows the forced-answer rule the warm start is taught
         (``NoisySolver.forced_answer``) on the state :func:`prefix_state` reads: it answers the expression
@@ -392,6 +406,8 @@ class SubsetSumTask(Task):
         (0.16666666666666666, 1.0)
         >>> task.exact_success(prompt, "<attempt>3+5</attempt><verify>3+5=8!=20 incorrect</verify>")
         0.2
+        >>> task.exact_success(prompt, "<attempt>3+5</attempt><verify>3+5=8!=20 incorrect</verify>", rule="last")
+        0.0
         """
         from metarl.tasks.subset_sum_traces import candidates  # that module builds on this one
 
@@ -399,9 +415,12 @@ class SubsetSumTask(Task):
         if problem is None:
             raise ValueError(f"{self.name}.exact_success needs the problem prompt ('Numbers: ... Target: ...'); "
                              f"got prompt={_text_of(prompt)[:80]!r}")
+        if rule not in EXACT_RULES:
+            raise ValueError(f"exact_success rule {rule!r}: use one of {', '.join(EXACT_RULES)}")
         state = prefix_state(prefix)
-        if state.choice is not None:
-            return float(self.verify(state.choice, "", prompt))
+        choice = state.last if rule == "last" and state.last is not None else state.choice
+        if choice is not None:
+            return float(self.verify(choice, "", prompt))
         every = candidates(problem[0], self.level())
         if not every:
             return 0.0
