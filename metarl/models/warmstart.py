@@ -51,9 +51,16 @@ _NOT_IN_KEY = frozenset({"threads"})
 class TinyRecipe:
     """Everything that determines the tiny policy; every field but ``threads`` enters the cache key.
 
-    The defaults were chosen on this project's 2-core CPU: about a minute of SFT (1125 steps of 8 examples)
-    gives a policy that follows the format, verifies its attempts far better than chance and solves
-    roughly a fifth of held-out level-2 problems per sample (see ``bench/tiny_policy_report.py``).
+    The defaults were chosen on this project's 2-core CPU: 1500 SFT steps of 8 examples give a policy that
+    follows the format, verifies its attempts far better than chance and solves roughly a fifth of held-out
+    level-2 problems per sample (see ``bench/tiny_policy_report.py``).
+
+    Half of the examples teach the meta-prover's forced answer, 70% of those after the whole trace, and the
+    forced answer restates the last candidate stated (``forced_rule="last"``), on a 96-wide model: so forced
+    to answer, the policy answers what its stream would (Ĵ_last tracks the outcome, and a verification does not
+    move Ĵ). With 20% forced answers cut anywhere, the "believed" rule and a 64-wide model, the policy could
+    not copy an answer back across a verify block, and Monte Carlo progress punished verifying a right answer
+    (``metarl-calibrate``; the variants tried are in docs/findings.md section 7).
 
     The solver it imitates gives up too early: after an "incorrect" verdict it revises only half of the
     time (``p_continue=0.5``, up to ``max_attempts=6``). So the warm-started policy under-uses its
@@ -66,18 +73,18 @@ class TinyRecipe:
     # task and synthetic data
     difficulty: int = 2
     test_fraction: float = 0.2
-    n_examples: int = 9000
-    forced_fraction: float = 0.2
+    n_examples: int = 12000
+    forced_fraction: float = 0.5
     #: share of forced-answer examples cut at the end of the whole trace (None: every boundary alike)
-    forced_final: float | None = None
+    forced_final: float | None = 0.7
     #: what a forced answer states (:meth:`NoisySolver.forced_answer`): "believed" | "last"
-    forced_rule: str = "believed"
+    forced_rule: str = "last"
     p_correct: float = 0.3
     p_slip: float = 0.1
     p_continue: float = 0.5
     max_attempts: int = 6
     # model
-    hidden_size: int = 64
+    hidden_size: int = 96
     num_layers: int = 2
     num_heads: int = 4
     max_position_embeddings: int = 512
