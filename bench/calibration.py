@@ -227,6 +227,8 @@ class Sizes:
     m: int = 8
     seed: int = 0
     bins: int = 5
+    #: the exact J's meta-prover (``ExactProgress(rule=...)``): "last" is the tiny warm starts' own forced-answer rule
+    rule: str = "last"
 
 
 def reasoner_cached() -> tuple[bool, str]:
@@ -250,7 +252,7 @@ def run_policy(p: Policy, sizes: Sizes) -> tuple[dict[str, Any], list[Any], Any]
     t0 = time.perf_counter()
     traces, correct, info = sample(cfg, opts)
     t1 = time.perf_counter()
-    ExactProgress(build_task_of(cfg), record_j=False).success_rates(traces)
+    ExactProgress(build_task_of(cfg), record_j=False, rule=sizes.rule).success_rates(traces)
     t2 = time.perf_counter()
     th: Thresholds = opts["thresholds"]
     cal = calibrate(traces, th, correct, bins=sizes.bins, m=sizes.m)
@@ -480,8 +482,12 @@ def write_page(result: dict[str, Any], docs: Path) -> Path:
         f"- per policy: {result['sizes']['problems']} held-out problems × {result['sizes']['samples']} sampled "
         f"traces (temperature 1.0 for the tiny policies), Ĵ after every episode from m={result['sizes']['m']} forced "
         f"answers (`metarl.cli.calibrate.sample`, the sampling path of `metarl-calibrate`), seed "
-        f"{result['sizes']['seed']}; exact J from the task's `exact_success` (`metarl.rewards.exact.ExactProgress`) "
-        "on the same prefixes",
+        f"{result['sizes']['seed']}; exact J from the task's `exact_success` (`metarl.rewards.exact.ExactProgress`, "
+        f"rule `{result['sizes'].get('rule', 'believed')}`: "
+        + ("the last answer stated, the tiny warm starts' own forced-answer rule, so J is the exact value of what Ĵ "
+           "estimates" if result['sizes'].get('rule') == "last" else
+           "the answer last verified correct, else the pending one, else a guess among the candidates left")
+        + ") on the same prefixes",
         f"- verdict thresholds (`metarl.calibration.Thresholds`): informative needs correlation of Ĵ_last with the "
         f"outcome ≥ {th['correlation']:g} and mean ΔĴ of verify after a correct attempt ≥ "
         f"{th['verify_after_correct']:+g}",
@@ -533,8 +539,10 @@ def write_page(result: dict[str, Any], docs: Path) -> Path:
             "estimator of J meets this on at least ~95% of prefixes; at J = 0 or 1 only Ĵ = J does).",
             "",
             f"Of the {v['verify_after_correct']['n']} verify episodes after a correct attempt, exact J falls after "
-            f"{v['verify_after_correct']['exact_drops']} (the ideal rule follows the verdict: there the policy "
-            f"rejected its correct attempt) and Ĵ after {v['verify_after_correct']['hat_drops']}.",
+            f"{v['verify_after_correct']['exact_drops']} and Ĵ after {v['verify_after_correct']['hat_drops']} "
+            + ("(under the \"last\" rule a verification cannot change J: a drop of Ĵ there is a copying error)."
+               if result['sizes'].get('rule') == "last" else
+               "(the \"believed\" rule follows the verdict: where J falls the policy rejected its correct attempt)."),
             "",
             f"![reliability {r['key']}](results/calibration_{r['key']}.png) "
             f"![Ĵ vs J {r['key']}](results/calibration_{r['key']}_jhat_vs_j.png)",
@@ -595,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
                    help="sampled traces per problem, one credit group (default 8, as the demo trains)")
     p.add_argument("--m", type=int, default=8, help="forced answers per prefix (default 8)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rule", default="last", choices=["last", "believed"],
+                   help="the exact J's meta-prover (default last: the tiny warm starts' forced-answer rule)")
     p.add_argument("--policies", default="demo,compare_l3,reasoner",
                    help="which policies (the reasoner only when its build is cached)")
     p.add_argument("--quick", action="store_true", help="smoke check: 8 problems x 2 samples")
@@ -613,7 +623,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     docs = Path(a.docs)
     out = docs / "results"
     out.mkdir(parents=True, exist_ok=True)
-    sizes = Sizes(problems=a.problems, samples=a.samples, m=a.m, seed=a.seed)
+    sizes = Sizes(problems=a.problems, samples=a.samples, m=a.m, seed=a.seed, rule=a.rule)
     wanted = [x.strip() for x in a.policies.split(",") if x.strip()]
     t_all = time.perf_counter()
     results, not_measured, credit_rows, summary_rows = [], [], [], []
