@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from analysis.io import RunData, group_runs, is_number, question_key
-from analysis.plots import Section, color, finish, line_with_band, panels, save_figure, summarise, write_csv
+from analysis.plots import PROBABILITY, Section, color, finish, line_with_band, panels, save_figure, summarise, write_csv
 
 ALL = "all"
 
@@ -76,7 +76,7 @@ def _curves(seeds: list[dict], bin_: Any) -> dict[str, list[tuple[float, Any, in
                 per_seed.append([float(np.mean(v)) for v in cell[0].values()])
                 toks += cell[1]
                 nq += len(cell[0])
-        iv, n_runs = summarise(per_seed, seed=int(budget) % 2**31)
+        iv, n_runs = summarise(per_seed, seed=int(budget) % 2**31, bounds=PROBABILITY)
         curves.setdefault(strat, []).append((budget, iv, nq, n_runs, float(np.mean(toks)) if toks else float("nan")))
     return curves
 
@@ -84,7 +84,8 @@ def _curves(seeds: list[dict], bin_: Any) -> dict[str, list[tuple[float, Any, in
 def _draw(ax: Any, curves: dict[str, list], title: str, strategies: list[str], legend: bool = True) -> None:
     budgets = [p[0] for pts in curves.values() for p in pts]
     for strat, pts in curves.items():
-        line_with_band(ax, [p[0] for p in pts], [p[1] for p in pts], strat, color(strategies.index(strat)), marker="o")
+        line_with_band(ax, [p[0] for p in pts], [p[1] for p in pts], strat, color(strategies.index(strat)), marker="o",
+                       bounds=PROBABILITY)
     if budgets and min(budgets) > 0 and max(budgets) / min(budgets) >= 4:
         ax.set_xscale("log", base=2)
     ax.set_ylim(-0.03, 1.03)
@@ -101,14 +102,24 @@ def compute_accuracy_section(runs: list[RunData], out_dir: Path) -> Section:
         return sec
     strategies = sorted({k[0] for seeds in data.values() for cells in seeds for k in cells})
     header = ["run", "strategy", "difficulty_bin", "budget", "accuracy", "ci_low", "ci_high", "mean_tokens", "n_questions", "n_runs"]
+    all_curves = {label: _curves(seeds, ALL) for label, seeds in data.items()}
+    rows = [[label, s, ALL, b, iv.mean, iv.low, iv.high, t, nq, nr] for label, curves in all_curves.items()
+            for s, pts in curves.items() for b, iv, nq, nr, t in pts]
+    csv = write_csv(out_dir, "compute_accuracy", header, rows)
+    if max(len(pts) for curves in all_curves.values() for pts in curves.values()) < 2:
+        sec.notes.append(f"every strategy was evaluated at one budget only: a compute–accuracy curve needs >= 2 "
+                         f"budgets; plot skipped, the points are in the table and [{csv}]({csv})")
+        sec.markdown = ("Accuracy at the one budget evaluated (95% CI: bootstrap over questions, or t over seeds):\n\n"
+                        "| run | strategy | budget (tokens) | accuracy | mean thinking tokens | questions |\n"
+                        "|---|---|---|---|---|---|\n" + "\n".join(
+                            f"| {r[0]} | {r[1]} | {r[3]:g} | {r[4]:.3f} [{r[5]:.3f}, {r[6]:.3f}] | "
+                            f"{'' if r[7] != r[7] else f'{r[7]:.1f}'} | {r[8]} |" for r in rows))
+        return sec
     fig, axes = panels(len(data))
-    rows = []
     for ax, (label, seeds) in zip(axes, data.items()):
-        curves = _curves(seeds, ALL)
-        _draw(ax, curves, label + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""), strategies)
-        rows += [[label, s, ALL, b, iv.mean, iv.low, iv.high, t, nq, nr] for s, pts in curves.items() for b, iv, nq, nr, t in pts]
+        _draw(ax, all_curves[label], label + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""), strategies)
     png = save_figure(fig, out_dir, "compute_accuracy", "Accuracy vs token budget per strategy")
-    sec.figures.append(("Compute–accuracy curves per strategy", png, write_csv(out_dir, "compute_accuracy", header, rows)))
+    sec.figures.append(("Compute–accuracy curves per strategy", png, csv))
     bins = sorted({k[2] for seeds in data.values() for cells in seeds for k in cells if k[2] != ALL})
     if not bins:
         sec.notes.append("no `difficulty_bin` in eval results; per-bin curves skipped")

@@ -70,7 +70,7 @@ def _panel(ax: Any, recs: list[dict[str, Any]], title: str, strategies: list[str
         xs_all += xs
         ivs = [Interval(r["accuracy"], _num(r.get("ci_low")), _num(r.get("ci_high")), r["n_evaluation"]) for r in pts]
         label = s + (" (oracle)" if pts[0].get("oracle") else "")
-        line_with_band(ax, xs, ivs, label, color(strategies.index(s)), marker="o", lw=1.2)
+        line_with_band(ax, xs, ivs, label, color(strategies.index(s)), marker="o", lw=1.2, bounds=(0.0, 1.0))
     choice = sorted((r for r in recs if r["kind"] == "choice"), key=lambda r: r["compute"])
     if choice:
         ax.step([r["compute"] for r in choice], [r["accuracy"] for r in choice], where="post", color="black", lw=2.2,

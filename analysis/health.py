@@ -10,10 +10,11 @@ the logged traces that carry Ĵ; formulas there). Per run:
   are replayed over the logged series (``metarl.monitors.replay``) with the thresholds of the run's
   ``config.yaml`` ``health:`` block, or the defaults; the report says which.
 
-Figures, one per run: a panel per monitored series (outcome accuracy, dense reward, mean thinking tokens,
-fraction of traces cut by the cap, episodes per trace) with a dashed line at the trip step of each monitor
-that reads it; the CSV behind it lists every series and every monitor statistic per step (long form). Metric
-names without the trainer's ``metarl/`` prefix are accepted too.
+Figures: one per run where a monitor tripped, with a panel per series that a tripped monitor reads
+(e.g. dense reward and outcome accuracy for reward hacking), the steps where it alarmed shaded and a dashed
+line at its trip step; monitors that stayed quiet get a table row, not a plot. The CSV of every run (written
+whether or not anything tripped) lists every series and every monitor statistic per step (long form).
+Metric names without the trainer's ``metarl/`` prefix are accepted too.
 """
 from __future__ import annotations
 
@@ -29,6 +30,8 @@ from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, PRE
 
 TITLES = {ACCURACY_KEY: "outcome accuracy", DENSE_KEY: "dense reward (per-trace sum)", TOKENS_KEY: "mean thinking tokens",
           CAP_KEY: "fraction of traces cut by the cap", EPISODES_KEY: "episodes per trace"}
+UNITS = {ACCURACY_KEY: "fraction of traces", DENSE_KEY: "dense reward per trace", TOKENS_KEY: "tokens per trace",
+         CAP_KEY: "fraction of traces", EPISODES_KEY: "episodes per trace"}
 FLAGS = ("alarm", "tripped")
 
 
@@ -161,7 +164,12 @@ def health_section(runs: list[RunData], out_dir: Path) -> Section:
         while name in names:
             name, k = f"health_{base}_{k}", k + 1
         names.add(name)
-        sec.figures.append(_figure(run, monitors, rows, records, verdicts, out_dir, name))
+        fig = _figure(run, monitors, rows, records, verdicts, out_dir, name)
+        if fig[0]:
+            sec.figures.append(fig)
+        else:
+            sec.notes.append(f"{run.label}{f' (seed {seed})' if seed != '' else ''}: no monitor tripped, nothing "
+                             f"plotted; its monitored series and statistics per step: [{fig[2]}]({fig[2]})")
     if not any_rows:
         sec.notes.append("no metrics.jsonl rows with monitored series (metarl/outcome_accuracy, metarl/reward/dense, "
                          "metarl/tokens/..., metarl/episodes_per_trace) in any run; training health skipped")
@@ -172,31 +180,43 @@ def health_section(runs: list[RunData], out_dir: Path) -> Section:
 
 def _figure(run: RunData, monitors: list[Monitor], rows: list[dict[str, Any]], records: list[dict[str, Any]],
             verdicts: list[tuple[str, str, Any, str]], out_dir: Path, name: str) -> tuple[str, str, str]:
-    series = [k for k in dict.fromkeys(k for m in monitors for k in m.keys) if any(is_number(r.get(k)) for r in rows)]
+    """The run's CSV (always) and, when a monitor tripped, a figure of the series the tripped monitors read:
+    (caption, png, csv), with caption and png empty when nothing tripped."""
+    import matplotlib.pyplot as plt
+
     trips = {v[0]: float(v[2]) for v in verdicts if v[1] == "tripped"}
-    fig, axes = panels(max(1, len(series)))
     csv_rows: list[list[Any]] = []
-    for ax, key in zip(axes, series):
-        pts = [(float(r["step"]), float(r[key])) for r in rows if is_number(r.get(key))]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color(0), marker="." if len(pts) < 30 else None, lw=1.6)
-        for i, m in enumerate(monitors):
-            if m.name in trips and key in m.keys:
-                ax.axvline(trips[m.name], color=color(i + 1), ls="--", lw=1.2, label=f"{m.name} tripped (step {trips[m.name]:g})")
-        finish(ax, TITLES.get(key, key), "training step", key)
-        ax.xaxis.get_major_locator().set_params(integer=True)
-        csv_rows += [[run.label, "" if run.seed is None else run.seed, _int(s), key, v] for s, v in pts]
-    if not series:
-        axes[0].text(0.5, 0.5, "no monitored series", ha="center", va="center", transform=axes[0].transAxes)
+    seed = "" if run.seed is None else run.seed
+    series = [k for k in dict.fromkeys(k for m in monitors for k in m.keys) if any(is_number(r.get(k)) for r in rows)]
+    for key in series:
+        csv_rows += [[run.label, seed, _int(float(r["step"])), key, float(r[key])] for r in rows if is_number(r.get(key))]
     for rec in records:
         for k, v in rec.items():
             if k.startswith(PREFIX) and is_number(v):
-                csv_rows.append([run.label, "" if run.seed is None else run.seed, _int(float(rec["step"])), k, float(v)])
-    title = f"Training health: {run.label}" + (f" (seed {run.seed})" if run.seed is not None else "")
-    png = save_figure(fig, out_dir, name, title)
+                csv_rows.append([run.label, seed, _int(float(rec["step"])), k, float(v)])
     csv = write_csv(out_dir, name, ["run", "seed", "step", "series", "value"], csv_rows)
-    tripped = [v[0] for v in verdicts if v[1] == "tripped"]
-    caption = f"{title}: monitored series" + (f"; tripped: {', '.join(tripped)}" if tripped else "; no monitor tripped")
-    return caption, png, csv
+    tripped = [(i, m) for i, m in enumerate(monitors) if m.name in trips]
+    plots = [(i, m, k) for i, m in tripped for k in m.keys if k in series]
+    if not plots:
+        return "", "", csv
+    fig, axes = panels(len(plots), ncols=min(3, len(plots)), size=(5.4, 3.9))
+    for ax, (i, m, key) in zip(axes, plots):
+        pts = [(float(r["step"]), float(r[key])) for r in rows if is_number(r.get(key))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=color(0), marker="." if len(pts) < 30 else None, lw=1.4,
+                label=TITLES.get(key, key))
+        alarm = [float(r["step"]) for r in records if r.get(f"{PREFIX}{m.name}/alarm") == 1]
+        for k, st in enumerate(alarm):
+            ax.axvspan(st - 0.5, st + 0.5, color=color(i + 1), alpha=0.12, lw=0,
+                       label=f"{m.name} alarm (window condition met)" if k == 0 else None)
+        ax.axvline(trips[m.name], color=color(i + 1), ls="--", lw=1.4, label=f"{m.name} tripped (step {trips[m.name]:g})")
+        if key in (ACCURACY_KEY, CAP_KEY):
+            ax.set_ylim(-0.02, 1.02)
+        finish(ax, f"{m.name}: {TITLES.get(key, key)}", "training step", UNITS.get(key, key), below=True)
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    title = f"Tripped health monitors: {run.label}" + (f" (seed {run.seed})" if run.seed is not None else "")
+    png = save_figure(fig, out_dir, name, title)
+    plt.close("all")
+    return f"{title}: {', '.join(m.name for _, m in tripped)}, the series each reads", png, csv
 
 
 def _int(step: float) -> Any:

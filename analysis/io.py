@@ -8,6 +8,8 @@ keys:
 * compute-optimal record: ``kind`` ``choice`` or ``curve`` with a ``difficulty`` source
   (``eval/compute_optimal.jsonl``);
 * eval result: has ``strategy`` and ``budget`` (``eval/results.jsonl``);
+* held-out curve row: has ``step``, ``budget`` and ``accuracy`` but no ``strategy`` (``eval/curve.jsonl``:
+  the policy evaluated every N training steps at each cap C);
 * training metrics: has ``step`` (``metrics.jsonl``).
 
 Malformed lines are collected as ``"file:line: problem"`` strings for the report.
@@ -39,6 +41,7 @@ class RunData:
     traces: list[dict[str, Any]] = field(default_factory=list)
     eval_results: list[dict[str, Any]] = field(default_factory=list)
     compute_optimal: list[dict[str, Any]] = field(default_factory=list)
+    heldout: list[dict[str, Any]] = field(default_factory=list)
     files: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -130,6 +133,8 @@ def load_run(path: Path | str) -> RunData:
                 run.compute_optimal.append(r)
             elif "strategy" in r and "budget" in r:
                 run.eval_results.append(r)
+            elif "step" in r and "budget" in r and "accuracy" in r:
+                run.heldout.append(r)
             elif "step" in r:
                 run.metrics.append(r)
             else:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from analysis.info_gain import CurveSet
-from analysis.plots import Section, color, finish, line_with_band, panels, save_figure, summarise, unit_label, write_csv
+from analysis.plots import PROBABILITY, Section, clip_interval, color, finish, line_with_band, panels, save_figure, summarise, unit_label, write_csv
 from metarl.metrics import cumulative_regret, mean_ci, normalized_regret
 
 MRT_BUDGETS = (4096, 8192, 12288, 16384)
@@ -48,11 +48,11 @@ def regret_vs_budget(sets: dict[str, CurveSet], out_dir: Path, budgets: Sequence
             per_seed.append(_per_question(per_trace[idx], [cs.questions[i] for i in idx]))
         ivs = []
         for bi, b in enumerate(budgets):
-            iv, n_runs = summarise([q[:, bi] for q in per_seed], seed=bi)
+            iv, n_runs = summarise([q[:, bi] for q in per_seed], seed=bi, bounds=PROBABILITY)
             ivs.append(iv)
             n_q = sum(len(q) for q in per_seed)
             rows.append([label, cs.unit, b, iv.mean, iv.low, iv.high, len(cs.curves), n_q, n_runs])
-        line_with_band(ax, budgets, ivs, label + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""), color(gi), marker="o")
+        line_with_band(ax, budgets, ivs, label + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""), color(gi), marker="o", bounds=PROBABILITY)
         table.append(f"| {label} | " + " | ".join(f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]" for iv in ivs) + " |")
     units = {cs.unit for cs in sets.values()}
     xl = f"budget C0 ({unit_label(units.pop())})" if len(units) == 1 else "budget C0 (tokens or characters, see CSV)"
@@ -73,7 +73,7 @@ def cumulative_regret_vs_episodes(sets: dict[str, CurveSet], out_dir: Path) -> t
         kmax = max(len(d) for d in deltas) - 1
         ks, ivs = [], []
         for k in range(kmax + 1):
-            iv = mean_ci([d[k] for d in deltas if len(d) > k])
+            iv = clip_interval(mean_ci([d[k] for d in deltas if len(d) > k]), (0.0, float(k)))  # 0 <= Δ_k <= k
             ks.append(k)
             ivs.append(iv)
             rows.append([label, k, iv.mean, iv.low, iv.high, iv.n])
@@ -86,10 +86,15 @@ def cumulative_regret_vs_episodes(sets: dict[str, CurveSet], out_dir: Path) -> t
 
 
 def regret_section(sets: dict[str, CurveSet], out_dir: Path, budgets: Sequence[float] | None = None) -> Section:
-    """Regret plots for every run with information-gain curves."""
+    """Regret plots for every run with J curves (μ's probability of success; likelihood progress is skipped)."""
     sec = Section("Regret (MRT)")
+    likelihood = [label for label, cs in sets.items() if cs.value != "J"]
+    if likelihood:
+        sec.notes.append(f"{', '.join(likelihood)}: likelihood progress (log p(a* | prefix)) is not a probability of "
+                         "success J, so regret is not defined for it; regret skipped for these runs")
+    sets = {label: cs for label, cs in sets.items() if cs.value == "J"}
     if not sets:
-        sec.notes.append("no information-gain curves (traces with `episodes[*].info.J`); regret skipped")
+        sec.notes.append("no J curves (traces with `episodes[*].info.J`: Monte Carlo or exact progress); regret skipped")
         return sec
     if budgets:
         chosen = [float(b) for b in budgets]

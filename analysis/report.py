@@ -1,11 +1,16 @@
 """The one analysis command: plots, the CSV behind each plot, and ``report.md`` for one or more runs.
 
-    python -m analysis.report RUN_DIR [RUN_DIR ...] --out DIR [--budgets 64,128 | --budgets mrt]
+    python -m analysis.report RUN_DIR [RUN_DIR ...] --out DIR [--budgets 64,128 | --budgets mrt] [--all-steps]
+        [--likelihood-scale auto|log|prob]
 
 A RUN_DIR is a folder written by metarl-train / metarl-score / metarl-eval (``metrics.jsonl``,
 trace JSONL, ``eval/results.jsonl``, ``config.yaml``) or one JSONL file. Runs whose config has the
 same ``name`` (or ``recipe``) are seeds of one configuration and are pooled. Missing inputs are
 skipped with a note in the report; malformed JSONL lines are listed with file and line number.
+
+A handful of curated plots (accuracy and the objective with its terms, tokens and episodes per trace,
+the health monitors that tripped, information-gain curves, regret, compute–accuracy with >= 2 budgets,
+calibration); every logged metric stays in ``metrics_all.csv`` (one row per run and step).
 """
 from __future__ import annotations
 
@@ -18,11 +23,11 @@ from analysis.calibration import calibration_section
 from analysis.compute_accuracy import compute_accuracy_section
 from analysis.compute_optimal import compute_optimal_section
 from analysis.health import health_section
-from analysis.info_gain import AXES, MAX_TRACE_LINES, information_gain_section
+from analysis.info_gain import AXES, LIKELIHOOD_SCALES, MAX_TRACE_LINES, information_gain_section
 from analysis.io import RunData, load_run
 from analysis.plots import Section
 from analysis.regret import MRT_BUDGETS, regret_section
-from analysis.training import training_curves
+from analysis.training import heldout_section, training_section
 
 
 def parse_budgets(text: str | None) -> list[float] | None:
@@ -64,16 +69,17 @@ def render(runs: list[RunData], sections: list[Section]) -> str:
 
 def build_report(
     run_paths: Sequence[str | Path], out_dir: str | Path, budgets: Sequence[float] | None = None, max_trace_lines: int = MAX_TRACE_LINES,
-    axis: str = "metarl",
+    axis: str = "metarl", all_steps: bool = False, likelihood_scale: str = "auto",
 ) -> Path:
     """Read the runs, write every plot + CSV and ``report.md`` under ``out_dir``; return report.md's path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(p) for p in run_paths]
     found = [r for r in runs if r.path.exists()]
-    ig_section, curves = information_gain_section(found, out, max_trace_lines, axis)
+    ig_section, curves = information_gain_section(found, out, max_trace_lines, axis, all_steps, likelihood_scale)
     sections = [
-        training_curves(found, out),
+        training_section(found, out),
+        heldout_section(found, out),
         health_section(found, out),
         ig_section,
         calibration_section(found, out),
@@ -95,8 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--axis", choices=AXES, default="metarl",
                     help="x axis of information-gain curves and regret: metarl (thinking tokens, curve from (0, J_init)) "
                          "or mrt (MRT's regret notebook: context tokens + forced-answer tokens/16, curve from (0, 0))")
+    ap.add_argument("--all-steps", action="store_true",
+                    help="information-gain curves from the traces of every logged step of a rollouts.jsonl "
+                         "(default: its last step, the trained policy; scored files always give every trace)")
+    ap.add_argument("--likelihood-scale", choices=LIKELIHOOD_SCALES, default="auto",
+                    help="likelihood progress curves as log p(a* | prefix) (log) or as exp(log p) (prob); "
+                         "auto: the scale of the run's likelihood_progress reward")
     args = ap.parse_args(argv)
-    path = build_report(args.runs, args.out, args.budgets, args.max_trace_lines, args.axis)
+    path = build_report(args.runs, args.out, args.budgets, args.max_trace_lines, args.axis, args.all_steps,
+                        args.likelihood_scale)
     problems = path.read_text(encoding="utf-8").split("## Input problems", 1)[1].strip()
     print(f"wrote {path}")
     if not problems.startswith("None"):

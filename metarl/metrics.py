@@ -32,7 +32,7 @@ import math
 import re
 from bisect import bisect_right
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -240,6 +240,10 @@ class InfoGainCurve:
     kinds: tuple[str, ...] = ()
     unit: str = "tokens"
     has_init: bool = True
+    value: str = "J"
+    """What the y values are (:data:`CURVE_VALUES`): ``"J"`` (μ's probability of success, Monte Carlo or
+    exact progress), ``"logp"`` (likelihood progress's log p(a* | prefix)) or ``"p"`` (its exp, the
+    teacher-forced probability of the gold answer: a probability, but not of success)."""
 
     @property
     def end(self) -> float:
@@ -324,23 +328,47 @@ def mrt_curve(trace: Any) -> InfoGainCurve | None:
     return InfoGainCurve(tuple(xs), tuple(ys), tuple(kinds), "mrt", has_init=False)
 
 
-def curve_from_trace(trace: Any, unit: str = "auto") -> InfoGainCurve | None:
+CURVE_VALUES = {"J": ("J", "J_init"), "logp": ("logp", "logp_init"), "p": ("logp", "logp_init")}
+"""Curve value -> (episode ``info`` key, trace ``meta`` key of the value before the first episode)."""
+
+
+def trace_estimator(trace: Any) -> str | None:
+    """Which information-gain values a trace carries: ``"J"`` (Monte Carlo / exact progress,
+    ``episodes[*].info.J``), else ``"logp"`` (likelihood progress, ``episodes[*].info.logp``), else None."""
+    for value in ("J", "logp"):
+        for e in _get(trace, "episodes", None) or []:
+            if _number((_get(e, "info", None) or {}).get(value)) is not None:
+                return value
+    return None
+
+
+def curve_from_trace(trace: Any, unit: str = "auto", value: str = "J") -> InfoGainCurve | None:
     """The curve of a ``Trace`` or its JSON dict, from ``meta.J_init`` and each ``episode.info.J``.
 
     Episodes without a numeric ``info["J"]`` are skipped; returns None when no episode has one.
     ``unit="auto"`` uses ``token_end`` when every such episode has it, else the character ``end``;
     ``"tokens"`` requires token spans; ``"chars"`` always uses characters; ``"mrt"`` is MRT's regret
-    axis (:func:`mrt_curve`).
+    axis (:func:`mrt_curve`, J only).
+
+    ``value="logp"`` reads likelihood progress's ``info.logp`` / ``meta.logp_init`` (log p(a* | prefix))
+    instead; ``value="p"`` the same as a probability, ``exp(logp)``. Neither is μ's probability of
+    success: regret (:func:`normalized_regret`) refuses such curves.
     """
+    if value not in CURVE_VALUES:
+        raise ValueError(f"value must be one of {sorted(CURVE_VALUES)}, got {value!r}")
     if unit == "mrt":
+        if value != "J":
+            raise ValueError("MRT's axis needs Monte Carlo progress's token counts (value='J')")
         return mrt_curve(trace)
     if unit not in ("auto", "tokens", "chars"):
         raise ValueError(f"unit must be 'auto', 'tokens', 'chars' or 'mrt', got {unit!r}")
+    key, init_key = CURVE_VALUES[value]
+    convert = math.exp if value == "p" else float
     pts = []
     for e in _get(trace, "episodes", None) or []:
-        j = (_get(e, "info", None) or {}).get("J")
+        j = (_get(e, "info", None) or {}).get(key)
         if isinstance(j, (int, float)) and not isinstance(j, bool) and math.isfinite(j):
-            pts.append((_get(e, "token_end"), _get(e, "end"), float(j), str(_get(e, "kind", "other"))))
+            pts.append((_get(e, "token_end"), _get(e, "end"), convert(j), str(_get(e, "kind", "other"))))
     if not pts:
         return None
     have_tokens = all(p[0] is not None for p in pts)
@@ -350,11 +378,15 @@ def curve_from_trace(trace: Any, unit: str = "auto") -> InfoGainCurve | None:
     col = 0 if use_tokens else 1
     if any(p[col] is None for p in pts):
         raise ValueError("an episode has neither token_end nor end; cannot place it on the curve")
-    j_init = (_get(trace, "meta", None) or {}).get("J_init")
-    j_init = float(j_init) if isinstance(j_init, (int, float)) and not isinstance(j_init, bool) else None
-    return information_gain_curve(
-        [p[col] for p in pts], [p[2] for p in pts], j_init, [p[3] for p in pts], "tokens" if use_tokens else "chars"
+    j_init = _number((_get(trace, "meta", None) or {}).get(init_key))
+    if value != "J" and j_init is None:
+        raise ValueError("likelihood progress records meta.logp_init (log p(a* | prompt)); this trace has none, and "
+                         "a curve of log-probabilities has no (0, 0) start")
+    curve = information_gain_curve(
+        [p[col] for p in pts], [p[2] for p in pts], None if j_init is None else convert(j_init), [p[3] for p in pts],
+        "tokens" if use_tokens else "chars"
     )
+    return curve if value == "J" else replace(curve, value=value)
 
 
 def J_at(curve: InfoGainCurve, t: float | Sequence[float] | np.ndarray) -> float | np.ndarray:
@@ -420,7 +452,11 @@ def mrt_area(curve: InfoGainCurve, c0: float) -> float:
 
 def normalized_regret(curve: InfoGainCurve, c0: float, J_star: float = 1.0) -> float:
     """Normalised regret at budget C0: ``J* − (1/C0) ∫_0^{C0} J(t) dt`` (= ``1 − mean J`` for J* = 1); on
-    MRT's axis (``unit="mrt"``) the area is :func:`mrt_area` (MRT's notebook reports that area)."""
+    MRT's axis (``unit="mrt"``) the area is :func:`mrt_area` (MRT's notebook reports that area). Only for
+    curves of J, a probability of success (not of likelihood progress's log p(a* | prefix) or its exp)."""
+    if curve.value != "J":
+        raise ValueError(f"regret needs J, μ's probability of success; this curve holds {curve.value!r} "
+                         "(likelihood progress: the teacher-forced likelihood of the gold answer)")
     if curve.unit == "mrt":
         return J_star - mrt_area(curve, c0)
     return J_star - area_under_curve(curve, c0) / c0
