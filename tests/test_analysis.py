@@ -104,10 +104,13 @@ def report(tmp_path_factory):
 
 def test_report_writes_every_plot_with_its_csv(report):
     out, _ = report
-    names = ["training_curves", "info_gain_tokens", "info_gain_episodes", "progress_by_kind", "episode_rewards_by_kind",
+    names = ["training_accuracy_objective", "metrics_all", "info_gain_tokens", "info_gain_episodes", "progress_by_kind", "episode_rewards_by_kind",
              "regret_vs_budget", "cumulative_regret", "compute_accuracy", "compute_accuracy_bins"]
     md = (out / "report.md").read_text()
     for n in names:
+        if n == "metrics_all":  # raw numbers only, no plot
+            assert (out / "metrics_all.csv").is_file() and "](metrics_all.csv)" in md
+            continue
         png = out / f"{n}.png"
         assert png.read_bytes()[:8] == PNG_MAGIC and png.stat().st_size > 5000, n
         assert (out / f"{n}.csv").is_file(), n
@@ -121,21 +124,24 @@ def test_report_lists_input_problems_with_file_and_line(report):
     assert f"{runs['outcome'] / 'rollouts.jsonl'}:2: expected a JSON object, got list" in md
     assert f"{runs['missing']}: no such file or directory" in md
     assert f"{runs['empty']}: no JSONL files found" in md
-    assert "last logged training step (5)" in md
+    assert "rollouts.jsonl`: kept the 2 traces of the last logged step 5 of 2 logged steps" in md
     assert "| obj2_progress | 1 |" in md  # runs table: label and seed from config.yaml
 
 
-def test_training_curves_csv_pools_seeds_with_t_interval(report):
-    rows = read_csv(report[0] / "training_curves.csv")
-    assert {r["metric"] for r in rows} == {"outcome_accuracy", "reward/outcome"}  # strings and bools skipped
-    r = row(rows, metric="outcome_accuracy", run="obj2_progress", step=2)
-    assert float(r["mean"]) == pytest.approx(0.3) and r["n_runs"] == "2"
-    # two seeds 0.2 and 0.4: s/sqrt(n) = 0.1
-    assert float(r["ci_high"]) - float(r["mean"]) == pytest.approx(T_975_1 * 0.1)
+def test_training_curves_csv_pools_seeds_with_t_interval_clipped(report):
+    rows = read_csv(report[0] / "training_accuracy_objective.csv")
+    assert {r["metric"] for r in rows} == {"outcome_accuracy"}  # no objective logged; strings and bools skipped
+    r = row(rows, metric="outcome_accuracy", run="obj2_progress", step=1)
+    assert float(r["mean"]) == pytest.approx(0.2) and r["n_runs"] == "2"
+    # two seeds 0.1 and 0.3: s/sqrt(n) = 0.1, t-interval 0.2 -/+ 1.27, clipped to [0, 1] (a fraction)
+    assert T_975_1 * 0.1 > 0.8 and (float(r["ci_low"]), float(r["ci_high"])) == (0.0, 1.0)
     r = row(rows, metric="outcome_accuracy", run="outcome_grpo", step=3)
-    assert float(r["mean"]) == pytest.approx(0.3) and r["ci_low"] == "" and r["n_runs"] == "1"
+    assert float(r["mean"]) == pytest.approx(0.3) and r["ci_low"] == "" and r["n_runs"] == "1"  # batch size unknown
     # the malformed line 3 is skipped; the four valid rows remain
     assert sorted(r["step"] for r in rows if r["run"] == "outcome_grpo" and r["metric"] == "outcome_accuracy") == ["0", "1", "2", "3"]
+    raw = read_csv(report[0] / "metrics_all.csv")  # every logged key, strings included
+    assert row(raw, run="outcome_grpo", step=2)["reward/outcome"] == "0.5"
+    assert row(raw, run="outcome_grpo", step=2)["note"] == "text"
 
 
 def test_regret_csv_numbers(report):
@@ -235,8 +241,8 @@ def test_command_line_entry_point(tmp_path):
     res = subprocess.run([sys.executable, "-m", "analysis.report", str(d), "--out", str(tmp_path / "o")], cwd=ROOT,
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
-    assert (tmp_path / "o" / "training_curves.png").read_bytes()[:8] == PNG_MAGIC
-    assert float(row(read_csv(tmp_path / "o" / "training_curves.csv"), step=2)["mean"]) == 0.5
+    assert (tmp_path / "o" / "training_accuracy_objective.png").read_bytes()[:8] == PNG_MAGIC
+    assert float(row(read_csv(tmp_path / "o" / "training_accuracy_objective.csv"), step=2)["mean"]) == 0.5
 
 
 def _health_rows(n: int) -> list[dict]:
@@ -279,9 +285,143 @@ def test_health_section_from_logged_and_replayed_metrics(tmp_path):
     assert "| bare | | `bare` | reward_hacking | no data |" in section.replace("|  |", "| |")
     assert "health read from the health/ keys the trainer logged" in section
     assert "health replayed over metrics.jsonl with the default thresholds" in section
-    for name in ("health_hacked_seed0", "health_hacked_seed1", "health_bare"):
+    for name in ("health_hacked_seed0", "health_hacked_seed1"):
         assert (out / f"{name}.png").read_bytes()[:8] == PNG_MAGIC and f"]({name}.csv)" in md
+    # nothing tripped in the bare run: no figure of its quiet monitors, its numbers in the CSV
+    assert not (out / "health_bare.png").exists() and "bare: no monitor tripped, nothing plotted" in md
+    assert "](health_bare.csv)" in md
     data = read_csv(out / "health_hacked_seed0.csv")
     assert float(row(data, step=4, series="health/reward_hacking/reward_change")["value"]) == pytest.approx(0.15)
     assert float(row(data, step=8, series="metarl/reward/dense")["value"]) == pytest.approx(0.9)
     assert float(row(read_csv(out / "health_bare.csv"), step=2, series="metarl/outcome_accuracy")["value"]) == 0.5
+
+
+# ---------------------------------------------------------------- issue 25: curated plots, likelihood progress
+
+
+def lp_episode(kind, tok_end, logp, tok_start=0):
+    """An episode scored by likelihood progress: info.logp, no info.J."""
+    return {"kind": kind, "start": tok_start, "end": tok_end, "text": "", "token_start": tok_start, "token_end": tok_end,
+            "rewards": {"likelihood_progress": 0.0}, "info": {"logp": logp}}
+
+
+def test_likelihood_progress_traces_give_curves_but_no_regret(tmp_path):
+    import math
+
+    from analysis.info_gain import collect_curves
+
+    d = tmp_path / "lp"
+    d.mkdir()
+    (d / "config.yaml").write_text("name: lp\nseed: 0\nrewards:\n  likelihood_progress:\n    scale: prob\n")
+    traces = [{"prompt": f"q{i}", "completion": "x" * 20, "meta": {"logp_init": math.log(0.25)},
+               "episodes": [lp_episode("attempt", 10, math.log(0.5)), lp_episode("verify", 20, math.log(p), 10)]}
+              for i, p in enumerate((1.0, 0.5))]
+    write_jsonl(d / "scored.jsonl", traces)
+    run = load_run(d)
+    sets, notes = collect_curves([run])  # auto: the run's reward used scale=prob -> exp(logp)
+    cs = sets["lp"]
+    assert cs.value == "p" and len(cs.curves) == 2
+    assert cs.curves[0].J == pytest.approx((0.25, 0.5, 1.0)) and cs.curves[0].tokens == (0.0, 10.0, 20.0)
+    sets, _ = collect_curves([run], likelihood_scale="log")
+    assert sets["lp"].value == "logp" and sets["lp"].curves[1].J == pytest.approx((math.log(0.25), math.log(0.5), math.log(0.5)))
+    out = tmp_path / "out"
+    md = build_report([d], out, likelihood_scale="log").read_text()
+    eps = read_csv(out / "info_gain_episodes_logp.csv")
+    assert float(row(eps, run="lp", episodes_completed=2)["mean_J"]) == pytest.approx((0.0 + math.log(0.5)) / 2)
+    assert all(float(r["ci_high"]) <= 0.0 for r in eps if r["ci_high"])  # a log-probability's interval stays <= 0
+    assert (out / "info_gain_tokens_logp.png").read_bytes()[:8] == PNG_MAGIC
+    assert "log p(a* | prefix)" in md and "not μ's probability of success J" in md
+    assert "regret is not defined for it; regret skipped" in md and not (out / "regret_vs_budget.png").exists()
+    from metarl.metrics import normalized_regret
+
+    with pytest.raises(ValueError, match="regret needs J"):
+        normalized_regret(sets["lp"].curves[0], 10.0)
+
+
+def test_collect_curves_keeps_every_trace_of_a_scored_file_and_notes_rollout_filter(tmp_path):
+    from analysis.info_gain import collect_curves
+
+    def trace(step, j):
+        return {"step": step, "prompt": f"q{step}", "completion": "x" * 10, "meta": {"J_init": 0.0},
+                "episodes": [episode("attempt", 10, 10, j)]}
+
+    # a metarl-score output of logged rollouts keeps their `step`: every trace counts
+    scored = tmp_path / "scored"
+    write_jsonl(scored / "scored.jsonl", [trace(1, 0.1), trace(1, 0.2), trace(2, 0.3), {"prompt": "no J", "completion": "y"}])
+    sets, notes = collect_curves([load_run(scored)])
+    assert len(sets["scored"].curves) == 3
+    assert any("kept 3 of 4 traces (the others have no values to plot)" in n for n in notes)
+    # a training run's rollouts.jsonl: the last step's traces, and the note says so
+    train = tmp_path / "train"
+    write_jsonl(train / "rollouts.jsonl", [trace(1, 0.1), trace(1, 0.2), trace(10, 0.3)])
+    sets, notes = collect_curves([load_run(train)])
+    assert [c.J[-1] for c in sets["train"].curves] == [0.3]
+    assert any("kept the 1 traces of the last logged step 10 of 2 logged steps (3 traces with values); "
+               "--all-steps for every step" in n for n in notes)
+    sets, notes = collect_curves([load_run(train)], all_steps=True)
+    assert len(sets["train"].curves) == 3 and any("kept all 3 traces of 2 logged steps" in n for n in notes)
+
+
+def test_no_interval_of_a_probability_leaves_0_1(tmp_path):
+    runs = []
+    for seed, acc in ((0, 0.0), (1, 0.1)):  # a t-interval over these two seeds would reach far below 0
+        d = tmp_path / f"s{seed}"
+        d.mkdir()
+        (d / "config.yaml").write_text(f"name: low\nseed: {seed}\n")
+        write_jsonl(d / "metrics.jsonl", [{"step": s, "metarl/outcome_accuracy": acc, "metarl/tokens/cap_fraction": acc,
+                                           "metarl/reward/total": acc, "metarl/reward/dense": 0.0} for s in (1, 2)])
+        write_jsonl(d / "scored.jsonl", [{"prompt": "q", "completion": "x" * 10, "meta": {"J_init": 0.0},
+                                          "episodes": [episode("attempt", 10, 10, acc)]}])
+        write_jsonl(d / "eval" / "results.jsonl", [{"question_id": "q", "strategy": "greedy", "budget": b, "correct": acc}
+                                                   for b in (16, 32)])
+        runs.append(d)
+    one = tmp_path / "one"  # one run, 64 traces per step: a Wilson interval, inside [0, 1] even at 0
+    one.mkdir()
+    (one / "config.yaml").write_text("name: one\ntrainer:\n  per_device_train_batch_size: 64\n")
+    write_jsonl(one / "metrics.jsonl", [{"step": s, "metarl/outcome_accuracy": 0.0} for s in (1, 2)])
+    out = tmp_path / "out"
+    build_report(runs + [one], out)
+    checked = 0
+    for name, cols in (("training_accuracy_objective", ("outcome_accuracy",)), ("training_tokens_episodes", ("tokens/cap_fraction",)),
+                       ("info_gain_tokens", None), ("info_gain_episodes", None), ("compute_accuracy", None)):
+        for r in read_csv(out / f"{name}.csv"):
+            if cols is not None and r["metric"] not in cols or not r["ci_low"]:
+                continue
+            assert 0.0 <= float(r["ci_low"]) <= float(r["ci_high"]) <= 1.0, (name, r)
+            checked += 1
+    assert checked >= 10
+    r = row(read_csv(out / "training_accuracy_objective.csv"), metric="outcome_accuracy", run="one", step=1)
+    assert float(r["ci_low"]) == 0.0 and float(r["ci_high"]) == pytest.approx(0.0568, abs=1e-3)  # Wilson, n = 64
+    r = row(read_csv(out / "training_accuracy_objective.csv"), metric="reward/total", run="low", step=1)
+    assert float(r["ci_low"]) < 0  # not a probability: its t-interval is not clipped
+
+
+def test_no_plot_of_a_constant_flag_and_every_key_in_the_csv(tmp_path):
+    d = tmp_path / "quiet"
+    d.mkdir()
+    (d / "config.yaml").write_text("name: quiet\nseed: 0\nbudget:\n  cap: 64\n")
+    write_jsonl(d / "metrics.jsonl", [
+        {"step": s, "metarl/outcome_accuracy": 0.5, "metarl/tokens/mean": 30.0, "metarl/episodes_per_trace": 2.0,
+         "metarl/reward_errors": 0.0, "health/reward_hacking/alarm": 0, "health/reward_hacking/tripped": 0,
+         "clip_ratio/low_mean": 0.0} for s in range(1, 6)])
+    out = tmp_path / "out"
+    md = build_report([d], out).read_text()
+    pngs = sorted(p.name for p in out.glob("*.png"))
+    assert pngs == ["training_accuracy_objective.png", "training_tokens_episodes.png"]  # no flag, no quiet monitor
+    plotted = {r["metric"] for n in ("training_accuracy_objective", "training_tokens_episodes") for r in read_csv(out / f"{n}.csv")}
+    assert plotted == {"outcome_accuracy", "tokens/mean", "episodes_per_trace"}
+    raw = read_csv(out / "metrics_all.csv")
+    assert len(raw) == 5 and {"health/reward_hacking/tripped", "metarl/reward_errors", "clip_ratio/low_mean"} <= set(raw[0])
+    assert "quiet (seed 0): no monitor tripped, nothing plotted" in md
+
+
+def test_compute_accuracy_skipped_with_one_point(tmp_path):
+    d = tmp_path / "ev"
+    write_jsonl(d / "eval" / "results.jsonl", [{"question_id": f"q{i}", "strategy": "sampled8/before", "budget": 192,
+                                                "correct": i % 2, "tokens": 80.0} for i in range(6)])
+    out = tmp_path / "out"
+    md = build_report([d], out).read_text()
+    assert not (out / "compute_accuracy.png").exists()
+    assert "a compute–accuracy curve needs >= 2 budgets; plot skipped" in md
+    assert "| ev | sampled8/before | 192 | 0.500 [" in md
+    assert float(row(read_csv(out / "compute_accuracy.csv"), strategy="sampled8/before")["accuracy"]) == 0.5
