@@ -56,6 +56,7 @@ def regret_vs_budget(sets: dict[str, CurveSet], out_dir: Path, budgets: Sequence
         table.append(f"| {label} | " + " | ".join(f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]" for iv in ivs) + " |")
     units = {cs.unit for cs in sets.values()}
     xl = f"budget C0 ({unit_label(units.pop())})" if len(units) == 1 else "budget C0 (tokens or characters, see CSV)"
+    ax.set_ylim(-0.02, 1.02)  # J in [0, 1]: so is the normalised regret
     finish(ax, r"Normalised regret $1 - \frac{1}{C_0}\int_0^{C_0} J(t)\,dt$ (lower is better)", xl, "normalised regret (95% CI)")
     png = save_figure(fig, out_dir, "regret_vs_budget")
     header = ["run", "unit", "budget", "normalized_regret", "ci_low", "ci_high", "n_traces", "n_questions", "n_runs"]
@@ -107,6 +108,9 @@ def regret_section(sets: dict[str, CurveSet], out_dir: Path, budgets: Sequence[f
     png, csv, md = regret_vs_budget(sets, out_dir, chosen)
     sec.figures.append(("Normalised regret vs budget C0", png, csv))
     sec.markdown = "Normalised regret, mean [95% CI]:\n\n" + md
+    one_q = [label for label, cs in sets.items() if len(set(cs.questions)) < 2 and len(set(cs.seed_index)) < 2]
+    if one_q:
+        sec.notes.append(f"{', '.join(one_q)}: every trace answers one question: no interval over questions (nan)")
     png, csv = cumulative_regret_vs_episodes(sets, out_dir)
     sec.figures.append(("Cumulative regret vs episodes", png, csv))
     return sec
