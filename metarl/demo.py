@@ -7,7 +7,8 @@
 
 and print a table a researcher can screenshot. Extra Hydra overrides can be passed on the command
 line: ``python -m metarl.demo trainer.max_steps=10``. The setting is the recipe ``recipes/demo_obj1.yaml``
-(``metarl-train recipe=demo_obj1`` trains the same run without the table).
+(``metarl-train recipe=demo_obj1`` trains the same run without the table). Each phase prints one line and one
+progress bar; ``verbose=true`` lets the libraries' own bars, log dicts and deprecation warnings through.
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from metarl.config import compose
     from metarl.models.warmstart import tiny_policy_path
     from metarl.trainer.run import run
-    from metarl.utils import set_threads
+    from metarl.utils import set_threads, set_verbose
 
     t0 = time.time()
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -49,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[demo] configuration error: {e}", file=sys.stderr)
         return 2
     set_threads(int(cfg.threads))  # the warm start trains with these too
+    set_verbose(bool(cfg.verbose))  # verbose=true: library chatter (HF bars, TRL log dicts, deprecation warnings)
     if cfg.model.name_or_path == "tiny":
         print("[demo] 1/4 tiny policy: warm start by SFT on synthetic attempt/verify/revise traces (cached)",
               flush=True)

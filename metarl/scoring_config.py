@@ -58,6 +58,10 @@ class ScoreConfig:
     """Traces scored together (model-based rewards batch across them)."""
     threads: int = 1
     """torch intra-op threads."""
+    verbose: bool = False
+    """Library chatter on the console: TRL's log dicts, Hugging Face's per-step and loading bars, transformers / TRL
+    deprecation warnings, INFO log records (false: one metarl progress bar per phase, warnings and errors; the run's
+    log file keeps every record). The same key in every app (train, score, eval, calibrate)."""
     chat_template: Any = "auto"
     """``auto``: prompts go through the tokenizer's chat template (model-based rewards) when it has one."""
     seed: int = 0

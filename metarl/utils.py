@@ -1,9 +1,13 @@
-"""Process-level settings: thread counts and seeds, and the few facts about the machine that runs record."""
+"""Process-level settings: thread counts and seeds, the few facts about the machine that runs record, and how much
+the process prints (:func:`set_verbose`, :func:`progress_bar`)."""
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import random
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,3 +93,114 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
+
+
+# --------------------------------------------------------------------------- progress and quiet
+# One switch for library chatter, shared by every app (``verbose`` in the train / score / eval / calibrate configs):
+# off (the default), a phase shows one metarl progress bar and the libraries underneath stay quiet: no TRL log
+# dicts, no per-step bars of Hugging Face's Trainer, no "Loading weights" / "Writing model shards" / dataset-map
+# bars, no deprecation warnings from transformers, TRL, accelerate, datasets, peft or torch, and the console shows
+# log records from WARNING up (a Hydra app's log file, e.g. ``train.log``, keeps everything). On, all of it shows.
+
+_LIBRARIES = ("transformers", "trl", "accelerate", "datasets", "peft", "torch", "huggingface_hub")
+_verbose: bool | None = None
+
+
+def verbose() -> bool:
+    """Whether library chatter is on: as :func:`set_verbose` last set it, else ``$METARL_VERBOSE`` (1/true/yes)."""
+    if _verbose is not None:
+        return _verbose
+    return os.environ.get("METARL_VERBOSE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def set_verbose(on: bool) -> None:
+    """Turn library chatter on or off for the rest of the process (what an app's ``verbose`` key does): the
+    libraries' progress bars and log levels, deprecation warnings, and the level of console log handlers."""
+    import logging
+
+    global _verbose
+    _verbose = bool(on)
+    _library_settings(_verbose)
+    import warnings
+
+    pattern = rf"({'|'.join(_LIBRARIES)})(\.|$)"
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("default" if on else "ignore", category=category, module=pattern)
+    for handler in logging.getLogger().handlers:  # Hydra's console handler; its file handler keeps every record
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.NOTSET if on else logging.WARNING)
+
+
+def _library_settings(on: bool) -> dict[str, object]:
+    """Apply chatter on/off to transformers, datasets and the libraries' loggers; return the previous settings
+    (for :func:`quiet_libraries` to restore)."""
+    import logging
+
+    import datasets
+    import transformers.utils.logging as tlog
+
+    before = {"transformers_bars": tlog.is_progress_bar_enabled(), "transformers_level": tlog.get_verbosity(),
+              "datasets_bars": datasets.is_progress_bar_enabled(),
+              "levels": {name: logging.getLogger(name).level for name in ("trl", "accelerate")}}
+    if on:
+        tlog.enable_progress_bar()
+        datasets.enable_progress_bars()
+    else:
+        tlog.disable_progress_bar()  # also huggingface_hub's bars
+        tlog.set_verbosity(max(tlog.get_verbosity(), logging.ERROR))
+        datasets.disable_progress_bars()
+        for name in ("trl", "accelerate"):
+            logging.getLogger(name).setLevel(max(logging.getLogger(name).getEffectiveLevel(), logging.ERROR))
+    return before
+
+
+@contextlib.contextmanager
+def quiet_libraries() -> Iterator[None]:
+    """Within: library chatter off as with ``set_verbose(False)`` (progress bars, log levels, deprecation warnings;
+    console handlers are left alone), restored afterwards; nothing changes when :func:`verbose` is on. For library
+    functions with a phase of their own (the warm starts), which may run outside an app."""
+    if verbose():
+        yield
+        return
+    import logging
+    import warnings
+
+    import datasets
+    import transformers.utils.logging as tlog
+
+    before = _library_settings(False)
+    try:
+        with warnings.catch_warnings():
+            pattern = rf"({'|'.join(_LIBRARIES)})(\.|$)"
+            for category in (FutureWarning, DeprecationWarning):
+                warnings.filterwarnings("ignore", category=category, module=pattern)
+            yield
+    finally:
+        if before["transformers_bars"]:
+            tlog.enable_progress_bar()
+        tlog.set_verbosity(int(before["transformers_level"]))
+        if before["datasets_bars"]:
+            datasets.enable_progress_bars()
+        for name, level in before["levels"].items():
+            logging.getLogger(name).setLevel(level)
+
+
+def progress_bar(iterable: Any = None, *, total: float | None = None, desc: str | None = None, unit: str = "it",
+                 leave: bool | None = None, disable: bool = False, **kwargs: Any):
+    """A metarl progress bar: tqdm on stderr with a rate and an ETA, redrawn at most once a second on a terminal and
+    every 30 s otherwise (a log file gets a few lines a minute, not one per step). ``leave`` (default: unless another
+    bar is open, e.g. an evaluation during training): keep the finished bar on screen."""
+    import sys
+
+    from tqdm import tqdm
+
+    if leave is None:
+        leave = not any(not getattr(b, "disable", False) for b in list(getattr(tqdm, "_instances", ())))
+
+    tty = hasattr(sys.stderr, "isatty") and sys.stderr.isatty()
+    kwargs.setdefault("mininterval", 1.0 if tty else 30.0)
+    kwargs.setdefault("dynamic_ncols", tty)
+    if not tty:
+        kwargs.setdefault("ncols", 100)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, leave=leave, disable=disable, file=sys.stderr,
+                **kwargs)

@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from metarl.calibration import (Calibration, EpisodeCorrect, Thresholds, bins_rows, calibrate, episode_rows,
                                 grader_correctness, json_safe, plot_calibration, recorded_correctness)
-from metarl.cli.common import prepare_command_line
+from metarl.cli.common import apply_verbosity, prepare_command_line
 from metarl.config import conf_dir, plain
 from metarl.registry import ConfigError
 
@@ -73,6 +73,8 @@ def check(cfg: DictConfig) -> dict[str, Any]:
         raise ConfigError(str(e)) from None
     if not isinstance(cfg.get("strict"), bool):
         raise ConfigError(f"strict={cfg.get('strict')!r} must be true or false")
+    if not isinstance(cfg.get("verbose", False), bool):
+        raise ConfigError(f"verbose={cfg.get('verbose')!r} must be true or false")
     return opts
 
 
@@ -187,10 +189,11 @@ def sample(cfg: DictConfig, opts: dict[str, Any]) -> tuple[list[Any], EpisodeCor
     """Held-out traces of the policy with Ĵ at every episode boundary; how attempts are graded; timings."""
     from metarl.config import build_scorer, build_task_of
     from metarl.engine import Engine, as_chat, check_backend, make_backend, uses_chat
-    from metarl.eval.heldout import evaluate_policy
+    from metarl.eval.heldout import CountingBackend, evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
     from metarl.rewards.progress import MCProgress
     from metarl.trainer.data import flatten_chat
+    from metarl.utils import progress_bar
 
     check_backend(str(cfg.generation.backend))
     task = build_task_of(cfg)
@@ -214,12 +217,25 @@ def sample(cfg: DictConfig, opts: dict[str, Any]) -> tuple[list[Any], EpisodeCor
     backend = make_backend(cfg.generation, model, tok)
     t1 = time.perf_counter()
     temperature = float(cfg.temperature)
+    per = f" x {opts['samples']} samples" if temperature > 0 and opts["samples"] > 1 else ""
     res = evaluate_policy(backend, rows, cap=int(cfg.budget.cap), scorer=scorer, samples=opts["samples"],
-                          temperature=temperature, seed=int(cfg.seed), return_traces=True)
+                          temperature=temperature, seed=int(cfg.seed), return_traces=True,
+                          desc=f"sampling held-out traces, cap {int(cfg.budget.cap)} ({len(rows)} problems{per})")
     traces = res["traces"]
     t2 = time.perf_counter()
     mc = MCProgress(m=opts["m"], extract=cfg.extract, seed=int(cfg.seed))
-    mc.success_rates(traces, Engine(backend, scorer.prover), scorer.grader, scorer.extract_answer)
+    # one bar over the forced answers (rows of the backend's one branch call; the draws are unchanged)
+    bar = progress_bar(desc=f"estimating Ĵ ({opts['m']} forced answers per prefix)", unit="answer")
+
+    def start(rows: int) -> None:
+        bar.total = rows
+        bar.refresh()
+
+    try:
+        mc.success_rates(traces, Engine(CountingBackend(backend, bar.update, start, method="branch"), scorer.prover),
+                         scorer.grader, scorer.extract_answer)
+    finally:
+        bar.close()
     t3 = time.perf_counter()
     if hasattr(backend, "close"):
         backend.close()
@@ -288,6 +304,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base=None, config_path=conf_dir(), config_name="calibrate")
 def _main(cfg: DictConfig) -> None:
+    apply_verbosity(cfg)  # verbose=false: one bar per phase, no library chatter
     try:
         result = run(cfg)
     except ConfigError as e:

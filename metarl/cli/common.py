@@ -15,6 +15,16 @@ def prepare_command_line(app: str | None = None) -> None:
         check_overrides(app, sys.argv[1:])
 
 
+def apply_verbosity(cfg) -> None:
+    """The app's ``verbose`` key (:func:`metarl.utils.set_verbose`): false (the default) keeps library chatter off
+    the console (Hugging Face's bars, TRL's log dicts, deprecation warnings, INFO records; the app's log file keeps
+    every record), true lets it through."""
+    from metarl.utils import set_verbose
+
+    v = cfg.get("verbose", False)
+    set_verbose(v if isinstance(v, bool) else False)
+
+
 def check_overrides(app: str, argv: list[str]) -> None:
     """Compose ``app`` with the command line's overrides; a composition error (wrong type, unknown key: the
     message lists the valid keys) exits with status 2 before Hydra starts. Sweeps (``-m``) and Hydra's own

@@ -28,7 +28,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import prepare_command_line
+from metarl.cli.common import apply_verbosity, prepare_command_line
 from metarl.config import build_scorer, conf_dir, plain, validated
 from metarl.engine import as_chat, check_backend, make_backend, prompt_ids_for, uses_chat
 from metarl.registry import ConfigError
@@ -94,9 +94,7 @@ def _record(t: Trace, number: int) -> dict[str, Any]:
 
 
 def score_file(cfg: DictConfig) -> dict[str, Any]:
-    from tqdm import tqdm
-
-    from metarl.utils import set_threads
+    from metarl.utils import progress_bar, set_threads
 
     validated(cfg, "score")  # types, ranges and choices (metarl/scoring_config.py), before anything is read
     set_threads(int(cfg.threads))
@@ -167,8 +165,8 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
     with open(src, "rb") as fin, open(out_path, "w", encoding="utf-8", errors="backslashreplace") as fout:
         # a bar for long inputs, and for any input a model scores (seconds per trace, not microseconds)
         heavy = any(r.needs_model or r.needs_engine for r in scorer.rewards)
-        for number, raw in enumerate(tqdm(fin, total=total, desc="metarl-score", unit="trace",
-                                          disable=total < 200 and not heavy, file=sys.stderr), start=1):
+        for number, raw in enumerate(progress_bar(fin, total=total, desc=f"scoring {src.name}", unit="trace",
+                                                  disable=total < 200 and not heavy), start=1):
             counts["lines"] += 1
             try:
                 line = raw.decode("utf-8")
@@ -244,6 +242,7 @@ def _tokenizer(spec: str):
 
 @hydra.main(version_base=None, config_path=conf_dir(), config_name="score")
 def _main(cfg: DictConfig) -> None:
+    apply_verbosity(cfg)  # verbose=false: one bar per phase, no library chatter
     from metarl.rewards import RewardError
     from metarl.runlog import discard_unused_run_dir
 

@@ -12,13 +12,14 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from metarl.cli.common import prepare_command_line
+from metarl.cli.common import apply_verbosity, prepare_command_line
 from metarl.config import conf_dir
 from metarl.registry import ConfigError
 
 
 @hydra.main(version_base=None, config_path=conf_dir(), config_name="train")
 def _main(cfg: DictConfig) -> None:
+    apply_verbosity(cfg)  # verbose=false: one bar per phase, no library chatter
     from metarl.runlog import discard_unused_run_dir
     from metarl.trainer.run import run
 

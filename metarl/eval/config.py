@@ -181,6 +181,10 @@ class EvalConfig:
     of a metarl-train run with seed=data_seed."""
     threads: int = 1
     """torch intra-op threads, at most the CPUs available (0: leave as is); 1 suits parallel jobs."""
+    verbose: bool = False
+    """Library chatter on the console: TRL's log dicts, Hugging Face's per-step and loading bars, transformers / TRL
+    deprecation warnings, INFO log records (false: one metarl progress bar per phase, warnings and errors; the run's
+    log file keeps every record). The same key in every app (train, score, eval, calibrate)."""
     chat_template: Any = "auto"
     """``auto``: plain-text prompts go through the tokenizer's chat template when it has one | true | false."""
     device: str = "auto"

@@ -7,17 +7,71 @@ test-time strategies (pass@k, majority vote, Best-of-N, revisions, budget forcin
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from metarl.engine import GREEDY, Engine, Sampling, StreamSpec, prompt_ids_for
 from metarl.metrics import mean_se
 from metarl.rewards.obj1 import verification_correctness
 from metarl.types import Trace
+from metarl.utils import progress_bar
+
+
+class CountingBackend:
+    """``backend`` (any engine backend: attributes pass through) reporting the rows it generates in the first call
+    of ``method`` (``generate`` or ``branch``): ``on_start(rows)`` before that call, ``on_rows(k)`` after each batch
+    of ``k`` rows. The transformers backend reports after each of its batches (``batch_size`` rows), any other
+    backend once, after the call. What is generated, and with which random draws, is unchanged: a progress bar
+    over one call of a backend that sees the whole workload at once (the sampled pass@1 of ``metarl-train``,
+    the forced answers of ``metarl-calibrate``)."""
+
+    def __init__(self, backend: Any, on_rows: Callable[[int], None], on_start: Callable[[int], None] | None = None,
+                 method: str = "generate") -> None:
+        if method not in ("generate", "branch"):
+            raise ValueError(f"method={method!r}: use generate or branch")
+        self._backend, self._on_rows, self._on_start, self._method = backend, on_rows, on_start, method
+        self._counted = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def generate(self, requests, sampling, seed=None):
+        rows = sum(r.n for r in requests if r.max_tokens > 0)
+        return self._call("generate", rows, requests, sampling, seed)
+
+    def branch(self, sequences, prefixes, n, *args, **kwargs):
+        rows = sum(len(p) for p in prefixes) * n if n > 0 else 0
+        return self._call("branch", rows, sequences, prefixes, n, *args, **kwargs)
+
+    def _call(self, method: str, rows: int, *args: Any, **kwargs: Any) -> Any:
+        call = getattr(self._backend, method)
+        if method != self._method or self._counted:
+            return call(*args, **kwargs)
+        self._counted = True
+        if self._on_start is not None:
+            self._on_start(rows)
+        inner = self._backend
+        run = getattr(inner, "_run", None)  # the transformers backend: one call per batch of rows
+        if run is None or "_run" in vars(inner):
+            out = call(*args, **kwargs)
+            self._on_rows(rows)
+            return out
+
+        def counted(ids, *a, **k):
+            out = run(ids, *a, **k)
+            self._on_rows(len(out))
+            return out
+
+        inner._run = counted  # an instance attribute for this call only: the class is untouched
+        try:
+            return call(*args, **kwargs)
+        finally:
+            del inner._run
 
 
 def evaluate_policy(backend, rows: Sequence[dict[str, Any]], *, cap: int, scorer, samples: int = 1,
-                    temperature: float = 0.0, seed: int = 0, return_traces: bool = False) -> dict[str, Any]:
+                    temperature: float = 0.0, seed: int = 0, return_traces: bool = False,
+                    progress: bool = True, desc: str | None = None) -> dict[str, Any]:
     """Completions of ``rows`` (``prompt``, ``answer``) at cap ``cap``, generated on ``backend`` with the
     scorer's meta-prover forcing an answer at the cap, then segmented and graded with ``scorer`` (its
     segmenter, grader, extractor, verdict parser; no rewards are run).
@@ -26,15 +80,31 @@ def evaluate_policy(backend, rows: Sequence[dict[str, Any]], *, cap: int, scorer
     row, drawn under ``seed`` without touching the caller's random state; ``accuracy`` is then the mean
     over all samples (sampled pass@1, far less noisy than one greedy completion) and the traces come
     row-major (row 0's samples first). ``per_question`` gives each row's mean correctness either way.
+
+    ``progress``: one progress bar on stderr (``desc``, default "held-out evaluation, cap C") over the problems,
+    advanced as the backend finishes each batch (``samples`` finished completions make one problem's worth), with the
+    rate in problems/s and an ETA; :class:`CountingBackend` leaves the generation itself unchanged.
     """
     if samples < 1:
         raise ValueError(f"samples={samples} must be >= 1")
     sample = temperature > 0
     k = samples if sample else 1
     expanded = [r for r in rows for _ in range(k)]
-    engine = Engine(backend, scorer.prover)
+    per = f" x {k} samples" if k > 1 else ""
+    bar = progress_bar(total=len(rows), desc=desc or f"held-out evaluation, cap {cap} ({len(rows)} problems{per})",
+                       unit="problem", disable=not progress or not rows)
+    done = [0]
+
+    def advance(n: int) -> None:  # n completions: whole problems' worth of them move the bar
+        done[0] = min(len(expanded), done[0] + n)
+        bar.update(done[0] // k - bar.n)
+
+    engine = Engine(CountingBackend(backend, advance) if progress else backend, scorer.prover)
     prompt_ids = [prompt_ids_for(engine.tokenizer, r["prompt"]) for r in expanded]
-    streams = engine.run(prompt_ids, StreamSpec(cap=cap), Sampling(temperature) if sample else GREEDY, seed=seed)
+    try:
+        streams = engine.run(prompt_ids, StreamSpec(cap=cap), Sampling(temperature) if sample else GREEDY, seed=seed)
+    finally:
+        bar.close()
     traces = []
     for r, s in zip(expanded, streams):
         t = Trace(prompt=r["prompt"] if isinstance(r["prompt"], str) else str(r["prompt"]), completion=s.text,

@@ -35,12 +35,12 @@ from typing import Any
 
 import torch
 
-from metarl.models.warmstart import (_LossLog, build_atomically, cache_root, load_saved_policy, save_policy, sft_config,
-                                     write_build_records)
+from metarl.models.warmstart import (_LossLog, build_atomically, cache_root, load_saved_policy, quiet_sft, save_policy,
+                                     sft_config, write_build_records)
 from metarl.tasks.subset_sum import SubsetSumTask
 from metarl.tasks.subset_sum_r1 import R1Solver
 from metarl.tasks.subset_sum_traces import SolverConfig
-from metarl.utils import set_threads
+from metarl.utils import quiet_libraries, set_threads
 
 logger = logging.getLogger(__name__)
 
@@ -273,55 +273,56 @@ def train_reasoner(recipe: ReasonerRecipe, out_dir: str | os.PathLike, max_steps
     prev_threads = torch.get_num_threads()
     set_threads(recipe.threads)
     try:
-        torch.manual_seed(recipe.seed)
-        model, tok = load_model_and_tokenizer("smollm2", dtype="float32")
-        if getattr(model.config, "quantization_config", None) is not None:
-            del model.config.quantization_config  # dequantised on load: save plain float32 weights
-        _freeze_all_but_top(model, recipe.train_layers)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        rows = [tokenize_example(tok, ex, recipe.system_prompt) for ex in sft_examples(recipe)]
-        too_long = sum(len(r["input_ids"]) > recipe.max_length for r in rows)
-        if too_long:
-            logger.warning("%d of %d SFT examples exceed max_length=%d and are truncated", too_long, len(rows),
-                           recipe.max_length)
-        extra: dict[str, Any] = {"bf16": recipe.bf16}
-        if recipe.bucket_by_length:
-            rows = bucket_by_length(rows, recipe.batch_size, recipe.seed)
-            extra["train_sampling_strategy"] = "sequential"
-        data = Dataset.from_list(rows)
-        losses = _LossLog(NAME)
-        t_sft = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix="metarl-reasoner-sft-") as scratch:
-            args = sft_config(recipe, scratch, len(rows), max_steps=max_steps, show_progress=show_progress,
-                              **extra)
-            trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
-                                 callbacks=[losses.callback()])
-            trainer.train()
-        sft_s = time.perf_counter() - t_sft
-        model = trainer.model.cpu().float().eval()
-        for p in model.parameters():
-            p.requires_grad_(True)
-        model.config.use_cache = True  # the trainer turned it off; generate without a KV cache is ~30x slower
-        model.generation_config.pad_token_id = tok.pad_token_id
-        model.generation_config.eos_token_id = tok.eos_token_id
-        tok.chat_template = _patched_chat_template(tok.chat_template, recipe.system_prompt)
-        out = save_policy(out_dir, model, tok)
-        metrics = {
-            "wall_time_s": time.perf_counter() - start,
-            "sft_time_s": sft_s,
-            # CPU time of this process (all threads): on a shared machine wall time / CPU time shows the contention
-            "cpu_time_s": time.process_time() - cpu_start,
-            "load_average": os.getloadavg(),
-            "threads": torch.get_num_threads(),
-            "loss_history": losses.history,
-            "num_examples": len(rows),
-            "num_tokens": sum(len(r["input_ids"]) for r in rows),
-            "num_completion_tokens": sum(sum(r["completion_mask"]) for r in rows),
-            "steps": max_steps if max_steps is not None else recipe.steps(),
-            "trainable_params": trainable,
-            "max_steps": max_steps,
-        }
-        return write_build_records(out, RECIPE_VERSION, recipe, metrics)
+        with quiet_libraries():  # the base model's load bars, SFT's dataset bars, deprecation warnings
+            torch.manual_seed(recipe.seed)
+            model, tok = load_model_and_tokenizer("smollm2", dtype="float32")
+            if getattr(model.config, "quantization_config", None) is not None:
+                del model.config.quantization_config  # dequantised on load: save plain float32 weights
+            _freeze_all_but_top(model, recipe.train_layers)
+            trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+            rows = [tokenize_example(tok, ex, recipe.system_prompt) for ex in sft_examples(recipe)]
+            too_long = sum(len(r["input_ids"]) > recipe.max_length for r in rows)
+            if too_long:
+                logger.warning("%d of %d SFT examples exceed max_length=%d and are truncated", too_long, len(rows),
+                               recipe.max_length)
+            extra: dict[str, Any] = {"bf16": recipe.bf16}
+            if recipe.bucket_by_length:
+                rows = bucket_by_length(rows, recipe.batch_size, recipe.seed)
+                extra["train_sampling_strategy"] = "sequential"
+            data = Dataset.from_list(rows)
+            losses = _LossLog(NAME)
+            t_sft = time.perf_counter()
+            with tempfile.TemporaryDirectory(prefix="metarl-reasoner-sft-") as scratch:
+                args = sft_config(recipe, scratch, len(rows), max_steps=max_steps, show_progress=show_progress,
+                                  **extra)
+                trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
+                                     callbacks=[losses.callback()])
+                quiet_sft(trainer, f"{NAME} SFT", show_progress).train()
+            sft_s = time.perf_counter() - t_sft
+            model = trainer.model.cpu().float().eval()
+            for p in model.parameters():
+                p.requires_grad_(True)
+            model.config.use_cache = True  # the trainer turned it off; generate without a KV cache is ~30x slower
+            model.generation_config.pad_token_id = tok.pad_token_id
+            model.generation_config.eos_token_id = tok.eos_token_id
+            tok.chat_template = _patched_chat_template(tok.chat_template, recipe.system_prompt)
+            out = save_policy(out_dir, model, tok)
+            metrics = {
+                "wall_time_s": time.perf_counter() - start,
+                "sft_time_s": sft_s,
+                # CPU time of this process (all threads): on a shared machine wall time / CPU time shows the contention
+                "cpu_time_s": time.process_time() - cpu_start,
+                "load_average": os.getloadavg(),
+                "threads": torch.get_num_threads(),
+                "loss_history": losses.history,
+                "num_examples": len(rows),
+                "num_tokens": sum(len(r["input_ids"]) for r in rows),
+                "num_completion_tokens": sum(sum(r["completion_mask"]) for r in rows),
+                "steps": max_steps if max_steps is not None else recipe.steps(),
+                "trainable_params": trainable,
+                "max_steps": max_steps,
+            }
+            return write_build_records(out, RECIPE_VERSION, recipe, metrics)
     finally:
         torch.set_num_threads(prev_threads)
 

@@ -32,7 +32,7 @@ import torch
 from metarl.models.tiny import build_char_tokenizer, build_tiny_model
 from metarl.tasks.subset_sum import SubsetSumTask
 from metarl.tasks.subset_sum_traces import FORCED_RULES, NoisySolver, SolverConfig
-from metarl.utils import checkpointing_key, set_threads
+from metarl.utils import checkpointing_key, progress_bar, quiet_libraries, set_threads, verbose
 
 logger = logging.getLogger(__name__)
 
@@ -219,6 +219,48 @@ class _LossLog:
         return Cb()
 
 
+def step_bar(desc: str):
+    """A ``TrainerCallback`` showing one metarl progress bar (:func:`metarl.utils.progress_bar`) over the SFT steps,
+    with the latest training loss as its postfix."""
+    from transformers import TrainerCallback
+
+    class StepBar(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            if state.is_world_process_zero:
+                self.bar = progress_bar(total=state.max_steps, desc=desc, unit="step")
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if self.bar is not None and logs and "loss" in logs:
+                self.bar.set_postfix_str(f"loss={float(logs['loss']):.4f}", refresh=False)
+
+        def on_train_end(self, args, state, control, **kwargs):
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
+
+    return StepBar()
+
+
+def quiet_sft(trainer: Any, desc: str, show_progress: bool = True) -> Any:
+    """Unless :func:`metarl.utils.verbose`: Hugging Face's per-step bar and the log dicts it prints (or
+    ``PrinterCallback``'s) are replaced by one metarl bar (:func:`step_bar`; none without ``show_progress``).
+    Returns ``trainer``."""
+    if not verbose():
+        from transformers.trainer_callback import PrinterCallback, ProgressCallback
+
+        trainer.remove_callback(ProgressCallback)
+        trainer.remove_callback(PrinterCallback)
+        if show_progress:
+            trainer.add_callback(step_bar(desc))
+    return trainer
+
+
 def sft_config(recipe: TinyRecipe, output_dir: str, num_examples: int, max_steps: int | None = None,
                show_progress: bool = True, **extra: Any):
     """TRL ``SFTConfig`` for the recipe: completion-only loss, cosine schedule, CPU, fp32, no checkpoints.
@@ -267,6 +309,8 @@ def train_tiny_policy(recipe: TinyRecipe, out_dir: str | os.PathLike, max_steps:
                       show_progress: bool = True) -> dict[str, Any]:
     """Build the policy for ``recipe`` and ``save_pretrained`` it (model and tokenizer) into ``out_dir``.
 
+    Shows one progress bar over the SFT steps (``show_progress``); Hugging Face's own bar, log dicts and
+    deprecation warnings only with :func:`metarl.utils.verbose` (an app's ``verbose=true``).
     Returns metrics: ``loss_history`` (step, loss), ``wall_time_s``, ``num_examples``, ``num_params``.
     ``max_steps`` stops early (for tests); the saved policy is then not the recipe's.
     """
@@ -284,13 +328,13 @@ def train_tiny_policy(recipe: TinyRecipe, out_dir: str | os.PathLike, max_steps:
         data = Dataset.from_list(sft_examples(recipe))
         reinit_weights(model, recipe.init_std, recipe.seed)
         losses = _LossLog()
-        with tempfile.TemporaryDirectory(prefix="metarl-sft-") as scratch:
+        with tempfile.TemporaryDirectory(prefix="metarl-sft-") as scratch, quiet_libraries():
             args = sft_config(recipe, scratch, len(data), max_steps=max_steps, show_progress=show_progress)
             trainer = SFTTrainer(model=model, args=args, train_dataset=data, processing_class=tok,
                                  callbacks=[losses.callback()])
-            trainer.train()
-        model = trainer.model.cpu().eval()
-        out = save_policy(out_dir, model, tok)
+            quiet_sft(trainer, "warm start SFT", show_progress).train()
+            model = trainer.model.cpu().eval()
+            out = save_policy(out_dir, model, tok)
         metrics = {
             "wall_time_s": time.perf_counter() - start,
             "loss_history": losses.history,
@@ -329,9 +373,13 @@ def tiny_policy_path(cache_dir: str | os.PathLike | None = None, rebuild: bool =
     recipe = make_recipe(recipe, **overrides)
 
     def build(tmp: Path) -> None:
+        steps = math.ceil(recipe.n_examples / recipe.batch_size * recipe.epochs)
         logger.info("building the tiny policy into %s (about a minute on a 2-core CPU)", tmp)
+        print(f"[metarl] warm start: building the tiny policy ({steps} SFT steps of {recipe.batch_size} synthetic "
+              f"traces; cached afterwards)", flush=True)
         metrics = train_tiny_policy(recipe, tmp)
         logger.info("built the tiny policy in %.1f s", metrics["wall_time_s"])
+        print(f"[metarl] built the tiny policy in {metrics['wall_time_s']:.0f} s", flush=True)
 
     return build_atomically(policy_dir(recipe, cache_dir), build, rebuild=rebuild)
 

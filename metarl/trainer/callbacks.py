@@ -1,6 +1,7 @@
 """Trainer callbacks: held-out evaluation during training (for learning curves and token efficiency), the
 training-health monitors of :mod:`metarl.monitors` run on every log, the meta-prover's calibration (a pre-flight
-verdict on the first scored batch and the ``mu_calibration`` monitor), and a compact progress bar."""
+verdict on the first scored batch and the ``mu_calibration`` monitor), and a compact progress bar that names the
+objective."""
 from __future__ import annotations
 
 import logging
@@ -141,21 +142,55 @@ class CalibrationWatch(TrainerCallback):
 
 
 class CompactProgress(ProgressCallback):
-    """The training progress bar, with a few numbers of the latest log as its postfix (reward, outcome accuracy,
-    mean completion tokens, episodes per trace), in place of transformers' print of every log (a dict of some
-    seventy keys per step). Every logged value is in ``metrics.jsonl``."""
+    """The training progress bar (one metarl bar, :func:`metarl.utils.progress_bar`: steps, rate, ETA) with the
+    latest log's headline numbers as its postfix, each labelled, in place of transformers' print of every log (a
+    dict of some seventy keys per step)::
 
-    SHOWN = (("reward", "reward"), ("acc", "metarl/outcome_accuracy"), ("tokens", "metarl/tokens/mean"),
-             ("episodes", "metarl/episodes_per_trace"))
+        training: 40%|####      | 2/5 [00:03<00:04, 1.6s/step, objective=1.56 acc=0.125 tok=79.7 ep=2.88]
+
+    ``objective`` is the mean total return the advantages are built from (``metarl/reward/total``: the episode
+    rewards' weighted sum plus alpha times the outcome term, :meth:`metarl.scoring.Scorer.totals`), not TRL's
+    ``reward`` (the outcome term alone); ``acc`` the outcome accuracy, ``tok`` the mean thinking tokens, ``ep`` the
+    episodes per trace. With ``verbose`` (:func:`metarl.utils.verbose`)
+    every log dict is printed above the bar as well. Every logged value is in ``metrics.jsonl``."""
+
+    SHOWN = (("objective", ("metarl/reward/total",)), ("acc", ("metarl/outcome_accuracy",)),
+             ("tok", ("metarl/tokens/mean",)), ("ep", ("metarl/episodes_per_trace",)))
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from metarl.utils import progress_bar
+
+        if state.is_world_process_zero:
+            self.training_bar = progress_bar(total=state.max_steps, desc="training", unit="step")
+        self.current_step = 0
+
+    @classmethod
+    def postfix(cls, logs: Mapping[str, Any]) -> str:
+        """``objective=1.56 acc=0.125 tok=79.7 ep=2.88`` from a training log (the keys it has)."""
+        shown = []
+        for name, keys in cls.SHOWN:
+            value = next((logs[k] for k in keys if isinstance(logs.get(k), int | float)
+                          and not isinstance(logs.get(k), bool)), None)
+            if value is not None:
+                shown.append(f"{name}={float(value):.3g}")
+        return " ".join(shown)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
+        from metarl.utils import verbose
+
         if not state.is_world_process_zero or self.training_bar is None or not logs:
             return
-        if "train_runtime" in logs:
-            self.training_bar.write(f"[metarl] trained {state.global_step} steps in {float(logs['train_runtime']):.0f} s")
+        if verbose():
+            super().on_log(args, state, control, logs=logs, **kwargs)
+        if "train_runtime" in logs:  # printed under the finished bar (on_train_end)
+            self.summary = f"[metarl] trained {state.global_step} steps in {float(logs['train_runtime']):.0f} s"
             return
-        shown = {name: f"{float(logs[key]):.3g}" for name, key in self.SHOWN
-                 if isinstance(logs.get(key), int | float) and not isinstance(logs.get(key), bool)}
+        shown = self.postfix(logs)
         if shown:
-            self.training_bar.set_postfix(shown, refresh=False)
+            self.training_bar.set_postfix_str(shown, refresh=False)
 
+    def on_train_end(self, args, state, control, **kwargs):
+        super().on_train_end(args, state, control, **kwargs)
+        summary, self.summary = getattr(self, "summary", None), None
+        if summary and state.is_world_process_zero:
+            print(summary, flush=True)

@@ -299,6 +299,10 @@ class TrainConfig:
     threads: int = 1
     """torch intra-op threads, at most the CPUs available (0: leave as is). 1 suits parallel jobs; one job of the
     tiny policy on a 2-core CPU ran ~1.35x faster with 2, with the same numbers (``recipes/demo_obj1.yaml``)."""
+    verbose: bool = False
+    """Library chatter on the console: TRL's log dicts, Hugging Face's per-step and loading bars, transformers / TRL
+    deprecation warnings, INFO log records (false: one metarl progress bar per phase, warnings and errors; the run's
+    log file keeps every record). The same key in every app (train, score, eval, calibrate)."""
     chat_template: Any = "auto"
     """``auto``: plain-text prompts go through the tokenizer's chat template when it has one | true | false."""
     run_dir: str = MISSING
