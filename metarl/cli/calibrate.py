@@ -224,18 +224,19 @@ def sample(cfg: DictConfig, opts: dict[str, Any]) -> tuple[list[Any], EpisodeCor
     traces = res["traces"]
     t2 = time.perf_counter()
     mc = MCProgress(m=opts["m"], extract=cfg.extract, seed=int(cfg.seed))
-    # one bar over the forced answers (rows of the backend's one branch call; the draws are unchanged)
-    bar = progress_bar(desc=f"estimating Ĵ ({opts['m']} forced answers per prefix)", unit="answer")
+    # one bar over the forced answers (the rows of the backend's one branch call; the draws are unchanged)
+    bars: list[Any] = []
 
     def start(rows: int) -> None:
-        bar.total = rows
-        bar.refresh()
+        bars.append(progress_bar(total=rows, desc=f"estimating Ĵ ({opts['m']} forced answers per prefix)",
+                                 unit="answer"))
 
     try:
-        mc.success_rates(traces, Engine(CountingBackend(backend, bar.update, start, method="branch"), scorer.prover),
-                         scorer.grader, scorer.extract_answer)
+        mc.success_rates(traces, Engine(CountingBackend(backend, lambda k: bars[-1].update(k), start, method="branch"),
+                                        scorer.prover), scorer.grader, scorer.extract_answer)
     finally:
-        bar.close()
+        for bar in bars:
+            bar.close()
     t3 = time.perf_counter()
     if hasattr(backend, "close"):
         backend.close()
