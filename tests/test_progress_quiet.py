@@ -145,6 +145,19 @@ def test_counting_backend_reports_every_batch_of_the_first_call(tiny):
     assert begun == [9] and sum(rows) == 9  # 3 prefixes x 3 answers
 
 
+def test_counting_backend_counts_another_backend_once_per_call():
+    class Other:  # e.g. vLLM: one report after the call, rows = continuations asked for
+        eos_ids = (0,)
+
+        def generate(self, requests, sampling, seed=None):
+            return [[[1]] * r.n for r in requests]
+
+    seen, started = [], []
+    counting = CountingBackend(Other(), seen.append, started.append)
+    counting.generate([Request((1,), 3, 2, ()), Request((1,), 0, 1, ()), Request((2,), 3, 1, ())], Sampling(1.0))
+    assert started == [3] and seen == [3] and counting.eos_ids == (0,)  # other attributes pass through
+
+
 # --------------------------------------------------------------------------- training bar
 
 LOGS = {"reward": 0.125, "metarl/reward/total": 1.5625, "metarl/outcome_accuracy": 0.125,

@@ -50,9 +50,11 @@ class CountingBackend:
         self._counted = True
         if self._on_start is not None:
             self._on_start(rows)
+        from metarl.engine.hf import HFBackend
+
         inner = self._backend
-        run = getattr(inner, "_run", None)  # the transformers backend: one call per batch of rows
-        if run is None or "_run" in vars(inner):
+        run = getattr(inner, "_run", None)  # the transformers backend: one _run per batch of rows, one list per row
+        if not isinstance(inner, HFBackend) or run is None or "_run" in vars(inner):
             out = call(*args, **kwargs)
             self._on_rows(rows)
             return out
