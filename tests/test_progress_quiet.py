@@ -225,7 +225,8 @@ def _train(tmp_path: Path, *extra: str) -> str:
 
 def test_metarl_train_shows_bars_and_no_chatter_by_default(tmp_path):
     quiet = _train(tmp_path / "quiet")
-    assert "held-out evaluation, cap 16 (4 problems)" in quiet and "4/4" in quiet
+    assert "held-out evaluation before training, cap 16 (4 problems)" in quiet and "4/4" in quiet
+    assert "held-out evaluation after training, cap 16 (4 problems)" in quiet
     bar = [ln for ln in quiet.replace("\r", "\n").split("\n") if ln.startswith("training: 100%")]
     assert bar and "objective=" in bar[-1] and "acc=" in bar[-1] and "2/2" in bar[-1]
     assert "reward=" not in quiet

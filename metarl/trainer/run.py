@@ -222,8 +222,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         backend = HFBackend(policy, tok, int(cfg.generation.batch_size)) if quiet else \
             make_backend(cfg.generation, policy, tok)
         for b in budgets:
+            per = f" x {eval_samples} samples" if eval_samples > 1 else ""
             res = evaluate_policy(backend, test_rows, cap=b, scorer=plan.scorer, samples=eval_samples,
-                                  temperature=eval_temperature, seed=int(cfg.seed), return_traces=True)
+                                  temperature=eval_temperature, seed=int(cfg.seed), return_traces=True,
+                                  desc=f"held-out evaluation {phase} training, cap {b} ({len(test_rows)} problems{per})")
             traces = res.pop("traces")
             res["correct"] = res.pop("per_question")  # each question's mean correctness over its samples
             out[b] = res
