@@ -119,6 +119,18 @@ class Status:
     message: str = ""
 
 
+def _observe(monitor: Any, step: int) -> dict[str, float]:
+    """The end of every monitor's ``update``: its statistics, the alarm, the patience streak, the trip (once, with
+    its description) and the step's record (the defined statistics, ``alarm`` and ``tripped`` as 0/1)."""
+    stats = monitor.statistics()
+    alarm = monitor.alarm(stats)
+    monitor.streak = monitor.streak + 1 if alarm else 0
+    if monitor.streak >= monitor.patience and not monitor.status.tripped:
+        monitor.status = Status(monitor.name, True, int(step), dict(stats), monitor.describe(stats))
+    out = {k: v for k, v in stats.items() if math.isfinite(v)}
+    return {**out, "alarm": float(alarm), "tripped": float(monitor.status.tripped)}
+
+
 class Monitor:
     """A windowed statistic over the metric stream with a threshold; subclasses define what it reads
     (``keys``), its statistics and its alarm condition (see the module docstring for the formulas)."""
@@ -146,13 +158,7 @@ class Monitor:
         self.steps.append(float(step))
         for k, v in vals.items():
             self.values[k].append(v)  # type: ignore[arg-type]
-        stats = self.statistics()
-        alarm = self.alarm(stats)
-        self.streak = self.streak + 1 if alarm else 0
-        if self.streak >= self.patience and not self.status.tripped:
-            self.status = Status(self.name, True, int(step), dict(stats), self.describe(stats))
-        out = {k: v for k, v in stats.items() if math.isfinite(v)}
-        return {**out, "alarm": float(alarm), "tripped": float(self.status.tripped)}
+        return _observe(self, step)
 
     @property
     def full(self) -> bool:
@@ -326,13 +332,7 @@ class MuCalibration:
         if not new:
             return {}
         self.traces.extend(new)
-        stats = self.statistics()
-        alarm = self.alarm(stats)
-        self.streak = self.streak + 1 if alarm else 0
-        if self.streak >= self.patience and not self.status.tripped:
-            self.status = Status(self.name, True, int(step), dict(stats), self.describe(stats))
-        out = {k: v for k, v in stats.items() if math.isfinite(v)}
-        return {**out, "alarm": float(alarm), "tripped": float(self.status.tripped)}
+        return _observe(self, step)
 
     def statistics(self) -> dict[str, float]:
         j_last = [t[0] for t in self.traces]
