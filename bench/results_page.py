@@ -37,7 +37,9 @@ FURTHER_PAGES = (
     "against vLLM (rollout tokens/s, Monte Carlo prefix reuse, train-step ratios),",
     "[results_engine.md](results_engine.md) (`bench/bench_engine.py`); the SmolLM2 reasoner end to end (R1 format,",
     "MRT's meta-prover, J curves, Obj-1 / Obj-2 training steps), [results_reasoner.md](results_reasoner.md)",
-    "(`bench/reasoner_results.py`).",
+    "(`bench/reasoner_results.py`); the meta-prover's calibration on the built-in policies (Ĵ and exact J against the",
+    "outcome) and the credit options side by side on the same traces, [results_calibration.md](results_calibration.md)",
+    "(`bench/calibration.py`).",
 )
 """Links to the result pages other benchmarks write next to this one."""
 
