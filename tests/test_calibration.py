@@ -160,7 +160,8 @@ def test_preflight_watch_warns_once_and_writes_its_verdict(tmp_path, caplog):
 
     batch = [rec(i % 2, [0.0, 0.5, 0.25 if i % 2 else 0.5], ["attempt", "verify"], [i % 2]) for i in range(16)]
     calls = []
-    scorer = SimpleNamespace(rewards=[SimpleNamespace(name="mc_progress", fn=SimpleNamespace(m=8))],
+    mc = SimpleNamespace(name="mc_progress", fn=SimpleNamespace(m=8), records_J=True, needs_engine=True)
+    scorer = SimpleNamespace(rewards=[mc],
                              grader=lambda p, a, prompt="": p == a, extract_answer=lambda t: t,
                              score=lambda traces, **kw: calls.append(kw) or traces)
     watch = CalibrationWatch.install(scorer, {"calibration_min_traces": 8}, tmp_path)

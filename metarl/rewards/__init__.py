@@ -95,6 +95,11 @@ class Reward:
     def needs_engine(self) -> bool:
         return bool(getattr(self.fn, "needs_engine", False))
 
+    @property
+    def records_J(self) -> bool:
+        """Whether it writes J (``episode.info["J"]``, ``trace.meta["J_init"]``), as the termination baseline needs."""
+        return bool(getattr(self.fn, "records_J", False))
+
 
 def build_reward(spec: Any) -> Reward:
     """Build one reward from a config node (``_target_`` plus ``name``, ``weight``, ``level``, ``timeout``

@@ -109,7 +109,7 @@ class ExactProgress:
         self.rule = rule
         self.m = m
         self.seed = seed
-        self.record_j = bool(record_j)
+        self.record_j = self.records_J = bool(record_j)  # record_j=false: it writes no J (J_exact only)
         self._calls = 0
 
     def _exact(self, trace: Trace, prefix: str, index: int) -> float:

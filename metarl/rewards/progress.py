@@ -167,6 +167,8 @@ class MCProgress:
     name = "mc_progress"
     level = "episode"
     needs_engine = True
+    #: Writes Ĵ where the termination baseline and the calibration watch read it.
+    records_J = True
 
     def __init__(self, m: int = 8, extract: str | Extractor = "auto", seed: int | None = None):
         if isinstance(m, bool) or int(m) < 1:

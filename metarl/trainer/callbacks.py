@@ -91,7 +91,8 @@ class CalibrationWatch(TrainerCallback):
         from metarl.calibration import Thresholds, grader_correctness
 
         c = config if isinstance(config, HealthConfig) else HealthConfig.from_mapping(config)
-        mc = next((r for r in scorer.rewards if r.name == "mc_progress" or type(r.fn).__name__ == "MCProgress"), None)
+        # a Monte Carlo estimate of J (it records J and samples the policy): not the exact oracle
+        mc = next((r for r in scorer.rewards if r.records_J and r.needs_engine), None)
         if not (c.enabled and c.calibration) or mc is None:
             return None
         correct = grader_correctness(scorer.grader, scorer.extract_answer)

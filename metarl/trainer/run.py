@@ -58,10 +58,7 @@ def _validate(cfg: DictConfig) -> Plan:
     check_backend(str(cfg.generation.backend))
     task = build_task_of(cfg)
     scorer = build_scorer(cfg, task=task)
-    if scorer.objective.termination_baseline and not any(r.name == "mc_progress" or
-                                                         type(r.fn).__name__ == "MCProgress" or
-                                                         getattr(r.fn, "records_J", False)
-                                                         for r in scorer.rewards):
+    if scorer.objective.termination_baseline and not any(r.records_J for r in scorer.rewards):
         raise ConfigError(f"objective.baseline={scorer.objective.baseline} needs the Monte Carlo progress estimator: "
                           "add rewards=[mc_progress] (weight 0 if it should not add a dense term), or the exact "
                           "oracle rewards=[exact_progress]")
