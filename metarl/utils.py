@@ -121,14 +121,19 @@ def set_verbose(on: bool) -> None:
     global _verbose
     _verbose = bool(on)
     _library_settings(_verbose)
+    _filter_library_warnings("default" if on else "ignore")
+    for handler in logging.getLogger().handlers:  # Hydra's console handler; its file handler keeps every record
+        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
+            handler.setLevel(logging.NOTSET if on else logging.WARNING)
+
+
+def _filter_library_warnings(action: str) -> None:
+    """``warnings.filterwarnings(action)`` for the libraries' FutureWarning and DeprecationWarning."""
     import warnings
 
     pattern = rf"({'|'.join(_LIBRARIES)})(\.|$)"
     for category in (FutureWarning, DeprecationWarning):
-        warnings.filterwarnings("default" if on else "ignore", category=category, module=pattern)
-    for handler in logging.getLogger().handlers:  # Hydra's console handler; its file handler keeps every record
-        if isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler):
-            handler.setLevel(logging.NOTSET if on else logging.WARNING)
+        warnings.filterwarnings(action, category=category, module=pattern)
 
 
 def _library_settings(on: bool) -> dict[str, object]:
@@ -171,9 +176,7 @@ def quiet_libraries() -> Iterator[None]:
     before = _library_settings(False)
     try:
         with warnings.catch_warnings():
-            pattern = rf"({'|'.join(_LIBRARIES)})(\.|$)"
-            for category in (FutureWarning, DeprecationWarning):
-                warnings.filterwarnings("ignore", category=category, module=pattern)
+            _filter_library_warnings("ignore")
             yield
     finally:
         if before["transformers_bars"]:
