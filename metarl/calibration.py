@@ -43,6 +43,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from metarl.metrics import _get, _number  # a Trace or its JSON record; a finite number or None
+
 GENERATION_KINDS = ("attempt", "revise")
 INFORMATIVE, UNINFORMATIVE = "informative", "uninformative"
 
@@ -52,18 +54,6 @@ correct (None: unknown)."""
 
 
 # --------------------------------------------------------------------------- reading traces and records
-
-def _get(obj: Any, name: str, default: Any = None) -> Any:
-    if isinstance(obj, Mapping):
-        return obj.get(name, default)
-    return getattr(obj, name, default)
-
-
-def _number(v: Any) -> float | None:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        return None
-    return float(v)
-
 
 def j_values(trace: Any) -> list[float] | None:
     """[Ĵ_{−1}, Ĵ_0, …, Ĵ_{n−1}] of a trace (a ``Trace`` or its JSON record), or None unless every value is there.
