@@ -57,7 +57,7 @@ class ScoreConfig:
     batch_size: int = 16
     """Traces scored together (model-based rewards batch across them)."""
     threads: int = 1
-    """torch intra-op threads."""
+    """The most torch intra-op threads (0: leave as is; fewer while other processes keep CPUs busy)."""
     verbose: bool = False
     """Library chatter on the console: TRL's log dicts, Hugging Face's per-step and loading bars, transformers / TRL
     deprecation warnings, INFO log records (false: one metarl progress bar per phase, warnings and errors; the run's

@@ -78,15 +78,96 @@ def checkpointing_key(args_cls: type) -> str:
     return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
 
 
-def set_threads(n: int | None) -> None:
-    """Set torch's intra-op threads to ``n``, but never more than :func:`available_cpus` (more threads than
-    cores only contend); ``None`` or 0 leaves them as they are. Which count is fastest depends on the model
-    size and the machine: measure (``threads`` in every app's config)."""
+class CpuMeter:
+    """How many of this process's CPUs other processes kept busy since the last reading: the busy time of those CPUs
+    in ``/proc/stat`` minus this process's own CPU time (all its threads), over the wall time between readings.
+
+    Linux only, and only where the CPUs this process may use are the ones it can read (its affinity mask, no
+    tighter cgroup quota): elsewhere :meth:`others` is None and nothing is inferred from it."""
+
+    def __init__(self) -> None:
+        try:
+            self._cpus = sorted(os.sched_getaffinity(0))
+        except AttributeError:
+            self._cpus = []
+        quota = _cgroup_quota()
+        self._usable = bool(self._cpus) and (quota is None or quota >= len(self._cpus)) and self._busy() is not None
+        self._last = self._reading() if self._usable else None
+
+    def _busy(self) -> float | None:
+        """Busy seconds of this process's CPUs since boot (user, nice, system, irq, softirq, steal)."""
+        text = _read("/proc/stat")
+        if text is None:
+            return None
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        want = {f"cpu{i}" for i in self._cpus}
+        busy, seen = 0, 0
+        for line in text.splitlines():
+            parts = line.split()
+            if parts and parts[0] in want:
+                v = [int(x) for x in parts[1:9]]
+                busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
+                seen += 1
+        return busy / tick if seen == len(want) else None
+
+    def _reading(self) -> tuple[float, float, float]:
+        import time
+
+        t = os.times()
+        return time.monotonic(), self._busy() or 0.0, t.user + t.system
+
+    def others(self) -> float | None:
+        """CPUs other processes kept busy since the last call (or since the meter was made), e.g. 1.0 for one
+        process spinning beside this one; None where it cannot be measured or no time has passed."""
+        if not self._usable:
+            return None
+        (w0, b0, o0), (w1, b1, o1) = self._last, self._reading()
+        self._last = (w1, b1, o1)
+        if w1 - w0 <= 0:
+            return None
+        return max(0.0, ((b1 - b0) - (o1 - o0)) / (w1 - w0))
+
+
+def free_cpus(sample: float = 0.1) -> float:
+    """The CPUs this process may use (:func:`available_cpus`) less those other processes keep busy over ``sample``
+    seconds (:class:`CpuMeter`; all of them where that cannot be measured)."""
+    import time
+
+    meter = CpuMeter()
+    time.sleep(sample)
+    others = meter.others()
+    return available_cpus() - (others or 0.0)
+
+
+def load_aware_threads(cap: int, free: float) -> int:
+    """The torch thread count for at most ``cap`` threads with ``free`` CPUs idle: one per free CPU (a CPU at least
+    half free counts), never fewer than 1. Threads beyond the free CPUs make every parallel region wait on a
+    descheduled thread: on a 2-core CPU with one busy process beside it, a training step of the demo took 3.70 s
+    with 2 threads and 1.69 s with 1 (idle: 1.16 s and 1.86 s; ``bench/threads_under_load.py``, docs/findings.md
+    section 5).
+
+    >>> load_aware_threads(2, 2.0), load_aware_threads(2, 1.0), load_aware_threads(2, 1.6), load_aware_threads(4, 0.2)
+    (2, 1, 2, 1)
+    """
+    return max(1, min(cap, int(free + 0.5)))
+
+
+def set_threads(n: int | None) -> int:
+    """Set torch's intra-op threads to at most ``n``: never more than :func:`available_cpus`, and no more than the
+    CPUs other processes leave free right now (:func:`load_aware_threads`), so a loaded machine does not make a
+    run slower than one thread would. ``None`` or 0 leaves them as they are. Returns the count set.
+
+    On the machines checked the thread count changes no number of a run (the demo gives the same table with 1 and
+    2 threads); where it does, a run on a loaded machine can differ from one on an idle machine: the count a run
+    used is in its log (``[metarl] threads``)."""
     if n is None or n <= 0:
-        return
+        return torch.get_num_threads()
     n = min(n, available_cpus())
+    if n > 1:
+        n = load_aware_threads(n, free_cpus())
     torch.set_num_threads(n)
     os.environ.setdefault("OMP_NUM_THREADS", str(n))
+    return n
 
 
 def seed_everything(seed: int) -> None:

@@ -1,4 +1,4 @@
-"""bench/demo_seeds.py: seeds, the demo's verdict read back from a constructed run directory, resuming."""
+"""bench/demo_seeds.py: seeds, the demo's verdicts read back from a constructed run directory, resuming."""
 from __future__ import annotations
 
 import importlib.util
@@ -14,9 +14,11 @@ demo_seeds = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(demo_seeds)
 
 
-def cell(correct: list[float], samples: int = 8) -> dict:
+def cell(correct: list[float], revise: list[float | None] | None = None, samples: int = 8) -> dict:
+    revise = revise if revise is not None else [0.5] * len(correct)
     return {"accuracy": sum(correct) / len(correct), "accuracy_se": 0.0, "n": len(correct), "samples": samples,
-            "correct": correct}
+            "correct": correct, "behaviour": {"episodes": [3.0] * len(correct), "verify_acc": [0.75] * len(correct),
+                                              "revise_after_refuted": revise}}
 
 
 def write_run(run_dir: Path, seed: int, before: dict, after: dict | None) -> None:
@@ -37,19 +39,25 @@ def test_parse_seeds():
 
 
 def test_seed_result_is_the_demos_verdict(tmp_path):
-    # cap 192: differences 0.5, 0.25, 0.25, 0: mean 0.25, se = sqrt(((.25^2 + 0 + 0 + .25^2) / 3) / 4)
-    # cap 96: differences 0.125, -0.125, 0, 0: mean 0, not above
-    before = {"192": cell([0.0, 0.25, 0.5, 0.5]), "96": cell([0.0, 0.25, 0.0, 0.5])}
-    after = {"192": cell([0.5, 0.5, 0.75, 0.5]), "96": cell([0.125, 0.125, 0.0, 0.5])}
+    # cap 192 accuracy: differences 0.5, 0.25, 0.25, 0: mean 0.25, se = sqrt(((.25^2 + 0 + 0 + .25^2) / 3) / 4)
+    # cap 96 accuracy: differences 0.125, -0.125, 0, 0: mean 0, not above
+    # cap 192 revisions: the question with no "incorrect" verdict before (None) is left out of the pairs
+    before = {"192": cell([0.0, 0.25, 0.5, 0.5], [None, 0.5, 0.5, 0.0]), "96": cell([0.0, 0.25, 0.0, 0.5])}
+    after = {"192": cell([0.5, 0.5, 0.75, 0.5], [1.0, 1.0, 1.0, 0.5]), "96": cell([0.125, 0.125, 0.0, 0.5])}
     write_run(tmp_path / "s3", 3, before, after)
     res = demo_seeds.seed_result(tmp_path / "s3")
     assert list(res["caps"]) == ["96", "192"]  # by cap, numerically
-    c = res["caps"]["192"]
+    assert list(res["caps"]["192"])[0] == demo_seeds.HEADLINE == "revise_after_refuted"
+    c = res["caps"]["192"]["accuracy"]
     se = math.sqrt((0.25**2 * 2) / 3 / 4)
     assert c["change"] == pytest.approx(0.25) and c["band"] == pytest.approx(2 * se)
-    assert c["above"] is True and c["n"] == 4 and c["samples"] == 8
+    assert c["above"] is True and c["far"] is False and c["n"] == 4 and c["samples"] == 8
     assert c["before"] == pytest.approx(0.3125) and c["after"] == pytest.approx(0.5625)
-    assert res["caps"]["96"]["change"] == pytest.approx(0.0) and res["caps"]["96"]["above"] is False
+    h = res["caps"]["192"]["revise_after_refuted"]
+    assert h["n"] == 3 and h["change"] == pytest.approx(0.5) and h["band"] == pytest.approx(0.0)
+    assert h["far"] is True  # a change with no spread is infinitely many bands
+    assert res["caps"]["96"]["accuracy"]["change"] == pytest.approx(0.0)
+    assert res["caps"]["96"]["accuracy"]["above"] is False
 
 
 def test_unfinished_run_dir_reads_as_none(tmp_path):
@@ -61,40 +69,45 @@ def test_unfinished_run_dir_reads_as_none(tmp_path):
 def test_summary_over_seeds_and_resuming_without_training(tmp_path, monkeypatch):
     out = tmp_path / "sweep"
     for seed, gain in ((0, 0.5), (1, 0.0), (2, 0.25)):
-        write_run(out / f"s{seed}", seed, {"192": cell([0.0, 0.25, 0.5])},
-                  {"192": cell([gain, 0.25 + gain, 0.5 + gain])})
-    (out / "results.jsonl").write_text(json.dumps({"config": "x", "seed": 2, "wall_s": 200.0, "caps": {
-        "192": {"before": 0.2, "after": 0.3, "change": 0.1, "band": 0.05, "above": True, "n": 3, "samples": 8}}})
-        + "\n")
+        write_run(out / f"s{seed}", seed, {"192": cell([0.0, 0.25, 0.5], [0.5, 0.25, 0.0])},
+                  {"192": cell([gain, 0.25 + gain, 0.5 + gain], [0.5 + gain, 0.25 + gain, gain])})
+    recorded = {"before": 0.2, "after": 0.3, "change": 0.1, "band": 0.05, "ratio": 2.0, "above": True,
+                "far": False, "n": 3, "samples": 8}
+    (out / "results.jsonl").write_text(json.dumps({"config": "x", "seed": 2, "wall_s": 200.0, "cpu": "cpu A",
+                                                   "commit": "abc", "caps": {"192": {
+                                                       "revise_after_refuted": recorded, "accuracy": recorded}}})
+                                       + "\n")
 
     def no_training(*a, **k):
         raise AssertionError("a finished or recorded seed must not run again")
 
-    monkeypatch.setattr(demo_seeds.subprocess, "run", no_training)
+    monkeypatch.setattr(demo_seeds, "run_demo", no_training)
     assert demo_seeds.main(["--out", str(out), "--seeds", "0-2", "--name", "x"]) == 0
     recs = demo_seeds.load_results(out / "results.jsonl")
     assert sorted(recs) == [0, 1, 2]
-    assert recs[2]["caps"]["192"]["change"] == 0.1  # the recorded line, not recomputed
-    assert recs[0]["caps"]["192"]["above"] is True  # change 0.5 with zero spread
-    assert recs[1]["caps"]["192"]["above"] is False  # change 0 is never above
+    assert recs[2]["caps"]["192"]["accuracy"]["change"] == 0.1  # the recorded line, not recomputed
+    assert recs[0]["caps"]["192"]["accuracy"]["above"] is True  # change 0.5 with zero spread
+    assert recs[1]["caps"]["192"]["accuracy"]["above"] is False  # change 0 is never above
+    assert recs[0]["cpu"] and recs[0]["commit"]  # every new row names the machine and the commit
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["caps"]["192"] == {"seeds": 3, "above": 2, "change_median": pytest.approx(0.1),
-                                      "change_min": pytest.approx(0.0), "change_max": pytest.approx(0.5),
-                                      "band_median": pytest.approx(0.0)}
-    assert summary["above_every_cap"] == 2 and summary["wall_s_min"] == 200.0
+    acc = summary["caps"]["192"]["accuracy"]
+    assert (acc["seeds"], acc["above"], acc["far"]) == (3, 2, 1)
+    assert acc["change_median"] == pytest.approx(0.1) and acc["change_max"] == pytest.approx(0.5)
+    assert summary["headline"] == "revise_after_refuted" and "cpu A @ abc" in summary["machines"]
     rows = (out / "results.csv").read_text().splitlines()
-    assert rows[0].startswith("config,seed,cap") and len(rows) == 4
+    assert rows[0].startswith("config,seed,cap,metric") and rows[0].endswith("cpu,commit")
+    assert len(rows) == 1 + 4 + 4 + 2  # seeds 0 and 1: four metrics each; the recorded seed 2: two
 
 
 def test_stop_after_failures_runs_no_further_seed(tmp_path, monkeypatch):
     out = tmp_path / "sweep"
-    for seed in (0, 1):  # two seeds with no change: not above the noise
+    for seed in (0, 1):  # two seeds with no change: the headline is not 3x its band
         write_run(out / f"s{seed}", seed, {"192": cell([0.0, 0.5])}, {"192": cell([0.0, 0.5])})
 
     def no_training(*a, **k):
         raise AssertionError("the sweep should have stopped")
 
-    monkeypatch.setattr(demo_seeds.subprocess, "run", no_training)
+    monkeypatch.setattr(demo_seeds, "run_demo", no_training)
     assert demo_seeds.main(["--out", str(out), "--seeds", "0-9", "--stop-after-failures", "2"]) == 0
     assert sorted(demo_seeds.load_results(out / "results.jsonl")) == [0, 1]
-    assert json.loads((out / "summary.json").read_text())["above_every_cap"] == 0
+    assert json.loads((out / "summary.json").read_text())["caps"]["192"]["revise_after_refuted"]["far"] == 0

@@ -180,7 +180,8 @@ class EvalConfig:
     """Which held-out questions: built-in tasks use task.generate("test", seed=data_seed+1), the held-out rows
     of a metarl-train run with seed=data_seed."""
     threads: int = 1
-    """torch intra-op threads, at most the CPUs available (0: leave as is); 1 suits parallel jobs."""
+    """The most torch intra-op threads (0: leave as is): never more than the CPUs available, nor than other
+    processes leave free at the start (``metarl.utils.set_threads``)."""
     verbose: bool = False
     """Library chatter on the console: TRL's log dicts, Hugging Face's per-step and loading bars, transformers / TRL
     deprecation warnings, INFO log records (false: one metarl progress bar per phase, warnings and errors; the run's

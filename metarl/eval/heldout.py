@@ -12,7 +12,7 @@ from typing import Any
 
 from metarl.engine import GREEDY, Engine, Sampling, StreamSpec, prompt_ids_for
 from metarl.metrics import mean_se
-from metarl.rewards.obj1 import verification_correctness
+from metarl.rewards.obj1 import GENERATION_KINDS, verification_correctness
 from metarl.types import Trace
 from metarl.utils import progress_bar
 
@@ -115,9 +115,11 @@ def evaluate_policy(backend, rows: Sequence[dict[str, Any]], *, cap: int, scorer
         scorer.segment(t)
         t.outcome = float(bool(scorer.grader(scorer.extract_answer(t.completion), t.answer, t.prompt)))
         traces.append(t)
-    summary = summarize(traces, scorer, cap)
+    per_trace = [behaviour(t, scorer) for t in traces]
+    summary = summarize(traces, scorer, cap, per_trace)
     summary["n"], summary["samples"] = len(rows), k  # problems, completions per problem
     summary["per_question"] = [sum(t.outcome or 0.0 for t in traces[i:i + k]) / k for i in range(0, len(traces), k)]
+    summary["behaviour"] = per_question_behaviour(per_trace, k)  # episodes, verify_acc, revise_after_refuted
     if k > 1 and rows:  # the standard error over questions (samples of one question are not independent)
         summary["accuracy_se"] = mean_se(summary["per_question"])[1]
     if return_traces:
@@ -125,17 +127,69 @@ def evaluate_policy(backend, rows: Sequence[dict[str, Any]], *, cap: int, scorer
     return summary
 
 
-def summarize(traces: Sequence[Trace], scorer, cap: int) -> dict[str, Any]:
+BEHAVIOURS = ("episodes", "verify_acc", "revise_after_refuted")
+"""Per-question behaviour of a policy (:func:`behaviour`), each a mean over the question's samples."""
+
+
+def behaviour(trace: Trace, scorer) -> dict[str, int]:
+    """What a segmented, graded trace does with its budget: ``episodes``; ``verdicts`` (verify episodes whose
+    verdict can be judged) and ``right_verdicts`` (those matching the true correctness of the attempt they check);
+    ``refuted`` (verify episodes whose stated verdict is "incorrect") and ``revised`` (those followed by another
+    attempt or revision rather than the end of the stream).
+
+    >>> from types import SimpleNamespace
+    >>> from metarl.types import Episode
+    >>> sc = SimpleNamespace(grader=lambda p, a, q="": p == a, extract_answer=lambda t: t,
+    ...                      parse_verdict=lambda t: {"correct": True, "incorrect": False}.get(t))
+    >>> t = Trace(prompt="", completion="", answer="2+2")
+    >>> t.episodes = [Episode("attempt", 0, 1, "1+2"), Episode("verify", 1, 2, "incorrect"),
+    ...               Episode("revise", 2, 3, "2+2"), Episode("verify", 3, 4, "incorrect")]
+    >>> behaviour(t, sc)
+    {'episodes': 4, 'verdicts': 2, 'right_verdicts': 1, 'refuted': 2, 'revised': 1}
+    """
+    out = {"episodes": len(trace.episodes), "verdicts": 0, "right_verdicts": 0, "refuted": 0, "revised": 0}
+    for i, e in enumerate(trace.episodes):
+        if e.kind != "verify":
+            continue
+        v = verification_correctness(e, trace.episodes[:i], trace.answer, scorer.grader, scorer.extract_answer,
+                                     scorer.parse_verdict, trace.prompt)
+        if v is not None:
+            out["verdicts"] += 1
+            out["right_verdicts"] += int(v > 0)
+        if scorer.parse_verdict(e.text) is False:
+            out["refuted"] += 1
+            out["revised"] += int(any(x.kind in GENERATION_KINDS for x in trace.episodes[i + 1:i + 2]))
+    return out
+
+
+def per_question_behaviour(per_trace: Sequence[dict[str, int]], k: int) -> dict[str, list[float | None]]:
+    """:data:`BEHAVIOURS` per question from :func:`behaviour` of its ``k`` consecutive traces: mean episodes per
+    trace, the share of right verdicts, the share of "incorrect" verdicts followed by a revision (None where the
+    question's samples have no judged verdict, or no "incorrect" verdict).
+
+    >>> per_question_behaviour([{"episodes": 4, "verdicts": 2, "right_verdicts": 1, "refuted": 2, "revised": 1},
+    ...                         {"episodes": 1, "verdicts": 0, "right_verdicts": 0, "refuted": 0, "revised": 0}], 2)
+    {'episodes': [2.5], 'verify_acc': [0.5], 'revise_after_refuted': [0.5]}
+    """
+    out: dict[str, list[float | None]] = {b: [] for b in BEHAVIOURS}
+    for i in range(0, len(per_trace), k):
+        g = per_trace[i:i + k]
+        tot = {key: sum(x[key] for x in g) for key in g[0]}
+        out["episodes"].append(tot["episodes"] / len(g))
+        out["verify_acc"].append(tot["right_verdicts"] / tot["verdicts"] if tot["verdicts"] else None)
+        out["revise_after_refuted"].append(tot["revised"] / tot["refuted"] if tot["refuted"] else None)
+    return out
+
+
+def summarize(traces: Sequence[Trace], scorer, cap: int,
+              per_trace: Sequence[dict[str, int]] | None = None) -> dict[str, Any]:
+    """Accuracy, tokens, episodes, verification accuracy and the share of "incorrect" verdicts followed by a
+    revision over ``traces`` (``per_trace``: their :func:`behaviour`, computed here when not given)."""
     n = len(traces)
     acc = sum(t.outcome or 0.0 for t in traces) / max(n, 1)
-    verdicts = []
-    for t in traces:
-        for i, e in enumerate(t.episodes):
-            if e.kind == "verify":
-                v = verification_correctness(e, t.episodes[:i], t.answer, scorer.grader, scorer.extract_answer,
-                                             scorer.parse_verdict, t.prompt)
-                if v is not None:
-                    verdicts.append(v > 0)
+    per = per_trace if per_trace is not None else [behaviour(t, scorer) for t in traces]
+    verdicts = sum(b["verdicts"] for b in per)
+    refuted = sum(b["refuted"] for b in per)
     toks = [t.meta.get("thinking_tokens", 0) for t in traces]
     return {
         "n": n,
@@ -145,5 +199,6 @@ def summarize(traces: Sequence[Trace], scorer, cap: int) -> dict[str, Any]:
         "tokens": sum(toks) / max(n, 1),
         "cap_fraction": sum(x >= cap for x in toks) / max(n, 1),
         "episodes_per_trace": sum(len(t.episodes) for t in traces) / max(n, 1),
-        "verification_accuracy": (sum(verdicts) / len(verdicts)) if verdicts else None,
+        "verification_accuracy": sum(b["right_verdicts"] for b in per) / verdicts if verdicts else None,
+        "revise_after_refuted": sum(b["revised"] for b in per) / refuted if refuted else None,
     }

@@ -60,6 +60,32 @@ class HealthCallback(TrainerCallback):
         logs.update(added)
 
 
+class LoadAwareThreads(TrainerCallback):
+    """Before every training step, fit torch's thread count to the CPUs other processes left free during the last
+    one (:func:`metarl.utils.load_aware_threads`, at most ``cap``): a job started beside a run no longer makes each
+    step wait on descheduled threads, and the run takes its threads back when the job ends. Each change is logged.
+    """
+
+    def __init__(self, cap: int) -> None:
+        from metarl.utils import CpuMeter, available_cpus
+
+        self.cap, self.meter, self.cpus = min(cap, available_cpus()), CpuMeter(), available_cpus()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        import torch
+
+        from metarl.utils import load_aware_threads
+
+        others = self.meter.others()
+        if others is None or self.cap <= 1:
+            return
+        n = load_aware_threads(self.cap, self.cpus - others)
+        if n != torch.get_num_threads():
+            log.warning("threads: %d -> %d at step %d (other processes kept %.1f of %d CPUs busy)",
+                        torch.get_num_threads(), n, state.global_step, others, self.cpus)
+            torch.set_num_threads(n)
+
+
 def health_callbacks(cfg: Mapping[str, Any] | None) -> list[HealthCallback]:
     """``[HealthCallback]`` for the ``health:`` config block, ``[]`` when ``health.enabled`` is false."""
     config = HealthConfig.from_mapping(cfg)

@@ -297,8 +297,9 @@ class TrainConfig:
     seed: int = 0
     """Seeds python, numpy, torch and TRL's sampler."""
     threads: int = 1
-    """torch intra-op threads, at most the CPUs available (0: leave as is). 1 suits parallel jobs; one job of the
-    tiny policy on a 2-core CPU ran ~1.35x faster with 2, with the same numbers (``recipes/demo_obj1.yaml``)."""
+    """The most torch intra-op threads (0: leave as is): never more than the CPUs available, nor than other
+    processes leave free (checked at the start and before every training step: ``metarl.utils.set_threads``). One
+    job of the tiny policy on an idle 2-core CPU trains 1.6x faster with 2 than with 1, with the same numbers."""
     verbose: bool = False
     """Library chatter on the console: TRL's log dicts, Hugging Face's per-step and loading bars, transformers / TRL
     deprecation warnings, INFO log records (false: one metarl progress bar per phase, warnings and errors; the run's

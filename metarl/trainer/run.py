@@ -143,15 +143,15 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
     from metarl.models.loading import load_model_and_tokenizer
-    from metarl.trainer.callbacks import CalibrationWatch, health_callbacks
+    from metarl.trainer.callbacks import CalibrationWatch, LoadAwareThreads, health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
     from metarl.trainer.rollout import Rollout, answers_by_prompt
-    from metarl.utils import seed_everything, set_threads
+    from metarl.utils import available_cpus, seed_everything, set_threads
 
     plan = validate(cfg)
     health = health_callbacks(plain(cfg.get("health")))  # a bad health.* option fails here, before anything runs
-    set_threads(int(cfg.threads))
+    threads = set_threads(int(cfg.threads))
     seed_everything(int(cfg.seed))
     run_dir = check_writable(cfg.run_dir)
     args = grpo_config(cfg, run_dir)  # GRPOConfig errors surface before any model loads
@@ -204,7 +204,10 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           backend=str(cfg.generation.backend), batch_size=int(cfg.generation.batch_size),
                           answers=answers_by_prompt(plan.train_rows) if ro.feedback else None)
 
-    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed)}
+    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed), "threads": threads}
+    if threads < min(int(cfg.threads), available_cpus()):
+        print(f"[metarl] threads: {threads} of threads={int(cfg.threads)} (other processes keep the other CPUs busy; "
+              f"training takes them back when they are free)", flush=True)
     budgets = sorted({int(cfg.budget.cap), *[int(b) for b in (cfg.evaluate.budgets or [])]})
     test_rows = plan.test_rows[: int(cfg.evaluate.n)]
     evaluate = bool(cfg.evaluate.enabled) and bool(test_rows)
@@ -263,7 +266,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
         rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
         peft_config=peft_config, generation_backend=str(cfg.generation.backend),
-        callbacks=health + ([watch] if watch else []),  # before the metrics.jsonl writer: its health/ keys land there
+        callbacks=health + ([watch] if watch else []) + ([LoadAwareThreads(int(cfg.threads))] if int(cfg.threads) > 1
+                                                         else []),  # health first: its keys reach metrics.jsonl
     )
     if vllm:
         patch_cpu_weight_sync(trainer)  # on CPU TRL's weight sync cannot load into vLLM's repacked weights
