@@ -1,6 +1,6 @@
 """Benchmark: likelihood progress for all prefixes in one pass vs. one pass per prefix.
 
-BRIEF section 7 asks that scoring every prefix of a trace costs at most 1.5x one plain forward pass
+docs/method.md §7 asks that scoring every prefix of a trace costs at most 1.5x one plain forward pass
 over the traces, and is at least 3x faster than one forward pass per prefix. This script builds a
 random tiny Llama (character tokenizer, no download), B traces with ``--episodes`` episodes each
 (completion ~``--completion-tokens`` tokens), and times, in one run (warm-up, then the median of

@@ -1,4 +1,4 @@
-"""Learning comparison: outcome-reward GRPO against Obj-1 / Obj-2 dense rewards (issue 6, BRIEF section 7).
+"""Learning comparison: outcome-reward GRPO against Obj-1 / Obj-2 dense rewards (issue 6, docs/method.md §7).
 
 On the built-in task with the tiny policy, every recipe is trained with the same data order, steps and
 compute cap C for each seed, and evaluated on held-out problems::
@@ -41,7 +41,7 @@ that evaluates the untrained policy the same way. A training job:
 interrupted comparison resumes), ``DIR/summary.json`` the settings, machine, every job and the
 aggregate over seeds (95% CIs), which the printed table and ``results_page.py`` read.
 
-Token efficiency (the BRIEF's target): per seed, the target is the baseline's (``outcome_grpo``) final
+Token efficiency (a target of docs/method.md §7): per seed, the target is the baseline's (``outcome_grpo``) final
 held-out accuracy at C; a method's cost is the training tokens (TRL's prompt + completion count) at which
 its learning curve first reaches the target, linearly interpolated between evaluations; the ratio divides
 by the baseline's total training tokens. A method that never reaches the target is censored at its own

@@ -229,7 +229,7 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
     pr = agg["per_recipe"]
     lines = []
     if n_seeds < 3:
-        lines.append(f"Only {n_seeds} seed(s): the BRIEF asks for at least 3, so no claim below is settled; "
+        lines.append(f"Only {n_seeds} seed(s): docs/method.md §7 asks for at least 3, so no claim below is settled; "
                      "intervals of one seed are bootstraps over held-out questions and ignore training noise.")
     init = pr.get(tables.INITIAL, {}).get("accuracy", {}).get(cap)
     for name, r in pr.items():  # training against the untrained policy, paired by seed

@@ -15,7 +15,7 @@ BASELINE = "outcome_grpo"
 INITIAL = "initial"
 """Pseudo-recipe: the untrained policy, evaluated like a trained one."""
 TARGET_RATIO = 2 / 3
-"""BRIEF: reach the baseline's accuracy with <= 2/3 of its training tokens."""
+"""Target (docs/method.md §7): reach the baseline's accuracy with <= 2/3 of its training tokens."""
 CONTINUATION = "<revise>"
 """Budget-forcing continuation for the tag format of the built-in task."""
 MARGIN = 0.03

@@ -1,6 +1,6 @@
 r"""Is the meta-prover μ calibrated? Statistics of Ĵ on scored traces, and a verdict.
 
-Progress rewards (Obj-2, BRIEF section 3) credit episode j with ΔĴ_j = Ĵ_j − Ĵ_{j−1}, where Ĵ_j is the share of
+Progress rewards (Obj-2, docs/method.md §3) credit episode j with ΔĴ_j = Ĵ_j − Ĵ_{j−1}, where Ĵ_j is the share of
 ``m`` forced answers after the prefix that the grader accepts (:class:`metarl.rewards.progress.MCProgress`). That
 only means progress if μ tracks correctness: Ĵ after the last episode should predict the outcome, and verifying
 a correct attempt must not lower Ĵ (a policy that, forced to answer after ``</verify>``, does not restate what it
@@ -253,7 +253,7 @@ def calibration_bins(j_last: Sequence[float], outcomes: Sequence[float], bins: i
 @dataclass
 class Thresholds:
     """When μ counts as informative: correlation of Ĵ_last with the outcome ≥ ``correlation`` and mean ΔĴ of
-    verify episodes after a correct attempt ≥ ``verify_after_correct`` (BRIEF section 3)."""
+    verify episodes after a correct attempt ≥ ``verify_after_correct`` (docs/method.md §2)."""
 
     correlation: float = 0.8
     verify_after_correct: float = -0.05

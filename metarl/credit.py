@@ -62,7 +62,7 @@ mostly right and attempts mostly wrong, so pooling makes every attempt look bad.
 episode is compared with episodes of its own kind, and one more episode of a kind adds a
 zero-mean term: the number of episodes is not rewarded for itself. (The means are per kind with any
 ``scale_rewards``; ``"batch"`` divides by one batch std over all kinds, ``"group"`` by the std of the
-group's episodes of that kind.) This is Obj-1's credit (BRIEF §3: attempt rewards 1[answer correct],
+group's episodes of that kind.) This is Obj-1's credit (docs/method.md §3: attempt rewards 1[answer correct],
 verify rewards 1[verdict right]). Those rewards are not a progress and do not telescope: the sum from
 episode j counts the correct attempts and the correct verdicts from j on, each centred on its kind's
 group mean, so a further episode is credited with how much better than its kind's average it was.

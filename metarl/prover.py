@@ -31,7 +31,7 @@ R1_TERMINATION_SUFFIX = (
     "formulate a final answer based on what I already have.\n</think>\n\n"
     "**Step-by-Step Explanation and Answer:**\n\n1. **"
 )
-"""MRT's termination suffix for DeepSeek-R1-style ``<think>`` models (BRIEF section 2)."""
+"""MRT's termination suffix for DeepSeek-R1-style ``<think>`` models (docs/method.md §2)."""
 
 TAG_TERMINATION_SUFFIX = "<answer>"
 """Termination suffix for the ``<attempt>/<verify>/<revise>`` tag format: open the answer tag."""
@@ -42,7 +42,7 @@ THINK_END = "</think>"
 
 @dataclass(frozen=True)
 class ProverConfig:
-    """The meta-prover μ and the stream format it forces answers in (BRIEF section 2). One configuration,
+    """The meta-prover μ and the stream format it forces answers in (docs/method.md §2). One configuration,
     read by every user of μ: Monte Carlo and likelihood progress, the forced answer at the cap, regret,
     and the scorer (which part of a completion is thinking).
 

@@ -104,24 +104,42 @@ def test_same_seed_same_metrics_and_weights_other_seed_differs(recipe, tmp_path)
 
 
 @pytest.mark.parametrize("tag, extra", [("checkpointing", ["trainer.gradient_checkpointing=true"]),
-                                        ("two-threads", ["threads=2"])])
+                                        ("two-threads", ["threads=2"]),
+                                        ("threads-changing", ["threads=2"])])
 def test_speed_options_change_no_number(tmp_path, monkeypatch, tag, extra):
-    """Gradient checkpointing (off by default on the CPU) and a second intra-op thread (the demo's) are speed
-    only: the same seed logs the same numbers and trains the same weights with either."""
+    """Gradient checkpointing (off by default on the CPU), a second intra-op thread (the demo's) and a thread count
+    that changes between steps (``LoadAwareThreads`` on a machine whose load comes and goes) are speed only: the
+    same seed logs the same numbers and trains the same weights with any of them."""
     from metarl.utils import available_cpus
 
-    if tag == "two-threads" and available_cpus() < 2:
+    if tag != "checkpointing" and available_cpus() < 2:
         pytest.skip("one CPU: threads=2 is capped to 1, nothing to compare")
     from metarl import utils
 
-    # two threads throughout, however busy this machine is (a loaded one would get fewer: metarl.utils.set_threads)
+    # two threads throughout, however busy this machine is (a loaded one would get fewer: metarl.utils.set_threads);
+    # "threads-changing": other processes seen busy before every other step, so the count goes 2, 1, 2, 1, ...
     monkeypatch.setattr(utils, "free_cpus", lambda sample=0.1: float(available_cpus()))
     monkeypatch.setattr(utils.CpuMeter, "others", lambda self: 0.0)
+    seen: list[int] = []
     try:
         base = train(tmp_path, "obj1_verify", 3, "base")
+        if tag == "threads-changing":
+            from metarl.trainer.callbacks import LoadAwareThreads
+
+            busy = iter([float(available_cpus() - 1), 0.0] * 10)
+            monkeypatch.setattr(utils.CpuMeter, "others", lambda self: next(busy))
+            step = LoadAwareThreads.on_step_begin
+
+            def recording(self, *a, **k):
+                step(self, *a, **k)
+                seen.append(torch.get_num_threads())
+
+            monkeypatch.setattr(LoadAwareThreads, "on_step_begin", recording)
         other = train(tmp_path, "obj1_verify", 3, tag, *extra)
         if tag == "two-threads":
             assert torch.get_num_threads() == 2
+        if tag == "threads-changing":
+            assert seen == [1, 2, 1], seen
     finally:
         torch.set_num_threads(1)
     for step, (x, y) in enumerate(zip(metrics(base), metrics(other), strict=True), start=1):

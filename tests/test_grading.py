@@ -1,4 +1,4 @@
-"""Answer extraction, verdict parsing and graders (BRIEF section 3): behaviour, safety, bounds."""
+"""Answer extraction, verdict parsing and graders (docs/method.md §3): behaviour, safety, bounds."""
 from __future__ import annotations
 
 import doctest

@@ -1,6 +1,6 @@
 """The typed configuration of ``metarl-eval`` (``conf/eval.yaml`` starts from it: ``eval_schema``).
 
-Test-time strategies at a list of token budgets on held-out questions, with difficulty bins (BRIEF section 5).
+Test-time strategies at a list of token budgets on held-out questions, with difficulty bins (docs/method.md §6).
 Field types are enforced when the config is composed (a wrong type or an unknown key fails naming the valid
 keys); ranges and choices once, in ``__post_init__``, when :func:`metarl.config.validated` builds these objects.
 

@@ -1,4 +1,4 @@
-"""Answer extraction, verdict parsing and graders for untrusted model output (BRIEF section 3).
+"""Answer extraction, verdict parsing and graders for untrusted model output (docs/method.md §3).
 
 Model output is never evaluated. Every grader call returns a bool, never raises, and is
 bounded in time in any thread; failures are counted on the :class:`Grader` wrapper.
