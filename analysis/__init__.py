@@ -1,6 +1,6 @@
-"""Analysis of metarl run outputs: training curves, information-gain curves, regret, compute–accuracy.
+"""The report scripts of a checkout: ``python -m analysis.report RUN_DIR ... --out DIR`` writes report.md with its plots.
 
-Reads what ``metarl-train`` / ``metarl-score`` / ``metarl-eval`` write (``metrics.jsonl``, trace JSONL,
-``eval/results.jsonl``, ``config.yaml``) and never imports training internals; the numbers come
-from ``metarl.metrics``. The one command is ``python -m analysis.report RUN_DIR ... --out DIR``.
+Built on :mod:`metarl.analysis` (loading runs, information-gain curves, regret, figures and CSV; docs/analysis.md)
+and :mod:`metarl.metrics`; these modules only draw the report's figures and write its sections. Not part of the
+installed package: run them from the repository root.
 """

@@ -15,8 +15,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from analysis.io import RunData, group_runs, is_number
-from analysis.plots import Section, write_csv
+from analysis.plots import Section
+from metarl.analysis.io import RunData, group_runs, is_number
+from metarl.analysis.plots import write_csv
 from metarl.calibration import (Calibration, EpisodeCorrect, bins_rows, calibrate, j_values, plot_calibration,
                                 recorded_correctness)
 

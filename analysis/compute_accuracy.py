@@ -13,8 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.io import RunData, group_runs, is_number, question_key
-from analysis.plots import PROBABILITY, Section, color, finish, line_with_band, panels, save_figure, summarise, write_csv
+from analysis.plots import Section
+from metarl.analysis.intervals import PROBABILITY, summarise
+from metarl.analysis.io import RunData, group_runs, is_number, question_key
+from metarl.analysis.plots import color, finish, line_with_band, panels, save_figure, write_csv
 
 ALL = "all"
 

@@ -20,8 +20,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from analysis.io import RunData
-from analysis.plots import Section, finish, panels, save_figure, write_csv
+from analysis.plots import Section
+from metarl.analysis.io import RunData
+from metarl.analysis.plots import finish, panels, save_figure, write_csv
 from metarl.metrics import Interval
 
 
@@ -57,7 +58,7 @@ def _num(v: Any) -> float:
 
 
 def _panel(ax: Any, recs: list[dict[str, Any]], title: str, strategies: list[str], legend: bool) -> None:
-    from analysis.plots import line_with_band
+    from metarl.analysis.plots import line_with_band
 
     curves: dict[str, list[dict[str, Any]]] = {}
     for r in recs:

@@ -23,8 +23,9 @@ import re
 from pathlib import Path
 from typing import Any
 
-from analysis.io import RunData, is_number
-from analysis.plots import Section, color, finish, panels, save_figure, write_csv
+from analysis.plots import Section
+from metarl.analysis.io import RunData, is_number
+from metarl.analysis.plots import color, finish, panels, save_figure, write_csv
 from metarl.monitors import (ACCURACY_KEY, CAP_KEY, DENSE_KEY, EPISODES_KEY, PREFIX, TOKENS_KEY, HealthConfig,
                              Monitor, MuCalibration, build_calibration_monitor, build_monitors, replay, replay_traces)
 

@@ -1,38 +1,21 @@
-"""Regret (MRT): normalised regret vs token budget C0, and cumulative regret Δ_k vs episodes.
+"""Report section on regret (MRT): normalised regret vs token budget C0, cumulative regret Δ_k vs episodes.
 
-Normalised regret of a trace at C0 is ``1 − (1/C0) ∫_0^{C0} J(t) dt`` (``metarl.metrics``). Per run,
-traces of one question are averaged first and the 95% CI is a bootstrap over questions (MRT
-averages 16 samples per question, then questions); seeds of one configuration give a t-interval
-over seed means instead.
+The numbers come from :func:`metarl.analysis.regret` (per-question averages, bootstrap over questions or a
+t-interval over seeds) and :func:`metarl.analysis.cumulative_regret_by_episode`; this module draws the report's
+figures and writes the CSV and markdown table behind them.
 """
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
+from analysis.plots import Section
+from metarl.analysis.curves import CurveSet
+from metarl.analysis.intervals import PROBABILITY
+from metarl.analysis.plots import color, finish, line_with_band, panels, save_figure, unit_label, write_csv
+from metarl.analysis.regret import MRT_BUDGETS, cumulative_regret_by_episode, default_budgets, n_questions, regret
 
-from analysis.info_gain import CurveSet
-from analysis.plots import PROBABILITY, Section, clip_interval, color, finish, line_with_band, panels, save_figure, summarise, unit_label, write_csv
-from metarl.metrics import cumulative_regret, mean_ci, normalized_regret
-
-MRT_BUDGETS = (4096, 8192, 12288, 16384)
-
-
-def default_budgets(sets: dict[str, CurveSet], n: int = 4) -> list[float]:
-    """``n`` evenly spaced budgets up to the longest trace (MRT used 4096..16384 for 16K-token runs)."""
-    top = max(cs.max_end for cs in sets.values())
-    if top <= 0:
-        return [1.0]
-    return sorted({float(max(1, round(top * (i + 1) / n))) for i in range(n)})
-
-
-def _per_question(values: np.ndarray, questions: Sequence[Hashable]) -> np.ndarray:
-    """Average the rows of ``values`` (traces × budgets) within each question."""
-    by: dict[Hashable, list[int]] = {}
-    for i, q in enumerate(questions):
-        by.setdefault(q, []).append(i)
-    return np.stack([values[idx].mean(axis=0) for idx in by.values()])
+__all__ = ["MRT_BUDGETS", "regret_section"]
 
 
 def regret_vs_budget(sets: dict[str, CurveSet], out_dir: Path, budgets: Sequence[float]) -> tuple[str, str, str]:
@@ -40,18 +23,10 @@ def regret_vs_budget(sets: dict[str, CurveSet], out_dir: Path, budgets: Sequence
     fig, (ax,) = panels(1, size=(7.5, 4.5))
     rows, table = [], []
     for gi, (label, cs) in enumerate(sets.items()):
-        per_trace = np.array([[normalized_regret(c, b) for b in budgets] for c in cs.curves])
-        seeds = sorted(set(cs.seed_index))
-        per_seed = []
-        for s in seeds:
-            idx = [i for i, si in enumerate(cs.seed_index) if si == s]
-            per_seed.append(_per_question(per_trace[idx], [cs.questions[i] for i in idx]))
-        ivs = []
-        for bi, b in enumerate(budgets):
-            iv, n_runs = summarise([q[:, bi] for q in per_seed], seed=bi, bounds=PROBABILITY)
-            ivs.append(iv)
-            n_q = sum(len(q) for q in per_seed)
-            rows.append([label, cs.unit, b, iv.mean, iv.low, iv.high, len(cs.curves), n_q, n_runs])
+        band = regret(cs, budgets)
+        ivs, seeds, n_q = band.intervals, sorted(set(cs.seed_index)), n_questions(cs)
+        rows += [[label, cs.unit, b, iv.mean, iv.low, iv.high, len(cs.curves), n_q, band.n_runs]
+                 for b, iv in zip(budgets, ivs)]
         line_with_band(ax, budgets, ivs, label + (f" ({len(seeds)} seeds)" if len(seeds) > 1 else ""), color(gi), marker="o", bounds=PROBABILITY)
         table.append(f"| {label} | " + " | ".join(f"{iv.mean:.3f} [{iv.low:.3f}, {iv.high:.3f}]" for iv in ivs) + " |")
     units = {cs.unit for cs in sets.values()}
@@ -70,14 +45,9 @@ def cumulative_regret_vs_episodes(sets: dict[str, CurveSet], out_dir: Path) -> t
     fig, (ax,) = panels(1, size=(7.5, 4.5))
     rows = []
     for gi, (label, cs) in enumerate(sets.items()):
-        deltas = [cumulative_regret(c.levels[1:]) for c in cs.curves]
-        kmax = max(len(d) for d in deltas) - 1
-        ks, ivs = [], []
-        for k in range(kmax + 1):
-            iv = clip_interval(mean_ci([d[k] for d in deltas if len(d) > k]), (0.0, float(k)))  # 0 <= Δ_k <= k
-            ks.append(k)
-            ivs.append(iv)
-            rows.append([label, k, iv.mean, iv.low, iv.high, iv.n])
+        band = cumulative_regret_by_episode(cs)
+        ks, ivs = [int(k) for k in band.x], band.intervals
+        rows += [[label, k, iv.mean, iv.low, iv.high, iv.n] for k, iv in zip(ks, ivs)]
         line_with_band(ax, ks, ivs, label, color(gi), marker="o")
     ax.xaxis.get_major_locator().set_params(integer=True)
     finish(ax, r"Cumulative regret $\Delta_k = \sum_{j<k}\,(1 - J_j)$ (traces with >= k episodes)", "episodes k", r"mean $\Delta_k$ (95% CI)")
@@ -100,7 +70,7 @@ def regret_section(sets: dict[str, CurveSet], out_dir: Path, budgets: Sequence[f
     if budgets:
         chosen = [float(b) for b in budgets]
     else:
-        chosen = default_budgets(sets)
+        chosen = default_budgets(sets.values())
         sec.notes.append(f"budgets C0 chosen from the data (quarters of the longest trace): {', '.join(f'{b:g}' for b in chosen)}; set them with --budgets")
     beyond = [label for label, cs in sets.items() if max(chosen) > cs.max_end]
     if beyond:

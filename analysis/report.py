@@ -24,8 +24,8 @@ from analysis.compute_accuracy import compute_accuracy_section
 from analysis.compute_optimal import compute_optimal_section
 from analysis.health import health_section
 from analysis.info_gain import AXES, LIKELIHOOD_SCALES, MAX_TRACE_LINES, information_gain_section
-from analysis.io import RunData, load_run
 from analysis.plots import Section
+from metarl.analysis.io import RunData, load_run
 from analysis.regret import MRT_BUDGETS, regret_section
 from analysis.training import heldout_section, training_section
 

@@ -24,9 +24,10 @@ from typing import Any
 
 import numpy as np
 
-from analysis.io import RunData, group_runs, is_number
-from analysis.plots import PROBABILITY, Section, clip_interval, color, finish, line_with_band, panels, save_figure, \
-    wilson, write_csv
+from analysis.plots import Section
+from metarl.analysis.intervals import PROBABILITY, clip_interval, wilson
+from metarl.analysis.io import RunData, group_runs, is_number
+from metarl.analysis.plots import color, finish, line_with_band, panels, save_figure, write_csv
 from metarl.metrics import Interval, mean_ci
 
 IMPORTANT = (

@@ -15,8 +15,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from analysis.io import load_run, read_jsonl  # noqa: E402
 from analysis.report import build_report, main, parse_budgets  # noqa: E402
+from metarl.analysis import collect_curves, load_run, read_jsonl  # noqa: E402
 
 T_975_1 = 12.706204736174707  # Student t quantile, 0.975, 1 degree of freedom (two seeds)
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -308,8 +308,6 @@ def lp_episode(kind, tok_end, logp, tok_start=0):
 def test_likelihood_progress_traces_give_curves_but_no_regret(tmp_path):
     import math
 
-    from analysis.info_gain import collect_curves
-
     d = tmp_path / "lp"
     d.mkdir()
     (d / "config.yaml").write_text("name: lp\nseed: 0\nrewards:\n  likelihood_progress:\n    scale: prob\n")
@@ -339,8 +337,6 @@ def test_likelihood_progress_traces_give_curves_but_no_regret(tmp_path):
 
 
 def test_collect_curves_keeps_every_trace_of_a_scored_file_and_notes_rollout_filter(tmp_path):
-    from analysis.info_gain import collect_curves
-
     def trace(step, j):
         return {"step": step, "prompt": f"q{step}", "completion": "x" * 10, "meta": {"J_init": 0.0},
                 "episodes": [episode("attempt", 10, 10, j)]}
