@@ -490,7 +490,7 @@ def test_cli_difficulty_bins_come_from_reference_budget_pass_at_1(cli_run):
 
 def test_cli_results_feed_the_analysis_report(cli_run, tmp_path):
     from analysis.compute_accuracy import collect
-    from analysis.io import load_run
+    from metarl.analysis import load_run
 
     data, _ = collect([load_run(cli_run["dir"])])
     (cells,) = next(iter(data.values()))

@@ -44,18 +44,18 @@ def installed(tmp_path_factory):
     return env / "bin" / "python", env / "bin", site, wheel
 
 
-def test_wheel_holds_configs_recipes_and_analysis(installed):
+def test_wheel_holds_configs_recipes_and_the_analysis_api(installed):
     *_, wheel = installed
     names = set(zipfile.ZipFile(wheel).namelist())
     conf = {p.relative_to(ROOT / "conf").as_posix() for p in (ROOT / "conf").rglob("*.yaml")}
     assert conf and {f"metarl/_conf/{c}" for c in conf} <= names  # recipes too (conf/recipe -> recipes/)
     assert "metarl/_conf/recipe/obj1_verify.yaml" in names and "metarl/data/sample_traces.jsonl" in names
-    assert "analysis/report.py" in names
+    assert "metarl/analysis/__init__.py" in names and not any(n.startswith("analysis/") for n in names)
 
 
 def test_installed_console_scripts_run_outside_the_checkout(installed, tmp_path):
     python, bindir, site, _ = installed
-    where = run([python, "-c", "import metarl, analysis; from metarl.config import conf_dir; "
+    where = run([python, "-c", "import metarl, metarl.analysis; from metarl.config import conf_dir; "
                  "print(metarl.__file__); print(conf_dir())"], cwd=tmp_path).stdout.split()
     assert all(w.startswith(str(site)) for w in where), where  # the wheel's code and configs, not the checkout's
     job = run([bindir / "metarl-train", "--cfg", "job", "recipe=obj1_verify"], cwd=tmp_path).stdout

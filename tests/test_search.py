@@ -408,7 +408,7 @@ def test_eval_run_writes_search_rows_and_compute_optimal_outputs(tmp_path):
     assert json.loads((d / "difficulty_predicted.json").read_text())["verifier"] == "self_verify"
     assert "beam_search" in out["meta"]["scorer_stats"]
     from analysis.compute_accuracy import collect
-    from analysis.io import load_run
+    from metarl.analysis import load_run
     from analysis.report import build_report
 
     run_data = load_run(tmp_path / "r")
