@@ -14,13 +14,13 @@ import torch
 
 from metarl.engine.hf import HFBackend
 from metarl.eval.difficulty import compute_difficulty, counts_from_samples, read_difficulty, write_difficulty
-from metarl.eval.engine import derive_seed, evaluate_strategies
+from metarl.eval.evaluate import derive_seed, evaluate_strategies
 from metarl.eval.outputs import ALL, attach_bins, format_table, summarize
 from metarl.eval.questions import read_questions_jsonl
 from metarl.eval.sampling import PARALLEL, Generation, PolicySampler, Sample
 from metarl.eval.strategies import (BestOfN, BudgetForcing, GradedSample, MajorityVote, Outcome, PassAtK, Question,
                                     SequentialRevisions, WeightedBestOfN, build_strategies)
-from metarl.eval.verifiers import MeanLogProb, SelfVerification, build_verifier, verifier_name
+from metarl.eval.answer_scorers import MeanLogProb, SelfVerification, build_verifier, verifier_name
 from metarl.metrics import pass_at_k
 from metarl.prover import TAG_PROVER, ProverConfig
 from metarl.registry import ConfigError
@@ -201,7 +201,7 @@ def test_verifier_specs_are_target_mappings():
         build_strategies({"best_of_n": {"_target_": "metarl.eval.strategies.BestOfN"}}, n=2,
                          sections={"best_of_n": {"verifier": "mean_logprob"}})
     assert isinstance(BestOfN().verifier, SelfVerification)  # the default
-    v = build_verifier({"_target_": "metarl.eval.verifiers.SelfVerification", "tag": "check"})
+    v = build_verifier({"_target_": "metarl.eval.answer_scorers.SelfVerification", "tag": "check"})
     assert v("", "<check>correct</check>", None) == 1.0 and verifier_name(v) == "self_verify"
     with pytest.raises(ConfigError, match=r"compute_optimal.predicted_verifier='x'"):
         build_verifier("x", key="compute_optimal.predicted_verifier")
@@ -313,7 +313,7 @@ def test_policy_sampler_on_tiny_model_respects_budgets_and_seed(tiny):
 def test_mean_logprob_matches_token_by_token_scoring(tiny):
     model, tok = tiny
     prompt, completion = "Numbers: 3 8 5. Target: 11.\n", "<attempt>3+8</attempt>"
-    v = build_verifier({"_target_": "metarl.eval.verifiers.MeanLogProb"}, model=model, tokenizer=tok)
+    v = build_verifier({"_target_": "metarl.eval.answer_scorers.MeanLogProb"}, model=model, tokenizer=tok)
     p = tok(prompt, add_special_tokens=False)["input_ids"]
     c = tok(completion, add_special_tokens=False)["input_ids"]
     lps = []

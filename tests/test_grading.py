@@ -31,7 +31,7 @@ from metarl.grading import (
 )
 from metarl.grading.math_grader import MathWorker
 from metarl.grading.screening import nesting_depth
-from metarl.grading.verifiers import CountdownVerifier
+from metarl.grading.task_verifiers import CountdownVerifier
 from metarl.registry import ConfigError
 
 SAFETY_BOUND_S = 2.5  # a safety bound for "returns and does not hang", not a performance claim
@@ -567,7 +567,7 @@ def test_countdown_verifier():
     assert not v("<answer>8 * 8 * 8 / 8 / 8 * 3</answer>", "24", prompt)  # 8 used too often
     assert not v("<answer>__import__('os')</answer>", "24", prompt)
     assert not v("<answer>3 ** 8</answer>", "6561", prompt)  # no powers
-    use_all = build_grader({"_target_": "metarl.grading.verifiers.CountdownVerifier", "use_all": True})
+    use_all = build_grader({"_target_": "metarl.grading.task_verifiers.CountdownVerifier", "use_all": True})
     assert not use_all("<answer>8 * 3</answer>", "24", prompt)
     assert use_all("<answer>8 / (3 - 8 / 3)</answer>", "24", prompt)
     assert not v("<answer>1</answer>", "1", "no numbers here")
@@ -696,7 +696,7 @@ def test_fuzz_math_grader_never_raises(text, gold):
 
 @pytest.mark.parametrize(
     "module",
-    ["__init__", "basic", "deadline", "extraction", "grader", "math_grader", "screening", "verifiers"],
+    ["__init__", "basic", "deadline", "extraction", "grader", "math_grader", "screening", "task_verifiers"],
 )
 def test_doctests(module):
     mod = importlib.import_module("metarl.grading" if module == "__init__" else f"metarl.grading.{module}")

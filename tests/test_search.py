@@ -13,7 +13,7 @@ import torch
 
 from metarl.engine import Engine
 from metarl.engine.streams import Stream
-from metarl.eval.engine import evaluate_strategies
+from metarl.eval.evaluate import evaluate_strategies
 from metarl.eval.sampling import PolicySampler
 from metarl.eval.search import DVTS, BeamSearch, Lookahead
 from metarl.eval.selection import (

@@ -36,9 +36,9 @@ class BestOfNConfig:
 
     verifier: Any = None
     """``score(prompt, completion, answer_text) -> float`` as a ``_target_`` mapping; null:
-    ``metarl.eval.verifiers.SelfVerification`` (reported
+    ``metarl.eval.answer_scorers.SelfVerification`` (reported
     as self_verify: the policy's last <verify> verdict, 1 correct, 0 otherwise; the ``verdict`` words apply) |
-    ``metarl.eval.verifiers.MeanLogProb`` (exp of the mean token log-prob) | your own function with
+    ``metarl.eval.answer_scorers.MeanLogProb`` (exp of the mean token log-prob) | your own function with
     ``_partial_: true``, e.g. ``best_of_n.verifier='{_target_: my_pkg.mod.score, _partial_: true}'``."""
     ks: Optional[list[int]] = None
     """Also report Best-of-k for each k < n as <name>@k (expected accuracy over k-subsets of the n samples),
@@ -96,7 +96,7 @@ class SearchConfig:
     policy's verdict; it verifies a step that is not a verify block: probe) | ``{_target_: ...MCValue, m: 4}``
     (μ's J by Monte Carlo, reads the gold answer: an oracle) | ...LikelihoodValue (exp log p(a*|path), an
     oracle) | ``{_target_: ...ProcessRewardModel, path: NAME_OR_DIR}`` (a process reward model) | a verifier
-    mapping such as ``{_target_: metarl.eval.verifiers.MeanLogProb}`` | your own class with
+    mapping such as ``{_target_: metarl.eval.answer_scorers.MeanLogProb}`` | your own class with
     ``score_batch(traces, ...) -> floats``."""
     aggregate: str = "last"
     """A path's score from its step scores: last | min | product."""

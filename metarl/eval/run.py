@@ -2,7 +2,7 @@
 
 Everything checkable without a model (budgets, strategies, questions, run directory) is checked first,
 so a typo fails in a second with a message naming the key. Then the policy is loaded, every strategy
-runs at every budget (:func:`metarl.eval.engine.evaluate_strategies`), questions are binned by the
+runs at every budget (:func:`metarl.eval.evaluate.evaluate_strategies`), questions are binned by the
 difficulty model's pass@1 (:mod:`metarl.eval.difficulty`), and the run directory gets
 ``eval/results.jsonl``, ``eval/samples.jsonl``, ``eval/summary.csv``, ``eval/difficulty.json``,
 ``eval/config.yaml`` and ``eval/meta.json``; a table of accuracy per strategy and budget is printed.
@@ -28,7 +28,7 @@ from metarl.config import answer_tools, build_prover, build_task_of, plain, vali
 from metarl.engine import check_backend, make_backend, uses_chat
 from metarl.eval.difficulty import (compute_difficulty, counts_from_samples, read_difficulty,
                                     write_difficulty)
-from metarl.eval.engine import Evaluation, evaluate_strategies, sample_and_grade, sample_records
+from metarl.eval.evaluate import Evaluation, evaluate_strategies, sample_and_grade, sample_records
 from metarl.eval.outputs import attach_bins, format_table, summarize, write_jsonl, write_summary_csv
 from metarl.eval.questions import load_questions
 from metarl.eval.sampling import PARALLEL, UNLIMITED_ROUNDS, Generation, PolicySampler
@@ -73,7 +73,7 @@ def strategy_sections(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
 
 def best_of_n_verifier(cfg: DictConfig, spec: Any = None) -> Any:
     """``spec`` (default ``best_of_n.verifier``) with the run's ``verdict`` words when it is self-verification."""
-    from metarl.eval.verifiers import with_verdict
+    from metarl.eval.answer_scorers import with_verdict
 
     if spec is None:
         spec = plain(cfg.best_of_n.get("verifier"))
@@ -95,7 +95,7 @@ def validate(cfg: DictConfig) -> EvalPlan:
             check_budgets(budgets)
     co = cfg.get("compute_optimal") or {}
     if co.get("enabled") and co.get("predicted_verifier") is not None:
-        from metarl.eval.verifiers import build_verifier
+        from metarl.eval.answer_scorers import build_verifier
         from metarl.registry import target_of
 
         spec = plain(co.predicted_verifier)
@@ -212,7 +212,7 @@ def predicted_bins(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, dinfo: dict[
     difficulty reference budget (the difficulty model's samples when it has its own, else the parallel ones);
     writes ``eval/difficulty_predicted.json``. Returns (bins or None, a note)."""
     from metarl.eval.selection import predicted_difficulty
-    from metarl.eval.verifiers import build_verifier, verifier_name
+    from metarl.eval.answer_scorers import build_verifier, verifier_name
 
     co, d = cfg.compute_optimal, cfg.difficulty
     own = plain(co.get("predicted_verifier"))

@@ -13,8 +13,8 @@ that fails on a whole batch raises ``RewardError`` naming it.
 
 A step scorer is a ``_target_`` mapping (``search.scorer``), built with
 :func:`metarl.registry.instantiate_callable`; an object with ``score_batch`` is used as it is, and a
-verifier ``score(prompt, completion, answer_text) -> float`` of :mod:`metarl.eval.verifiers` (e.g.
-``{_target_: metarl.eval.verifiers.MeanLogProb}``) is adapted (:class:`VerifierStepScore`). Built-ins:
+verifier ``score(prompt, completion, answer_text) -> float`` of :mod:`metarl.eval.answer_scorers` (e.g.
+``{_target_: metarl.eval.answer_scorers.MeanLogProb}``) is adapted (:class:`VerifierStepScore`). Built-ins:
 
 * :class:`MCValue` (``mc_value``; ``{_target_: metarl.eval.step_scorers.MCValue, m: 4}``) — μ's success
   probability J after the path (MRT's J, the Monte Carlo step label PRMs are trained on): ``m`` forced
@@ -152,7 +152,7 @@ class SelfVerifyStep:
 
     def __init__(self, tag: str = "verify", probe: bool = True, cue: str | None = None, probe_tokens: int = 32,
                  positive: Sequence[str] | None = None, negative: Sequence[str] | None = None) -> None:
-        from metarl.eval.verifiers import SelfVerification
+        from metarl.eval.answer_scorers import SelfVerification
 
         if int(probe_tokens) < 1:
             raise ConfigError(f"self_verify probe_tokens={probe_tokens!r} must be >= 1")
@@ -189,14 +189,14 @@ class SelfVerifyStep:
 
 
 class VerifierStepScore:
-    """A verifier ``score(prompt, completion, answer_text) -> float`` of :mod:`metarl.eval.verifiers` as a
+    """A verifier ``score(prompt, completion, answer_text) -> float`` of :mod:`metarl.eval.answer_scorers` as a
     step scorer: it scores the path so far, its answer read by the task's extractor."""
 
     level = "trace"
     oracle = False
 
     def __init__(self, verifier: Callable[..., float]) -> None:
-        from metarl.eval.verifiers import verifier_name
+        from metarl.eval.answer_scorers import verifier_name
 
         self.verifier, self.name = verifier, verifier_name(verifier)
 
@@ -343,7 +343,7 @@ def build_step_scorer(spec: Any, key: str = "search.scorer") -> Reward:
 
     >>> build_step_scorer({"_target_": "metarl.eval.step_scorers.SelfVerifyStep", "probe": False}).name
     'self_verify'
-    >>> build_step_scorer({"_target_": "metarl.eval.verifiers.MeanLogProb"}).fn  # doctest: +ELLIPSIS
+    >>> build_step_scorer({"_target_": "metarl.eval.answer_scorers.MeanLogProb"}).fn  # doctest: +ELLIPSIS
     <metarl.eval.step_scorers.VerifierStepScore object at ...>
     >>> build_step_scorer("mc_value")  # doctest: +ELLIPSIS
     Traceback (most recent call last):

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.eval.sampling import PARALLEL, UNLIMITED_ROUNDS, Generation
-from metarl.eval.verifiers import build_verifier, verifier_name
+from metarl.eval.answer_scorers import build_verifier, verifier_name
 from metarl.metrics import best_of_n, majority_vote, pass_at_k, weighted_best_of_n
 from metarl.registry import ConfigError, instantiate_callable, plain, target_of
 

@@ -22,7 +22,7 @@ from metarl.grading.extraction import (
 from metarl.grading.grader import Grader, build_grader
 from metarl.grading.math_grader import MathGrader, MathWorker, grade_math
 from metarl.grading.screening import ScreenLimits, screen_math
-from metarl.grading.verifiers import CountdownVerifier, Verifier, eval_arithmetic
+from metarl.grading.task_verifiers import CountdownVerifier, Verifier, eval_arithmetic
 
 __all__ = [
     "ANSWER_STYLES",

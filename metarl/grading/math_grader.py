@@ -39,7 +39,7 @@ from metarl.grading.deadline import GradingTimeout, note, run_with_time_limit
 from metarl.grading.extraction import _strip_boxed, extract_answer, math_answer, reads_as_latex, stated_answer
 from metarl.grading.mathworker import mv_equal
 from metarl.grading.screening import INLINE, ISOLATE, REJECT, ScreenLimits, screen_math, worst
-from metarl.grading.verifiers import ExpressionError, eval_arithmetic
+from metarl.grading.task_verifiers import ExpressionError, eval_arithmetic
 
 WORKER_SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mathworker.py")
 ISOLATION_MODES = ("auto", "process", "inline")

@@ -2,7 +2,7 @@
 
 A verifier is a ``_target_`` mapping built with :func:`metarl.registry.instantiate_callable` (a class is
 instantiated with the keyword arguments; a function verifier says ``_partial_: true``), e.g.
-``best_of_n.verifier='{_target_: metarl.eval.verifiers.MeanLogProb}'``. Built-ins:
+``best_of_n.verifier='{_target_: metarl.eval.answer_scorers.MeanLogProb}'``. Built-ins:
 
 * :class:`SelfVerification` (default, reported as ``self_verify``): the policy's own last verification
   verdict — 1.0 if the last ``<verify>…</verify>`` block of the completion says the answer is correct, else
@@ -29,7 +29,7 @@ from metarl.grading.extraction import DEFAULT_NEGATIVE, DEFAULT_POSITIVE, parse_
 from metarl.registry import ConfigError, instantiate_callable, plain, target_of
 from metarl.tasks.base import tagged_blocks
 
-SELF_VERIFICATION = "metarl.eval.verifiers.SelfVerification"
+SELF_VERIFICATION = "metarl.eval.answer_scorers.SelfVerification"
 """The default verifier's ``_target_`` (a null verifier spec means ``{_target_: SELF_VERIFICATION}``)."""
 
 
@@ -110,7 +110,7 @@ def verifier_name(verifier: Callable[..., Any]) -> str:
 def is_self_verification(spec: Any) -> bool:
     """Whether a verifier spec builds :class:`SelfVerification` (null: the default, which does).
 
-    >>> is_self_verification(None), is_self_verification({"_target_": "metarl.eval.verifiers.MeanLogProb"})
+    >>> is_self_verification(None), is_self_verification({"_target_": "metarl.eval.answer_scorers.MeanLogProb"})
     (True, False)
     """
     if spec is None:
@@ -124,7 +124,7 @@ def with_verdict(spec: Any, verdict: Mapping[str, Any] | None) -> Any:
     self-verification, unless the spec sets them itself; any other spec is returned as it is.
 
     >>> with_verdict(None, {"negative": ["wrong"]})
-    {'_target_': 'metarl.eval.verifiers.SelfVerification', 'negative': ['wrong']}
+    {'_target_': 'metarl.eval.answer_scorers.SelfVerification', 'negative': ['wrong']}
     """
     if not verdict or not is_self_verification(spec):
         return spec
@@ -139,7 +139,7 @@ def build_verifier(spec: Any = None, *, model=None, tokenizer=None, key: str = "
     ``model``/``tokenizer`` are passed to verifiers whose constructor (or function) accepts them and whose
     spec does not set them. Errors are :class:`~metarl.registry.ConfigError` naming ``key``.
 
-    >>> build_verifier({"_target_": "metarl.eval.verifiers.SelfVerification", "tag": "check"}).tag
+    >>> build_verifier({"_target_": "metarl.eval.answer_scorers.SelfVerification", "tag": "check"}).tag
     'check'
     >>> build_verifier("self_verify")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
