@@ -213,16 +213,10 @@ def reward_specs(rewards: Any) -> list[Any]:
     rewards = plain(rewards)
     if rewards is None:
         return []
-    if isinstance(rewards, dict):
-        specs = []
-        for name, spec in rewards.items():
-            if spec is None:
-                continue
-            if not isinstance(spec, dict):  # a dotted-path string too: components are _target_ mappings only
-                raise ConfigError(f"rewards.{name}={spec!r}: a reward is a mapping with `_target_` (a dotted path), "
-                                  f"e.g. +rewards.{name}='{{_target_: my_pkg.module.name, _partial_: true}}'")
-            specs.append({"name": name, **spec})
-        return specs
+    if isinstance(rewards, dict):  # a mapping, or a reward function's dotted path (metarl.rewards.reward_spec)
+        from metarl.rewards import reward_spec
+
+        return [reward_spec(name, spec) for name, spec in rewards.items() if spec is not None]
     if isinstance(rewards, list | tuple):
         return list(rewards)
     raise ConfigError(f"`rewards` must be a list or a mapping of name -> spec, got {type(rewards).__name__}")

@@ -197,13 +197,7 @@ class Scorer:
         traces = list(traces)
         self.state.update(state or {})  # this call's entries (e.g. global_step) into the run's state
         ctx = self.context(model, backend)
-        if any(r.needs_model for r in self.rewards) and (ctx["model"] is None or self.tokenizer is None):
-            bad = [r.name for r in self.rewards if r.needs_model]
-            raise ValueError(f"rewards {bad} need a model: set `model` (e.g. model.name_or_path=...)")
-        if any(r.needs_engine for r in self.rewards) and ctx["engine"] is None:
-            bad = [r.name for r in self.rewards if r.needs_engine]
-            raise ValueError(f"rewards {bad} sample from the policy and need its generation engine: set `model` "
-                             f"(e.g. model.name_or_path=...)")
+        check_needs(self.rewards, ctx)
         todo = [t for t in traces if not t.episodes]
         for t in todo:
             self.segment(t)
@@ -261,6 +255,29 @@ class Scorer:
         trace.rewards["dense"] = dense
         out = self.outcome_term(trace)
         trace.rewards["total"] = dense + self.objective.alpha * (0.0 if math.isnan(out) else out)
+
+
+_WHAT = {"model": "a model", "tokenizer": "a tokenizer", "engine": "the policy's generation engine"}
+
+
+def check_needs(rewards: Sequence[Reward], context: dict[str, Any]) -> None:
+    """Every object a reward asks for without a default (:attr:`Reward.needs`: ``model``, ``tokenizer``,
+    ``engine``) is in ``context``, or a :class:`ConfigError` naming the rewards and the fix (never a silent None).
+
+    >>> from metarl.rewards import build_reward
+    >>> class Sampler:
+    ...     level = "trace"
+    ...     def score_batch(self, traces, engine): return [0.0 for _ in traces]
+    >>> check_needs([build_reward(Sampler())], {"model": None, "tokenizer": None, "engine": None})
+    Traceback (most recent call last):
+    ...
+    metarl.registry.ConfigError: rewards ['Sampler'] ask for the policy's generation engine, which this app has none of: set `model` (e.g. model=tiny or model.name_or_path=...)
+    """
+    for what in ("model", "tokenizer", "engine"):
+        bad = [r.name for r in rewards if what in r.needs and context.get(what) is None]
+        if bad:
+            raise ConfigError(f"rewards {bad} ask for {_WHAT[what]}, which this app has none of: set `model` "
+                              f"(e.g. model=tiny or model.name_or_path=...)")
 
 
 class EpisodeLimit:

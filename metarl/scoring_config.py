@@ -29,7 +29,8 @@ class ScoreConfig:
     segmenter: Any = MISSING
     """How completions are cut into episodes: a ``_target_`` mapping (``conf/segmenter/*.yaml``)."""
     rewards: dict[str, Any] = field(default_factory=dict)
-    """name -> reward ``_target_`` mapping (multi-select ``conf/rewards/*.yaml``; ``rewards=[]`` segments only)."""
+    """name -> reward ``_target_`` mapping, or a reward function's dotted path (``+rewards.mine=my_module.fn``);
+    multi-select ``conf/rewards/*.yaml``; ``rewards=[]`` segments only."""
     objective: Objective = field(default_factory=Objective)
     model: Optional[ModelConfig] = None
     """Only for model-based rewards (mc_progress, likelihood_progress) or token spans: ``model=tiny``."""

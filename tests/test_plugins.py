@@ -17,14 +17,12 @@ def _blocks(lang: str) -> list[str]:
     return re.findall(rf"```{lang}\n(.*?)```", GUIDE, flags=re.S)
 
 
-def test_guide_module_and_command(tmp_path):
-    (module,) = _blocks("python")
-    (tmp_path / "my_plugins.py").write_text(module)
-    (command,) = _blocks("bash")
-    traces = [
-        {"prompt": "2+2?", "completion": "The answer is 4.\nCheck: 2+2=4 yes.\nCheck: ok.", "answer": "4"},
-        {"prompt": "1+1?", "completion": "no checks here", "answer": "2"},
-    ]
+def _module(tmp_path: Path, name: str = "my_plugins") -> None:
+    (tmp_path / f"{name}.py").write_text("\n\n".join(_blocks("python")))
+
+
+def _score(tmp_path: Path, command: str, traces: list[dict]) -> list[dict]:
+    """Run one of the guide's commands verbatim (plus its output paths) in ``tmp_path``; the scored rows."""
     (tmp_path / "traces.jsonl").write_text("".join(json.dumps(t) + "\n" for t in traces))
     argv = shlex.split(command.replace("\\\n", " "))
     assert argv[0] == "metarl-score"
@@ -34,22 +32,65 @@ def test_guide_module_and_command(tmp_path):
     r = subprocess.run([str(exe), *argv[1:], f"output={out}", f"run_dir={tmp_path / 'run'}"], cwd=tmp_path,
                        env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+def test_guide_starts_with_a_trl_reward_function_by_dotted_path(tmp_path):
+    _module(tmp_path)
+    first = _blocks("python")[0]
+    assert first.startswith("# my_plugins.py\ndef says_answer(completions, answer, **kwargs):")
+    traces = [{"prompt": "2+2?", "completion": "It is 4.", "answer": "4"},
+              {"prompt": "1+1?", "completion": "It is 3.", "answer": "2"},
+              {"prompt": "hi", "completion": "hello"}]
+    rows = _score(tmp_path, _blocks("bash")[0], traces)
+    assert [r["rewards"].get("mine") for r in rows] == [1.0 - 8 / 1000, 0.0 - 8 / 1000, None]  # None: skipped
+    assert [r["rewards"]["total"] for r in rows] == [1.0 - 8 / 1000, -8 / 1000, 0.0]  # the outcome term
+
+
+def test_guide_segmenter_and_episode_reward(tmp_path):
+    _module(tmp_path)
+    traces = [
+        {"prompt": "2+2?", "completion": "The answer is 4.\nCheck: 2+2=4 yes.\nCheck: ok.", "answer": "4"},
+        {"prompt": "1+1?", "completion": "no checks here", "answer": "2"},
+    ]
+    rows = _score(tmp_path, _blocks("bash")[1], traces)
     assert [len(r["episodes"]) for r in rows] == [3, 1]
     eps = rows[0]["episodes"]
     assert [e["kind"] for e in eps] == ["attempt", "verify", "verify"]
     assert "".join(e["text"] for e in eps) == traces[0]["completion"]
     assert "brevity" not in eps[0]["rewards"]
     assert eps[2]["rewards"]["brevity"] == 5.0 / len("Check: ok.")
+    assert rows[0]["rewards"]["dense"] == 5.0 / len("Check: 2+2=4 yes.\n") + 0.5
     assert rows[0]["outcome"] == 1.0 and rows[1]["outcome"] == 0.0
+
+
+def test_guide_options_and_batched_estimator(tmp_path, monkeypatch, tiny):
+    from metarl.engine.hf import HFBackend
+    from metarl.rewards import build_reward, build_rewards
+    from metarl.scoring import Scorer
+    from metarl.segmenters import TagSegmenter
+    from metarl.types import Trace
+
+    _module(tmp_path, "my_plugins")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert "'+rewards.b={_target_: my_plugins.brevity, _partial_: true, scale: 2}'" in GUIDE
+    b = build_reward({"_target_": "my_plugins.brevity", "_partial_": True, "scale": 2, "name": "b"})
+    assert b.level == "episode" and b.fn.keywords == {"scale": 2}
+    assert "+rewards.v='{_target_: my_plugins.Sampler, m: 4}'" in GUIDE
+    (sampler,) = build_rewards([{"_target_": "my_plugins.Sampler", "m": 2, "name": "v"}])
+    assert sampler.needs == ("engine",) and sampler.batched
+    model, tok = tiny
+    s = Scorer(TagSegmenter(), [sampler], lambda p, a, prompt="": p == a, lambda t: None, lambda t: None)
+    traces = s.score([Trace(prompt="ab", completion="c", answer="a"), Trace(prompt="ba", completion="c", answer="")],
+                     backend=HFBackend(model, tok, 8))
+    assert traces[0].rewards["v"] in (0.0, 0.5, 1.0) and traces[1].rewards["v"] == 1.0  # "" is in every sample
 
 
 def test_guide_doctest(tmp_path, monkeypatch):
     import doctest
     import importlib
 
-    (module,) = _blocks("python")
-    (tmp_path / "my_plugins_doc.py").write_text(module)
+    _module(tmp_path, "my_plugins_doc")
     monkeypatch.syspath_prepend(str(tmp_path))
     mod = importlib.import_module("my_plugins_doc")
     result = doctest.testmod(mod)

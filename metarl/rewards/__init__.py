@@ -6,7 +6,10 @@ A reward is one of
 - a plain function declared ``@reward("trace")``: a **trace reward**, called once per trace and recorded;
   the one ``objective.outcome_reward`` names is the outcome term (scaled by ``objective.alpha``);
 - an object with ``score_batch(...)``: a batched estimator (its ``level`` attribute), called once for a
-  whole batch of traces (model-based estimators such as Monte Carlo progress).
+  whole batch of traces (model-based estimators such as Monte Carlo progress);
+- a TRL reward function (``def r(completions, **kwargs) -> list[float]``, not declared with ``@reward``): a
+  trace reward called once per batch exactly as TRL's ``GRPOTrainer`` calls it
+  (:mod:`metarl.rewards.trl_functions`).
 
 A config can declare the level instead (``rewards.<name>.level``); a reward without one is refused, as is a
 weight on a trace reward and a needed argument metarl does not pass (:func:`build_reward`). Each function names
@@ -14,24 +17,29 @@ only the arguments it needs: episode rewards can ask for ``episode, index, previ
 ``trace, prompt, completion, answer, target_tokens, num_tokens, episodes, outcome`` and the scorer's
 ``grader, extract_answer, parse_verdict, model, tokenizer, prover, engine, state``. Batched estimators can
 ask for ``traces, model, tokenizer, engine, grader, extract_answer, state`` (``engine``: the policy's
-generation engine, :class:`metarl.engine.Engine`).
+generation engine, :class:`metarl.engine.Engine`). A reward that asks for ``model``, ``tokenizer`` or
+``engine`` without a default needs it (:attr:`Reward.needs`): the apps provide it or stop with a message; one
+that gives such an argument a default gets the default where the app has none (never a None in its place).
 
 Rewards are chosen with the ``rewards`` config group (``conf/rewards/*.yaml``: a mapping name -> spec with
 ``_target_``, ``weight`` and constructor/keyword arguments); your own is one more entry, from the command line
-(docs/plugins.md; a module in the current directory is found by the console scripts too)::
+(docs/plugins.md; a module in the current directory is found by the console scripts too): a reward function by
+its dotted path alone, anything with options as a ``_target_`` mapping (:func:`reward_spec`)::
 
-    metarl-train rewards=[outcome,verification_correctness] +rewards.brevity._target_=my_pkg.rewards.brevity
+    metarl-train rewards=[outcome,verification_correctness] +rewards.brevity=my_pkg.rewards.brevity
 """
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
-from metarl.registry import ConfigError, call_matching, free_parameters, instantiate_callable, matcher
+from metarl.registry import (ConfigError, call_matching, free_parameters, instantiate_callable, matcher,
+                             target_of)
 from metarl.types import Trace
 
 LEVELS = ("episode", "trace")
@@ -39,8 +47,11 @@ LEVELS = ("episode", "trace")
 EPISODE_ARGS = ("episode", "index", "previous")
 #: Per trace (both levels):
 TRACE_ARGS = ("trace", "prompt", "completion", "answer", "target_tokens", "num_tokens", "episodes", "outcome")
-#: From the scorer (both levels; ``model`` / ``tokenizer`` / ``engine`` are None without a model):
+#: From the scorer (both levels; a reward that asks for ``model`` / ``tokenizer`` / ``engine`` without a default
+#: needs it, see :attr:`Reward.needs`):
 CONTEXT_ARGS = ("grader", "extract_answer", "parse_verdict", "model", "tokenizer", "prover", "engine", "state")
+#: What an app may lack: a reward asking for one of these (no default) needs it, and gets it or a clear error.
+RESOURCES = ("model", "tokenizer", "engine")
 
 
 def reward(level: str, weight: float | None = None) -> Callable[[Callable], Callable]:
@@ -88,12 +99,28 @@ class Reward:
     stats: dict[str, int] = field(default_factory=lambda: {"calls": 0, "errors": 0, "nonfinite": 0, "timeouts": 0})
 
     @property
+    def needs(self) -> tuple[str, ...]:
+        """The app's objects (``model``, ``tokenizer``, ``engine``) this reward cannot do without: those its
+        function (a batched estimator's ``score_batch``) asks for without a default."""
+        fn = self.fn.score_batch if self.batched else self.fn
+        try:
+            params, _ = free_parameters(fn)
+        except (TypeError, ValueError):
+            params = {}
+        asked = {n for n, p in params.items() if n in RESOURCES and p.default is p.empty}
+        if getattr(self.fn, "needs_model", False):  # the older declaration, still honoured
+            asked |= {"model", "tokenizer"}
+        if getattr(self.fn, "needs_engine", False):
+            asked.add("engine")
+        return tuple(n for n in RESOURCES if n in asked)
+
+    @property
     def needs_model(self) -> bool:
-        return bool(getattr(self.fn, "needs_model", False))
+        return "model" in self.needs
 
     @property
     def needs_engine(self) -> bool:
-        return bool(getattr(self.fn, "needs_engine", False))
+        return "engine" in self.needs
 
     @property
     def records_J(self) -> bool:
@@ -101,16 +128,56 @@ class Reward:
         return bool(getattr(self.fn, "records_J", False))
 
 
+def reward_spec(name: str | None, spec: Any) -> Any:
+    """One entry of the ``rewards`` config (``rewards.<name>``) as a spec for :func:`build_reward`: a mapping
+    as it is (with its name); a string is the dotted path of a reward function (``my_pkg.module.fn``: a TRL
+    reward function or one declared with ``@reward``), used as it is. The one place a reward's config is resolved.
+
+    >>> reward_spec("r", "metarl.rewards.obj1.outcome")
+    {'name': 'r', '_target_': 'metarl.rewards.obj1.outcome', '_partial_': True}
+    >>> reward_spec("r", "outcome")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    metarl.registry.ConfigError: rewards.r='outcome': a reward is a mapping with `_target_` ... or a reward function's dotted path...
+    """
+    key = f"rewards.{name}" if name else "reward"
+    named = {"name": name} if name else {}
+    if isinstance(spec, Mapping):
+        return {**named, **spec}
+    if not isinstance(spec, str):
+        raise ConfigError(f"{key}={spec!r}: a reward is a reward function's dotted path (my_pkg.module.fn) or a "
+                          f"mapping with `_target_` and options")
+    obj = target_of({"_target_": spec}) if "." in spec else None
+    if inspect.isroutine(obj):
+        return {**named, "_target_": spec, "_partial_": True}
+    if inspect.isclass(obj):
+        why = f"{spec} is a class, built with its options: {key}='{{_target_: {spec}}}' (options: {key}.<arg>=...)"
+    elif obj is not None:
+        why = f"{spec} is a {type(obj).__name__}, not a function"
+    elif "." in spec:
+        why = f"{spec} cannot be imported (is its module on the Python path, or in the current directory?)"
+    else:
+        why = f"the built-ins are the files of conf/rewards/ (rewards=[{spec}])"
+    raise ConfigError(f"{key}={spec!r}: a reward is a mapping with `_target_` (a dotted path) and options, or a "
+                      f"reward function's dotted path alone (my_pkg.module.fn); {why}")
+
+
 def build_reward(spec: Any) -> Reward:
     """Build one reward from a config node (``_target_`` plus ``name``, ``weight``, ``level``, ``timeout``
     (seconds per call of a plain reward function; None: unbounded) and the target's keyword arguments; a
-    reward function says ``_partial_: true``, as every ``conf/rewards`` file does), or from a callable.
+    reward function says ``_partial_: true``, as every ``conf/rewards`` file does), from a reward function's
+    dotted path (:func:`reward_spec`), or from a callable.
 
     Checked here, once, before any sample is scored: the level is declared (:func:`reward`, a batched
-    estimator's ``level`` attribute, or the config's ``level``); every argument the function needs without a
-    default is one metarl passes at that level; a weight applies (episode rewards) or is rejected.
+    estimator's ``level`` attribute, or the config's ``level``), or the function is a TRL reward function
+    (trace-level, :mod:`metarl.rewards.trl_functions`); every argument the function needs without a default is
+    one metarl passes at that level; a weight applies (episode rewards) or is rejected.
     """
+    from metarl.rewards.trl_functions import TRLReward, is_trl_function
+
     name = weight = timeout = level = None
+    if isinstance(spec, str):
+        spec = reward_spec(None, spec)
     if isinstance(spec, Mapping) or (hasattr(spec, "items") and not callable(spec)):
         spec = dict(spec.items())
         name = spec.pop("name", None)
@@ -123,11 +190,17 @@ def build_reward(spec: Any) -> Reward:
             or type(fn).__name__
     name = str(name)
     declared = _attr(fn, "level")
+    if declared is None and not hasattr(fn, "score_batch") and is_trl_function(fn):
+        if level not in (None, "trace"):
+            raise ConfigError(f"rewards.{name}.level={level!r}: {name!r} is a TRL reward function (it takes "
+                              f"`completions`), one value per completion: trace-level")
+        fn, declared = TRLReward(fn), "trace"
     level = level if level is not None else declared
     if level is None:
         raise ConfigError(f"reward {name!r} does not declare its level: decorate it with "
                           f"@metarl.rewards.reward('episode') (called per episode, summed into the dense term) or "
-                          f"@metarl.rewards.reward('trace'), or set rewards.{name}.level=episode|trace")
+                          f"@metarl.rewards.reward('trace'), or set rewards.{name}.level=episode|trace; a TRL reward "
+                          f"function takes `completions` (and **kwargs) and returns one float per completion")
     if level not in LEVELS:
         raise ConfigError(f"reward {name!r} has level {level!r}; use 'episode' or 'trace'")
     if weight is None:
@@ -222,6 +295,11 @@ def apply_reward(reward: Reward, traces: list[Trace], context: Mapping[str, Any]
     One failing sample (an exception, NaN or inf) gets 0 (``on_error="zero"``) or NaN (``"nan"``: excluded
     downstream) and is counted in ``reward.stats``; if every sample of the batch fails, ``RewardError``.
     """
+    context = {k: v for k, v in context.items() if v is not None or k not in RESOURCES}  # absent: the default
+    missing = [n for n in reward.needs if n not in context]
+    if missing:
+        raise ConfigError(f"reward {reward.name!r} asks for {missing}, which this app has none of: set `model` "
+                          f"(e.g. model=tiny or model.name_or_path=...)")
     if reward.batched:
         _apply_batched(reward, traces, context, on_error)
         return
@@ -267,23 +345,25 @@ def _apply_batched(reward: Reward, traces: list[Trace], context: Mapping[str, An
     kwargs = {**context, "traces": traces}
     try:
         values = call_matching(reward.fn.score_batch, kwargs)
-    except ConfigError:
+    except (ConfigError, RewardError):
         raise
     except Exception as e:
         raise RewardError(f"reward {reward.name!r} failed on the whole batch: {type(e).__name__}: {e}") from e
     if len(values) != len(traces):
         raise RewardError(f"reward {reward.name!r} returned {len(values)} results for {len(traces)} traces")
-    for trace, v in zip(traces, values):
+    for trace, v in zip(traces, values):  # None: the reward does not apply to this trace / episode
         if reward.level == "trace":
             reward.stats["calls"] += 1
-            trace.rewards[reward.name] = _clean(v, reward, on_error, trace)
+            if v is not None:
+                trace.rewards[reward.name] = _clean(v, reward, on_error, trace)
             continue
         if len(v) != len(trace.episodes):
             raise RewardError(f"reward {reward.name!r} returned {len(v)} values for a trace with "
                               f"{len(trace.episodes)} episodes")
         for ep, x in zip(trace.episodes, v):
             reward.stats["calls"] += 1
-            ep.rewards[reward.name] = _clean(x, reward, on_error, trace)
+            if x is not None:
+                ep.rewards[reward.name] = _clean(x, reward, on_error, trace)
 
 
 def trace_num_tokens(trace: Trace) -> int | None:

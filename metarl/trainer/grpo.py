@@ -117,6 +117,7 @@ class MetaRLTrainer(GRPOTrainer):
                 for r in records:
                     r.pop("prompt_ids", None)
                     r.pop("completion_ids", None)
+                    r["meta"].pop("input", None)
                 self.run_log.append("rollouts.jsonl", records)
         return out
 
@@ -135,6 +136,8 @@ class MetaRLTrainer(GRPOTrainer):
             )
             trace.meta["thinking_tokens"] = int(x.get("thinking_tokens", len(ids)))
             trace.meta["forced"] = bool(x.get("forced", False))
+            # the row as TRL passes it to a reward function (metarl.rewards.trl_functions); not in rollouts.jsonl
+            trace.meta["input"] = {k: v for k, v in x.items() if k not in ("completion", "completion_ids", TRACE_KEY)}
             traces.append(trace)
             x[TRACE_KEY] = trace
         model, state = self.accelerator.unwrap_model(self.model), {"global_step": self.state.global_step}
