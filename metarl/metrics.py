@@ -2,7 +2,7 @@
 
 Pure functions on numbers and records (``Trace`` objects or their JSON dicts): no torch, no model.
 
-Information-gain curve and regret (MRT, BRIEF.md section 5)
+Information-gain curve and regret (MRT; docs/method.md §6)
 ------------------------------------------------------------
 A trace's output stream is cut into episodes ``z_0, ..., z_{K-1}``. ``J_j`` is the success
 probability of the meta-prover μ forced to answer after the prefix ``z_{0:j}`` (episodes 0..j,

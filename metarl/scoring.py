@@ -34,7 +34,7 @@ from metarl.credit import TERMINATION_BASELINES, check_options  # noqa: E402  (o
 
 @dataclass
 class Objective:
-    """How episode rewards and the outcome combine (BRIEF.md section 3).
+    """How episode rewards and the outcome combine (docs/method.md §3, §4).
 
     alpha: weight of the outcome term. gamma: discount of the episode reward-to-go.
     outcome_reward: trace reward used as the outcome term (None: the graded final answer).

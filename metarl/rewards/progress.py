@@ -1,6 +1,6 @@
 """Obj-2 progress rewards: ΔI_j, how much episode j raised the meta-prover's chance of being right.
 
-Two estimators of the information gain of each episode of a trace (BRIEF sections 2, 3):
+Two estimators of the information gain of each episode of a trace (docs/method.md §2, §3):
 
 * `MCProgress` (MRT): Ĵ_j is the fraction of ``m`` sampled forced answers of μ after the prefix
   z_{0:j} that the grader accepts; ΔI_j = Ĵ_j − Ĵ_{j−1}, with Ĵ_{-1} the forced answer after the

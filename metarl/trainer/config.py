@@ -280,7 +280,8 @@ class TrainConfig:
     segmenter: Any = MISSING
     """How completions are cut into episodes: a ``_target_`` mapping (``conf/segmenter/*.yaml``)."""
     rewards: dict[str, Any] = field(default_factory=dict)
-    """name -> reward ``_target_`` mapping with ``weight`` / ``level`` (multi-select ``conf/rewards/*.yaml``)."""
+    """name -> reward: a ``_target_`` mapping with ``weight`` / ``level`` (multi-select ``conf/rewards/*.yaml``), or
+    a reward function's dotted path (``+rewards.mine=my_module.fn``, a TRL reward function included; docs/plugins.md)."""
     objective: Objective = field(default_factory=Objective)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
