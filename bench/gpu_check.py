@@ -8,8 +8,8 @@ Parts, each in its own process and run directory under ``--out``, each through t
 
 1. ``train-<recipe>`` for ``outcome_grpo``, ``obj2_mc_progress`` and ``obj2_likelihood_progress``: a few GRPO
    steps of a randomly initialised Llama with the character tokenizer (``model=random-tiny``; nothing is
-   downloaded), with the held-out evaluation before and after (``evaluate.n``). On CUDA: ``model.dtype=bfloat16``
-   and ``trainer=gpu`` (bf16, gradient checkpointing, its batch of 8 x 4 accumulation, G=8), a 256-wide, 4-layer
+   downloaded), with the held-out evaluation before and after (``evaluate.n``). On CUDA: float32 weights
+   and ``trainer=gpu`` (bf16 mixed precision, gradient checkpointing, its batch of 8 x 4 accumulation, G=8), a 256-wide, 4-layer
    model (head dim 64, as real models have; the default tiny one is 32 wide with head dim 8). On a CPU: float32,
    ``trainer=cpu``, ``threads=1``.
 2. ``score``: ``metarl-score`` with the likelihood run's trained checkpoint (``model=hf``; ``random-tiny`` if that
@@ -18,7 +18,7 @@ Parts, each in its own process and run directory under ``--out``, each through t
 Each child process records where the policy really was (device and dtype of its parameters) when the held-out
 evaluation, the model-based rewards and the end of the run saw it (it wraps those functions to look, changing
 nothing). A part fails on a non-zero exit, missing or non-finite training metrics, missing evaluation or
-scores, or, on CUDA, a policy that was not trained on the GPU in bfloat16; parts that ran on the CPU although a
+scores, or, on CUDA, a policy that was not trained on the GPU; parts that ran on the CPU although a
 GPU was there are warnings. The check goes on after a failed part, prints a summary per part and a one-line
 verdict, writes the same to the JSON file after every part, and exits 1 if any part failed.
 """
@@ -192,7 +192,7 @@ def model_overrides(size: dict[str, Any], dtype: str) -> list[str]:
 def train_overrides(recipe: str, size: dict[str, Any], device: str, threads: int, run_dir: Path,
                     tensorboard: bool) -> list[str]:
     gpu = device == "cuda"
-    out = [f"recipe={recipe}", *model_overrides(size, "bfloat16" if gpu else "float32"),
+    out = [f"recipe={recipe}", *model_overrides(size, "float32"),
            f"trainer={'gpu' if gpu else 'cpu'}", f"trainer.max_steps={size['steps']}",
            f"trainer.save_steps={size['steps']}", "trainer.warmup_steps=0", f"task.n_train={size['n_train']}",
            f"task.n_test={size['n_eval']}", "evaluate.enabled=true", f"evaluate.n={size['n_eval']}",
@@ -306,7 +306,7 @@ def check_train(part: dict[str, Any], run_dir: Path, size: dict[str, Any], devic
         errors.append("no summary.json")
     phases = part["devices"]
     trained = phases.get("end of run", [])
-    want = "cuda:bfloat16" if device == "cuda" else "cpu:float32"
+    want = "cuda:float32" if device == "cuda" else "cpu:float32"
     if trained and trained != [want]:
         errors.append(f"the trained policy ended on {', '.join(trained)}, expected {want}")
     if device == "cuda":
@@ -375,7 +375,7 @@ def verdict(report: dict[str, Any]) -> str:
     parts, env = report["parts"], report["environment"]
     failed = [p for p in parts if not p["ok"]]
     warned = sum(len(p["warnings"]) for p in parts)
-    where = (f"on {env['device_name']} in bfloat16" if env["gpu"] else
+    where = (f"on {env['device_name']} in bf16 mixed precision" if env["gpu"] else
              "on the CPU in float32 -- " + ("the GPU left out (--device cpu)" if env["cuda_available"] else
                                             "no GPU (torch.cuda.is_available() is False)"))
     if failed:
@@ -465,7 +465,7 @@ def main(argv: list[str] | None = None) -> int:
               f"versions: torch {e['torch']}, transformers {e['transformers']}, trl {e['trl']}, accelerate "
               f"{e['accelerate']}, python {e['python']}; metarl {e['commit']}",
               f"model: random-tiny Llama {size['hidden']} wide, {size['layers']} layers, "
-              f"{'bfloat16, trainer=gpu' if device == 'cuda' else 'float32, trainer=cpu'}; {size['steps']} steps per "
+              f"{'float32 weights, bf16 mixed precision (trainer=gpu)' if device == 'cuda' else 'float32, trainer=cpu'}; {size['steps']} steps per "
               f"recipe, cap {size['cap']}, held-out n={size['n_eval']}; threads {threads}"]
     print("\n".join(header), flush=True)
 
@@ -484,12 +484,12 @@ def main(argv: list[str] | None = None) -> int:
         if kind == "train":
             argv = train_overrides(recipe, size, device, threads, run_dir, tensorboard)
             part.update(recipe=recipe, steps_requested=size["steps"],
-                        dtype="bfloat16" if device == "cuda" else "float32")
+                        dtype="float32")
         else:
             final = out / "train-obj2_likelihood_progress" / "final"
             trained = (final / "config.json").exists() and any(
                 p["name"] == "train-obj2_likelihood_progress" and p["ok"] for p in report["parts"])
-            dtype = "bfloat16" if device == "cuda" else "float32"
+            dtype = "float32"  # weights; trainer=gpu computes in bf16 on CUDA
             model = (["model=hf", f"model.name_or_path={final}", f"model.dtype={dtype}"] if trained
                      else model_overrides(size, dtype))
             part.update(model=(f"the trained {final}" if trained else

@@ -77,22 +77,23 @@ def test_a_failed_part_is_recorded_and_the_check_goes_on(tmp_path):
     assert proc.stdout.strip().splitlines()[-1] == report["verdict"]
 
 
-def test_gpu_overrides_compose_to_bf16_on_cuda(tmp_path):
-    """The GPU path's configs, which the CPU run does not compose: trainer=gpu, bfloat16, the 256-wide model."""
+def test_gpu_overrides_compose_to_bf16_mixed_precision_on_cuda(tmp_path):
+    """The GPU path's configs, which the CPU run does not compose: trainer=gpu (bf16 compute) over float32 weights,
+    the 256-wide model."""
     from metarl.config import compose, validated
 
     size = gpu_check.SIZES["gpu"]
     for recipe in gpu_check.RECIPES:
         argv = gpu_check.train_overrides(recipe, size, "cuda", 4, tmp_path / recipe, tensorboard=False)
         cfg = validated(compose("train", argv), "train")
-        assert cfg.model.dtype == "bfloat16" and cfg.model.tiny == {"hidden_size": 256, "num_layers": 4}
+        assert cfg.model.dtype == "float32" and cfg.model.tiny == {"hidden_size": 256, "num_layers": 4}
         assert cfg.trainer.bf16 and not cfg.trainer.use_cpu and cfg.trainer.gradient_checkpointing
         assert cfg.trainer.max_steps == size["steps"] and cfg.trainer.report_to == []
         assert cfg.evaluate.enabled and cfg.evaluate.n == cfg.task.n_test == size["n_eval"]
-    argv = gpu_check.score_overrides(["model=hf", "model.name_or_path=/x/final", "model.dtype=bfloat16"],
-                                     gpu_check.SAMPLE_TRACES, 4, tmp_path / "score")
+    argv = gpu_check.score_overrides(["model=hf", "model.name_or_path=/x/final"], gpu_check.SAMPLE_TRACES, 4,
+                                     tmp_path / "score")
     cfg = validated(compose("score", argv), "score")
-    assert cfg.model.dtype == "bfloat16" and list(cfg.rewards) == list(gpu_check.SCORE_REWARDS)
+    assert cfg.model.dtype == "float32" and list(cfg.rewards) == list(gpu_check.SCORE_REWARDS)
 
 
 def test_the_checks_name_what_a_gpu_run_got_wrong(tmp_path):
@@ -104,14 +105,14 @@ def test_the_checks_name_what_a_gpu_run_got_wrong(tmp_path):
     (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     before = {"n": size["n_eval"], "accuracy": 0.0}
     (tmp_path / "summary.json").write_text(json.dumps({"before": {str(size["cap"]): before}}))
-    part = {"recipe": "obj2_likelihood_progress", "dtype": "bfloat16", "errors": [], "warnings": [],
-            "weights_changed": 0.02, "devices": {"loaded": ["cpu:bfloat16"], "held-out evaluation before":
-                                                 ["cpu:bfloat16"], "end of run": ["cpu:bfloat16"]}}
+    part = {"recipe": "obj2_likelihood_progress", "dtype": "float32", "errors": [], "warnings": [],
+            "weights_changed": 0.02, "devices": {"loaded": ["cpu:float32"], "held-out evaluation before":
+                                                 ["cpu:float32"], "end of run": ["cpu:float32"]}}
     gpu_check.check_train(part, tmp_path, size, "cuda")
     errors, warnings = " | ".join(part["errors"]), " | ".join(part["warnings"])
     assert "logged 2 training steps" in errors and "non-finite training metrics: [(2, 'loss')]" in errors
     assert "no held-out evaluation after training" in errors
-    assert "ended on cpu:bfloat16, expected cuda:bfloat16" in errors
+    assert "ended on cpu:float32, expected cuda:float32" in errors
     assert "held-out evaluation before ran on the CPU" in warnings and "only 2.0% of the weights changed" in warnings
     assert "loaded" not in warnings  # loading on the CPU is how every model starts
     assert part["s_per_step"] == 0.1 and part["step_time_first_s"] == 0.2

@@ -110,11 +110,11 @@ def score_file(cfg: DictConfig) -> dict[str, Any]:
     model_cfg = plain(cfg.get("model"))
     chat = False
     if model_cfg:
-        from metarl.models.loading import load_model_and_tokenizer
+        from metarl.models.loading import load_model_and_tokenizer, to_accelerator
 
         model_cfg.pop("lora", None)
         scorer.model, scorer.tokenizer = load_model_and_tokenizer(**model_cfg)
-        scorer.model.eval()
+        scorer.model = to_accelerator(scorer.model).eval()  # a GPU when there is one
         if any(r.needs_engine for r in scorer.rewards):
             scorer.backend = make_backend(cfg.generation, scorer.model, scorer.tokenizer)
         chat = uses_chat(scorer.tokenizer, cfg.chat_template)

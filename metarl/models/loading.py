@@ -93,3 +93,26 @@ def save_model(model, tokenizer, path: str | Path) -> None:
     path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
+
+
+def to_accelerator(model, use_cpu: bool = False):
+    """``model`` on this process's accelerator (``accelerate``'s device: ``cuda:<local rank>``, ``mps``, ...) unless
+    ``use_cpu`` or there is none; returned as is under DeepSpeed or FSDP, whose wrapping places the weights. What
+    generates before a trainer exists (the held-out evaluation before training, ``metarl-score``'s estimators) runs
+    on the accelerator the trainer will use, not on the CPU the weights were loaded to.
+
+    >>> import torch
+    >>> m = torch.nn.Linear(2, 2)
+    >>> to_accelerator(m, use_cpu=True) is m and next(m.parameters()).device.type
+    'cpu'
+    """
+    if use_cpu:
+        return model
+    from accelerate import PartialState
+    from accelerate.utils import DistributedType
+
+    state = PartialState()
+    if state.device.type == "cpu" or state.distributed_type in (DistributedType.DEEPSPEED, DistributedType.FSDP):
+        return model
+    return model.to(state.device)
+

@@ -142,7 +142,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.engine import as_chat, make_backend, uses_chat
     from metarl.engine.hf import HFBackend
     from metarl.eval.heldout import evaluate_policy
-    from metarl.models.loading import load_model_and_tokenizer
+    from metarl.models.loading import load_model_and_tokenizer, to_accelerator
     from metarl.trainer.callbacks import CalibrationWatch, LoadAwareThreads, health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
@@ -250,6 +250,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     (run_dir / "eval").mkdir(exist_ok=True)
     if evaluate and resume_from is None:
+        model = to_accelerator(model, bool(cfg.trainer.use_cpu))  # on the trainer's device, not the CPU it loaded to
         summary["before"] = held_out(model, "before")
 
     vllm = str(cfg.generation.backend) == "vllm"
