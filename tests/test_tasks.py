@@ -174,8 +174,8 @@ def test_extract_answer_is_the_last_of_concatenated_episodes(task):
     per_episode = [task.extract_answer(e) for e in episodes]
     assert per_episode == ["3+9", None, "8+12", None]
     assert task.extract_answer("".join(episodes)) == "8+12"
-    assert task.score("".join(episodes), "8+12", PROMPT) == 1.0
-    assert task.score("".join(episodes[:2]), "8+12", PROMPT) == 0.0
+    assert task.verify(task.extract_answer("".join(episodes)), "8+12", PROMPT)
+    assert not task.verify(task.extract_answer("".join(episodes[:2])), "8+12", PROMPT)
 
 
 def test_tagged_blocks_keep_unknown_tags_inside_content():

@@ -142,10 +142,6 @@ class Task(ABC):
     def extract_answer(self, text: str) -> str | None:
         """The last answer stated in ``text`` (one episode or a whole completion), or None."""
 
-    def score(self, completion: str, answer: str, prompt: str = "") -> float:
-        """Outcome reward r(x, y): 1.0 if the last answer stated in ``completion`` is correct."""
-        return float(self.verify(self.extract_answer(completion), answer, prompt))
-
     def exact_success(self, prompt: Any, prefix: str, rule: str = "believed") -> float | None:
         """Exact J of ``prefix``: the probability that an ideal meta-prover, forced to answer right after
         ``prompt + prefix``, answers correctly, computed from the state the prefix reveals (no sampling, no
