@@ -76,6 +76,14 @@ def ten_line_script() -> str:
     return block
 
 
+def test_the_readme_shows_the_same_ten_line_script():
+    """The README's analysis section is the script that the test below runs, to the character."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Analyse information-gain curves in a script", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert block == ten_line_script()
+
+
 def test_the_ten_line_script_of_the_docs_runs_and_gives_the_hand_computed_numbers(run_dir, tmp_path):
     block = ten_line_script()
     assert len([ln for ln in block.splitlines() if ln.strip()]) <= 10
