@@ -66,27 +66,36 @@ def test_set_threads_leaves_the_cpus_other_processes_keep_busy(monkeypatch):
         torch.set_num_threads(before)
 
 
-def test_cpu_meter_sees_a_busy_process_and_not_itself():
-    import subprocess
-    import sys
+def test_cpu_meter_counts_other_processes_not_this_one(monkeypatch):
+    """Busy time of this process's CPUs (/proc/stat, in ticks) minus this process's own CPU time, over wall time."""
+    import types
+
+    clock = {"wall": 100.0, "busy": 0, "own": 0.0}
+
+    def stat(path):
+        if path != "/proc/stat":
+            return None
+        # user nice system idle iowait irq softirq steal: busy = user + nice + system + irq + softirq + steal
+        half = clock["busy"] // 2
+        return (f"cpu  0 0 0 0 0 0 0 0\ncpu0 {half} 0 0 500 7 0 0 0\ncpu1 {clock['busy'] - half} 0 0 900 0 0 0 0\n"
+                f"cpu2 999 0 0 0 0 0 0 0\n")  # not this process's CPU: ignored
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(utils, "_read", stat)
+    monkeypatch.setattr(os, "sysconf", lambda name: 100)  # 100 ticks per second
+    monkeypatch.setattr(os, "times", lambda: types.SimpleNamespace(user=clock["own"], system=0.0))
     import time
 
+    monkeypatch.setattr(time, "monotonic", lambda: clock["wall"])
     meter = utils.CpuMeter()
-    if meter.others() is None:
-        pytest.skip("no /proc/stat for this process's CPUs (or a cgroup quota below them): nothing is measured")
-    end = time.time() + 0.6
-    while time.time() < end:  # this process busy: not counted as another's load
-        pass
-    assert meter.others() < 0.5 + 0.5 * (utils.available_cpus() - 1)  # at most the machine's own background
-    busy = subprocess.Popen([sys.executable, "-c", "import time\nend = time.time() + 5\nwhile time.time() < end: pass"])
-    try:
-        time.sleep(0.5)  # the child starts up
-        meter.others()
-        time.sleep(1.0)
-        assert meter.others() >= 0.5  # one process spinning on one CPU
-    finally:
-        busy.kill()
-        busy.wait()
+    clock.update(wall=102.0, busy=400, own=2.0)  # 2 s: 4 CPU-seconds busy, 2 of them this process's
+    assert meter.others() == pytest.approx(1.0)
+    clock.update(wall=104.0, busy=800, own=6.0)  # 2 s: 4 CPU-seconds busy, all this process's (2 threads)
+    assert meter.others() == pytest.approx(0.0)
+    clock.update(wall=104.0)
+    assert meter.others() is None  # no time has passed
+    monkeypatch.setattr(utils, "_cgroup_quota", lambda: 1.0)  # a quota below the CPUs it can read: not measured
+    assert utils.CpuMeter().others() is None
 
 
 def test_training_gives_threads_back_and_takes_them_again(monkeypatch):
