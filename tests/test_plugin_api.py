@@ -210,19 +210,7 @@ def test_an_estimator_asking_for_engine_or_model_gets_it(tiny):
 
 
 # ----------------------------------------------------------------- through the trainer, against TRL itself
-def _dataset():
-    from datasets import Dataset
-
-    return Dataset.from_list([{"prompt": f"Q{i}: {i}+{i}=", "answer": str(2 * i)} for i in range(8)])
-
-
-def _args(path, **kw):
-    from trl import GRPOConfig
-
-    base = dict(output_dir=str(path), per_device_train_batch_size=8, num_generations=4, max_completion_length=12,
-                max_steps=2, learning_rate=1e-2, logging_steps=1, report_to=[], use_cpu=True, save_strategy="no",
-                seed=3, bf16=False, temperature=1.0, beta=0.0, disable_tqdm=True)
-    return GRPOConfig(**{**base, **kw})
+from tests.test_trainer import config as _args, dataset as _dataset  # noqa: E402  (TRL's GRPO settings, shared)
 
 
 def _metarl_scorer(rewards, tok, **objective):
