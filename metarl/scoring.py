@@ -25,7 +25,7 @@ from metarl.engine import Engine
 from metarl.grading.deadline import GradingTimeout, run_with_time_limit
 from metarl.prover import as_prover
 from metarl.registry import ConfigError
-from metarl.rewards import Reward, RewardError, apply_reward, note_fault
+from metarl.rewards import Reward, RewardError, apply_reward, check_needs, note_fault
 from metarl.segmenters import _context_for, answer_boundary, build_segmenter, normalize_pieces, segment
 from metarl.types import Episode, Trace
 
@@ -255,29 +255,6 @@ class Scorer:
         trace.rewards["dense"] = dense
         out = self.outcome_term(trace)
         trace.rewards["total"] = dense + self.objective.alpha * (0.0 if math.isnan(out) else out)
-
-
-_WHAT = {"model": "a model", "tokenizer": "a tokenizer", "engine": "the policy's generation engine"}
-
-
-def check_needs(rewards: Sequence[Reward], context: dict[str, Any]) -> None:
-    """Every object a reward asks for without a default (:attr:`Reward.needs`: ``model``, ``tokenizer``,
-    ``engine``) is in ``context``, or a :class:`ConfigError` naming the rewards and the fix (never a silent None).
-
-    >>> from metarl.rewards import build_reward
-    >>> class Sampler:
-    ...     level = "trace"
-    ...     def score_batch(self, traces, engine): return [0.0 for _ in traces]
-    >>> check_needs([build_reward(Sampler())], {"model": None, "tokenizer": None, "engine": None})
-    Traceback (most recent call last):
-    ...
-    metarl.registry.ConfigError: rewards ['Sampler'] ask for the policy's generation engine, which this app has none of: set `model` (e.g. model=tiny or model.name_or_path=...)
-    """
-    for what in ("model", "tokenizer", "engine"):
-        bad = [r.name for r in rewards if what in r.needs and context.get(what) is None]
-        if bad:
-            raise ConfigError(f"rewards {bad} ask for {_WHAT[what]}, which this app has none of: set `model` "
-                              f"(e.g. model=tiny or model.name_or_path=...)")
 
 
 class EpisodeLimit:

@@ -191,7 +191,8 @@ def test_an_optional_engine_gets_its_default_not_none():
     traces = _scorer([OptionalEngine()]).score(_traces())
     assert [t.rewards["OptionalEngine"] for t in traces] == [1.0, 1.0]
     (needs_engine,) = build_rewards([AsksForEngine()])
-    with pytest.raises(ConfigError, match=r"reward 'AsksForEngine' asks for \['engine'\], which this app has none"):
+    with pytest.raises(ConfigError, match=r"rewards \['AsksForEngine'\] ask for the policy's generation engine, which "
+                                          r"this app has none"):
         apply_reward(needs_engine, _traces(), {"engine": None, "grader": None})
 
 

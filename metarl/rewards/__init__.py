@@ -289,17 +289,37 @@ def _fallback(on_error: str) -> float:
     return 0.0 if on_error == "zero" else math.nan
 
 
+_WHAT = {"model": "a model", "tokenizer": "a tokenizer", "engine": "the policy's generation engine"}
+
+
+def check_needs(rewards: Sequence[Reward], context: Mapping[str, Any]) -> None:
+    """Every object a reward asks for without a default (:attr:`Reward.needs`: ``model``, ``tokenizer``,
+    ``engine``) is in ``context``, or a :class:`ConfigError` naming the rewards and the fix (never a silent None).
+
+    >>> from metarl.rewards import build_reward
+    >>> class Sampler:
+    ...     level = "trace"
+    ...     def score_batch(self, traces, engine): return [0.0 for _ in traces]
+    >>> check_needs([build_reward(Sampler())], {"model": None, "tokenizer": None, "engine": None})
+    Traceback (most recent call last):
+    ...
+    metarl.registry.ConfigError: rewards ['Sampler'] ask for the policy's generation engine, which this app has none of: set `model` (e.g. model=tiny or model.name_or_path=...)
+    """
+    for what in RESOURCES:
+        bad = [r.name for r in rewards if what in r.needs and context.get(what) is None]
+        if bad:
+            raise ConfigError(f"rewards {bad} ask for {_WHAT[what]}, which this app has none of: set `model` "
+                              f"(e.g. model=tiny or model.name_or_path=...)")
+
+
 def apply_reward(reward: Reward, traces: list[Trace], context: Mapping[str, Any], on_error: str = "zero") -> None:
     """Score ``traces`` with ``reward``, writing ``episode.rewards[name]`` or ``trace.rewards[name]``.
 
     One failing sample (an exception, NaN or inf) gets 0 (``on_error="zero"``) or NaN (``"nan"``: excluded
     downstream) and is counted in ``reward.stats``; if every sample of the batch fails, ``RewardError``.
     """
+    check_needs([reward], context)
     context = {k: v for k, v in context.items() if v is not None or k not in RESOURCES}  # absent: the default
-    missing = [n for n in reward.needs if n not in context]
-    if missing:
-        raise ConfigError(f"reward {reward.name!r} asks for {missing}, which this app has none of: set `model` "
-                          f"(e.g. model=tiny or model.name_or_path=...)")
     if reward.batched:
         _apply_batched(reward, traces, context, on_error)
         return
