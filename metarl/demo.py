@@ -71,7 +71,7 @@ def changes(before: dict, after: dict) -> dict[str, dict[str, float]]:
         if not pairs:
             continue
         d, se = paired_delta([x for x, _ in pairs], [y for _, y in pairs])
-        band = 2 * se if se == se else float("nan")  # one question: no standard error
+        band = 2 * se  # nan for one question: no standard error, and a ratio of +-inf (0 for no change)
         out[key] = {"before": sum(x for x, _ in pairs) / len(pairs), "after": sum(y for _, y in pairs) / len(pairs),
                     "change": d, "band": band, "n": len(pairs),
                     "ratio": d / band if band and band == band else math.copysign(math.inf, d) if d else 0.0}

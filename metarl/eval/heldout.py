@@ -116,7 +116,7 @@ def evaluate_policy(backend, rows: Sequence[dict[str, Any]], *, cap: int, scorer
         t.outcome = float(bool(scorer.grader(scorer.extract_answer(t.completion), t.answer, t.prompt)))
         traces.append(t)
     per_trace = [behaviour(t, scorer) for t in traces]
-    summary = summarize(traces, scorer, cap, per_trace)
+    summary = summarize(traces, per_trace, cap)
     summary["n"], summary["samples"] = len(rows), k  # problems, completions per problem
     summary["per_question"] = [sum(t.outcome or 0.0 for t in traces[i:i + k]) / k for i in range(0, len(traces), k)]
     summary["behaviour"] = per_question_behaviour(per_trace, k)  # episodes, verify_acc, revise_after_refuted
@@ -148,17 +148,18 @@ def behaviour(trace: Trace, scorer) -> dict[str, int]:
     {'episodes': 4, 'verdicts': 2, 'right_verdicts': 1, 'refuted': 2, 'revised': 1}
     """
     out = {"episodes": len(trace.episodes), "verdicts": 0, "right_verdicts": 0, "refuted": 0, "revised": 0}
-    for i, e in enumerate(trace.episodes):
+    eps = trace.episodes
+    for i, e in enumerate(eps):
         if e.kind != "verify":
             continue
-        v = verification_correctness(e, trace.episodes[:i], trace.answer, scorer.grader, scorer.extract_answer,
+        v = verification_correctness(e, eps[:i], trace.answer, scorer.grader, scorer.extract_answer,
                                      scorer.parse_verdict, trace.prompt)
         if v is not None:
             out["verdicts"] += 1
             out["right_verdicts"] += int(v > 0)
         if scorer.parse_verdict(e.text) is False:
             out["refuted"] += 1
-            out["revised"] += int(any(x.kind in GENERATION_KINDS for x in trace.episodes[i + 1:i + 2]))
+            out["revised"] += int(i + 1 < len(eps) and eps[i + 1].kind in GENERATION_KINDS)
     return out
 
 
@@ -181,13 +182,11 @@ def per_question_behaviour(per_trace: Sequence[dict[str, int]], k: int) -> dict[
     return out
 
 
-def summarize(traces: Sequence[Trace], scorer, cap: int,
-              per_trace: Sequence[dict[str, int]] | None = None) -> dict[str, Any]:
+def summarize(traces: Sequence[Trace], per: Sequence[dict[str, int]], cap: int) -> dict[str, Any]:
     """Accuracy, tokens, episodes, verification accuracy and the share of "incorrect" verdicts followed by a
-    revision over ``traces`` (``per_trace``: their :func:`behaviour`, computed here when not given)."""
+    revision over ``traces``, whose :func:`behaviour` is ``per``."""
     n = len(traces)
     acc = sum(t.outcome or 0.0 for t in traces) / max(n, 1)
-    per = per_trace if per_trace is not None else [behaviour(t, scorer) for t in traces]
     verdicts = sum(b["verdicts"] for b in per)
     refuted = sum(b["refuted"] for b in per)
     toks = [t.meta.get("thinking_tokens", 0) for t in traces]

@@ -69,7 +69,8 @@ class LoadAwareThreads(TrainerCallback):
     def __init__(self, cap: int) -> None:
         from metarl.utils import CpuMeter, available_cpus
 
-        self.cap, self.meter, self.cpus = min(cap, available_cpus()), CpuMeter(), available_cpus()
+        self.cpus, self.meter = available_cpus(), CpuMeter()
+        self.cap = min(cap, self.cpus)
 
     def on_step_begin(self, args, state, control, **kwargs):
         import torch
