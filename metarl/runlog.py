@@ -140,11 +140,6 @@ class RunLog:
         return dropped
 
 
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def jsonl_objects(lines, path: str | Path, problems: list[str]):
     """Yield ``(line number, object)`` for each JSON-object line of an open JSONL file; blank lines are
     skipped and every other line is reported in ``problems`` as ``"path:line: problem; line skipped"``."""

@@ -216,22 +216,17 @@ class Scorer:
         return traces
 
     def grade(self, trace: Trace) -> float | None:
-        """The outcome of ``trace``: its grader on its answer extractor's reading of the completion, 1.0 or 0.0;
-        where the grader cannot tell (``judge`` gives None) the reason goes to ``meta["ungraded"]`` and the
-        outcome is 0.0 or None (:attr:`on_ungraded`)."""
-        try:
-            prediction = self.extract_answer(trace.completion)
-            judge = getattr(self.grader, "judge", None)
-            if judge is None:
-                return float(bool(self.grader(prediction, trace.answer, trace.prompt)))
-            verdict, why = judge(prediction, trace.answer, trace.prompt)
-        except Exception as e:  # graders are guarded; a custom one may still raise
-            trace.meta.setdefault("reward_errors", []).append(f"outcome: {type(e).__name__}: {e}"[:300])
+        """The outcome of ``trace`` (:func:`grade_completion`: 1.0 or 0.0); where the grader cannot tell
+        (``judge`` gives None) the reason goes to ``meta["ungraded"]`` and the outcome is 0.0 or None
+        (:attr:`on_ungraded`); a grader that raises gives 0.0, its error in ``meta["reward_errors"]``."""
+        g = grade_completion(self.grader, self.extract_answer, trace.completion, trace.answer, trace.prompt)
+        if g.error is not None:
+            trace.meta.setdefault("reward_errors", []).append(f"outcome: {g.error}"[:300])
             return 0.0
-        if verdict is None:
-            trace.meta["ungraded"] = why
+        if g.outcome is None:
+            trace.meta["ungraded"] = g.why
             return None if self.on_ungraded == "null" else 0.0
-        return float(verdict)
+        return g.outcome
 
     def episode_dense(self, trace: Trace) -> list[float]:
         """r~_i for every episode: the weighted sum of the dense rewards (missing or NaN count as 0)."""
@@ -282,14 +277,34 @@ class EpisodeLimit:
         return [*head, last]
 
 
-def termination_values(trace: Trace) -> list[float]:
-    """b_j = J_{j-1}: forced-answer success at the start of each episode (MRT termination baseline).
+@dataclass(frozen=True)
+class Grade:
+    """One completion graded: ``prediction`` (the answer extractor's reading), ``outcome`` (1.0 / 0.0; None where
+    the grader cannot tell, ``why`` saying why), ``error`` (the grader or extractor raised: outcome 0.0)."""
 
-    Needs the Monte Carlo progress estimator's by-products (``meta['J_init']``, ``episode.info['J']``).
+    prediction: str | None
+    outcome: float | None
+    why: str | None = None
+    error: str | None = None
+
+
+def grade_completion(grader: Callable[..., Any], extract_answer: Callable[[str], str | None], completion: str,
+                     answer: Any, prompt: str = "") -> Grade:
+    """The one outcome grading of metarl (training, held-out evaluation, ``metarl-score`` and ``metarl-eval``):
+    the grader on the extractor's reading of ``completion`` against the gold ``answer``. A grader with a
+    ``judge`` method (:class:`metarl.grading.Grader`) may say it cannot tell; a plain ``grader(prediction,
+    answer, prompt) -> bool`` always decides.
+
+    >>> grade_completion(lambda p, a, q="": p == a, lambda t: t.split()[-1], "so 4", "4")
+    Grade(prediction='4', outcome=1.0, why=None, error=None)
     """
-    if "J_init" not in trace.meta:
-        raise ValueError("the termination baseline needs Monte Carlo progress (mc_progress) or exact progress "
-                         "(exact_progress) among the rewards")
-    values = [float(trace.meta["J_init"])]
-    values += [float(ep.info["J"]) for ep in trace.episodes[:-1]]
-    return values
+    prediction = None
+    try:
+        prediction = extract_answer(completion)
+        judge = getattr(grader, "judge", None)
+        if judge is None:
+            return Grade(prediction, float(bool(grader(prediction, answer, prompt))))
+        verdict, why = judge(prediction, answer, prompt)
+    except Exception as e:  # graders are guarded; a custom one may still raise
+        return Grade(prediction, 0.0, error=f"{type(e).__name__}: {e}")
+    return Grade(prediction, None if verdict is None else float(verdict), why if verdict is None else None)

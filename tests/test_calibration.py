@@ -159,19 +159,13 @@ def test_preflight_watch_warns_once_and_writes_its_verdict(tmp_path, caplog):
     from metarl.trainer.callbacks import CalibrationWatch
 
     batch = [rec(i % 2, [0.0, 0.5, 0.25 if i % 2 else 0.5], ["attempt", "verify"], [i % 2]) for i in range(16)]
-    calls = []
     mc = SimpleNamespace(name="mc_progress", fn=SimpleNamespace(m=8), records_J=True, needs_engine=True)
-    scorer = SimpleNamespace(rewards=[mc],
-                             grader=lambda p, a, prompt="": p == a, extract_answer=lambda t: t,
-                             score=lambda traces, **kw: calls.append(kw) or traces)
+    scorer = SimpleNamespace(rewards=[mc], grader=lambda p, a, prompt="": p == a, extract_answer=lambda t: t)
     watch = CalibrationWatch.install(scorer, {"calibration_min_traces": 8}, tmp_path)
     assert watch is not None
-    training = SimpleNamespace(training=True)
-    with caplog.at_level(logging.WARNING, logger="metarl"):
-        scorer.score(batch, model=training, state={"global_step": 0})
-        scorer.score(batch, model=SimpleNamespace(training=False))  # evaluation batches are not watched
-        scorer.score(batch, model=training, state={"global_step": 1})
-    assert len(calls) == 3
+    with caplog.at_level(logging.WARNING, logger="metarl"):  # the trainer's calls, one per training step
+        watch.on_scored_batch(batch, 1)
+        watch.on_scored_batch(batch, 2)
     warnings = [r.getMessage() for r in caplog.records]
     assert sum("first scored batch (16 traces): μ is uninformative" in w for w in warnings) == 1
     assert sum("mu_calibration tripped at step 1" in w for w in warnings) == 1

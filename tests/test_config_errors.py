@@ -317,14 +317,15 @@ def test_metarl_train_cli_exit_code_2_and_message(overrides, expected, tmp_path)
 def test_gradient_checkpointing_is_a_trainer_option_that_reaches_grpo(tmp_path, trainer, expected):
     """TRL turns gradient checkpointing on by default; metarl's CPU trainer turns it off (the same gradients, a
     faster step for small models), its GPU trainer on, and ``trainer.gradient_checkpointing`` sets it."""
+    from metarl.config import validated
     from metarl.trainer.run import grpo_config
 
     cfg = compose_train(tmp_path, f"trainer={trainer}", "trainer.use_cpu=true", "trainer.bf16=false",
                         "trainer.report_to=[]")
-    assert grpo_config(cfg, tmp_path).gradient_checkpointing is expected
+    assert grpo_config(validated(cfg, "train"), tmp_path).gradient_checkpointing is expected
     cfg = compose_train(tmp_path, f"trainer={trainer}", "trainer.use_cpu=true", "trainer.bf16=false",
                         "trainer.report_to=[]", f"trainer.gradient_checkpointing={str(not expected).lower()}")
-    assert grpo_config(cfg, tmp_path).gradient_checkpointing is (not expected)
+    assert grpo_config(validated(cfg, "train"), tmp_path).gradient_checkpointing is (not expected)
 
 
 def test_the_held_out_check_compares_fractions_as_the_split_does():

@@ -2,15 +2,12 @@
 episodes, feedback, continuations, forced answers) shared by training, held-out evaluation and metarl-eval."""
 from __future__ import annotations
 
-import contextlib
 import copy
-from types import SimpleNamespace
 
 import pytest
 import torch
 from scipy.stats import chisquare
 
-import metarl.trainer.rollout as rollout_module
 from metarl.engine import GREEDY, Engine, Prefix, Request, Sampling, StreamSpec, prompt_ids_for
 from metarl.engine.hf import HFBackend
 from metarl.eval.heldout import evaluate_policy
@@ -212,7 +209,7 @@ def test_episodes_with_feedback_and_the_episode_limit(tiny):
     assert cut.text == "<a>x</a><answer>42</" and cut.thinking == 8 and cut.forced
 
 
-def test_the_same_stream_is_counted_alike_in_training_evaluation_and_metarl_eval(tiny, monkeypatch):
+def test_the_same_stream_is_counted_alike_in_training_evaluation_and_metarl_eval(tiny):
     """One rule for the cap: a training rollout, the held-out evaluation and metarl-eval's sampler give the
     same ids, thinking tokens and forced answers for the same stream."""
     _, tok = tiny
@@ -220,28 +217,21 @@ def test_the_same_stream_is_counted_alike_in_training_evaluation_and_metarl_eval
     prompts = ["Q7: ", "Q1: "]
     backend = ScriptedBackend(tok, rule)
 
-    @contextlib.contextmanager
-    def scripted(trainer, kind="transformers", batch_size=64):
-        yield backend
-
-    monkeypatch.setattr(rollout_module, "trainer_backend", scripted)
-    trainer = SimpleNamespace(temperature=0.0, top_p=1.0,
-                              _tokenize_prompts=lambda ps: ([prompt_ids_for(tok, p) for p in ps], None, None))
-    train = Rollout(mode="single", cap=12, force_answer=True, prover=TAGS)(prompts, trainer)
+    ids = [prompt_ids_for(tok, p) for p in prompts]
+    train = Rollout(mode="single", cap=12, force_answer=True, prover=TAGS).generate(backend, ids, Sampling(0.0))
     scorer = Scorer(TokenChunkSegmenter(k=4), [], lambda p, a, q="": False, lambda t: t, lambda t: None,
                     tokenizer=tok, prover=TAGS)
     held = evaluate_policy(backend, [{"prompt": p, "answer": "1"} for p in prompts], cap=12, scorer=scorer,
                            return_traces=True)["traces"]
     (e7,), (e1,) = PolicySampler(backend, TAGS, temperature=0.0)(prompts, 12, 1, PARALLEL, seed=0)
-    assert train["thinking_tokens"] == [t.meta["thinking_tokens"] for t in held] == [e7.thinking_tokens,
-                                                                                     e1.thinking_tokens] == [3, 12]
-    assert train["forced"] == [t.meta["forced"] for t in held] == [e7.forced, e1.forced] == [False, True]
-    assert train["completion_ids"] == [t.completion_ids for t in held]
-    assert [tok.decode(i, skip_special_tokens=True) for i in train["completion_ids"]] == [e7.completion,
-                                                                                         e1.completion]
-    assert e1.tokens == len(train["completion_ids"][1]) and e1.completion == "x" * 12 + "<answer>42</"
+    assert [s.thinking for s in train] == [t.thinking_tokens for t in held] == [e7.thinking_tokens,
+                                                                                 e1.thinking_tokens] == [3, 12]
+    assert [s.forced for s in train] == [t.forced for t in held] == [e7.forced, e1.forced] == [False, True]
+    assert [s.ids for s in train] == [t.completion_ids for t in held]
+    assert [s.text for s in train] == [t.completion for t in held] == [e7.completion, e1.completion]
+    assert e1.tokens == len(train[1].ids) and e1.completion == "x" * 12 + "<answer>42</"
     # budget forcing counts its continuation text the same way in training and in metarl-eval
-    bf = Rollout(mode="budget_forcing", cap=12, continuation="W", max_continuations=2, prover=TAGS)(prompts[:1],
-                                                                                                     trainer)
+    bf = Rollout(mode="budget_forcing", cap=12, continuation="W", max_continuations=2, prover=TAGS).generate(
+        backend, ids[:1], Sampling(0.0))
     (ev,), = PolicySampler(backend, TAGS, temperature=0.0)(prompts[:1], 12, 1, Generation("bf", "W", 2), seed=0)
-    assert bf["thinking_tokens"] == [ev.thinking_tokens] == [len("okWokWok") + 1]
+    assert [s.thinking for s in bf] == [ev.thinking_tokens] == [len("okWokWok") + 1]

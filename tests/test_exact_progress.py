@@ -215,7 +215,7 @@ def episode_cuts(text):
 
 
 def test_reward_records_j_where_monte_carlo_progress_does_and_telescopes():
-    from metarl.scoring import termination_values
+    from metarl.calibration import j_values
 
     trace = make_trace(PROMPT, TEXT, episode_cuts(TEXT))
     deltas = ExactProgress(SubsetSumTask()).score_batch([trace])[0]
@@ -224,7 +224,7 @@ def test_reward_records_j_where_monte_carlo_progress_does_and_telescopes():
     assert deltas == pytest.approx([b - a for a, b in zip(js, js[1:])])
     assert sum(deltas) == pytest.approx(js[-1] - js[0])
     assert all(e.info["J_se"] == 0.0 and e.info["J_exact"] == e.info["J"] for e in trace.episodes)
-    assert termination_values(trace) == pytest.approx(js[:-1])
+    assert j_values(trace) == pytest.approx(js)  # what the termination baseline reads
     # record_j=False leaves J to another estimator, J_exact is still written
     other = make_trace(PROMPT, TEXT, episode_cuts(TEXT))
     ExactProgress(SubsetSumTask(), record_j=False).score_batch([other])

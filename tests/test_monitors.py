@@ -198,7 +198,7 @@ def test_health_keys_land_in_metrics_jsonl_through_the_trainer(tiny, tmp_path):
                       use_cpu=True, save_strategy="no", seed=3, bf16=False, disable_tqdm=True)
     t = MetaRLTrainer(model=copy.deepcopy(model).train(), args=args, processing_class=tok, scorer=scorer,
                       train_dataset=Dataset.from_list([{"prompt": f"Q{i}=", "answer": str(i)} for i in range(4)]),
-                      run_log=RunLog(tmp_path / "run"), cap=8, callbacks=health_callbacks({"window": 2}))
+                      run_log=RunLog(tmp_path / "run"), callbacks=health_callbacks({"window": 2}))
     t.train()
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]

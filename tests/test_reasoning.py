@@ -20,7 +20,7 @@ from metarl.rewards.obj1 import generation_correctness
 from metarl.rewards.progress import MCProgress
 from metarl.scoring import Scorer
 from metarl.segmenters import MRTSegmenter
-from metarl.trainer.grpo import MetaRLTrainer
+from metarl.trainer.step import credit_of
 from metarl.types import Trace
 from tests.scripted import ScriptedBackend
 
@@ -191,12 +191,11 @@ def test_the_answer_region_is_credited_with_the_outcome_only(tiny):
     t = trace_of(tok, THOUGHT + ANSWER)
     scorer = r1_scorer(tok, [generation_correctness])
     scorer.score([t])
-    fake = SimpleNamespace(scorer=scorer, _stop_ids=frozenset({tok.eos_token_id}))
-    s = MetaRLTrainer._summary(fake, t)
+    s = credit_of(t, scorer, frozenset({tok.eos_token_id}))
     n = len(t.completion_ids)
-    assert s["spans"] == [(0, t.episodes[0].token_end), (t.episodes[0].token_end, len(THOUGHT)), (len(THOUGHT), n)]
-    assert s["credit_kinds"][-1] == STOP_KIND and len(s["dense"]) == 3 and s["dense"][-1] == 0.0
-    assert s["outcome"] == 1.0
+    assert s.spans == [(0, t.episodes[0].token_end), (t.episodes[0].token_end, len(THOUGHT)), (len(THOUGHT), n)]
+    assert s.kinds[-1] == STOP_KIND and len(s.dense) == 3 and s.dense[-1] == 0.0
+    assert t.outcome == 1.0 and s.outcome_term == 1.0
 
 
 # --------------------------------------------------------------------------- R1 streams in the engine

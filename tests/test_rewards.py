@@ -8,7 +8,7 @@ import pytest
 from metarl.registry import ConfigError
 from metarl.rewards import RewardError, build_reward, build_rewards, reward
 from metarl.rewards.obj1 import outcome
-from metarl.scoring import Objective, Scorer, termination_values
+from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TagSegmenter
 from metarl.types import Episode, Trace
 
@@ -148,14 +148,20 @@ def test_the_outcome_is_graded_once():
 
 
 def test_termination_values_need_mc_progress():
+    from metarl.trainer.step import credit_of
+
     t = trace()
-    t.episodes = [Episode("attempt", 0, 3, t.completion[:3]), Episode("other", 3, len(t.completion), t.completion[3:])]
+    n = len(t.completion)
+    t.completion_ids = list(range(n))
+    t.episodes = [Episode("attempt", 0, 3, t.completion[:3], 0, 3), Episode("other", 3, n, t.completion[3:], 3, n)]
+    scorer = Scorer(segmenter="whole", rewards=[], grader=lambda p, a, q="": True, extract_answer=lambda x: x,
+                    parse_verdict=lambda x: None, objective=Objective(baseline="termination"))
     with pytest.raises(ValueError, match="mc_progress"):
-        termination_values(t)
+        credit_of(t, scorer, frozenset())
     t.meta["J_init"] = 0.25
     t.episodes[0].info["J"] = 0.5
     t.episodes[1].info["J"] = 1.0
-    assert termination_values(t) == [0.25, 0.5]
+    assert credit_of(t, scorer, frozenset()).values == [0.25, 0.5]
 
 
 @reward("episode")

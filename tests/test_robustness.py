@@ -29,7 +29,8 @@ from metarl.config import conf_dir
 from metarl.grading import MathGrader, build_grader, extract_answer, grade_exact, grade_number, parse_verdict
 from metarl.rewards import RewardError, build_rewards, reward
 from metarl.rewards.obj1 import generation_correctness, outcome, verification_correctness
-from metarl.runlog import RunLog, read_jsonl
+from metarl.analysis.io import read_jsonl
+from metarl.runlog import RunLog
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import MRTSegmenter, ParagraphSegmenter, RegexSegmenter, TagSegmenter, TokenChunkSegmenter
 from metarl.tasks import SubsetSumTask
@@ -42,6 +43,13 @@ OBJ1 = [outcome, generation_correctness, verification_correctness]
 SUBSET_SUM_PROMPT = "Target: 9999. Numbers: 1 2 4 7.\n"
 GOLD = {"math": "\\frac{-29}{4}", "number": "-7.25", "exact": "-7.25", "subset_sum": "2+7"}
 TRIED = {"corpus traces": 0, "fuzz traces": 0, "metarl-score lines": 0, "training runs": 0}
+
+
+def rows_of(path):
+    """The JSON objects of a JSONL file, as metarl.analysis reads them (every line must be one)."""
+    rows, problems = read_jsonl(path)
+    assert not problems, problems
+    return [{k: v for k, v in r.items() if k != "_source"} for r in rows]
 
 
 def adversarial_corpus(canary: Path) -> list[tuple[str, str]]:
@@ -279,7 +287,7 @@ def test_lone_surrogates_are_written_and_read_back_by_the_run_log(tmp_path):
     log = RunLog(tmp_path)
     rec = {"step": 1, "completion": "a\ud800b\\\udfff", "reward": float("nan")}
     log.append("rollouts.jsonl", rec)
-    assert read_jsonl(tmp_path / "rollouts.jsonl") == [{"step": 1, "completion": "a\ud800b\\\udfff", "reward": None}]
+    assert rows_of(tmp_path / "rollouts.jsonl") == [{"step": 1, "completion": "a\ud800b\\\udfff", "reward": None}]
 
 
 # ---- 2. hypothesis fuzz through the pipeline -----------------------------------------------------
@@ -426,7 +434,7 @@ def test_estimator_faults_on_single_samples_do_not_stop_training_and_are_counted
     summary = _train(tmp_path, "+rewards.flaky._target_=test_robustness.flaky_estimator", "+rewards.flaky._partial_=true", "+rewards.flaky.timeout=0.3")
     TRIED["training runs"] += 1
     assert summary["steps"] == 2
-    metrics = read_jsonl(Path(summary["run_dir"]) / "metrics.jsonl")
+    metrics = rows_of(Path(summary["run_dir"]) / "metrics.jsonl")
     assert [m["step"] for m in metrics] == [1, 2]
     for m in metrics:  # per step: 1 exception + 1 timeout + 2 non-finite values, all isolated
         assert m["metarl/reward_errors"] == 4.0
@@ -434,7 +442,7 @@ def test_estimator_faults_on_single_samples_do_not_stop_training_and_are_counted
         assert m["metarl/reward_nonfinite"] == 2.0
         assert m["metarl/segment_fallbacks"] == 0.0
         assert m["metarl/reward/flaky"] == 0.5 * 4 / 8  # failed samples count as 0 (on_reward_error=zero)
-    rollouts = read_jsonl(Path(summary["run_dir"]) / "rollouts.jsonl")
+    rollouts = rows_of(Path(summary["run_dir"]) / "rollouts.jsonl")
     flagged = [r for r in rollouts if r["meta"].get("reward_errors")]
     assert len(flagged) == 4 * 2 and all(r["rewards"]["flaky"] == 0.0 for r in flagged)
     messages = " ".join(m for r in flagged for m in r["meta"]["reward_errors"])

@@ -8,7 +8,7 @@ import pytest
 from datasets import Dataset
 from trl import GRPOConfig
 
-import metarl.trainer.rollout as rollout_module
+import metarl.trainer.grpo as grpo_module
 from metarl.prover import ProverConfig
 from metarl.rewards import build_rewards
 from metarl.rewards.obj1 import outcome
@@ -16,7 +16,7 @@ from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
 from metarl.trainer.grpo import MetaRLTrainer
 from metarl.registry import ConfigError
-from metarl.trainer.rollout import Rollout, answers_by_prompt
+from metarl.trainer.rollout import Rollout
 from tests.scripted import ScriptedBackend
 
 CAP = 24
@@ -39,12 +39,13 @@ def make_trainer(tiny, tmp_path, rollout):
                       save_strategy="no", seed=0, bf16=False, beta=0.0, disable_tqdm=True)
     data = Dataset.from_list([{"prompt": f"Q{i}: ", "answer": "7"} for i in range(4)])
     return MetaRLTrainer(model=copy.deepcopy(model), args=args, train_dataset=data, processing_class=tok,
-                         scorer=scorer, rollout=rollout, cap=CAP)
+                         scorer=scorer, rollout=rollout)
 
 
-def generate(trainer):
-    prompts = [f"Q{i}: " for i in (0, 0, 0, 0, 1, 1, 1, 1)]
-    return trainer._generate(prompts)
+def generate(trainer, answers=("7", "7", "7", "7", "7", "7", "7", "7")):
+    """TRL's generation of one step; the trainer keeps the step's rows (their gold answers reach the feedback)."""
+    trainer.rows = [{"prompt": f"Q{i}: ", "answer": a} for i, a in zip((0, 0, 0, 0, 1, 1, 1, 1), answers)]
+    return trainer._generate([r["prompt"] for r in trainer.rows])
 
 
 def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_path):
@@ -53,10 +54,11 @@ def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_pa
                  prover=ProverConfig(suffix="<answer>", answer_tokens=3), max_episodes=10)
     tr = make_trainer(tiny, tmp_path, ro)
     _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
+    assert not extra  # nothing of metarl's rides in TRL's inputs: the trainer keeps the streams
     tok = tr.processing_class
     fb_ids = tok("[fb]", add_special_tokens=False)["input_ids"]
-    for ids, m, text, thinking, forced in zip(completion_ids, mask, completions, extra["thinking_tokens"],
-                                              extra["forced"]):
+    for ids, m, text, s in zip(completion_ids, mask, completions, tr.streams):
+        thinking, forced = s.thinking, s.forced
         assert len(ids) == len(m)
         assert thinking <= CAP
         policy = [t for t, k in zip(ids, m) if k == 1]
@@ -80,12 +82,12 @@ def test_budget_forcing_replaces_early_stops_with_a_masked_continuation(tiny, tm
     def scripted(trainer, kind="transformers", batch_size=64):
         yield backend
 
-    monkeypatch.setattr(rollout_module, "trainer_backend", scripted)
+    monkeypatch.setattr(grpo_module, "trainer_backend", scripted)
     ro = Rollout(mode="budget_forcing", cap=CAP, continuation="Wait", max_continuations=2, force_answer=False)
     tr = make_trainer(tiny, tmp_path, ro)
-    _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
+    _, completion_ids, mask, completions, _, _, _, _ = generate(tr)
     wait = tok("Wait", add_special_tokens=False)["input_ids"]
-    for ids, m, text, thinking in zip(completion_ids, mask, completions, extra["thinking_tokens"]):
+    for ids, m, text, thinking in zip(completion_ids, mask, completions, [s.thinking for s in tr.streams]):
         assert text == "WaitWait"  # two early stops replaced by the continuation, then the final stop
         assert ids == wait + wait + [eos]
         assert m == [0] * (2 * len(wait)) + [1]  # inserted text is masked out of the loss
@@ -99,13 +101,11 @@ def test_rollout_rejects_bad_settings():
         Rollout(cap=0)
 
 
-def test_feedback_reads_the_gold_answer_of_its_prompt(tiny, tmp_path):
-    """TRL hands a rollout only the prompts: the gold answers come from the training rows, by prompt."""
-    rows = [{"prompt": f"Q{i}: ", "answer": str(7 + i)} for i in range(2)]
-    ro = Rollout(mode="episodes", cap=CAP, episode_tokens=4, feedback=fb_answer, max_episodes=3,
-                 answers=answers_by_prompt(rows))
+def test_feedback_reads_the_gold_answer_of_its_row(tiny, tmp_path):
+    """The gold answer comes from each stream's own row (kept by the trainer), so one prompt may have two answers."""
+    ro = Rollout(mode="episodes", cap=CAP, episode_tokens=4, feedback=fb_answer, max_episodes=3)
     tr = make_trainer(tiny, tmp_path, ro)
-    completions = generate(tr)[3]
+    completions = generate(tr, ("7",) * 4 + ("8",) * 4)[3]
     assert all("[7]" in c for c in completions[:4]) and all("[8]" in c for c in completions[4:])
-    with pytest.raises(ConfigError, match=r"training row 1 repeats a prompt with another answer \('1' vs '2'\)"):
-        answers_by_prompt([{"prompt": "p", "answer": "1"}, {"prompt": "p", "answer": "2"}])
+    completions = generate(tr, ("1", "2") * 4)[3]  # Q0 and Q1 each with two different answers
+    assert all(f"[{1 + i % 2}]" in c for i, c in enumerate(completions))

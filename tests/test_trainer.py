@@ -13,7 +13,11 @@ from metarl.rewards import build_rewards, reward
 from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer
 from metarl.segmenters import TokenChunkSegmenter
-from metarl.trainer.grpo import TRACE_KEY, MetaRLTrainer, outcome_reward_func
+from metarl.engine import Sampling, prompt_ids_for
+from metarl.trainer import step
+from metarl.trainer.grpo import MetaRLTrainer
+from metarl.trainer.rollout import Rollout, trainer_backend, trl_output
+from metarl.types import Trace
 
 
 def parity_grader(prediction, answer, prompt=""):
@@ -56,9 +60,25 @@ def params(model):
     return {k: v.detach().clone() for k, v in model.named_parameters()}
 
 
+def engine_rollout(prompts, trainer):
+    """metarl's engine as a plain TRL ``rollout_func``: TRL GRPO on the completions MetaRLTrainer generates."""
+    with trainer_backend(trainer) as backend:
+        streams = Rollout(cap=trainer.max_completion_length, force_answer=False).generate(
+            backend, [prompt_ids_for(trainer.processing_class, p) for p in prompts],
+            Sampling(trainer.temperature, trainer.top_p))
+    return trl_output(streams)
+
+
+def outcome_reward(scorer):
+    """A TRL reward function: the scorer's grade of each completion."""
+    def outcome(prompts, completions, answer, **kwargs):
+        return [scorer.grade(Trace(prompt=p, completion=c, answer=a)) for p, c, a in zip(prompts, completions, answer)]
+    return outcome
+
+
 def train_trl(model, tok, tmp_path, scorer, **kw):
-    t = GRPOTrainer(model=model, reward_funcs=[outcome_reward_func(scorer)], args=config(tmp_path / "trl", **kw),
-                    train_dataset=dataset(), processing_class=tok)
+    t = GRPOTrainer(model=model, reward_funcs=[outcome_reward(scorer)], args=config(tmp_path / "trl", **kw),
+                    train_dataset=dataset(), processing_class=tok, rollout_func=engine_rollout)
     t.train()
     return params(t.model)
 
@@ -112,7 +132,8 @@ def test_advantages_are_per_token(fresh, tmp_path):
                       processing_class=tok, scorer=scorer)
     inputs = [dict(x) for x in dataset().select([0, 0, 0, 0, 1, 1, 1, 1])]
     batch = t._generate_and_score_completions(inputs)
-    traces = [x[TRACE_KEY] for x in inputs]  # each scored trace comes back in its TRL input
+    traces = t.traces  # the step's scored traces, kept by the trainer (TRL's inputs carry none)
+    assert not any(k not in ("prompt", "answer") for x in inputs for k in x)
     adv = batch["advantages"]
     assert adv.shape == batch["completion_ids"].shape
     multi = [i for i, tr in enumerate(traces) if len(tr.episodes) > 1]
@@ -145,13 +166,13 @@ def test_trailing_eos_is_its_own_stop_step(fresh, tmp_path):
     stopped = Trace(prompt="Q: ", completion=text, answer="x", completion_ids=ids + [tok.eos_token_id])
     cut = Trace(prompt="Q: ", completion=text, answer="x", completion_ids=list(ids))  # cut at the cap: no EOS
     scorer.score([stopped, cut])
-    s, c = t._summary(stopped), t._summary(cut)
-    assert s["spans"] == [(0, 4), (4, 8), (8, 9)] and s["dense"] == [1.0, 1.0, 0.0]
-    assert s["episodes"] == 2  # metrics still count real episodes
-    assert c["spans"] == [(0, 4), (4, 8)] and c["dense"] == [1.0, 1.0]
+    s, c = step.credit_of(stopped, scorer, t._stop_ids), step.credit_of(cut, scorer, t._stop_ids)
+    assert s.spans == [(0, 4), (4, 8), (8, 9)] and s.dense == [1.0, 1.0, 0.0]
+    assert len(stopped.episodes) == 2  # metrics still count real episodes
+    assert c.spans == [(0, 4), (4, 8)] and c.dense == [1.0, 1.0]
     from metarl.credit import build_advantages
 
-    adv = build_advantages([s["dense"], c["dense"]], [1.0, 0.0], [s["spans"], c["spans"]], [0, 0], 9,
+    adv = build_advantages([s.dense, c.dense], [1.0, 0.0], [s.spans, c.spans], [0, 0], 9,
                            alpha=1.0, normalize="joint", scale_rewards="none")
     # G_stopped = [3, 2, 1], G_cut = [2, 1]; the group mean of whole-trace returns is 2.5
     assert adv[0].tolist() == [0.5] * 4 + [-0.5] * 4 + [-1.5]
@@ -178,10 +199,9 @@ def test_stop_step_through_the_trainer_per_kind_and_termination(fresh, tmp_path)
     scorer = make_scorer([outcome, first_char_reward], normalize="per_kind")
     t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1, num_generations=4), train_dataset=dataset(),
                       processing_class=tok, scorer=scorer)
-    traces = _stop_step_traces(tok, scorer)
-    summaries = [t._summary(tr) for tr in traces]
-    assert [s["credit_kinds"][-1] for s in summaries] == ["stop", "stop", "other", "other"]
-    adv = t._dense_advantages(summaries, 9, "train")
+    batch = step.make_batch(_stop_step_traces(tok, scorer), scorer, t._stop_ids, 4)
+    assert [c.kinds[-1] for c in batch.credit] == ["stop", "stop", "other", "other"]
+    adv = step.advantages(batch, scorer.objective, 9)
     assert adv[0, 8].item() == pytest.approx(a_out, rel=1e-5)
     assert adv[1, 7].item() == pytest.approx(-a_out, rel=1e-5)
     assert adv[1, 8].item() == 0.0  # padding
@@ -197,10 +217,10 @@ def test_stop_step_through_the_trainer_per_kind_and_termination(fresh, tmp_path)
         tr.meta["J_init"] = 0.1
         for j, ep in enumerate(tr.episodes):
             ep.info["J"] = 0.2 + 0.1 * j
-    summaries = [t._summary(tr) for tr in traces]
-    assert summaries[0]["termination"] == pytest.approx([0.1, 0.2, 0.3])
-    assert summaries[2]["termination"] == pytest.approx([0.1, 0.2])
-    adv = t._dense_advantages(summaries, 9, "train")
+    batch = step.make_batch(traces, scorer, t._stop_ids, 4)
+    assert batch.credit[0].values == pytest.approx([0.1, 0.2, 0.3])
+    assert batch.credit[2].values == pytest.approx([0.1, 0.2])
+    adv = step.advantages(batch, scorer.objective, 9)
     std = math.sqrt(4 * 0.25 / 3) + 1e-4
     assert adv[0, 8].item() == pytest.approx((1 - 0.3) / std, rel=1e-5)  # stop step: baseline J after the last
     assert adv[0, 4].item() == pytest.approx((1 - 0.2) / std, rel=1e-5)  # second episode: J after the first
@@ -213,8 +233,7 @@ def test_min_credit_and_mrt_baseline_through_the_trainer(fresh, tmp_path):
     scorer = make_scorer([outcome, first_char_reward], credit="min", normalize="joint", scale_rewards="none")
     t = MetaRLTrainer(model=model, args=config(tmp_path, max_steps=1, num_generations=4), train_dataset=dataset(),
                       processing_class=tok, scorer=scorer)
-    summaries = [t._summary(tr) for tr in _stop_step_traces(tok, scorer)]
-    adv = t._dense_advantages(summaries, 9, "train")
+    adv = step.advantages(step.make_batch(_stop_step_traces(tok, scorer), scorer, t._stop_ids, 4), scorer.objective, 9)
     # every chunk earns 1, the stop step is out of the min: G_0 = 2, 1, 2, 1 (mean 1.5); the stop step of
     # trace 0 has dense return 0, so G = 0 + 1 there (the sum form would give its second episode 2 - 2.5)
     assert adv[0].tolist() == pytest.approx([0.5] * 8 + [-0.5])
@@ -229,7 +248,7 @@ def test_min_credit_and_mrt_baseline_through_the_trainer(fresh, tmp_path):
         tr.meta["J_init"] = 0.1
         for j, ep in enumerate(tr.episodes):
             ep.info["J"] = 0.2 + 0.1 * j
-    adv = t._dense_advantages([t._summary(tr) for tr in traces], 9, "train")
+    adv = step.advantages(step.make_batch(traces, scorer, t._stop_ids, 4), scorer.objective, 9)
     # one advantage per sequence, r - J_init, no std: the stop step included
     assert adv[0].tolist() == pytest.approx([0.9] * 9)
     assert adv[1].tolist() == pytest.approx([-0.1] * 8 + [0.0])

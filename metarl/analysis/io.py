@@ -270,7 +270,7 @@ class LoggedTrace(Trace):
 
 
 _TRACE_KEYS = ("prompt", "completion", "answer", "target_tokens", "completion_ids", "prompt_ids", "episodes", "outcome",
-               "rewards", "meta", "answer_start", "answer_token_start")
+               "rewards", "meta", "answer_start", "answer_token_start", "thinking_tokens", "forced")
 _EPISODE_KEYS = ("kind", "start", "end", "text", "token_start", "token_end", "rewards", "info")
 
 
@@ -295,6 +295,8 @@ def trace_from_record(record: dict[str, Any]) -> LoggedTrace:
         completion_ids=record.get("completion_ids"), prompt_ids=record.get("prompt_ids"), episodes=eps,
         outcome=record.get("outcome"), rewards=dict(record.get("rewards") or {}), meta=dict(record.get("meta") or {}),
         answer_start=record.get("answer_start"), answer_token_start=record.get("answer_token_start"),
+        thinking_tokens=record.get("thinking_tokens", (record.get("meta") or {}).get("thinking_tokens")),
+        forced=bool(record.get("forced", (record.get("meta") or {}).get("forced", False))),
         step=record.get("step"), source=str(record.get("_source", "")),
         extra={k: v for k, v in record.items() if k not in _TRACE_KEYS and k not in ("step", "_source")})
 

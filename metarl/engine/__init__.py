@@ -10,12 +10,12 @@
 from typing import Any
 
 from metarl.engine.base import GREEDY, Backend, Prefix, Request, Sampling
-from metarl.engine.streams import Engine, Stream, StreamSpec, as_chat, prompt_ids_for, uses_chat
+from metarl.engine.streams import Engine, Stream, StreamSpec, as_chat, prompt_ids_for, prompt_text, uses_chat
 from metarl.prover import ProverConfig
 
 __all__ = ["BACKENDS", "GREEDY", "Backend", "Engine", "Prefix", "ProverConfig", "Request", "Sampling", "Stream", "StreamSpec",
            "as_chat", "check_backend", "make_backend",
-           "prompt_ids_for", "uses_chat"]
+           "prompt_ids_for", "prompt_text", "uses_chat"]
 
 BACKENDS = ("transformers", "vllm")
 """The backends ``generation.backend`` selects."""

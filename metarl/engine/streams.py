@@ -165,6 +165,14 @@ def prompt_ids_for(tokenizer: Any, prompt: Any) -> list[int]:
                                               return_dict=False))
 
 
+def prompt_text(tokenizer: Any, prompt: Any) -> str:
+    """A prompt as the text the policy reads (a trace's ``prompt``): plain text as is, chat messages through the
+    tokenizer's chat template with the generation prompt (:func:`prompt_ids_for`'s tokens, as text)."""
+    if isinstance(prompt, str):
+        return prompt
+    return tokenizer.apply_chat_template(list(prompt), tokenize=False, add_generation_prompt=True)
+
+
 class Engine:
     """Streams and branches on one backend, with one meta-prover configuration."""
 

@@ -31,6 +31,7 @@ from typing import Any
 
 from metarl.eval.sampling import Generation, Sample, Sampler
 from metarl.eval.strategies import GradedSample, Question, Strategy
+from metarl.scoring import grade_completion
 
 Extract = Callable[[str], "str | None"]
 Grade = Callable[..., bool]
@@ -69,9 +70,9 @@ def sample_and_grade(questions: Sequence[Question], sampler: Sampler, budget: in
             if s.thinking_tokens > budget:
                 raise ValueError(f"sampler broke the budget: question {q.id!r} sample {i} has {s.thinking_tokens} "
                                  f"thinking tokens at budget {budget} ({generation.name})")
-            ans = extract(s.completion)
-            ok = bool(grade(ans, q.answer, q.prompt_text))
-            graded.append(GradedSample(i, s.completion, ans, ok, s.thinking_tokens, s.tokens, s.forced, s.rounds))
+            g = grade_completion(grade, extract, s.completion, q.answer, q.prompt_text)  # as training grades
+            graded.append(GradedSample(i, s.completion, g.prediction, g.outcome == 1.0, s.thinking_tokens, s.tokens,
+                                       s.forced, s.rounds))
         out.append(graded)
     return out
 

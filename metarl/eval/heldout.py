@@ -10,7 +10,7 @@ import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from metarl.engine import GREEDY, Engine, Sampling, StreamSpec, prompt_ids_for
+from metarl.engine import GREEDY, Engine, Sampling, StreamSpec, prompt_ids_for, prompt_text
 from metarl.metrics import mean_se
 from metarl.rewards.obj1 import GENERATION_KINDS, verification_correctness
 from metarl.types import Trace
@@ -108,12 +108,10 @@ def evaluate_policy(backend, rows: Sequence[dict[str, Any]], *, cap: int, scorer
     finally:
         bar.close()
     traces = []
-    for r, s in zip(expanded, streams):
-        t = Trace(prompt=r["prompt"] if isinstance(r["prompt"], str) else str(r["prompt"]), completion=s.text,
-                  answer=str(r["answer"]), completion_ids=s.ids, prompt_ids=s.prompt_ids)
-        t.meta.update(thinking_tokens=s.thinking, forced=s.forced)
+    for r, s in zip(expanded, streams):  # segmented and graded by the scorer, as in training (no rewards run)
+        t = Trace.from_stream(s, prompt_text(engine.tokenizer, r["prompt"]), r["answer"])
         scorer.segment(t)
-        t.outcome = float(bool(scorer.grader(scorer.extract_answer(t.completion), t.answer, t.prompt)))
+        t.outcome = scorer.grade(t)
         traces.append(t)
     per_trace = [behaviour(t, scorer) for t in traces]
     summary = summarize(traces, per_trace, cap)
@@ -189,7 +187,7 @@ def summarize(traces: Sequence[Trace], per: Sequence[dict[str, int]], cap: int) 
     acc = sum(t.outcome or 0.0 for t in traces) / max(n, 1)
     verdicts = sum(b["verdicts"] for b in per)
     refuted = sum(b["refuted"] for b in per)
-    toks = [t.meta.get("thinking_tokens", 0) for t in traces]
+    toks = [t.thinking_tokens or 0 for t in traces]
     return {
         "n": n,
         "cap": cap,

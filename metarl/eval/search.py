@@ -59,6 +59,7 @@ from metarl.eval.strategies import Outcome, Question, Strategy
 from metarl.metrics import best_of_n, majority_vote, weighted_best_of_n
 from metarl.registry import ConfigError
 from metarl.rewards import apply_reward
+from metarl.scoring import grade_completion
 from metarl.types import Trace
 
 DEFAULT_STOP = ("</attempt>", "</verify>", "</revise>")
@@ -325,8 +326,9 @@ class StepSearch(Strategy):
 
     def _result(self, q: Question, pool: list[Path], extract: Callable[[str], str | None], grade: Callable[..., bool],
                 spent: int, scorer_tokens: float, faults: int, steps: int) -> SearchOutput:
-        answers = [extract(p.stream.text) for p in pool]
-        correct = [bool(grade(a, q.answer, q.prompt_text)) if a is not None else False for a in answers]
+        grades = [grade_completion(grade, extract, p.stream.text, q.answer, q.prompt_text) for p in pool]
+        answers = [g.prediction for g in grades]
+        correct = [g.outcome == 1.0 for g in grades]
         usable = [i for i, p in enumerate(pool) if not math.isnan(p.value)]
         ans = [answers[i] for i in usable]
         vals = [pool[i].value for i in usable]

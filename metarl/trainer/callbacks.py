@@ -95,9 +95,8 @@ def health_callbacks(cfg: Mapping[str, Any] | None) -> list[HealthCallback]:
 
 class CalibrationWatch(TrainerCallback):
     """The meta-prover's calibration during training, for recipes whose traces carry Ĵ (``mc_progress``, the
-    termination baseline). :meth:`install` wraps the scorer's ``score`` so that every scored training batch is
-    seen: the first one with Ĵ gets the pre-flight verdict (:func:`metarl.calibration.preflight`: logged once, as a
-    warning when μ is uninformative, and written to ``calibration_preflight.json`` in the run directory), and every
+    termination baseline). The trainer hands it every scored training batch (:meth:`on_scored_batch`): the first
+    one with Ĵ gets the pre-flight verdict (:func:`metarl.calibration.preflight`: logged once, as a warning when μ is uninformative, and written to ``calibration_preflight.json`` in the run directory), and every
     one feeds the ``mu_calibration`` monitor (:class:`metarl.monitors.MuCalibration`), which warns once when it
     trips. On each training log its latest statistics are added as ``health/mu_calibration/...`` (so they land in
     ``metrics.jsonl``; pass it before the metrics writer, like :class:`HealthCallback`)."""
@@ -111,10 +110,11 @@ class CalibrationWatch(TrainerCallback):
         self.warned = False
 
     @classmethod
-    def install(cls, scorer: Any, config: HealthConfig | Mapping[str, Any] | None, run_dir: Any = None,
-                is_main: Callable[[], bool] = lambda: True) -> CalibrationWatch | None:
-        """Watch ``scorer`` when its rewards estimate Ĵ (an ``mc_progress`` reward) and ``health.calibration`` is on;
-        None otherwise. Only training batches count (the policy passed to ``score`` is in training mode)."""
+    def install(cls, scorer: Any, config: HealthConfig | Mapping[str, Any] | None,
+                run_dir: Any = None) -> CalibrationWatch | None:
+        """A watch of ``scorer``'s batches when its rewards estimate Ĵ (an ``mc_progress`` reward) and
+        ``health.calibration`` is on; None otherwise. The trainer calls :meth:`on_scored_batch` with every scored
+        training batch (on the main process)."""
         from metarl.calibration import Thresholds, grader_correctness
 
         c = config if isinstance(config, HealthConfig) else HealthConfig.from_mapping(config)
@@ -123,20 +123,13 @@ class CalibrationWatch(TrainerCallback):
         if not (c.enabled and c.calibration) or mc is None:
             return None
         correct = grader_correctness(scorer.grader, scorer.extract_answer)
-        watch = cls(build_calibration_monitor(c, correct), Thresholds(c.calibration_correlation,
-                                                                      c.calibration_verify_after_correct),
-                    run_dir, correct, getattr(mc.fn, "m", None))
-        score = scorer.score
+        return cls(build_calibration_monitor(c, correct), Thresholds(c.calibration_correlation,
+                                                                     c.calibration_verify_after_correct),
+                   run_dir, correct, getattr(mc.fn, "m", None))
 
-        def watched(traces, **kwargs):
-            out = score(traces, **kwargs)
-            model = kwargs.get("model")
-            if (model is None or getattr(model, "training", True)) and is_main():
-                watch.observe(out, int((kwargs.get("state") or {}).get("global_step", 0)) + 1)
-            return out
-
-        scorer.score = watched  # an instance attribute: the scorer's class and other scorers are untouched
-        return watch
+    def on_scored_batch(self, traces: Sequence[Any], step: int) -> None:
+        """A scored training batch (:class:`metarl.trainer.grpo.MetaRLTrainer` calls this every step)."""
+        self.observe(traces, step)
 
     def observe(self, traces: Sequence[Any], step: int) -> None:
         """One scored training batch: the pre-flight verdict on the first with Ĵ, then the monitor."""

@@ -5,6 +5,7 @@ fails in a second with a message naming the key, not after minutes of loading.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
@@ -25,8 +26,10 @@ log = logging.getLogger("metarl")
 
 @dataclass
 class Plan:
-    """What ``validate`` resolved: the components and data, ready for a model."""
+    """What ``validate`` resolved: the typed config (:class:`metarl.trainer.config.TrainConfig`, read with its
+    types from here on), the components and data, ready for a model."""
 
+    config: Any  # TrainConfig
     scorer: Any
     task: Any
     train_rows: list[dict[str, Any]]
@@ -46,16 +49,16 @@ def validate(cfg: DictConfig) -> Plan:
 
 
 def _validate(cfg: DictConfig) -> Plan:
-    validated(cfg, "train")  # types, ranges and choices first (metarl/trainer/config.py), before anything is built
-    tr = cfg.trainer
+    tc = validated(cfg, "train")  # types, ranges and choices first (metarl/trainer/config.py), before anything is built
+    tr = tc.trainer
     try:
         run_dir = cfg.get("run_dir")
     except InterpolationResolutionError:  # e.g. ${hydra:...} outside a Hydra app: run() resolves it later
         run_dir = None
-    if run_dir and not bool(tr.resume) and (Path(str(run_dir)) / "metrics.jsonl").exists():
+    if run_dir and not tr.resume and (Path(str(run_dir)) / "metrics.jsonl").exists():
         raise ConfigError(f"run_dir {str(run_dir)!r} already holds a run; pass trainer.resume=true to continue it "
                           f"or choose a new run_dir")
-    check_backend(str(cfg.generation.backend))
+    check_backend(tc.generation.backend)
     task = build_task_of(cfg)
     scorer = build_scorer(cfg, task=task)
     if scorer.objective.termination_baseline and not any(r.records_J for r in scorer.rewards):
@@ -71,10 +74,10 @@ def _validate(cfg: DictConfig) -> Plan:
                                   f"{missing} of {len(train)} training rows have none: set budget.prompt_mode=exact "
                                   f"(or max) and budget.target_tokens (an int or a list), or give the dataset a "
                                   f"target_tokens column")
-    return Plan(scorer, task, train, test, scorer.prover)
+    return Plan(tc, scorer, task, train, test, scorer.prover)
 
 
-def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
+def check_context(plan: Plan, tokenizer, model) -> None:
     """The prompt plus the cap (and a forced answer) must fit the model's context."""
     limit = getattr(model.config, "max_position_embeddings", None)
     if not limit:
@@ -94,41 +97,40 @@ def check_context(cfg: DictConfig, plan: Plan, tokenizer, model) -> None:
         longest = max(longest, len(tokenizer(text, add_special_tokens=False)["input_ids"]))
     suffix = max(len(tokenizer(plan.prover.suffix_for(final), add_special_tokens=False)["input_ids"])
                  for final in (False, True))
-    need = longest + int(cfg.budget.cap) + suffix + plan.prover.answer_tokens
+    cap = plan.config.budget.cap
+    need = longest + cap + suffix + plan.prover.answer_tokens
     if need > limit:
-        raise ConfigError(f"budget.cap={cfg.budget.cap}: the longest prompt ({longest} tokens) plus the cap, the "
+        raise ConfigError(f"budget.cap={cap}: the longest prompt ({longest} tokens) plus the cap, the "
                           f"termination suffix and a forced answer (prover.answer_tokens={plan.prover.answer_tokens}) "
                           f"need {need} positions, but the model has {limit}; lower budget.cap or prover.answer_tokens")
 
 
-def grpo_config(cfg: DictConfig, run_dir: Path):
+def grpo_config(tc: Any, run_dir: Path):
+    """TRL's ``GRPOConfig`` from the typed config (``trainer.args`` passes any other GRPOConfig field through)."""
     from trl import GRPOConfig
 
     from metarl.utils import checkpointing_key
 
-    tr = cfg.trainer
+    tr = tc.trainer
     args = dict(
-        output_dir=str(run_dir / "checkpoints"), max_steps=int(tr.max_steps), learning_rate=float(tr.learning_rate),
-        lr_scheduler_type=tr.lr_scheduler_type, warmup_steps=int(tr.warmup_steps),
-        per_device_train_batch_size=int(tr.per_device_train_batch_size),
-        gradient_accumulation_steps=int(tr.gradient_accumulation_steps), num_generations=int(tr.num_generations),
-        temperature=float(tr.temperature), top_p=float(tr.top_p), beta=float(tr.beta), loss_type=tr.loss_type,
-        epsilon=float(tr.epsilon), num_iterations=int(tr.num_iterations), max_grad_norm=float(tr.max_grad_norm),
-        logging_steps=int(tr.logging_steps), save_steps=int(tr.save_steps), save_strategy="steps",
-        save_total_limit=tr.save_total_limit, report_to=list(tr.report_to or []),
-        use_vllm=cfg.generation.backend == "vllm",
-        max_completion_length=int(cfg.budget.cap), seed=int(cfg.seed), data_seed=int(cfg.seed),
-        use_cpu=bool(tr.use_cpu), bf16=bool(tr.bf16), scale_rewards=cfg.objective.scale_rewards,
-        disable_tqdm=False,
+        output_dir=str(run_dir / "checkpoints"), max_steps=tr.max_steps, learning_rate=tr.learning_rate,
+        lr_scheduler_type=tr.lr_scheduler_type, warmup_steps=tr.warmup_steps,
+        per_device_train_batch_size=tr.per_device_train_batch_size,
+        gradient_accumulation_steps=tr.gradient_accumulation_steps, num_generations=tr.num_generations,
+        temperature=tr.temperature, top_p=tr.top_p, beta=tr.beta, loss_type=tr.loss_type, epsilon=tr.epsilon,
+        num_iterations=tr.num_iterations, max_grad_norm=tr.max_grad_norm, logging_steps=tr.logging_steps,
+        save_steps=tr.save_steps, save_strategy="steps", save_total_limit=tr.save_total_limit,
+        report_to=list(tr.report_to), use_vllm=tc.generation.backend == "vllm",
+        max_completion_length=tc.budget.cap, seed=tc.seed, data_seed=tc.seed, use_cpu=tr.use_cpu, bf16=tr.bf16,
+        scale_rewards=tc.objective.scale_rewards, disable_tqdm=False,
     )
-    args[checkpointing_key(GRPOConfig)] = bool(tr.gradient_checkpointing)
+    args[checkpointing_key(GRPOConfig)] = tr.gradient_checkpointing
     if args["use_vllm"]:
         args["vllm_mode"] = tr.vllm_mode
-        if cfg.rollout.mode != "single" or cfg.rollout.force_answer:
-            # metarl's engine rollouts hand TRL token ids without vLLM's sampling log-probs (inserted text has
-            # none), so TRL's importance-sampling correction of the vLLM/trainer mismatch has nothing to use
-            args["vllm_importance_sampling_correction"] = False
-    args.update(plain(tr.get("args")) or {})
+        # metarl's engine hands TRL token ids without vLLM's sampling log-probs (inserted text has none), so TRL's
+        # importance-sampling correction of the vLLM/trainer mismatch has nothing to use
+        args["vllm_importance_sampling_correction"] = False
+    args.update(tr.args)
     try:
         return GRPOConfig(**args)
     except TypeError as e:
@@ -146,27 +148,28 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.trainer.callbacks import CalibrationWatch, LoadAwareThreads, health_callbacks
     from metarl.runlog import RunLog, check_writable, last_complete_checkpoint
     from metarl.trainer.grpo import MetaRLTrainer
-    from metarl.trainer.rollout import Rollout, answers_by_prompt
+    from metarl.trainer.rollout import Rollout
     from metarl.utils import available_cpus, seed_everything, set_threads
 
     plan = validate(cfg)
-    health = health_callbacks(plain(cfg.get("health")))  # a bad health.* option fails here, before anything runs
-    threads = set_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
-    run_dir = check_writable(cfg.run_dir)
-    args = grpo_config(cfg, run_dir)  # GRPOConfig errors surface before any model loads
+    tc = plan.config  # the typed config: every option below is read from it, with its type
+    health = health_callbacks(dataclasses.asdict(tc.health))
+    threads = set_threads(tc.threads)
+    seed_everything(tc.seed)
+    run_dir = check_writable(cfg.run_dir)  # resolved here (${hydra:...} interpolations)
+    args = grpo_config(tc, run_dir)  # GRPOConfig errors surface before any model loads
     run_log = RunLog(run_dir)
     resume_from, finished = None, False
-    if cfg.trainer.resume:
+    if tc.trainer.resume:
         resume_from = last_complete_checkpoint(run_dir / "checkpoints")
         if resume_from is None:
             log.warning("trainer.resume=true but %s has no complete checkpoint: starting from step 0", run_dir)
         else:
             step = json.loads((resume_from / "trainer_state.json").read_text())["global_step"]
-            finished = step >= int(cfg.trainer.max_steps)
+            finished = step >= tc.trainer.max_steps
             if finished and (run_dir / "summary.json").exists():  # a finished run: resuming changes nothing
                 print(f"[metarl] {run_dir} already finished (step {step} of trainer.max_steps="
-                      f"{cfg.trainer.max_steps}); nothing to train", flush=True)
+                      f"{tc.trainer.max_steps}); nothing to train", flush=True)
                 return json.loads((run_dir / "summary.json").read_text())
             for name in ("metrics.jsonl", "rollouts.jsonl", "eval/curve.jsonl"):
                 run_log.truncate_after(name, step)
@@ -176,55 +179,52 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                           f"or choose a new run_dir")
     (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
-    model_cfg = plain(cfg.model)
+    model_cfg = dataclasses.asdict(tc.model)
     lora = model_cfg.pop("lora", None)
     t0 = time.time()
     model, tok = load_model_and_tokenizer(**model_cfg)
     if getattr(tok, "chat_template", None) is None:  # a base model: chat messages become plain text
         plan.train_rows, plan.test_rows = flatten_chat(plan.train_rows), flatten_chat(plan.test_rows)
-    elif uses_chat(tok, cfg.chat_template):  # instruct and reasoning models: every prompt through the template
+    elif uses_chat(tok, tc.chat_template):  # instruct and reasoning models: every prompt through the template
         plan.train_rows, plan.test_rows = ([{**r, "prompt": as_chat(r["prompt"])} for r in rows]
                                            for rows in (plan.train_rows, plan.test_rows))
-    check_context(cfg, plan, tok, model)
-    plan.scorer.tokenizer = tok
+    check_context(plan, tok, model)
+    scorer = dataclasses.replace(plan.scorer, tokenizer=tok)  # the scorer maps episodes to the policy's tokens
     peft_config = None
     if lora:
         from peft import LoraConfig
 
         peft_config = LoraConfig(task_type="CAUSAL_LM", **lora)
 
-    ro = cfg.rollout
-    rollout = None
-    if ro.mode != "single" or ro.force_answer:
-        rollout = Rollout(mode=ro.mode, cap=int(cfg.budget.cap), force_answer=bool(ro.force_answer),
-                          prover=plan.prover, episode_stop=list(ro.episode_stop), max_episodes=int(ro.max_episodes),
-                          episode_tokens=ro.episode_tokens, feedback=plain(ro.feedback),
-                          continuation=ro.continuation, max_continuations=int(ro.max_continuations),
-                          grader=plan.scorer.grader, extract_answer=plan.scorer.extract_answer,
-                          backend=str(cfg.generation.backend), batch_size=int(cfg.generation.batch_size),
-                          answers=answers_by_prompt(plan.train_rows) if ro.feedback else None)
+    ro = tc.rollout  # every recipe's rollouts go through the engine (rollout=single included)
+    rollout = Rollout(mode=ro.mode, cap=tc.budget.cap, force_answer=ro.force_answer, prover=plan.prover,
+                      episode_stop=ro.episode_stop, max_episodes=ro.max_episodes, episode_tokens=ro.episode_tokens,
+                      feedback=ro.feedback, continuation=ro.continuation, max_continuations=ro.max_continuations,
+                      grader=scorer.grader, extract_answer=scorer.extract_answer, backend=tc.generation.backend,
+                      batch_size=tc.generation.batch_size)
 
-    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": int(cfg.seed), "threads": threads}
-    if threads < min(int(cfg.threads), available_cpus()):
-        print(f"[metarl] threads: {threads} of threads={int(cfg.threads)} (other processes keep the other CPUs busy; "
+    summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": tc.seed, "threads": threads}
+    if threads < min(tc.threads, available_cpus()):
+        print(f"[metarl] threads: {threads} of threads={tc.threads} (other processes keep the other CPUs busy; "
               f"training takes them back when they are free)", flush=True)
-    budgets = sorted({int(cfg.budget.cap), *[int(b) for b in (cfg.evaluate.budgets or [])]})
-    test_rows = plan.test_rows[: int(cfg.evaluate.n)]
-    evaluate = bool(cfg.evaluate.enabled) and bool(test_rows)
-    eval_temperature = float(cfg.evaluate.get("temperature", 0.0) or 0.0)
-    eval_samples = int(cfg.evaluate.get("samples", 1) or 1) if eval_temperature > 0 else 1
+    ev = tc.evaluate
+    budgets = sorted({tc.budget.cap, *ev.budgets})
+    test_rows = plan.test_rows[: ev.n]
+    evaluate = ev.enabled and bool(test_rows)
+    eval_temperature = ev.temperature
+    eval_samples = ev.samples if eval_temperature > 0 else 1
     eval_kind = "greedy" if eval_temperature == 0 else f"sampled{eval_samples}"
 
     def held_out(policy, phase: str, quiet: bool = False) -> dict[int, dict[str, Any]]:
         out = {}
         # the run's backend before and after training (vLLM: a standalone engine on the policy's weights); during
         # training the policy itself (a second engine per evaluation would cost more than it saves)
-        backend = HFBackend(policy, tok, int(cfg.generation.batch_size)) if quiet else \
-            make_backend(cfg.generation, policy, tok)
+        backend = HFBackend(policy, tok, tc.generation.batch_size) if quiet else \
+            make_backend(tc.generation, policy, tok)
         for b in budgets:
             per = f" x {eval_samples} samples" if eval_samples > 1 else ""
-            res = evaluate_policy(backend, test_rows, cap=b, scorer=plan.scorer, samples=eval_samples,
-                                  temperature=eval_temperature, seed=int(cfg.seed), return_traces=True,
+            res = evaluate_policy(backend, test_rows, cap=b, scorer=scorer, samples=eval_samples,
+                                  temperature=eval_temperature, seed=tc.seed, return_traces=True,
                                   desc=f"held-out evaluation {phase} training, cap {b} ({len(test_rows)} problems{per})")
             traces = res.pop("traces")
             res["correct"] = res.pop("per_question")  # each question's mean correctness over its samples
@@ -235,7 +235,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
             run_log.append("eval/results.jsonl", [
                 {"step": trainer_step(), "phase": phase, "question_id": str(r.get("id", i)),
                  "strategy": f"{eval_kind}/{phase}", "budget": b, "correct": res["correct"][i],
-                 "tokens": sum(t.meta["thinking_tokens"] for t in traces[i * k:(i + 1) * k]) / k, "n": k,
+                 "tokens": sum(t.thinking_tokens for t in traces[i * k:(i + 1) * k]) / k, "n": k,
                  "c": int(sum(t.outcome or 0 for t in traces[i * k:(i + 1) * k]))}
                 for i, r in enumerate(test_rows)])
             print(f"[metarl] held-out {phase} training, cap {b}: {_fmt(res)}", flush=True)
@@ -250,33 +250,31 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     (run_dir / "eval").mkdir(exist_ok=True)
     if evaluate and resume_from is None:
-        model = to_accelerator(model, bool(cfg.trainer.use_cpu))  # on the trainer's device, not the CPU it loaded to
+        model = to_accelerator(model, tc.trainer.use_cpu)  # on the trainer's device, not the CPU it loaded to
         summary["before"] = held_out(model, "before")
 
-    vllm = str(cfg.generation.backend) == "vllm"
+    vllm = tc.generation.backend == "vllm"
     if vllm:  # TRL's engine loads the policy from its name_or_path: a Hugging Face directory of these weights
         from metarl.engine.vllm import model_dir_for, patch_cpu_weight_sync, patch_trl_engine_for_cpu
 
         model.name_or_path = model.config._name_or_path = str(model_dir_for(model, tok))
         patch_trl_engine_for_cpu(dtype=str(model.dtype).split(".")[-1])  # CPU only: eager, no chunked prefill
     # μ's calibration (mc_progress): a verdict on the first scored batch with Ĵ, then the mu_calibration monitor
-    watch = CalibrationWatch.install(plan.scorer, plain(cfg.get("health")), run_dir,
-                                     lambda: trainer.accelerator.is_main_process)
+    watch = CalibrationWatch.install(scorer, tc.health, run_dir)
     trainer = MetaRLTrainer(
-        model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows),
-        processing_class=tok, scorer=plan.scorer, rollout=rollout, cap=int(cfg.budget.cap), run_log=run_log,
-        rollouts_every=int(cfg.rollouts_every), rollouts_per_step=int(cfg.rollouts_per_step),
-        peft_config=peft_config, generation_backend=str(cfg.generation.backend),
-        callbacks=health + ([watch] if watch else []) + ([LoadAwareThreads(int(cfg.threads))] if int(cfg.threads) > 1
+        model=model, args=args, train_dataset=Dataset.from_list(plan.train_rows), processing_class=tok,
+        scorer=scorer, rollout=rollout, run_log=run_log, rollouts_every=tc.rollouts_every,
+        rollouts_per_step=tc.rollouts_per_step, peft_config=peft_config,
+        callbacks=health + ([watch] if watch else []) + ([LoadAwareThreads(tc.threads)] if tc.threads > 1
                                                          else []),  # health first: its keys reach metrics.jsonl
     )
     if vllm:
         patch_cpu_weight_sync(trainer)  # on CPU TRL's weight sync cannot load into vLLM's repacked weights
-    if evaluate and int(cfg.evaluate.get("every", 0) or 0) > 0:
+    if evaluate and ev.every > 0:
         from metarl.trainer.callbacks import HeldOutCurve
 
         trainer.add_callback(HeldOutCurve(lambda m: held_out(trainer.accelerator.unwrap_model(m), "during",
-                                                             quiet=True), run_log, int(cfg.evaluate.every)))
+                                                             quiet=True), run_log, ev.every))
     if resume_from is not None and finished:  # trained to the end, stopped before the final save: finish only
         from transformers import TrainerState
 

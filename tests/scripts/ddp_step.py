@@ -23,7 +23,9 @@ from metarl.rewards import build_rewards, reward  # noqa: E402
 from metarl.rewards.obj1 import outcome
 from metarl.scoring import Objective, Scorer  # noqa: E402
 from metarl.segmenters import ParagraphSegmenter  # noqa: E402
+from metarl.engine import Stream  # noqa: E402
 from metarl.trainer.grpo import MetaRLTrainer  # noqa: E402
+from metarl.trainer.rollout import Rollout  # noqa: E402
 
 G = 8
 TABLE = ["12 is it", "7\n\nno 7", "12", "a\n\nb\n\n12", "11 or\n\n12", "x", "1 2", "12\n\nyes\n\n12 12",
@@ -35,18 +37,21 @@ def letter_reward(episode):
     return float(episode.text[:1].isalpha())
 
 
-def rollout(prompts, trainer):
-    tok = trainer.processing_class
-    n = len(prompts)
-    start = trainer.accelerator.process_index * n
-    step = trainer.state.global_step
-    pids, cids = [], []
-    for i, p in enumerate(prompts):
-        g = start + i
-        text = TABLE[(len(p) + 3 * (g % G) + 5 * step) % len(TABLE)]
-        pids.append(tok(p, add_special_tokens=False)["input_ids"])
-        cids.append(tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id])
-    return {"prompt_ids": pids, "completion_ids": cids, "logprobs": None}
+class TableRollout(Rollout):
+    """Scripted streams: the completion of global batch position g at step s is TABLE[(len(prompt) + 3 (g mod G)
+    + 5 s) mod len(TABLE)], ended by EOS."""
+
+    trainer = None
+
+    def generate(self, backend, prompt_ids, sampling, prompts=(), answers=()):
+        tok, t = self.trainer.processing_class, self.trainer
+        start, step = t.accelerator.process_index * len(prompts), t.state.global_step
+        streams = []
+        for i, (p, ids) in enumerate(zip(prompts, prompt_ids)):
+            text = TABLE[(len(p) + 3 * ((start + i) % G) + 5 * step) % len(TABLE)]
+            cids = tok(text, add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
+            streams.append(Stream(list(ids), cids, [1] * len(cids), thinking=len(cids), ended=True, text=text))
+        return streams
 
 
 def main(out):
@@ -60,8 +65,10 @@ def main(out):
                       num_generations=G, max_completion_length=16, max_steps=2, learning_rate=1e-2, logging_steps=1,
                       report_to=[], use_cpu=True, save_strategy="no", seed=0, bf16=False, beta=0.0, loss_type="dapo",
                       disable_tqdm=True, ddp_backend="gloo" if world > 1 else None)
+    rollout = TableRollout(cap=16, force_answer=False)
     trainer = MetaRLTrainer(model=model, args=args, train_dataset=data, processing_class=tok, scorer=scorer,
                             rollout=rollout)
+    rollout.trainer = trainer
     trainer.train()
     if trainer.accelerator.is_main_process:
         state = {k: v.detach().cpu() for k, v in trainer.accelerator.unwrap_model(trainer.model).named_parameters()}
