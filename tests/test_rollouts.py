@@ -43,9 +43,12 @@ def make_trainer(tiny, tmp_path, rollout):
 
 
 def generate(trainer, answers=("7", "7", "7", "7", "7", "7", "7", "7")):
-    """TRL's generation of one step; the trainer keeps the step's rows (their gold answers reach the feedback)."""
+    """One step's generation as TRL asks for it (the trainer's ``rollout_func``): completion ids, the loss mask
+    and the texts; the trainer keeps the step's rows (their gold answers reach the feedback) and streams."""
     trainer.rows = [{"prompt": f"Q{i}: ", "answer": a} for i, a in zip((0, 0, 0, 0, 1, 1, 1, 1), answers)]
-    return trainer._generate([r["prompt"] for r in trainer.rows])
+    out = trainer._generate_streams([r["prompt"] for r in trainer.rows], trainer)
+    assert set(out) == {"prompt_ids", "completion_ids", "logprobs", "env_mask"}  # nothing else rides in TRL's inputs
+    return out["completion_ids"], out["env_mask"], [s.text for s in trainer.streams]
 
 
 def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_path):
@@ -53,8 +56,7 @@ def test_episodes_mode_inserts_masked_feedback_and_respects_the_cap(tiny, tmp_pa
                  force_answer=True,
                  prover=ProverConfig(suffix="<answer>", answer_tokens=3), max_episodes=10)
     tr = make_trainer(tiny, tmp_path, ro)
-    _, completion_ids, mask, completions, _, extra, _, _ = generate(tr)
-    assert not extra  # nothing of metarl's rides in TRL's inputs: the trainer keeps the streams
+    completion_ids, mask, completions = generate(tr)
     tok = tr.processing_class
     fb_ids = tok("[fb]", add_special_tokens=False)["input_ids"]
     for ids, m, text, s in zip(completion_ids, mask, completions, tr.streams):
@@ -85,7 +87,7 @@ def test_budget_forcing_replaces_early_stops_with_a_masked_continuation(tiny, tm
     monkeypatch.setattr(grpo_module, "trainer_backend", scripted)
     ro = Rollout(mode="budget_forcing", cap=CAP, continuation="Wait", max_continuations=2, force_answer=False)
     tr = make_trainer(tiny, tmp_path, ro)
-    _, completion_ids, mask, completions, _, _, _, _ = generate(tr)
+    completion_ids, mask, completions = generate(tr)
     wait = tok("Wait", add_special_tokens=False)["input_ids"]
     for ids, m, text, thinking in zip(completion_ids, mask, completions, [s.thinking for s in tr.streams]):
         assert text == "WaitWait"  # two early stops replaced by the continuation, then the final stop
@@ -105,7 +107,7 @@ def test_feedback_reads_the_gold_answer_of_its_row(tiny, tmp_path):
     """The gold answer comes from each stream's own row (kept by the trainer), so one prompt may have two answers."""
     ro = Rollout(mode="episodes", cap=CAP, episode_tokens=4, feedback=fb_answer, max_episodes=3)
     tr = make_trainer(tiny, tmp_path, ro)
-    completions = generate(tr, ("7",) * 4 + ("8",) * 4)[3]
+    completions = generate(tr, ("7",) * 4 + ("8",) * 4)[2]
     assert all("[7]" in c for c in completions[:4]) and all("[8]" in c for c in completions[4:])
-    completions = generate(tr, ("1", "2") * 4)[3]  # Q0 and Q1 each with two different answers
+    completions = generate(tr, ("1", "2") * 4)[2]  # Q0 and Q1 each with two different answers
     assert all(f"[{1 + i % 2}]" in c for i, c in enumerate(completions))
