@@ -116,6 +116,15 @@ def test_dense_path_with_zero_dense_rewards_matches_trl(fresh, tmp_path):
         torch.testing.assert_close(ours[k], ref[k], rtol=1e-5, atol=1e-7)
 
 
+def test_sampling_options_the_engine_does_not_apply_are_refused(fresh, tmp_path):
+    from metarl.registry import ConfigError
+
+    model, tok = fresh()
+    with pytest.raises(ConfigError, match=r"trainer.args.top_k=50: .* trainer.temperature and trainer.top_p only"):
+        MetaRLTrainer(model=model, args=config(tmp_path, top_k=50), train_dataset=dataset(), processing_class=tok,
+                      scorer=make_scorer([outcome]))
+
+
 def test_dense_rewards_change_the_update(fresh, tmp_path):
     ref = train_trl(*fresh(), tmp_path, make_scorer([outcome]))
     ours, trainer = train_metarl(*fresh(), tmp_path, make_scorer([outcome, first_char_reward]))
