@@ -19,9 +19,13 @@ from metarl.eval.search import DVTS, BeamSearch, Lookahead
 from metarl.eval.selection import (
     _cells,
     compute_optimal,
+    efficiency_ratio,
+    efficiency_ratios,
     fit,
     predicted_difficulty,
+    ratio_interval,
     split_questions,
+    tokens_to_reach,
 )
 from metarl.eval.step_scorers import ProcessRewardModel, aggregate, build_step_scorer
 from metarl.eval.strategies import (
@@ -373,6 +377,124 @@ def test_oracle_rows_are_not_selected_and_bins_are_per_source():
         "a": (2.0, 1), "b": (-5.0, 3), "c": (2.0, 1)}
 
 
+def test_tokens_to_reach_reads_the_running_maximum_in_log_tokens():
+    # (200, 0.1) is dominated: the frontier runs from (100, 0.2) to (400, 0.6); 0.4 is halfway: 100 * 4 ** 0.5
+    curve = [(800, 0.5), (200, 0.1), (100, 0.2), (400, 0.6)]
+    assert tokens_to_reach(curve, 0.4) == (pytest.approx(200.0), "interpolated")
+    # a quarter of the way from 0.2 to 0.6: 100 * 4 ** 0.25
+    assert tokens_to_reach(curve, 0.3)[0] == pytest.approx(100 * math.sqrt(2))
+    assert tokens_to_reach(curve, 0.6) == (pytest.approx(400.0), "interpolated")
+    assert tokens_to_reach(curve, 0.2) == (100.0, "cheapest") and tokens_to_reach(curve, 0.05) == (100.0, "cheapest")
+    assert tokens_to_reach(curve, 0.61) == (math.inf, "not reached")
+    assert efficiency_ratio(0.4, 50.0, curve) == pytest.approx(4.0)  # best-of-N needs 200 for what costs 50
+    assert efficiency_ratio(0.61, 50.0, curve) == math.inf
+    with pytest.raises(ValueError):
+        tokens_to_reach([], 0.5)
+    with pytest.raises(ValueError):
+        efficiency_ratio(0.4, 0.0, curve)
+
+
+def _ratio_rows(qs, ev, beam_eval):
+    """Best-of-N at 1 sample (0.25, 100 tokens) and 8 samples (0.75, 400 tokens) on every question; beam
+    search: 40 generated + 20 scorer tokens, 0.5 on the selection split and ``beam_eval(q)`` on the other."""
+    rows = []
+    for q in qs:
+        rows += [{"question_id": q, "strategy": "weighted_best_of_n@1", "budget": 64, "correct": 0.25,
+                  "total_tokens": 100},
+                 {"question_id": q, "strategy": "weighted_best_of_n", "budget": 64, "correct": 0.75,
+                  "total_tokens": 400},
+                 {"question_id": q, "strategy": "beam_search", "budget": 64,
+                  "correct": beam_eval(q) if q in ev else 0.5, "total_tokens": 40, "scorer_tokens": 20},
+                 {"question_id": q, "strategy": "pass@8", "budget": 64, "correct": 1.0, "total_tokens": 10,
+                  "oracle": True}]
+    return rows
+
+
+def test_efficiency_ratio_of_the_compute_optimal_choice_by_hand():
+    qs = [f"q{i}" for i in range(20)]
+    split = split_questions(qs, seed=0)
+    ev = [q for q in qs if split[q] == "evaluation"]
+    bin_of = {q: 1 + i % 2 for i, q in enumerate(qs)}
+    # bin 1: beam search 0.5 on its evaluation questions; bin 2: 0.76, more than best-of-N ever reaches
+    rows = _ratio_rows(qs, ev, lambda q: 0.5 if bin_of[q] == 1 else 0.76)
+    recs = efficiency_ratios(rows, {"oracle": bin_of}, seed=0, n_resamples=200)
+    got = {(r["bin"], r["compute"]): r for r in recs}
+    assert set(got) == {(b, t) for b in ("all", 1, 2) for t in (100.0, 400.0)}
+    # T = 100: beam search (60 tokens with its scorer's, 0.5 on selection) beats BoN@1 (0.25) and is chosen;
+    # best-of-N reaches 0.5 at 100 * 4 ** 0.5 = 200 tokens: R = 200 / 60; every resample gives the same
+    r = got[(1, 100.0)]
+    assert (r["strategy"], r["grid_config"], r["how"]) == ("beam_search", "weighted_best_of_n@1 @ 64", "interpolated")
+    assert (r["accuracy"], r["tokens"]) == (pytest.approx(0.5), pytest.approx(60.0))
+    assert r["ratio"] == pytest.approx(200 / 60) and r["baseline_tokens_needed"] == pytest.approx(200.0)
+    assert r["ratio_low"] == pytest.approx(200 / 60) == r["ratio_high"] and r["share_not_reached"] == 0.0
+    # T = 400: best-of-N (0.75) is chosen; it matches itself at its own tokens: R = 1
+    assert got[(1, 400.0)]["strategy"] == "weighted_best_of_n" and got[(1, 400.0)]["ratio"] == pytest.approx(1.0)
+    # bin 2: 0.76 on evaluation is above best-of-N's 0.75: not reached, in every resample
+    r2 = got[(2, 100.0)]
+    assert r2["ratio"] == math.inf and r2["how"] == "not reached" and r2["share_not_reached"] == 1.0
+    assert r2["baseline_max_tokens"] == pytest.approx(400.0) and r2["ratio_low"] == math.inf
+    # bin all: beam 0.5 on the 2 bin-1 and 0.76 on the 8 bin-2 evaluation questions: 0.708, reached by
+    # best-of-N at 100 * 4 ** ((0.708 - 0.25) / 0.5) tokens; the oracle pass@8 (10 tokens) is never chosen
+    assert (len(ev), sum(bin_of[q] == 1 for q in ev)) == (10, 2)
+    assert got[("all", 100.0)]["accuracy"] == pytest.approx(0.708)
+    assert got[("all", 100.0)]["ratio"] == pytest.approx(100 * 4 ** 0.916 / 60)
+    assert all(r["strategy"] != "pass@8" for r in recs)
+    # without the scorer's tokens beam search costs 40: the same accuracy, R = 200 / 40
+    bare = efficiency_ratios(rows, {"oracle": bin_of}, seed=0, n_resamples=50, scorer_tokens=False)
+    assert [r["ratio"] for r in bare if r["bin"] == 1 and r["compute"] == 100.0] == [pytest.approx(5.0)]
+
+
+def test_a_choice_on_the_best_of_n_curve_is_reached_at_its_own_tokens_in_every_resample():
+    # accuracies such as 0.1 and 0.7 summed in another order differ in the last bits; still reached
+    vals = [0.1, 0.7, 0.3, 0.9, 0.6, 0.2, 0.4, 0.8, 0.5] * 7
+    mine = [(v, 100.0 + i % 3) for i, v in enumerate(vals)]
+    curve = {"bon1": [(v / 3, 30.0) for v in vals], "bon4": mine, "bon8": [(v * 0.9, 400.0) for v in vals]}
+    r = ratio_interval(mine, curve, n_resamples=300, seed=0)
+    assert r["ratio"] == pytest.approx(1.0) and r["how"] == "interpolated"
+    assert r["share_not_reached"] == 0.0 and r["ratio_high"] == pytest.approx(1.0)
+
+
+def test_budgets_beyond_best_of_n_let_a_costlier_search_be_chosen():
+    qs = [f"q{i}" for i in range(20)]
+    rows = []
+    for q in qs:
+        rows += [{"question_id": q, "strategy": "weighted_best_of_n@1", "budget": 64, "correct": 0.25,
+                  "total_tokens": 100},
+                 {"question_id": q, "strategy": "weighted_best_of_n", "budget": 64, "correct": 0.5,
+                  "total_tokens": 400},
+                 {"question_id": q, "strategy": "beam_search", "budget": 64, "correct": 1.0, "total_tokens": 500,
+                  "scorer_tokens": 100}]
+    bins = {"oracle": {q: 1 for q in qs}}
+    plain = efficiency_ratios(rows, bins, n_resamples=20)
+    assert {r["strategy"] for r in plain} == {"weighted_best_of_n@1", "weighted_best_of_n"}
+    wide = [r for r in efficiency_ratios(rows, bins, n_resamples=20, beyond=[1.5, 2]) if r["bin"] == "all"]
+    # 1.5 x 400 = 600 just fits beam search (500 + 100 scorer tokens); best-of-N never reaches 1.0
+    assert [(r["compute"], r["grid_config"], r["strategy"]) for r in wide] == [
+        (100.0, "weighted_best_of_n@1 @ 64", "weighted_best_of_n@1"), (400.0, "weighted_best_of_n @ 64",
+                                                                         "weighted_best_of_n"),
+        (600.0, "1.5×", "beam_search"), (800.0, "2×", "beam_search")]
+    assert wide[2]["ratio"] == math.inf and wide[2]["baseline_max_tokens"] == pytest.approx(400.0)
+    co = [r for r in compute_optimal(rows, bins, beyond=[1.5]) if r["kind"] == "choice" and r["bin"] == "all"]
+    assert [(r["compute"], r["strategy"], r["baseline_strategy"]) for r in co][-1] == (
+        600.0, "beam_search", "weighted_best_of_n")
+    assert co[-1]["difference"] == pytest.approx(0.5)
+
+
+def test_efficiency_ratio_interval_resamples_questions_and_rereads_the_curve():
+    # two evaluation questions: the choice is right on one; best-of-N is 0/1 on them in step with it
+    chosen = [(1.0, 50.0), (0.0, 50.0)]
+    curve = {"bon1": [(0.5, 100.0), (0.0, 100.0)], "bon8": [(1.0, 400.0), (0.5, 400.0)]}
+    # point: choice 0.5; curve (100, 0.25) -> (400, 0.75): 200 tokens, R = 4
+    r = ratio_interval(chosen, curve, n_resamples=400, seed=1)
+    assert r["ratio"] == pytest.approx(4.0) and r["tokens"] == 50.0
+    # resamples: {q0,q0}: choice 1.0 > bon8 1.0? equal: reached at 400 -> R = 8; {q1,q1}: choice 0 <= bon1 0:
+    # the cheapest point, R = 2; mixed: R = 4. The percentile interval spans the two extremes
+    assert (r["ratio_low"], r["ratio_high"]) == (pytest.approx(2.0), pytest.approx(8.0))
+    assert r["share_not_reached"] == 0.0
+    with pytest.raises(ValueError):
+        ratio_interval(chosen, {"bon1": [(0.5, 100.0)]})
+
+
 def test_best_of_k_rows_average_over_subsets():
     samples = [GradedSample(i, "", a, c, 10, 12) for i, (a, c) in enumerate([("x", True), ("y", False), ("y", False)])]
     for s, v in zip(samples, [0.9, 0.5, 0.5]):
@@ -433,3 +555,4 @@ def test_eval_run_writes_search_rows_and_compute_optimal_outputs(tmp_path):
                                                   "wall_s": 1.0, "quick": True, "finished": "now"}))
     page = search_results.render(bench, tmp_path / "docs").read_text()
     assert "| beam_search |" in page and "**oracle difficulty — all questions, every compute budget**" in page
+    assert "#### Efficiency ratio" in page and "| R [95% CI] |" in page
