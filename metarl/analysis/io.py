@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from metarl.runlog import jsonl_objects
-from metarl.types import Episode, Trace
+from metarl.types import Branch, Episode, Trace
 
 __all__ = ["RunData", "LoggedTrace", "load_run", "load_traces", "read_jsonl", "select_traces", "trace_from_record",
            "group_runs", "question_key", "run_label", "is_number"]
@@ -270,7 +270,7 @@ class LoggedTrace(Trace):
 
 
 _TRACE_KEYS = ("prompt", "completion", "answer", "target_tokens", "completion_ids", "prompt_ids", "episodes", "outcome",
-               "rewards", "meta", "answer_start", "answer_token_start", "thinking_tokens", "forced")
+               "rewards", "meta", "answer_start", "answer_token_start", "thinking_tokens", "forced", "branch")
 _EPISODE_KEYS = ("kind", "start", "end", "text", "token_start", "token_end", "rewards", "info")
 
 
@@ -297,6 +297,7 @@ def trace_from_record(record: dict[str, Any]) -> LoggedTrace:
         answer_start=record.get("answer_start"), answer_token_start=record.get("answer_token_start"),
         thinking_tokens=record.get("thinking_tokens", (record.get("meta") or {}).get("thinking_tokens")),
         forced=bool(record.get("forced", (record.get("meta") or {}).get("forced", False))),
+        branch=Branch(**record["branch"]) if isinstance(record.get("branch"), dict) else None,
         step=record.get("step"), source=str(record.get("_source", "")),
         extra={k: v for k, v in record.items() if k not in _TRACE_KEYS and k not in ("step", "_source")})
 

@@ -46,6 +46,7 @@ from typing import Any
 
 from metarl.engine.base import Backend, Prefix, Request, Sampling
 from metarl.prover import ProverConfig
+from metarl.types import Branch
 
 Feedback = Callable[[int, str], "str | None"]
 """``feedback(stream_index, completion_text_so_far) -> text to insert (None: nothing)``."""
@@ -104,6 +105,8 @@ class Stream:
     forced: bool = False
     text: str = ""
     done: bool = field(default=False, repr=False)
+    branch: Branch | None = None
+    """Where a stream of a prefix-branching rollout starts (its ``prompt_ids`` end with the prefix)."""
 
     def add(self, toks: Sequence[int], policy: bool, thinking: bool = True) -> None:
         self.ids.extend(toks)
@@ -114,7 +117,7 @@ class Stream:
     def fork(self) -> Stream:
         """An independent copy (its own id and mask lists): a child to grow in a search tree."""
         return Stream(list(self.prompt_ids), list(self.ids), list(self.mask), self.thinking, self.episodes,
-                      self.continuations, self.ended, self.closed, self.forced, self.text, self.done)
+                      self.continuations, self.ended, self.closed, self.forced, self.text, self.done, self.branch)
 
     def truncate(self, length: int, eos_ids: Sequence[int] = ()) -> int:
         """Keep the first ``length`` completion ids of a stream that has no suffix or answer yet (all of it

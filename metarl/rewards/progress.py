@@ -32,6 +32,7 @@ import torch
 from metarl.credit import stop_token_ids, trailing_stop_tokens
 from metarl.engine.hf import CACHE_KEY, accepts_logits_to_keep, base_model, inference_mode, model_device, pad_token_id
 from metarl.prover import Extractor, ProverConfig, as_prover, resolve_extractor
+from metarl.rewards import reward
 from metarl.types import Trace, check_partition
 
 Grader = Callable[[str, str, str], bool]
@@ -597,3 +598,29 @@ class LikelihoodProgress:
         if self.scale == "prob":
             values = [[math.exp(v) for v in ls] for ls in values]
         return [_differences(ls) for ls in values]
+
+
+@reward("trace")
+def mrt_prefix_outcome(trace: Trace, outcome: float | None, bonus: float = 1.0) -> float | None:
+    """MRT's progress bonus as its paper applies it, on a prefix-branching rollout (``rollout.mode=
+    prefix_branching``; docs/method.md §4): one end-of-trace scalar, the 0/1 outcome plus ``bonus`` × (Ĵ after
+    the stream's first episode − Ĵ at the prefix) for a continuing stream; a terminating stream (or one with no
+    prefix) gets the outcome alone. Ĵ is Monte Carlo progress's (``mc_progress``, weight 0, among the rewards: μ's
+    forced answers after the prompt and prefix, then after each episode). Used as the objective's outcome term.
+
+    >>> from metarl.types import Branch, Episode
+    >>> t = Trace(prompt="", completion="ab", meta={"J_init": 0.25},
+    ...           episodes=[Episode("other", 0, 1, "a", info={"J": 0.75}), Episode("other", 1, 2, "b", info={"J": 1.0})],
+    ...           branch=Branch(2, 10, "...", terminating=False))
+    >>> mrt_prefix_outcome(t, 1.0, bonus=0.5)
+    1.25
+    """
+    from metarl.calibration import j_values
+
+    if outcome is None or trace.branch is None or trace.branch.terminating:
+        return outcome
+    js = j_values(trace)
+    if js is None or len(js) < 2:
+        raise ValueError("mrt_prefix_outcome needs μ's Ĵ at the prefix and after the first episode: add "
+                         "rewards.mc_progress (weight 0) to the rewards")
+    return outcome + bonus * (js[1] - js[0])

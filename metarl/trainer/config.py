@@ -24,6 +24,7 @@ from metarl.registry import ConfigError
 from metarl.scoring import Objective
 
 CHAT_TEMPLATE = ("auto", True, False)
+ROLLOUT_MODES = ("single", "episodes", "budget_forcing", "prefix_branching")
 
 
 @dataclass
@@ -113,10 +114,11 @@ class RolloutConfig:
     """``rollout``: how a training sample is generated (``conf/rollout/*.yaml``)."""
 
     mode: str = "single"
-    """``single`` (one generation) | ``episodes`` (stop at each episode boundary) | ``budget_forcing`` (s1)."""
+    """``single`` (one generation) | ``episodes`` (stop at each episode boundary) | ``budget_forcing`` (s1) |
+    ``prefix_branching`` (MRT's RL variant: terminating and continuing rollouts from a prefix of one rollout)."""
     force_answer: bool = False
     """A stream that does not end on its own (cut by C or max_episodes) gets the meta-prover's suffix and a
-    forced answer; false with mode=single: TRL generates."""
+    forced answer."""
     episode_stop: list[str] = field(default_factory=lambda: ["</attempt>", "</verify>", "</revise>"])
     """Strings that end an episode (mode=episodes)."""
     max_episodes: int = 8
@@ -130,9 +132,18 @@ class RolloutConfig:
     """Word appended when the model stops early (mode=budget_forcing)."""
     max_continuations: int = 2
     """How many times to continue (mode=budget_forcing)."""
+    terminate: Optional[int] = None
+    """Terminating rollouts per group (mode=prefix_branching): they answer right after the prefix; the rest of
+    the group continues it (null: half the group, rounded down)."""
+    prefix_source: str = "current"
+    """Where a group's prefix comes from (mode=prefix_branching): ``current`` (a rollout of the current policy,
+    generated for it) | ``buffer`` (the last rollout generated for that prompt at an earlier step: MRT's stale,
+    off-policy prefix; a prompt seen for the first time gets a current one)."""
 
     def __post_init__(self) -> None:
-        one_of("rollout.mode", self.mode, ("single", "episodes", "budget_forcing"))
+        one_of("rollout.mode", self.mode, ROLLOUT_MODES)
+        one_of("rollout.prefix_source", self.prefix_source, ("current", "buffer"))
+        at_least("rollout.terminate", self.terminate, 1, example=2, nullable=True)
         at_least("rollout.max_episodes", self.max_episodes, 1, example=8)
         at_least("rollout.episode_tokens", self.episode_tokens, 1, example=64, nullable=True)
         at_least("rollout.max_continuations", self.max_continuations, 0, example=2)

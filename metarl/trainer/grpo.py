@@ -69,6 +69,11 @@ class MetaRLTrainer(GRPOTrainer):
         callbacks = list(kwargs.pop("callbacks", None) or []) + ([RunLogCallback(run_log)] if run_log else [])
         super().__init__(*args, reward_funcs=[outcome], rollout_func=self._generate_streams, callbacks=callbacks,
                          **kwargs)
+        if self.rollout.mode == "prefix_branching" and self.args.per_device_train_batch_size % self.num_generations:
+            raise ConfigError(f"rollout.mode=prefix_branching branches each group from one prefix, so a group must "
+                              f"not be split across processes: trainer.per_device_train_batch_size="
+                              f"{self.args.per_device_train_batch_size} must be a multiple of trainer.num_generations="
+                              f"{self.num_generations}")
         if self.pop_callback(ProgressCallback) is not None:  # a bar with a few numbers, not every log printed
             self.add_callback(CompactProgress)
 

@@ -22,12 +22,16 @@ engine TRL runs for the trainer (``use_vllm``), whose weights TRL syncs before e
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
+
+import torch
 
 from metarl.engine import Engine, Sampling, Stream, StreamSpec
 from metarl.prover import ProverConfig, as_prover
 from metarl.registry import call_matching, instantiate_callable
+from metarl.types import Branch, Trace
 
 
 def verifier_feedback(episode_text: str, answer: str | None, grader: Callable, extract_answer: Callable,
@@ -57,13 +61,21 @@ class Rollout:
                  episode_stop: Sequence[str] = ("</attempt>", "</verify>", "</revise>"), max_episodes: int = 8,
                  episode_tokens: int | None = None, feedback: Any = None, continuation: str = "Wait",
                  max_continuations: int = 2, grader: Callable | None = None,
-                 extract_answer: Callable | None = None, backend: str = "transformers", batch_size: int = 64):
+                 extract_answer: Callable | None = None, backend: str = "transformers", batch_size: int = 64,
+                 terminate: int | None = None, prefix_source: str = "current",
+                 segment: Callable[[Trace], Any] | None = None):
         from metarl.trainer.config import RolloutConfig
 
         RolloutConfig(mode=mode, force_answer=bool(force_answer), episode_stop=list(episode_stop),
                       max_episodes=max_episodes, episode_tokens=episode_tokens, continuation=continuation,
-                      max_continuations=max_continuations)  # the one check of these options
+                      max_continuations=max_continuations, terminate=terminate,
+                      prefix_source=prefix_source)  # the one check of these options
+        if mode == "prefix_branching" and segment is None:
+            raise ValueError("rollout.mode=prefix_branching cuts prefixes at episode boundaries: pass segment= "
+                             "(the scorer's Scorer.segment)")
         self.mode, self.prover = mode, as_prover(prover)
+        self.terminate, self.prefix_source, self.segment = terminate, prefix_source, segment
+        self.buffer: dict[tuple[int, ...], Stream] = {}  # prompt ids -> the last rollout generated for it
         self.spec = StreamSpec(
             cap=int(cap), force_answer=bool(force_answer),
             episode_stop=tuple(episode_stop) if mode == "episodes" else (),
@@ -80,6 +92,8 @@ class Rollout:
                  prompts: Sequence[str] = (), answers: Sequence[Any] = ()) -> list[Stream]:
         """The streams of one batch on ``backend``; ``prompts`` (text) and gold ``answers`` (one per prompt) are
         what ``feedback`` reads."""
+        if self.mode == "prefix_branching":
+            return self._branch(Engine(backend, self.prover), prompt_ids, sampling)
         spec = self.spec
         if self.feedback is not None and spec.episode_stop:
             if len(answers) != len(prompt_ids) or len(prompts) != len(prompt_ids):
@@ -97,6 +111,54 @@ class Rollout:
             })
 
         return feedback
+
+
+    def _branch(self, engine: Engine, prompt_ids: Sequence[Sequence[int]], sampling: Sampling) -> list[Stream]:
+        """MRT's prefix-branching rollout (docs/method.md §4): each group (a run of identical prompts: TRL's
+        ``num_generations`` samples of one prompt) gets one rollout of its prompt (``prefix_source``), cut after
+        j episodes, j uniform over 0..K−1 for its K episodes (``self.segment`` finds them); from that prefix,
+        ``terminate`` streams answer at once and the rest continue the thought with the cap's remaining
+        C − |prefix| tokens (one request with n samples). Each stream's ``prompt_ids`` end with the prefix, so
+        the prefix is context, never trained on; its ``branch`` says where it starts."""
+        groups: list[tuple[int, int]] = []  # (first index, size) of each run of identical prompts
+        for i, ids in enumerate(prompt_ids):
+            if groups and list(prompt_ids[groups[-1][0]]) == list(ids):
+                groups[-1] = (groups[-1][0], groups[-1][1] + 1)
+            else:
+                groups.append((i, 1))
+        heads = [tuple(prompt_ids[i]) for i, _ in groups]
+        fresh = [h for h in dict.fromkeys(heads) if self.prefix_source == "current" or h not in self.buffer]
+        stale = {h: self.buffer[h] for h in heads if h not in fresh}
+        base = dict(zip(fresh, engine.run([list(h) for h in fresh], StreamSpec(cap=self.cap, force_answer=False),
+                                          sampling)))
+        if self.prefix_source == "buffer":
+            self.buffer.update(base)
+        base.update(stale)
+        out: list[Stream] = []
+        for head, (_, size) in zip(heads, groups):
+            rollout = base[head]
+            trace = Trace(prompt="", completion=rollout.text, completion_ids=list(rollout.ids))
+            self.segment(trace)
+            j = self.draw(len(trace.episodes))
+            cut = trace.episodes[j - 1].token_end if j else 0
+            prefix = list(rollout.ids[:cut])
+            m = min(size - 1, self.terminate if self.terminate is not None else size // 2) if size > 1 else 0
+            branch = Branch(j, cut, engine.decode(prefix), terminating=True)
+            stopping = engine.finish([Stream(list(head) + prefix, branch=branch) for _ in range(m)], sampling)
+            going = []
+            if size > m:
+                parent = Stream(list(head) + prefix, branch=replace(branch, terminating=False))
+                (going,) = engine.expand([parent], size - m, self.cap - cut, sampling)
+                engine.finish(going, sampling, force_answer=self.spec.force_answer)
+            out += [*stopping, *going]
+        return out
+
+
+    @staticmethod
+    def draw(k: int) -> int:
+        """How many of a rollout's ``k`` episodes its prefix keeps: uniform over 0..k−1 (MRT's paper says "a random
+        number of episodes" without its law), from torch's generator (seeded by the run)."""
+        return int(torch.randint(k, ()).item())
 
 
 def trl_output(streams: Sequence[Stream]) -> dict[str, Any]:

@@ -201,7 +201,8 @@ def run(cfg: DictConfig) -> dict[str, Any]:
                       episode_stop=ro.episode_stop, max_episodes=ro.max_episodes, episode_tokens=ro.episode_tokens,
                       feedback=ro.feedback, continuation=ro.continuation, max_continuations=ro.max_continuations,
                       grader=scorer.grader, extract_answer=scorer.extract_answer, backend=tc.generation.backend,
-                      batch_size=tc.generation.batch_size)
+                      batch_size=tc.generation.batch_size, terminate=ro.terminate, prefix_source=ro.prefix_source,
+                      segment=scorer.segment)
 
     summary: dict[str, Any] = {"name": cfg.name, "run_dir": str(run_dir), "seed": tc.seed, "threads": threads}
     if threads < min(tc.threads, available_cpus()):
