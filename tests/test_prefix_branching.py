@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 import copy
 import math
 
@@ -167,3 +168,31 @@ def test_engine_expand_is_one_request_with_n_samples(tiny):
     _, streams = branched(tok, ["Q1\n"] * 4, backend, terminate=1)
     assert sum(not s.branch.terminating for s in streams) == 3
     assert backend.calls == [1, 1, 1]  # requests per call: the base rollout, the forced answer, 3 continuations
+
+
+def test_mrt_prefix_on_mrts_gpu_setting_by_configuration_only(tmp_path):
+    """``recipe=mrt_r1_gpu rollout=prefix_branching``: MRT's R1 setting with the prefix-branching rollout, trained
+    one step with a tiny stand-in model on the CPU (the overrides only shrink it)."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from metarl.config import conf_dir
+    from metarl.trainer.run import run
+
+    data = tmp_path / "math.jsonl"
+    data.write_text("".join(json.dumps({"problem": f"What is {i} + {i}?", "solution": f"So \\boxed{{{2 * i}}}."}) + "\n"
+                            for i in range(8)))
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        cfg = compose("train", overrides=[
+            "recipe=mrt_r1_gpu", "rollout=prefix_branching", "rewards.mc_progress.m=2", f"task.source={data}",
+            "model=random-tiny", "model.name_or_path=random-tiny", "model.dtype=float32", "trainer=cpu",
+            "generation.backend=transformers", "budget.cap=24", "prover.answer_tokens=6", "trainer.max_steps=1",
+            "trainer.per_device_train_batch_size=4", "trainer.num_generations=4", "evaluate.enabled=false",
+            "rollouts_every=1", "name=mrt_prefix_r1", f"run_dir={tmp_path / 'run'}"])
+    summary = run(cfg)
+    rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["branch"]["terminating"] for r in rows[:4]] == [True, True, False, False]
+    assert len({r["branch"]["text"] for r in rows[:4]}) == 1  # one prefix per group
+    stop = rows[0]
+    assert stop["thinking_tokens"] == 0 and stop["forced"] and "Time is up." in stop["completion"]
