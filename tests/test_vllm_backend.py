@@ -550,3 +550,28 @@ def test_metarl_train_on_vllm_generates_from_the_new_weights(smol, tmp_path, mon
     for served, own in probes:  # the engine serves the current weights
         assert served == pytest.approx(own, abs=2e-3)
     assert probes[1][1] != pytest.approx(probes[0][1], abs=1e-4)  # and the weights did change
+
+
+def test_prefix_branching_trains_on_vllm(smol, tmp_path):
+    """``recipe=mrt_prefix generation.backend=vllm``: the base rollout, the forced answers and the n continuations
+    of each prefix (one request with n samples) run on TRL's colocated vLLM engine."""
+    import json
+
+    from hydra import compose, initialize_config_dir
+
+    from metarl.config import conf_dir
+    from metarl.trainer.run import run
+
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        cfg = compose("train", overrides=[
+            "recipe=mrt_prefix", "name=vllm_prefix", "model=smollm2", "generation.backend=vllm", "segmenter=tokens",
+            "segmenter.k=4", "prover.answer_tokens=4", "trainer.max_steps=1", "trainer.per_device_train_batch_size=4",
+            "trainer.num_generations=4", "budget.cap=16", "task.n_train=8", "evaluate.enabled=false",
+            "rollouts_every=1", "task.system_prompt=Answer briefly.", f"run_dir={tmp_path / 'run'}"])
+    summary = run(cfg)
+    assert summary["steps"] == 1
+    rows = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["branch"]["terminating"] for r in rows[:4]] == [True, True, False, False]
+    assert len({r["branch"]["text"] for r in rows[:4]}) == 1
+    for r in rows[2:4]:  # continuations stay within what the cap leaves after the prefix
+        assert r["thinking_tokens"] <= 16 - r["branch"]["tokens"]
