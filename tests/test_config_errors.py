@@ -108,7 +108,7 @@ CASES = {
                        r"math, number"),
     "typo in a multi-select group": (["rewards=[outcome,mc_progres]"],
                                      r"rewards=mc_progres: no such option in the group rewards .*likelihood_progress, "
-                                     r"mc_progress, outcome"),
+                                     r"mc_progress, mrt_prefix_outcome, outcome"),
     "group does not divide batch": (["trainer.num_generations=3"],
                                     r"trainer\.num_generations=3 does not divide the generation batch .*= 4\); make "
                                     r"the batch a multiple of the group size"),

@@ -56,6 +56,7 @@ class EvalPlan:
     grader: Any
     extract: Any
     prover: Any  # metarl.prover.ProverConfig: forces an answer at the budget
+    config: Any = None  # the typed EvalConfig (metarl/eval/config.py), read with its types from here on
 
 
 def strategy_sections(cfg: DictConfig, task: Any) -> dict[str, dict[str, Any]]:
@@ -82,10 +83,10 @@ def best_of_n_verifier(cfg: DictConfig, spec: Any = None) -> Any:
 
 def validate(cfg: DictConfig) -> EvalPlan:
     """Check the config and build everything that needs no model; raise ``ConfigError`` naming the key."""
-    validated(cfg, "eval")  # types, ranges and choices (metarl/eval/config.py), before anything is built
-    budgets = sorted({int(b) for b in cfg.budgets})
-    n = int(cfg.n)
-    if float(cfg.temperature) == 0 and n > 1:
+    ec = validated(cfg, "eval")  # types, ranges and choices (metarl/eval/config.py), before anything is built
+    budgets = sorted(set(ec.budgets))
+    n = ec.n
+    if ec.temperature == 0 and n > 1:
         log.warning("temperature=0 decodes greedily: all n=%d samples of a question are identical", n)
     task = build_task_of(cfg)
     strategies = build_strategies(plain(cfg.get("strategies")), n, strategy_sections(cfg, task))
@@ -93,22 +94,20 @@ def validate(cfg: DictConfig) -> EvalPlan:
         check_budgets = getattr(s, "check_budgets", None)
         if callable(check_budgets):
             check_budgets(budgets)
-    co = cfg.get("compute_optimal") or {}
-    if co.get("enabled") and co.get("predicted_verifier") is not None:
+    co = ec.compute_optimal
+    if co.enabled and co.predicted_verifier is not None:
         from metarl.eval.answer_scorers import build_verifier
         from metarl.registry import target_of
 
-        spec = plain(co.predicted_verifier)
+        spec = co.predicted_verifier
         if target_of(spec) is None:  # no importable _target_: the error now, not after sampling (it builds later)
             build_verifier(spec, key="compute_optimal.predicted_verifier")
-    limit = cfg.get("n_questions")
-    questions, problems = load_questions(plain(cfg.task), task, data=cfg.get("data"),
-                                         data_seed=int(cfg.get("data_seed", 0)),
-                                         limit=None if limit is None else int(limit))
+    questions, problems = load_questions(plain(cfg.task), task, data=ec.data, data_seed=ec.data_seed,
+                                         limit=ec.n_questions)
     grader, extract, _ = answer_tools(task, cfg.get("grader"), cfg.get("answer", "auto"), cfg.get("verdict"))
-    check_backend(str(cfg.generation.backend))
+    check_backend(ec.generation.backend)
     prover = build_prover(cfg)
-    return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, prover)
+    return EvalPlan(task, questions, problems, strategies, budgets, n, grader, extract, prover, ec)
 
 
 def prepare_run_dir(run_dir: str, overwrite: bool) -> Path:
@@ -189,15 +188,15 @@ def difficulty(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, policy_sampler: 
     else:
         sampler = policy_sampler
         if model_cfg is not None:
-            model, tok = _load_policy(model_cfg, str(cfg.get("device", "auto")))
-            sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover,
-                                    temperature=float(cfg.temperature), top_p=float(cfg.top_p),
-                                    chat=uses_chat(tok, cfg.chat_template))
+            ec = plan.config
+            model, tok = _load_policy(model_cfg, ec.device)
+            sampler = PolicySampler(make_backend(ec.generation, model, tok), plan.prover,
+                                    temperature=ec.temperature, top_p=ec.top_p, chat=uses_chat(tok, ec.chat_template))
         gen = Generation("difficulty")
-        graded = sample_and_grade(plan.questions, sampler, budget, n, gen, seed=int(cfg.seed), extract=plan.extract,
-                                  grade=plan.grader, prompt_for=prompt_for)
+        graded = sample_and_grade(plan.questions, sampler, budget, n, gen, seed=plan.config.seed,
+                                  extract=plan.extract, grade=plan.grader, prompt_for=prompt_for)
         records = [r for q, ss in zip(plan.questions, graded) for r in sample_records(q, ss, budget, gen.name,
-                                                                                       seed=int(cfg.seed))]
+                                                                                       seed=plan.config.seed)]
         ev.samples += records
         source = model_cfg["name_or_path"] if model_cfg else "evaluated model"
     entries = compute_difficulty(counts_from_samples(records), n_bins=int(d.n_bins), ties=str(d.ties))
@@ -247,8 +246,8 @@ def compute_optimal_outputs(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, bin
     """``eval/compute_optimal.jsonl`` from the result rows (:func:`metarl.eval.selection.compute_optimal`)."""
     from metarl.eval.selection import compute_optimal
 
-    co = cfg.get("compute_optimal")
-    if not co or not co.get("enabled"):
+    co = plan.config.compute_optimal
+    if not co.enabled:
         return {"enabled": False}
     notes: list[str] = []
     sources: dict[str, dict[str, int]] = {}
@@ -262,17 +261,15 @@ def compute_optimal_outputs(cfg: DictConfig, plan: EvalPlan, ev: Evaluation, bin
         sources["predicted"] = predicted
     if not sources:
         return {"enabled": True, "notes": notes}
-    compute = plain(co.get("compute"))
-    recs = compute_optimal(ev.rows, sources, seed=int(cfg.seed), baseline=str(co.baseline),
-                           compute=[float(c) for c in compute] if compute else None,
-                           include_oracle=bool(co.include_oracle), scorer_tokens=bool(co.get("scorer_tokens", True)),
-                           notes=notes.append)
+    recs = compute_optimal(ev.rows, sources, seed=plan.config.seed, baseline=co.baseline,
+                           compute=co.compute or None, include_oracle=co.include_oracle,
+                           scorer_tokens=co.scorer_tokens, notes=notes.append)
     if not any(r["kind"] == "choice" for r in recs):
         notes.append(f"no compute-optimal choice: is the baseline {co.baseline!r} among the strategies?")
     write_jsonl(out / "compute_optimal.jsonl", recs)
     for n_ in notes:
         print(f"[metarl-eval] compute-optimal: {n_}", file=sys.stderr, flush=True)
-    return {"enabled": True, "baseline": str(co.baseline), "sources": sorted(sources), "records": len(recs),
+    return {"enabled": True, "baseline": co.baseline, "sources": sorted(sources), "records": len(recs),
             "notes": notes}
 
 
@@ -281,36 +278,37 @@ def run(cfg: DictConfig) -> dict[str, Any]:
     from metarl.rewards.budget import budget_prompt
     from metarl.utils import seed_everything, set_threads
 
-    set_threads(int(cfg.threads))
-    seed_everything(int(cfg.seed))
     t0 = time.time()
     plan = validate(cfg)
-    run_dir = prepare_run_dir(str(cfg.run_dir), bool(cfg.get("overwrite", False)))
+    ec = plan.config  # the typed config: every option below is read from it, with its type
+    set_threads(ec.threads)
+    seed_everything(ec.seed)
+    run_dir = prepare_run_dir(str(cfg.run_dir), ec.overwrite)  # resolved here (${hydra:...} interpolations)
     (run_dir / "eval" / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     if not (run_dir / "config.yaml").exists():  # never clobber a training run's config
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     for p in plan.data_problems:
         print(f"[metarl-eval] data problem: {p}", file=sys.stderr, flush=True)
 
-    model, tok = _load_policy(plain(cfg.model), str(cfg.get("device", "auto")))
-    chat = uses_chat(tok, cfg.chat_template)
+    model, tok = _load_policy(plain(cfg.model), ec.device)
+    chat = uses_chat(tok, ec.chat_template)
     check_context(model, tok, plan.questions, max(plan.budgets), plan.prover, chat)
     bind_verifiers(plan.strategies, model, tok)
-    sampler = PolicySampler(make_backend(cfg.generation, model, tok), plan.prover, temperature=float(cfg.temperature),
-                            top_p=float(cfg.top_p), chat=chat)
-    mode = cfg.get("length_prompt")
+    sampler = PolicySampler(make_backend(ec.generation, model, tok), plan.prover, temperature=ec.temperature,
+                            top_p=ec.top_p, chat=chat)
+    mode = ec.length_prompt
     prompt_for = (lambda q, b: budget_prompt(q.prompt, b, mode)) if mode else None
     print(f"[metarl-eval] {len(plan.questions)} questions, budgets {plan.budgets}, n={plan.n}, strategies "
           f"{[name for s in plan.strategies for name in s.names()]}", flush=True)
     ev = evaluate_strategies(plan.questions, plan.strategies, plan.budgets, sampler, n=plan.n, extract=plan.extract,
-                             grade=plan.grader, seed=int(cfg.seed), prompt_for=prompt_for,
+                             grade=plan.grader, seed=ec.seed, prompt_for=prompt_for,
                              progress=lambda m: print(f"[metarl-eval] {m}", flush=True))
     bins, dinfo = difficulty(cfg, plan, ev, sampler, run_dir, prompt_for)
     unbinned = attach_bins(ev.rows, bins)
     if bins is not None and unbinned:
         print(f"[metarl-eval] {unbinned} result rows have no difficulty bin (question not in the difficulty file)",
               file=sys.stderr, flush=True)
-    summary = summarize(ev.rows, seed=int(cfg.seed))
+    summary = summarize(ev.rows, seed=ec.seed)
     out = run_dir / "eval"
     co_info = compute_optimal_outputs(cfg, plan, ev, bins, dinfo, out, model, tok)
     write_jsonl(out / "results.jsonl", ev.rows)
