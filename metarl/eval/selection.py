@@ -275,6 +275,24 @@ def ratio_interval(chosen: Sequence[tuple[float, float]], curve: Mapping[Any, Se
             "n_evaluation": n}
 
 
+def _split_bins(rows: Sequence[Mapping[str, Any]], bins: Mapping[str, Mapping[str, int]], seed: int,
+                scorer_tokens: bool) -> tuple[Any, Any, Any, list[tuple[str, Any, list[str], list[str]]]]:
+    """The split's cells and the bins to walk: ``(selection, evaluation)`` as :func:`_cells` gives them, and
+    ``(source, bin, selection questions, evaluation questions)`` for every source and bin (``"all"`` first)."""
+    split = split_questions((str(r["question_id"]) for r in rows), seed)
+    parts = {name: [r for r in rows if split[str(r["question_id"])] == name] for name in (SELECTION, EVALUATION)}
+    walk = []
+    for source, qbins in bins.items():
+        groups: dict[Any, list[str]] = {ALL: sorted(split)}
+        for q in sorted(split):
+            if q in qbins:
+                groups.setdefault(int(qbins[q]), []).append(q)
+        for b in [ALL] + sorted(k for k in groups if k != ALL):
+            walk.append((source, b, [q for q in groups[b] if split[q] == SELECTION],
+                         [q for q in groups[b] if split[q] == EVALUATION]))
+    return _cells(parts[SELECTION], scorer_tokens), _cells(parts[EVALUATION], scorer_tokens), split, walk
+
+
 def efficiency_ratios(rows: Sequence[Mapping[str, Any]], bins: Mapping[str, Mapping[str, int]], *, seed: int = 0,
                       baseline: str = "weighted_best_of_n", compute: Sequence[float] | None = None,
                       include_oracle: bool = False, scorer_tokens: bool = True, n_resamples: int = 2000,
@@ -288,40 +306,31 @@ def efficiency_ratios(rows: Sequence[Mapping[str, Any]], bins: Mapping[str, Mapp
     The best-of-N curve is every non-oracle configuration of the baseline family with a row for each
     evaluation question of the bin.
     """
-    split = split_questions((str(r["question_id"]) for r in rows), seed)
-    parts = {name: [r for r in rows if split[str(r["question_id"])] == name] for name in (SELECTION, EVALUATION)}
-    sel_cells, order, oracle = _cells(parts[SELECTION], scorer_tokens)
-    eval_cells, eval_order, eval_oracle = _cells(parts[EVALUATION], scorer_tokens)
+    (sel_cells, order, oracle), (eval_cells, eval_order, eval_oracle), _, walk = _split_bins(rows, bins, seed,
+                                                                                           scorer_tokens)
     candidates = [c for c in order if include_oracle or c not in oracle]
     family = [c for c in dict.fromkeys(order + eval_order) if in_family(c[0], baseline)
               and c not in oracle and c not in eval_oracle]
     out: list[dict[str, Any]] = []
-    for source, qbins in bins.items():
-        groups: dict[Any, list[str]] = {ALL: sorted(split)}
-        for q in sorted(split):
-            if q in qbins:
-                groups.setdefault(int(qbins[q]), []).append(q)
-        for b in [ALL] + sorted(k for k in groups if k != ALL):
-            sel = [q for q in groups[b] if split[q] == SELECTION]
-            ev = [q for q in groups[b] if split[q] == EVALUATION]
-            if not sel or not ev:
+    for source, b, sel, ev in walk:
+        if not sel or not ev:
+            continue
+        grid = _grid(sel_cells, candidates, sel, baseline, compute, beyond)
+        curve = {c: [eval_cells[c][q] for q in ev] for c in family
+                 if c in eval_cells and all(q in eval_cells[c] for q in ev)}
+        if not grid or not curve:
+            continue
+        label = dict(grid)
+        for choice in fit(sel_cells, candidates, sel, [T for T, _ in grid], baseline):
+            c = choice["config"]
+            if c not in eval_cells or any(q not in eval_cells[c] for q in ev):
                 continue
-            grid = _grid(sel_cells, candidates, sel, baseline, compute, beyond)
-            curve = {c: [eval_cells[c][q] for q in ev] for c in family
-                     if c in eval_cells and all(q in eval_cells[c] for q in ev)}
-            if not grid or not curve:
-                continue
-            label = dict(grid)
-            for choice in fit(sel_cells, candidates, sel, [T for T, _ in grid], baseline):
-                c = choice["config"]
-                if c not in eval_cells or any(q not in eval_cells[c] for q in ev):
-                    continue
-                rec = ratio_interval([eval_cells[c][q] for q in ev], curve, n_resamples=n_resamples,
-                                     confidence=confidence, seed=seed)
-                out.append({"difficulty": source, "bin": b, "compute": choice["compute"],
-                            "grid_config": label.get(choice["compute"]), "strategy": c[0],
-                            "budget": c[1], "selection_accuracy": choice["selection_accuracy"],
-                            "n_selection": len(sel), **rec})
+            rec = ratio_interval([eval_cells[c][q] for q in ev], curve, n_resamples=n_resamples,
+                                 confidence=confidence, seed=seed)
+            out.append({"difficulty": source, "bin": b, "compute": choice["compute"],
+                        "grid_config": label.get(choice["compute"]), "strategy": c[0],
+                        "budget": c[1], "selection_accuracy": choice["selection_accuracy"],
+                        "n_selection": len(sel), **rec})
     return out
 
 
@@ -337,41 +346,33 @@ def compute_optimal(rows: Sequence[Mapping[str, Any]], bins: Mapping[str, Mappin
     evaluation split), and ``difficulty`` / ``bin``.
     """
     say = notes or (lambda m: None)
-    split = split_questions((str(r["question_id"]) for r in rows), seed)
-    parts = {name: [r for r in rows if split[str(r["question_id"])] == name] for name in (SELECTION, EVALUATION)}
-    sel_cells, order, oracle = _cells(parts[SELECTION], scorer_tokens)  # fit() sees nothing else
-    eval_cells, eval_order, eval_oracle = _cells(parts[EVALUATION], scorer_tokens)
+    # fit() sees the selection cells only
+    (sel_cells, order, oracle), (eval_cells, eval_order, eval_oracle), _, walk = _split_bins(rows, bins, seed,
+                                                                                           scorer_tokens)
     candidates = [c for c in order if include_oracle or c not in oracle]
     curves = list(dict.fromkeys(order + eval_order))
     out: list[dict[str, Any]] = []
-    for source, qbins in bins.items():
-        groups: dict[Any, list[str]] = {ALL: sorted(split)}
-        for q in sorted(split):
-            if q in qbins:
-                groups.setdefault(int(qbins[q]), []).append(q)
-        for b in [ALL] + sorted(k for k in groups if k != ALL):
-            sel = [q for q in groups[b] if split[q] == SELECTION]
-            ev = [q for q in groups[b] if split[q] == EVALUATION]
-            if not sel or not ev:
-                say(f"{source} bin {b}: {len(sel)} selection and {len(ev)} evaluation questions; skipped")
+    for source, b, sel, ev in walk:
+        if not sel or not ev:
+            say(f"{source} bin {b}: {len(sel)} selection and {len(ev)} evaluation questions; skipped")
+            continue
+        grid = [T for T, _ in _grid(sel_cells, candidates, sel, baseline, compute, beyond)]
+        if not grid:
+            say(f"{source} bin {b}: no {baseline} rows to set the compute grid; pass compute_optimal.compute")
+            continue
+        for choice in fit(sel_cells, candidates, sel, grid, baseline):
+            rec = evaluate(choice, eval_cells, ev, seed)
+            if rec is None:
                 continue
-            grid = [T for T, _ in _grid(sel_cells, candidates, sel, baseline, compute, beyond)]
-            if not grid:
-                say(f"{source} bin {b}: no {baseline} rows to set the compute grid; pass compute_optimal.compute")
-                continue
-            for choice in fit(sel_cells, candidates, sel, grid, baseline):
-                rec = evaluate(choice, eval_cells, ev, seed)
-                if rec is None:
-                    continue
-                out.append({"kind": "choice", "difficulty": source, "bin": b, "compute": choice["compute"],
-                            "selection_accuracy": choice["selection_accuracy"],
-                            "selection_tokens": choice["selection_tokens"], "n_selection": len(sel),
-                            "baseline_selection_tokens": choice["baseline_selection_tokens"], **rec})
-            for c in curves:
-                if c in eval_cells and all(q in eval_cells[c] for q in ev):
-                    m, lo, hi = _interval([eval_cells[c][q][0] for q in ev], seed)
-                    out.append({"kind": "curve", "difficulty": source, "bin": b, "strategy": c[0], "budget": c[1],
-                                "accuracy": m, "ci_low": lo, "ci_high": hi, "tokens": _mean(eval_cells[c], ev, 1),
-                                "n_evaluation": len(ev), "baseline": in_family(c[0], baseline),
-                                "oracle": c in oracle or c in eval_oracle})
+            out.append({"kind": "choice", "difficulty": source, "bin": b, "compute": choice["compute"],
+                        "selection_accuracy": choice["selection_accuracy"],
+                        "selection_tokens": choice["selection_tokens"], "n_selection": len(sel),
+                        "baseline_selection_tokens": choice["baseline_selection_tokens"], **rec})
+        for c in curves:
+            if c in eval_cells and all(q in eval_cells[c] for q in ev):
+                m, lo, hi = _interval([eval_cells[c][q][0] for q in ev], seed)
+                out.append({"kind": "curve", "difficulty": source, "bin": b, "strategy": c[0], "budget": c[1],
+                            "accuracy": m, "ci_low": lo, "ci_high": hi, "tokens": _mean(eval_cells[c], ev, 1),
+                            "n_evaluation": len(ev), "baseline": in_family(c[0], baseline),
+                            "oracle": c in oracle or c in eval_oracle})
     return out
