@@ -84,7 +84,8 @@ def test_budget_prompt_wording():
     assert budget_sentence(1024, "max") == "Think for maximum 1024 tokens."
     q = "Find x. Let's think step by step and output the final answer within \\boxed{}."
     assert budget_prompt(q, 1024) == q + " Think for 1024 tokens."
-    assert budget_prompt(q + "\n", 256, mode="max") == q + " Think for maximum 256 tokens."
+    # the prompt's closing newline (the tiny task's cue to start the completion) stays at the end
+    assert budget_prompt(q + "\n", 256, mode="max") == q + " Think for maximum 256 tokens.\n"
     assert budget_prompt("", 5) == "Think for 5 tokens."
     with pytest.raises(ConfigError, match="mode='min'"):
         budget_prompt(q, 5, mode="min")

@@ -113,8 +113,14 @@ def budget_prompt(prompt: str | Sequence[Mapping[str, Any]], target_tokens: int 
 
 
 def _append(text: str, sentence: str) -> str:
-    text = text.rstrip()
-    return f"{text} {sentence}" if text else sentence
+    """``text`` + one space + ``sentence``, the whitespace that ended ``text`` kept after the sentence (a prompt
+    format that ends with a newline still hands the policy that newline as its cue).
+
+    >>> _append("Numbers: 5 8. Target: 13.\\n", "Think for 64 tokens.")
+    'Numbers: 5 8. Target: 13. Think for 64 tokens.\\n'
+    """
+    body = text.rstrip()
+    return f"{body} {sentence}{text[len(body):]}" if body else sentence
 
 
 def _outcome(outcome: float | None) -> float | None:
