@@ -53,6 +53,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.demo_seeds import parse_seeds  # noqa: E402  (one parser of --seeds for the sweeps)
+
 RECIPES = ("l1_exact", "l1_max")
 MODE = {"l1_exact": "exact", "l1_max": "max"}
 """The length sentence each recipe trains with (``budget.prompt_mode`` of ``conf/budget/<recipe>.yaml``)."""
@@ -81,24 +83,6 @@ def log(msg: str) -> None:
 
 
 # ---------------------------------------------------------------- pure parts (tested in tests/test_length_control.py)
-
-def parse_seeds(text: str) -> list[int]:
-    """``"0-2"``, ``"0,2,5"`` or ``"0-2,7"`` -> a sorted list of distinct seeds."""
-    seeds: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        if "-" in part:
-            lo, hi = (int(x) for x in part.split("-", 1))
-            if hi < lo:
-                raise ValueError(f"seed range {part!r} runs backwards")
-            seeds.update(range(lo, hi + 1))
-        else:
-            seeds.add(int(part))
-    if not seeds:
-        raise ValueError(f"no seeds in {text!r}")
-    return sorted(seeds)
-
 
 def parse_targets(text: str, cap: int) -> list[int]:
     """``"32,64,128"`` -> sorted distinct positive targets, each at most the cap (training refuses N > C)."""
