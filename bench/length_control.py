@@ -43,7 +43,6 @@ import json
 import math
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
@@ -53,7 +52,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.demo_seeds import parse_seeds  # noqa: E402  (one parser of --seeds for the sweeps)
+from bench.demo_seeds import machine, parse_seeds  # noqa: E402  (the sweeps' one --seeds parser and machine record)
 
 RECIPES = ("l1_exact", "l1_max")
 MODE = {"l1_exact": "exact", "l1_max": "max"}
@@ -398,23 +397,6 @@ def describe(summary: dict[str, Any]) -> str:
 
 
 # ---------------------------------------------------------------- the jobs
-
-def machine() -> dict[str, str]:
-    """The CPU model and the commit (``+dirty`` when metarl/, conf/ or recipes/ differ from it)."""
-    from metarl.utils import cpu_model
-
-    def git(*a: str) -> str:
-        try:
-            r = subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True)
-        except OSError:
-            return ""
-        return r.stdout.strip() if r.returncode == 0 else ""
-
-    commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    if git("status", "--porcelain", "--untracked-files=no", "--", "metarl", "conf", "recipes"):
-        commit += "+dirty"
-    return {"cpu": cpu_model(), "commit": commit}
-
 
 def train_overrides(args: argparse.Namespace, recipe: str, seed: int, run_dir: Path) -> list[str]:
     """``metarl-train`` overrides of one training job (the trainer's own held-out evaluation is off: the
