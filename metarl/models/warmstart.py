@@ -45,11 +45,15 @@ DEFAULT_CACHE = "~/.cache/metarl"
 
 
 _NOT_IN_KEY = frozenset({"threads"})
+#: Fields added after :data:`RECIPE_VERSION` 2 that enter the cache key only when they differ from these
+#: defaults, so that the recipes built before them keep their keys (and cached policies).
+_KEY_IF_NOT = {"forced_mid_episode": 0.0}
 
 
 @dataclass(frozen=True)
 class TinyRecipe:
-    """Everything that determines the tiny policy; every field but ``threads`` enters the cache key.
+    """Everything that determines the tiny policy; every field but ``threads`` enters the cache key
+    (``forced_mid_episode`` only when it is not 0, so that the policies built before it keep their keys).
 
     The defaults were chosen on this project's 2-core CPU: 1800 SFT steps of 8 examples give a policy that
     follows the format, verifies its attempts far better than chance and solves roughly a fifth of held-out
@@ -80,6 +84,11 @@ class TinyRecipe:
     forced_final: float | None = 0.7
     #: what a forced answer states (:meth:`NoisySolver.forced_answer`): "believed" | "last"
     forced_rule: str = "last"
+    #: share of forced-answer examples cut at a random character (= token of the character tokenizer) strictly
+    #: inside an episode, as the cap cuts a stream, rather than at a boundary; their answer follows
+    #: ``forced_rule`` on the stream up to the cut episode's start (a cut inside a verify block answers the
+    #: candidate it verifies). 0 (the default) draws nothing, so the data and the cache key stay as before.
+    forced_mid_episode: float = 0.0
     p_correct: float = 0.3
     p_slip: float = 0.1
     p_continue: float = 0.5
@@ -108,6 +117,8 @@ class TinyRecipe:
             raise ValueError(f"forced_fraction must lie in [0, 1], got {self.forced_fraction}")
         if self.forced_final is not None and not 0.0 <= self.forced_final <= 1.0:
             raise ValueError(f"forced_final must lie in [0, 1] (or be None), got {self.forced_final}")
+        if not 0.0 <= self.forced_mid_episode <= 1.0:
+            raise ValueError(f"forced_mid_episode must lie in [0, 1], got {self.forced_mid_episode}")
         if self.forced_rule not in FORCED_RULES:
             raise ValueError(f"forced_rule {self.forced_rule!r}: use one of {', '.join(FORCED_RULES)}")
         if self.n_examples < 1 or self.batch_size < 1 or self.epochs <= 0:
@@ -126,7 +137,8 @@ class TinyRecipe:
         """The cache directory's name: a hash of the recipe fields (but ``threads``), :data:`RECIPE_VERSION`
         and the first :data:`FINGERPRINT_EXAMPLES` SFT examples, so that an edit to the task's prompt or
         the solver's trace format also builds a new policy."""
-        fields_ = {k: v for k, v in asdict(self).items() if k not in _NOT_IN_KEY}
+        fields_ = {k: v for k, v in asdict(self).items()
+                   if k not in _NOT_IN_KEY and not (k in _KEY_IF_NOT and v == _KEY_IF_NOT[k])}
         head = sft_examples(replace(self, n_examples=min(self.n_examples, FINGERPRINT_EXAMPLES)))
         blob = json.dumps({"version": RECIPE_VERSION, **fields_, "data": head}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -157,7 +169,8 @@ def sft_examples(recipe: TinyRecipe) -> list[dict[str, str]]:
     """The synthetic SFT data: ``prompt``/``completion`` pairs over the task's train split.
 
     A ``1 - forced_fraction`` share are whole solver traces; the rest are forced-answer examples (the
-    prompt ends with a trace prefix and ``"<answer>"``). Deterministic given the recipe.
+    prompt ends with a trace prefix and ``"<answer>"``; a ``forced_mid_episode`` share of those cut inside an
+    episode). Deterministic given the recipe.
     """
     task = recipe.task()
     rng = random.Random(recipe.seed)
@@ -169,7 +182,7 @@ def sft_examples(recipe: TinyRecipe) -> list[dict[str, str]]:
         trace = solver.trace(problem, rng)
         if rng.random() < recipe.forced_fraction:
             out.append(solver.forced_answer_example(trace, problem, rng, p_final=recipe.forced_final,
-                                                    rule=recipe.forced_rule))
+                                                    rule=recipe.forced_rule, p_mid=recipe.forced_mid_episode))
         else:
             out.append({"prompt": trace.prompt, "completion": trace.completion})
     return out

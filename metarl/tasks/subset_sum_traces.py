@@ -10,8 +10,8 @@ probability ``p_slip`` that flips the verdict — and after an "incorrect" verdi
 probability ``p_continue``, up to ``max_attempts`` attempts. Wrong first attempts followed by revisions
 are common, so more attempts help; verifying (one sum) is easier than finding (a search over subsets).
 
-:meth:`NoisySolver.forced_answer_example` cuts a trace at an episode boundary and writes what the
-meta-prover's forced answer should be: the candidate the prefix last verified as correct, else the
+:meth:`NoisySolver.forced_answer_example` cuts a trace at an episode boundary (or inside an episode) and
+writes what the meta-prover's forced answer should be: the candidate the prefix last verified as correct, else the
 pending unverified attempt, else a fresh guess among the candidates not yet rejected.
 """
 from __future__ import annotations
@@ -173,7 +173,8 @@ class NoisySolver:
         return format_expression(guess) if guess else format_expression(candidates(numbers, self.level)[0])
 
     def forced_answer_example(self, trace: SolverTrace, problem: dict[str, Any], rng: random.Random,
-                              p_final: float | None = None, rule: str = "believed") -> dict[str, str]:
+                              p_final: float | None = None, rule: str = "believed",
+                              p_mid: float = 0.0) -> dict[str, str]:
         """A prompt/completion pair teaching the forced answer: the prompt is the problem, a prefix of
         ``trace`` cut at an episode boundary and the tag format's termination suffix (``"<answer>"``,
         :data:`metarl.prover.TAG_PROVER`); the completion is the answer (:meth:`forced_answer` with ``rule``)
@@ -181,17 +182,30 @@ class NoisySolver:
 
         The cut is uniform over the boundaries (``p_final=None``), or the end of the whole trace with
         probability ``p_final`` and otherwise uniform over the other boundaries: the whole trace is the
-        prefix that the meta-prover's last value Ĵ_last is measured on."""
+        prefix that the meta-prover's last value Ĵ_last is measured on.
+
+        With probability ``p_mid`` (drawn only when ``p_mid > 0``, so the default leaves ``rng``'s stream as it
+        was) the cut is instead uniform over the positions strictly inside an episode (a block), as a cap cuts a
+        stream; the answer is then :meth:`forced_answer` on the prefix up to that episode's start (to its end when
+        only its closing tag is cut), i.e. a cut inside a verify block answers the candidate it verifies, and a
+        cut inside an attempt's expression ignores the unfinished candidate."""
         ends = [0]
         for r in range(len(trace.rounds)):
             a = len(attempt_block(trace.rounds[r].terms, first=r == 0))
             ends.append(ends[-1] + a)
             ends.append(trace.completion.index("</verify>", ends[-1]) + len("</verify>"))
-        if p_final is None:
-            cut = rng.choice(ends)
+        inside = [i for a, b in zip(ends, ends[1:]) for i in range(a + 1, b)]
+        if p_mid > 0 and inside and rng.random() < p_mid:
+            cut = rng.choice(inside)
+            start, end = max(e for e in ends if e < cut), min(e for e in ends if e > cut)
+            closing = trace.completion.rindex("</", start, end)
+            if cut > closing:  # only the closing tag is unfinished: the block's content is complete
+                start = end
+        elif p_final is None:
+            cut = start = rng.choice(ends)
         else:
-            cut = ends[-1] if rng.random() < p_final else rng.choice(ends[:-1])
+            cut = start = ends[-1] if rng.random() < p_final else rng.choice(ends[:-1])
         prefix = trace.completion[:cut]
-        answer = self.forced_answer(prefix, problem, rng, rule=rule)
+        answer = self.forced_answer(trace.completion[:start], problem, rng, rule=rule)
         assert parse_expression(answer) is not None
         return {"prompt": trace.prompt + prefix + TAG_PROVER.suffix, "completion": answer + TAG_PROVER.answer_stop[0]}

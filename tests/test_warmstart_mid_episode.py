@@ -1,0 +1,92 @@
+"""TinyRecipe.forced_mid_episode: forced-answer examples cut inside an episode, as the cap cuts a stream."""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+
+import pytest
+
+from metarl.models.warmstart import TinyRecipe, make_recipe, sft_examples
+from metarl.prover import TAG_PROVER
+from metarl.tasks.subset_sum import parse_expression
+from metarl.tasks.subset_sum_traces import NoisySolver, SolverConfig
+
+#: Computed with the code before forced_mid_episode existed: the default keeps every cached warm start.
+KEY_DEFAULT = "104eda2adecb8b0b"
+KEY_TEST_FRACTION_04 = "ec4e22168a5b36d6"
+KEY_TINY_MRT = "bcf9e2ac89695630"  # conf/model/tiny_mrt.yaml before it set forced_mid_episode
+DATA_DEFAULT_2000 = "433f276cf3cccd7c"  # sha256 of json.dumps(sft_examples(TinyRecipe(n_examples=2000)))
+DATA_L3_UNIFORM_2000 = "c79f806350053480"  # ... of TinyRecipe(n_examples=2000, difficulty=3, forced_final=None)
+
+MRT = dict(difficulty=3, p_correct=0.2, p_slip=0.05, p_continue=0.95, max_attempts=6)
+#: a candidate is stated once its block's closing tag has begun (its "<" written)
+STATED = re.compile(r"<(?:attempt|revise)>([^<]*)<")
+
+
+def _digest(examples) -> str:
+    return hashlib.sha256(json.dumps(examples).encode()).hexdigest()[:16]
+
+
+def _prefix(example: dict[str, str]) -> str:
+    """The trace prefix of a forced-answer example (the problem's prompt ends with its only newline)."""
+    assert example["prompt"].endswith(TAG_PROVER.suffix)
+    return example["prompt"][: -len(TAG_PROVER.suffix)].rsplit("\n", 1)[1]
+
+
+def test_the_default_leaves_the_keys_and_the_data_unchanged():
+    assert TinyRecipe().forced_mid_episode == 0.0
+    assert TinyRecipe().key() == KEY_DEFAULT
+    assert TinyRecipe(test_fraction=0.4).key() == KEY_TEST_FRACTION_04
+    assert TinyRecipe(**MRT).key() == KEY_TINY_MRT
+    assert _digest(sft_examples(TinyRecipe(n_examples=2000))) == DATA_DEFAULT_2000
+    assert _digest(sft_examples(TinyRecipe(n_examples=2000, difficulty=3, forced_final=None))) == DATA_L3_UNIFORM_2000
+    # a non-default value is a new recipe
+    assert make_recipe(forced_mid_episode=0.3).key() not in (KEY_DEFAULT, make_recipe(forced_mid_episode=0.5).key())
+
+
+def test_mid_episode_examples_are_cut_inside_an_episode_and_answer_the_last_stated_candidate():
+    r = make_recipe(n_examples=300, forced_fraction=1.0, forced_mid_episode=1.0, forced_rule="last", **MRT)
+    fresh = 0
+    for e in sft_examples(r):
+        prefix = _prefix(e)
+        assert prefix and not re.search(r"</(?:attempt|verify|revise)>$", prefix)  # strictly inside an episode
+        answer = e["completion"][: -len(TAG_PROVER.answer_stop[0])]
+        assert e["completion"].endswith(TAG_PROVER.answer_stop[0]) and parse_expression(answer) is not None
+        stated = STATED.findall(prefix)
+        if stated:
+            assert answer == "".join(stated[-1].split())  # the "last" rule; an unfinished expression is not stated
+        else:
+            fresh += 1  # cut inside the first attempt's expression: a fresh guess
+    assert fresh < 300 // 2
+
+
+def test_the_share_of_mid_episode_cuts_and_the_believed_rule():
+    r = make_recipe(n_examples=600, forced_fraction=1.0, forced_final=1.0, forced_mid_episode=0.5, **MRT)
+    mid = [not _prefix(e).endswith("</verify>") for e in sft_examples(r)]
+    assert 0.4 < sum(mid) / len(mid) < 0.6  # forced_final=1 puts every other forced answer after the whole trace
+    solver = NoisySolver(r.task().level(), SolverConfig())
+    p = {"prompt": "Numbers: 1 2 4 7 8. Target: 9.\n", "numbers": [1, 2, 4, 7, 8], "target": 9}
+    # a right candidate the trace rejects by a slip, then a wrong one, cut inside the second verification
+    from metarl.tasks.subset_sum_traces import SolverRound, SolverTrace
+
+    completion = ("<attempt>1+8</attempt><verify>1+8=10!=9 incorrect</verify>"
+                  "<revise>2+4</revise><verify>2+4=6!=9 incorrect</verify>")
+    trace = SolverTrace(p["prompt"], completion, [SolverRound([1, 8], True, 10, False), SolverRound([2, 4], False, 6, False)])
+    seen = set()
+    for seed in range(60):
+        for rule in ("last", "believed"):
+            e = solver.forced_answer_example(trace, p, random.Random(seed), p_final=0.0, rule=rule, p_mid=1.0)
+            prefix = _prefix(e)
+            seen.add(prefix)
+            answer = e["completion"][: -len(TAG_PROVER.answer_stop[0])]
+            if "<revise>2+4<" in prefix and (rule == "last" or "6!=9 incorrect<" not in prefix):
+                assert answer == "2+4"  # the last / pending candidate: the one being verified
+            elif "<attempt>1+8<" in prefix and rule == "last":
+                assert answer == "1+8"  # the right candidate restated after its (wrong) rejection
+            elif "<attempt>1+8<" in prefix and "<revise>" not in prefix and "10!=9 incorrect<" not in prefix:
+                assert answer == "1+8"  # believed: pending until the verdict is complete
+    assert len(seen) > 20
+    with pytest.raises(ValueError, match="forced_mid_episode"):
+        make_recipe(forced_mid_episode=1.5)
