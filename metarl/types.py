@@ -91,9 +91,10 @@ class Trace:
 
     @classmethod
     def from_stream(cls, stream: Any, prompt: str, answer: Any = None, target_tokens: int | None = None) -> Trace:
-        """The trace of one generated :class:`metarl.engine.Stream` (its text, ids, thinking tokens and
-        whether its answer was forced): how training, held-out evaluation and ``metarl-eval`` record a stream."""
-        branch = getattr(stream, "branch", None)
+        """The trace of one generated :class:`metarl.engine.Stream` (its text, ids, thinking tokens, whether its
+        answer was forced, where a prefix-branching stream starts): how training and held-out evaluation record a
+        stream."""
+        branch = stream.branch
         return cls(prompt=prompt + (branch.text if branch else ""), completion=stream.text,
                    answer=None if answer is None else str(answer), target_tokens=target_tokens,
                    completion_ids=list(stream.ids), prompt_ids=list(stream.prompt_ids),

@@ -87,17 +87,17 @@ class LoadAwareThreads(TrainerCallback):
             torch.set_num_threads(n)
 
 
-def health_callbacks(cfg: Mapping[str, Any] | None) -> list[HealthCallback]:
+def health_callbacks(cfg: HealthConfig | Mapping[str, Any] | None) -> list[HealthCallback]:
     """``[HealthCallback]`` for the ``health:`` config block, ``[]`` when ``health.enabled`` is false."""
-    config = HealthConfig.from_mapping(cfg)
+    config = cfg if isinstance(cfg, HealthConfig) else HealthConfig.from_mapping(cfg)
     return [HealthCallback(build_monitors(config))] if config.enabled else []
 
 
 class CalibrationWatch(TrainerCallback):
     """The meta-prover's calibration during training, for recipes whose traces carry Ĵ (``mc_progress``, the
     termination baseline). The trainer hands it every scored training batch (:meth:`on_scored_batch`): the first
-    one with Ĵ gets the pre-flight verdict (:func:`metarl.calibration.preflight`: logged once, as a warning when μ is uninformative, and written to ``calibration_preflight.json`` in the run directory), and every
-    one feeds the ``mu_calibration`` monitor (:class:`metarl.monitors.MuCalibration`), which warns once when it
+    one with Ĵ gets the pre-flight verdict (:func:`metarl.calibration.preflight`: logged once, as a warning when μ
+    is uninformative, and written to ``calibration_preflight.json`` in the run directory), and every one feeds the ``mu_calibration`` monitor (:class:`metarl.monitors.MuCalibration`), which warns once when it
     trips. On each training log its latest statistics are added as ``health/mu_calibration/...`` (so they land in
     ``metrics.jsonl``; pass it before the metrics writer, like :class:`HealthCallback`)."""
 
@@ -128,11 +128,8 @@ class CalibrationWatch(TrainerCallback):
                    run_dir, correct, getattr(mc.fn, "m", None))
 
     def on_scored_batch(self, traces: Sequence[Any], step: int) -> None:
-        """A scored training batch (:class:`metarl.trainer.grpo.MetaRLTrainer` calls this every step)."""
-        self.observe(traces, step)
-
-    def observe(self, traces: Sequence[Any], step: int) -> None:
-        """One scored training batch: the pre-flight verdict on the first with Ĵ, then the monitor."""
+        """One scored training batch (:class:`metarl.trainer.grpo.MetaRLTrainer` calls this every step): the
+        pre-flight verdict on the first with Ĵ, then the monitor."""
         from metarl.calibration import json_safe, preflight
 
         if not self.checked:

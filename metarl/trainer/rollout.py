@@ -112,7 +112,6 @@ class Rollout:
 
         return feedback
 
-
     def _branch(self, engine: Engine, prompt_ids: Sequence[Sequence[int]], sampling: Sampling) -> list[Stream]:
         """MRT's prefix-branching rollout (docs/method.md §4): each group (a run of identical prompts: TRL's
         ``num_generations`` samples of one prompt) gets one rollout of its prompt (``prefix_source``), cut after
@@ -142,17 +141,14 @@ class Rollout:
             j = self.draw(len(trace.episodes))
             cut = trace.episodes[j - 1].token_end if j else 0
             prefix = list(rollout.ids[:cut])
-            m = min(size - 1, self.terminate if self.terminate is not None else size // 2) if size > 1 else 0
+            m = min(size - 1, size // 2 if self.terminate is None else self.terminate)  # at least one continues
             branch = Branch(j, cut, engine.decode(prefix), terminating=True)
             stopping = engine.finish([Stream(list(head) + prefix, branch=branch) for _ in range(m)], sampling)
-            going = []
-            if size > m:
-                parent = Stream(list(head) + prefix, branch=replace(branch, terminating=False))
-                (going,) = engine.expand([parent], size - m, self.cap - cut, sampling)
-                engine.finish(going, sampling, force_answer=self.spec.force_answer)
+            parent = Stream(list(head) + prefix, branch=replace(branch, terminating=False))
+            (going,) = engine.expand([parent], size - m, self.cap - cut, sampling)
+            engine.finish(going, sampling, force_answer=self.spec.force_answer)
             out += [*stopping, *going]
         return out
-
 
     @staticmethod
     def draw(k: int) -> int:

@@ -16,7 +16,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
-from metarl.config import build_scorer, build_task_of, plain, validated
+from metarl.config import build_scorer, build_task_of, validated
 from metarl.engine import check_backend
 from metarl.registry import ConfigError
 from metarl.trainer.data import flatten_chat, load_rows, requires
@@ -153,7 +153,7 @@ def run(cfg: DictConfig) -> dict[str, Any]:
 
     plan = validate(cfg)
     tc = plan.config  # the typed config: every option below is read from it, with its type
-    health = health_callbacks(dataclasses.asdict(tc.health))
+    health = health_callbacks(tc.health)
     threads = set_threads(tc.threads)
     seed_everything(tc.seed)
     run_dir = check_writable(cfg.run_dir)  # resolved here (${hydra:...} interpolations)
