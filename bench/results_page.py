@@ -10,6 +10,7 @@ the numbers: a claim is only made where the confidence interval supports it.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import shutil
@@ -44,6 +45,28 @@ FURTHER_PAGES = (
     "[results_mrt_setting.md](results_mrt_setting.md).",
 )
 """Links to the result pages other benchmarks write next to this one."""
+
+CLAIMS = REPO / "docs" / "results" / "claims.csv"
+"""Each paper's headline claim and what metarl measured (written by hand from the pages it links)."""
+
+
+def claims_section(path: Path = CLAIMS) -> list[str]:
+    """The table of the papers' headline claims against metarl's measurements, from ``path`` (a CSV with
+    columns paper, claim, measured, policy, reproduced, command, page); a missing column is an error."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    need = ("paper", "claim", "measured", "policy", "reproduced", "command", "page")
+    missing = [c for c in need if rows and c not in rows[0]]
+    if missing:
+        raise ValueError(f"{path}: missing column(s) {missing}; columns are {', '.join(need)}")
+    out = ["## The papers' headline claims, measured", "",
+           f"What each paper reports, what metarl measured and on which policy (data: [claims.csv](results/{path.name})).",
+           "", "| paper | claim | measured | policy | reproduced | command |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        cells = [r["paper"], r["claim"], f"{r['measured']} ([{r['page']}]({r['page']}))", r["policy"],
+                 r["reproduced"], f"`{r['command']}`"]
+        out.append("| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |")
+    return out + [""]
 
 
 def curve_by_step(jobs: Sequence[dict[str, Any]], recipe: str, budget: int) -> list[dict[str, Any]]:
@@ -493,6 +516,7 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         "",
         *FURTHER_PAGES,
         "",
+        *claims_section(),
         "## How it was produced",
         "",
         "```",

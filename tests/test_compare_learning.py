@@ -519,3 +519,22 @@ def test_sigterm_ends_the_job_processes_too(tmp_path):
         time.sleep(0.05)
     else:
         raise AssertionError(f"the worker {child} outlived its comparison")
+
+
+def test_claims_table_renders_and_matches_the_page(tmp_path):
+    """docs/results.md carries the claims table exactly as results_page renders docs/results/claims.csv, one row
+    per paper (MRT, L1, Snell) with a command and a page that exists; a CSV without a column is refused."""
+    import results_page
+    lines = results_page.claims_section()
+    page = (results_page.REPO / "docs" / "results.md").read_text()
+    assert "\n".join(lines) in page
+    rows = [ln for ln in lines if ln.startswith("| ") and not ln.startswith("| paper")]
+    assert [r.split(" | ")[0][2:].split(" ")[0] for r in rows] == ["MRT", "L1", "Snell"]
+    import csv
+    for r in csv.DictReader(open(results_page.CLAIMS, newline="")):
+        assert (results_page.REPO / "docs" / r["page"]).exists(), r["page"]
+        assert r["command"].startswith("python bench/"), r["command"]
+    bad = tmp_path / "claims.csv"
+    bad.write_text("paper,claim\nX,Y\n")
+    with pytest.raises(ValueError, match="missing column"):
+        results_page.claims_section(bad)
