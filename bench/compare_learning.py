@@ -80,8 +80,8 @@ from tables import (BASELINE, CONTINUATION, INITIAL, MARGIN, TARGET_RATIO, accur
 RECIPES: tuple[str, ...] = ("outcome_grpo", "obj1_verify", "obj2_likelihood_progress", "obj2_mc_progress",
                              "obj2_mc_progress_min")
 # Relative cost of a job, to start a seed's slow ones first (keeps both workers busy at the end).
-_COST = {"obj2_mc_progress": 3.0, "obj2_mc_progress_min": 3.0, "obj2_likelihood_progress": 1.5, "obj1_verify": 1.0,
-         "outcome_grpo": 1.0, INITIAL: 0.2}
+_COST = {"obj2_mc_progress": 3.0, "obj2_mc_progress_min": 3.0, "mrt_termination_baseline": 3.0,
+         "obj2_likelihood_progress": 1.5, "obj1_verify": 1.0, "outcome_grpo": 1.0, INITIAL: 0.2}
 # Settings that may differ when a comparison is resumed: more seeds or recipes add jobs, ``jobs`` is speed only.
 _EXTENSIBLE = ("jobs", "seeds", "recipes")
 
@@ -122,6 +122,11 @@ class Settings:
     def forcing_budgets(self) -> list[int]:
         """Budgets of the test-time evaluation: C and 2C (beyond the training cap)."""
         return [self.cap, 2 * self.cap]
+
+    @property
+    def test_budgets(self) -> list[int]:
+        """Budgets of the test-time token curve (sampled, as ``budgets``): C/4, C/2, 3C/4 and C."""
+        return sorted({max(1, self.cap * k // 4) for k in (1, 2, 3, 4)})
 
     @property
     def regret_budgets(self) -> list[int]:
@@ -287,6 +292,40 @@ def _regret(s: Settings, seed: int, plan, model, tok, traces: list[Any]) -> dict
             "J_init": float(np.mean([t.meta.get("J_init", 0.0) for t in traces]))}
 
 
+def _calibration(s: Settings, plan, traces: list[Any]) -> dict[str, Any]:
+    """μ's calibration (``metarl.calibration.calibrate``) on the greedy held-out traces that :func:`_regret` scored
+    with ``s.mc_m`` forced answers per prefix: the final policy's own meta-prover, checked as metarl-calibrate does."""
+    from metarl.calibration import calibrate, grader_correctness
+
+    cal = calibrate(traces, episode_correct=grader_correctness(plan.scorer.grader, plan.scorer.extract_answer),
+                    m=s.mc_m)
+    va = cal.verify_after_correct
+    return {"m": s.mc_m, "n_traces": cal.n_traces, "correlation": cal.correlation, "auroc": cal.auroc,
+            "verify_after_correct": va.mean, "verify_after_correct_n": va.n, "J_last_correct": cal.J_last_correct,
+            "J_last_wrong": cal.J_last_wrong, "verdict": cal.verdict}
+
+
+def _exact_regret(s: Settings, plan, traces: list[Any]) -> dict[str, Any] | None:
+    """Normalised regret of the greedy held-out traces with J exact (``ExactProgress``, rule ``last``: the forced
+    answer the warm start was taught), on copies of the traces; None when the task cannot compute J."""
+    import copy
+
+    from metarl.metrics import curve_from_trace, information_gain_curve, normalized_regret
+    from metarl.rewards.exact import ExactProgress, implements_exact_success
+
+    if not implements_exact_success(plan.task):
+        return None
+    copies = copy.deepcopy(traces)
+    ExactProgress(plan.task, rule="last").score_batch(copies)
+    per_budget: dict[str, list[float]] = {str(b): [] for b in s.regret_budgets}
+    for t in copies:
+        curve = curve_from_trace(t, unit="tokens") or information_gain_curve([], [], t.meta.get("J_init"))
+        for b in s.regret_budgets:
+            per_budget[str(b)].append(normalized_regret(curve, b))
+    return {"rule": "last", "per_question": per_budget,
+            "mean": {b: float(np.mean(v)) for b, v in per_budget.items()}}
+
+
 def _cell(res: dict[str, Any]) -> dict[str, Any]:
     keep = ("accuracy", "correct", "tokens", "verification_accuracy", "cap_fraction", "episodes_per_trace", "n")
     return {k: res.get(k) for k in keep}
@@ -362,8 +401,17 @@ def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
     plan, model, tok = _load(cfg, model_path)
     if recipe == INITIAL:  # the untrained policy, evaluated as metarl-train evaluates after training
         result["after"] = {str(b): _heldout(s, plan, model, tok, b, seed)[0] for b in s.budgets}
+    # accuracy against test-time tokens: the final sampled evaluations plus the test budgets they lack
+    result["test_time"] = {b: result["after"][str(b)] if str(b) in result["after"]
+                           else _heldout(s, plan, model, tok, b, seed)[0] for b in s.test_budgets}
+    result["test_time"] = {str(b): c for b, c in result["test_time"].items()}
+    phases["test_time"], t1 = round(time.time() - t1, 1), time.time()
     _, traces = _heldout(s, plan, model, tok, s.cap, seed, sampled=False)  # greedy traces for the regret
     result["regret"] = _regret(s, seed, plan, model, tok, traces)
+    result["calibration"] = _calibration(s, plan, traces)
+    exact = _exact_regret(s, plan, traces)
+    if exact is not None:
+        result["regret_exact"] = exact
     phases["regret"] = round(time.time() - t1, 1)
     result["phase_seconds"] = phases
     result["seconds"] = round(time.time() - t0, 1)
@@ -509,10 +557,10 @@ def per_question(job: dict[str, Any], metric: str, b: str) -> list[float] | None
     (``regret``) at budget ``b``; None when the job has none there."""
     if metric == "accuracy":
         v = job.get("after", {}).get(b, {}).get("correct")
-    elif metric == "regret":
-        v = job.get("regret", {}).get("per_question", {}).get(b)
+    elif metric in ("regret", "regret_exact"):
+        v = job.get(metric, {}).get("per_question", {}).get(b)
     else:
-        raise ValueError(f"metric must be accuracy or regret, got {metric!r}")
+        raise ValueError(f"metric must be accuracy, regret or regret_exact, got {metric!r}")
     return [float(x) for x in v] if v else None
 
 
@@ -531,6 +579,115 @@ def paired_difference(jobs: Sequence[dict[str, Any]], recipe: str, budget: int,
     else:
         iv = _iv(mean_ci(list(pairs.values())) if pairs else Interval(math.nan, math.nan, math.nan, 0))
     return {**iv, "per_seed": pairs, "seeds_for_margin": seeds_for_margin(list(pairs.values()))}
+
+
+def accuracy_at(points: Sequence[tuple[float, float]], tokens: float) -> float:
+    """The accuracy of an accuracy-against-tokens curve ``[(tokens, accuracy), ...]`` at ``tokens``: linear between
+    points (in order of tokens), flat beyond the ends (a policy that stops early spends no more with a larger budget).
+
+    >>> accuracy_at([(40, 0.1), (80, 0.3)], 60), accuracy_at([(40, 0.1), (80, 0.3)], 100), accuracy_at([(40, 0.1)], 10)
+    (0.2, 0.3, 0.1)
+    """
+    pts = sorted((float(t), float(a)) for t, a in points)
+    if not pts:
+        raise ValueError("accuracy_at needs at least one point")
+    if tokens <= pts[0][0]:
+        return pts[0][1]
+    for (t0, a0), (t1, a1) in zip(pts, pts[1:]):
+        if tokens <= t1:
+            return a0 if t1 == t0 else a0 + (tokens - t0) / (t1 - t0) * (a1 - a0)
+    return pts[-1][1]
+
+
+def learning_auc(job: dict[str, Any], budget: int) -> float | None:
+    """The area under a job's held-out learning curve at ``budget`` over training steps, divided by the steps
+    (the mean accuracy over training, trapezoid rule): a training-efficiency measure with a valid null (a copy of
+    the baseline differs from it by 0 in expectation), unlike "the first step that reaches the target".
+
+    >>> learning_auc({"curve": {"8": [{"step": 0, "accuracy": 0.1}, {"step": 50, "accuracy": 0.3},
+    ...                                {"step": 100, "accuracy": 0.3}]}}, 8)
+    0.25
+    """
+    pts = sorted((int(p["step"]), float(p["accuracy"])) for p in job.get("curve", {}).get(str(budget), []))
+    if len(pts) < 2 or pts[-1][0] <= pts[0][0]:
+        return None
+    area = sum((s1 - s0) * (a0 + a1) / 2 for (s0, a0), (s1, a1) in zip(pts, pts[1:]))
+    return area / (pts[-1][0] - pts[0][0])
+
+
+def curve_point(job: dict[str, Any], budget: int) -> tuple[float, float] | None:
+    """A job's (mean test-time tokens, accuracy) at ``budget`` from its test-time curve (or its final evaluation)."""
+    c = job.get("test_time", {}).get(str(budget)) or job.get("after", {}).get(str(budget))
+    return None if not c else (float(c["tokens"]), float(c["accuracy"]))
+
+
+def paired_scalar(jobs: Sequence[dict[str, Any]], recipe: str, value: Callable[[dict[str, Any]], float | None],
+                  baseline: str = BASELINE) -> dict[str, Any]:
+    """``value(job) − value(baseline's job)``, paired by seed: mean, Student-t 95% CI over seeds, the per-seed
+    differences and :func:`seeds_for_margin` (as :func:`paired_difference`, for one number per job)."""
+    vals = {(j["recipe"], j["seed"]): v for j in jobs if j["recipe"] in (recipe, baseline)
+            and (v := value(j)) is not None and math.isfinite(v)}
+    pairs = {sd: vals[recipe, sd] - vals[baseline, sd] for (r, sd) in sorted(vals) if r == recipe
+             and (baseline, sd) in vals}
+    iv = _iv(mean_ci(list(pairs.values())) if len(pairs) > 1 else
+             Interval(next(iter(pairs.values()), math.nan), math.nan, math.nan, len(pairs)))
+    return {**iv, "per_seed": pairs, "seeds_for_margin": seeds_for_margin(list(pairs.values()))}
+
+
+def efficiency_at_test_time(jobs: Sequence[dict[str, Any]], cap: int, baseline: str = BASELINE) -> dict[str, Any]:
+    """Test-time token efficiency as MRT measures it, per recipe, paired with the baseline by seed.
+
+    Each job has an accuracy-against-tokens curve: sampled held-out accuracy and mean thinking tokens at the
+    test budgets C/4 … C (``test_time``). Per seed, the baseline's point at C gives the target accuracy a_b and
+    its tokens n_b:
+
+    - ``at_matched_tokens``: the recipe's accuracy at n_b tokens (:func:`accuracy_at`) minus a_b: paired, with a
+      Student-t CI over seeds; the verdict (±MARGIN) is read from it;
+    - ``ratio``: the test-time tokens at which the recipe's curve first reaches a_b (:func:`tokens_to_reach`),
+      divided by n_b; a seed that never reaches it is censored at its largest tokens (``reached`` false), and the
+      median's interval from order statistics (:func:`metarl.metrics.median_ci`) stays valid. MRT reports ~1.5×
+      fewer tokens (a ratio near 0.67) at equal accuracy.
+    """
+    base = {j["seed"]: j for j in jobs if j["recipe"] == baseline}
+    out: dict[str, Any] = {}
+    for recipe in dict.fromkeys(j["recipe"] for j in jobs if j["recipe"] != INITIAL):
+        seeds = []
+        for j in sorted((j for j in jobs if j["recipe"] == recipe), key=lambda j: j["seed"]):
+            bj = base.get(j["seed"])
+            goal = bj and curve_point(bj, cap)
+            pts = [p for b in j.get("test_time", {}) if (p := curve_point(j, int(b)))]
+            if not goal or not pts:
+                continue
+            n_b, a_b = goal
+            reach = tokens_to_reach(pts, a_b)
+            tokens = max(t for t, _ in pts) if reach is None else reach
+            seeds.append({"seed": j["seed"], "target_accuracy": a_b, "baseline_tokens": n_b,
+                          "accuracy_at_baseline_tokens": accuracy_at(pts, n_b), "tokens": tokens,
+                          "reached": reach is not None, "ratio": tokens / n_b if n_b > 0 else math.nan})
+        by_seed = {x["seed"]: x for x in seeds}
+        diff = paired_scalar(jobs, recipe, lambda jb: (by_seed[jb["seed"]]["accuracy_at_baseline_tokens"]
+                                                       if jb["recipe"] == recipe and jb["seed"] in by_seed
+                                                       else curve_point(jb, cap)[1]
+                                                       if jb["recipe"] == baseline and curve_point(jb, cap)
+                                                       else None), baseline) if recipe != baseline else None
+        finite = [x for x in seeds if math.isfinite(x["ratio"])]
+        ratios, reached = [x["ratio"] for x in finite], [x["reached"] for x in finite]
+        none = Interval(math.nan, math.nan, math.nan, 0)
+        out[recipe] = {"seeds": seeds, "at_matched_tokens": diff,
+                       "ratio": asdict(mean_ci(ratios) if len(ratios) > 1 else none),
+                       "median": asdict(median_ci(ratios, reached) if ratios else none),
+                       "n_reached": sum(reached)}
+    return out
+
+
+def calibration_summary(js: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """μ's calibration on a recipe's final policies over seeds: the correlation of Ĵ_last with the outcome and
+    the mean ΔĴ of a verify after a correct attempt (95% CIs over seeds), and how many seeds' μ was informative."""
+    cals = [j["calibration"] for j in js if j.get("calibration")]
+    num = lambda k: [[float(c[k])] for c in cals if c.get(k) is not None and math.isfinite(float(c[k]))]  # noqa: E731
+    return {"n": len(cals), "informative": sum(c["verdict"] == "informative" for c in cals),
+            "correlation": _iv(interval(num("correlation"))),
+            "verify_after_correct": _iv(interval(num("verify_after_correct")))}
 
 
 def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
@@ -559,17 +716,40 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
                                                          "tokens": _iv(interval([c["tokens"] for c in cells]))}
         for b in sorted({b for j in js for b in j.get("regret", {}).get("per_question", {})}, key=int):
             r["regret"][b] = _iv(interval([j["regret"]["per_question"].get(b, []) for j in js]))
+        exact = [j for j in js if j.get("regret_exact")]
+        if exact:
+            r["regret_exact"] = {b: _iv(interval([j["regret_exact"]["per_question"].get(b, []) for j in exact]))
+                                 for b in sorted({b for j in exact for b in j["regret_exact"]["per_question"]},
+                                                 key=int)}
+        tt = sorted({b for j in js for b in j.get("test_time", {})}, key=int)
+        if tt:
+            r["test_time"] = {b: {"accuracy": _iv(interval([j["test_time"][b]["correct"] for j in js
+                                                            if b in j.get("test_time", {})])),
+                                  "tokens": _iv(interval([[j["test_time"][b]["tokens"]] for j in js
+                                                          if b in j.get("test_time", {})]))} for b in tt}
+        if any(j.get("calibration") for j in js):
+            r["calibration"] = calibration_summary(js)
+        aucs = [[a] for j in js if (a := learning_auc(j, cap)) is not None]
+        if aucs:
+            r["learning_auc"] = _iv(interval(aucs))
         if recipe not in (INITIAL, BASELINE) and any(j["recipe"] == BASELINE for j in jobs):
             r["vs_baseline_by_budget"] = {b: paired_difference(jobs, recipe, int(b)) for b in budgets}
             r["vs_baseline"] = r["vs_baseline_by_budget"].get(str(cap)) or paired_difference(jobs, recipe, cap)
             r["regret_vs_baseline"] = {b: paired_difference(jobs, recipe, int(b), metric="regret")
                                        for b in r["regret"]}
+            if "regret_exact" in r:
+                r["regret_exact_vs_baseline"] = {b: paired_difference(jobs, recipe, int(b), metric="regret_exact")
+                                                 for b in r["regret_exact"]}
+            if "learning_auc" in r:
+                r["learning_auc_vs_baseline"] = paired_scalar(jobs, recipe, lambda j: learning_auc(j, cap))
         if recipe != INITIAL and any(j["recipe"] == INITIAL for j in jobs):
             r["vs_initial"] = paired_difference(jobs, recipe, cap, baseline=INITIAL)
         r["train_tokens"] = _iv(interval([[j.get("train_tokens", 0.0)] for j in js]))
         agg["per_recipe"][recipe] = r
     if any(j["recipe"] == BASELINE for j in jobs):
         agg["token_efficiency"] = token_efficiency(jobs, cap)
+        if any(j.get("test_time") for j in jobs):
+            agg["test_time_efficiency"] = efficiency_at_test_time(jobs, cap)
     return agg
 
 

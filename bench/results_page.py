@@ -13,6 +13,7 @@ import argparse
 import csv
 import json
 import math
+import re
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -114,7 +115,8 @@ def _write_csv(path: Path, header: Sequence[str], rows: Sequence[Sequence[Any]])
                         (f"{v:.6g}" if isinstance(v, float) else v) for v in r])
 
 
-def plot_learning_curves(jobs: Sequence[dict[str, Any]], agg: dict[str, Any], out: Path) -> tuple[str, str]:
+def plot_learning_curves(jobs: Sequence[dict[str, Any]], agg: dict[str, Any], out: Path,
+                         prefix: str = "") -> tuple[str, str]:
     """Held-out accuracy at C against training tokens, mean over seeds with a 95% band; the baseline's final
     accuracy as a dashed line."""
     plt = _plt()
@@ -141,14 +143,14 @@ def plot_learning_curves(jobs: Sequence[dict[str, Any]], agg: dict[str, Any], ou
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "learning_curves.png", dpi=110)
+    fig.savefig(out / f"{prefix}learning_curves.png", dpi=110)
     plt.close(fig)
-    _write_csv(out / "learning_curves.csv", ["recipe", "step", "train_tokens", "accuracy", "ci_low", "ci_high",
+    _write_csv(out / f"{prefix}learning_curves.csv", ["recipe", "step", "train_tokens", "accuracy", "ci_low", "ci_high",
                                              "seeds"], rows)
-    return "learning_curves.png", "learning_curves.csv"
+    return f"{prefix}learning_curves.png", f"{prefix}learning_curves.csv"
 
 
-def plot_budgets(agg: dict[str, Any], out: Path) -> tuple[str, str]:
+def plot_budgets(agg: dict[str, Any], out: Path, prefix: str = "") -> tuple[str, str]:
     """Accuracy against the test-time budget: pass@1 as evaluated during training (C/2, C), greedy decoding and
     budget forcing (C, 2C) with metarl-eval; three series per recipe, never mixed in one line."""
     plt = _plt()
@@ -174,10 +176,10 @@ def plot_budgets(agg: dict[str, Any], out: Path) -> tuple[str, str]:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     fig.tight_layout()
-    fig.savefig(out / "accuracy_vs_budget.png", dpi=110)
+    fig.savefig(out / f"{prefix}accuracy_vs_budget.png", dpi=110)
     plt.close(fig)
-    _write_csv(out / "accuracy_vs_budget.csv", ["recipe", "decoding", "budget", "accuracy", "ci_low", "ci_high"], rows)
-    return "accuracy_vs_budget.png", "accuracy_vs_budget.csv"
+    _write_csv(out / f"{prefix}accuracy_vs_budget.csv", ["recipe", "decoding", "budget", "accuracy", "ci_low", "ci_high"], rows)
+    return f"{prefix}accuracy_vs_budget.png", f"{prefix}accuracy_vs_budget.csv"
 
 
 def _yerr(ivs: Sequence[dict[str, float]]) -> np.ndarray:
@@ -186,7 +188,7 @@ def _yerr(ivs: Sequence[dict[str, float]]) -> np.ndarray:
     return np.array([lo, hi])
 
 
-def plot_efficiency(agg: dict[str, Any], out: Path) -> tuple[str, str] | None:
+def plot_efficiency(agg: dict[str, Any], out: Path, prefix: str = "") -> tuple[str, str] | None:
     """Token-efficiency ratio per recipe with the interval its verdict uses (the median's from 6 seeds on, else
     the mean's), per-seed ratios as dots, against the 2/3 target; an arrow marks an interval open upwards."""
     te = agg.get("token_efficiency")
@@ -211,16 +213,45 @@ def plot_efficiency(agg: dict[str, Any], out: Path) -> tuple[str, str] | None:
            "(bar: median or mean, with the verdict's 95% interval)")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "token_efficiency.png", dpi=110)
+    fig.savefig(out / f"{prefix}token_efficiency.png", dpi=110)
     plt.close(fig)
     rows = [[n, x["seed"], x["target_accuracy"], x["tokens"], x["baseline_tokens"], x["ratio"], x["reached"]]
             for n in names for x in te[n]["seeds"]]
-    _write_csv(out / "token_efficiency.csv", ["recipe", "seed", "target_accuracy", "tokens", "baseline_tokens",
+    _write_csv(out / f"{prefix}token_efficiency.csv", ["recipe", "seed", "target_accuracy", "tokens", "baseline_tokens",
                                               "ratio", "reached"], rows)
-    return "token_efficiency.png", "token_efficiency.csv"
+    return f"{prefix}token_efficiency.png", f"{prefix}token_efficiency.csv"
 
 
-def write_summary_csv(agg: dict[str, Any], out: Path) -> str:
+def plot_test_time(agg: dict[str, Any], out: Path, prefix: str = "") -> tuple[str, str] | None:
+    """Held-out accuracy against the test-time thinking tokens spent (sampled, at the test budgets C/4 … C), mean
+    over seeds with 95% CIs: MRT's token-efficiency plot."""
+    if not any(r.get("test_time") for r in agg["per_recipe"].values()):
+        return None
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.6))
+    rows = []
+    for i, (recipe, r) in enumerate(agg["per_recipe"].items()):
+        tt = r.get("test_time") or {}
+        bs = sorted(tt, key=int)
+        if not bs:
+            continue
+        x, acc = [tt[b]["tokens"]["mean"] for b in bs], [tt[b]["accuracy"] for b in bs]
+        ax.errorbar(x, [a["mean"] for a in acc], yerr=_yerr(acc), marker="o", ms=4, capsize=3,
+                    color=plt.get_cmap("tab10").colors[i % 10], label=recipe)
+        rows += [[recipe, b, tt[b]["tokens"]["mean"], a["mean"], a["low"], a["high"], a["n"]] for b, a in zip(bs, acc)]
+    ax.set(xlabel="test-time thinking tokens spent (mean per sample)", ylabel="held-out accuracy (sampled pass@1)",
+           title=f"Accuracy against test-time tokens (budgets C/4 to C={agg['cap']})")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / f"{prefix}accuracy_vs_test_tokens.png", dpi=110)
+    plt.close(fig)
+    _write_csv(out / f"{prefix}accuracy_vs_test_tokens.csv",
+               ["recipe", "budget", "tokens", "accuracy", "ci_low", "ci_high", "seeds"], rows)
+    return f"{prefix}accuracy_vs_test_tokens.png", f"{prefix}accuracy_vs_test_tokens.csv"
+
+
+def write_summary_csv(agg: dict[str, Any], out: Path, prefix: str = "") -> str:
     """Every aggregate number in one long CSV (recipe, metric, budget, mean, CI)."""
     rows = []
     for recipe, r in agg["per_recipe"].items():
@@ -236,11 +267,26 @@ def write_summary_csv(agg: dict[str, Any], out: Path) -> str:
         v = r["verification_accuracy"]
         rows.append([recipe, "verification_accuracy", agg["cap"], v["mean"], v["low"], v["high"], v["n"]])
         for metric, diffs in (("accuracy_minus_baseline", tables.accuracy_differences(agg, r)),
-                              ("regret_minus_baseline", r.get("regret_vs_baseline", {}))):
+                              ("regret_minus_baseline", r.get("regret_vs_baseline", {})),
+                              ("regret_exact", r.get("regret_exact", {})),
+                              ("regret_exact_minus_baseline", r.get("regret_exact_vs_baseline", {}))):
             for b, d in diffs.items():
                 rows.append([recipe, metric, b, d["mean"], d["low"], d["high"], d["n"]])
-    _write_csv(out / "summary.csv", ["recipe", "metric", "budget", "mean", "ci_low", "ci_high", "n"], rows)
-    return "summary.csv"
+        for b, c in r.get("test_time", {}).items():
+            for key in ("accuracy", "tokens"):
+                rows.append([recipe, f"test_time_{key}", b, c[key]["mean"], c[key]["low"], c[key]["high"],
+                             c[key]["n"]])
+        for metric, d in (("learning_auc", r.get("learning_auc")),
+                          ("learning_auc_minus_baseline", r.get("learning_auc_vs_baseline")),
+                          ("calibration_correlation", (r.get("calibration") or {}).get("correlation")),
+                          ("calibration_verify_after_correct",
+                           (r.get("calibration") or {}).get("verify_after_correct")),
+                          ("accuracy_at_baseline_tokens_minus_baseline",
+                           ((agg.get("test_time_efficiency") or {}).get(recipe) or {}).get("at_matched_tokens"))):
+            if d:
+                rows.append([recipe, metric, agg["cap"], d["mean"], d["low"], d["high"], d["n"]])
+    _write_csv(out / f"{prefix}summary.csv", ["recipe", "metric", "budget", "mean", "ci_low", "ci_high", "n"], rows)
+    return f"{prefix}summary.csv"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -266,7 +312,10 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
         lines.append(f"{'The outcome-reward baseline' if name == tables.BASELINE else f'**{name}**'} {word} the initial "
                      f"policy at C={cap}: {r['accuracy'][cap]['mean']:.3f} vs {init['mean']:.3f} (paired difference "
                      f"{d['mean']:+.3f}, 95% CI {d['low']:+.3f} to {d['high']:+.3f}).")
-    te = agg.get("token_efficiency") or {}
+    tte = agg.get("test_time_efficiency")
+    te = {} if tte else agg.get("token_efficiency") or {}  # a comparison with test-time curves reads those instead
+    if tte:
+        lines += _test_time_lines(agg)
     bt = te.get(tables.BASELINE)
     if bt and bt["n_trivial"]:
         lines.append(f"In {bt['n_trivial']} of {len(bt['seeds'])} seed(s) the baseline's final accuracy was already "
@@ -334,7 +383,9 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
                      f"attempt's true correctness): {parts}. Obj-1 rewards exactly this, so it is where Obj-1 should "
                      "differ first.")
     helped = [n for n, e in te.items() if n != tables.BASELINE and e["verdict"] == "meets"]
-    if helped:
+    if tte:
+        pass  # _test_time_lines gave the verdicts
+    elif helped:
         lines.append(f"Dense rewards help on this task for: {', '.join(helped)} (token-efficiency target met within "
                      "the CI).")
     else:
@@ -350,6 +401,38 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
                      "credit almost as well as per-episode rewards when a trace has a handful of episodes; per-episode "
                      "rewards mainly change *which* tokens get credit, which MRT expects to matter on longer streams "
                      "than these; and the warm-started policy already follows the attempt/verify/revise format.")
+    return lines
+
+
+def _test_time_lines(agg: dict[str, Any]) -> list[str]:
+    """The reading of a comparison with test-time curves: per arm, accuracy at the baseline's test-time tokens
+    (the verdict), the tokens it needs for the baseline's accuracy, its accuracy at C, and its μ's calibration."""
+    cap, pr, m = str(agg["cap"]), agg["per_recipe"], tables.MARGIN
+    lines, better = [], []
+    for name, e in agg["test_time_efficiency"].items():
+        d = e.get("at_matched_tokens")
+        if not d:
+            continue
+        v = tables.decide(d)
+        if v == "better":
+            better.append(name)
+        span = (f"{d['mean']:+.3f}, 95% CI {d['low']:+.3f} to {d['high']:+.3f}" if math.isfinite(d.get("low", math.nan))
+                else f"{d['mean']:+.3f}, no CI")
+        med = tables.fmt_median(e.get("median") or {})
+        lines.append(f"**{name}** at {tables.BASELINE}'s test-time tokens: accuracy difference {span} — {v}. "
+                     f"Test-time tokens to reach {tables.BASELINE}'s accuracy at C: median ratio {med} "
+                     f"({e['n_reached']} of {len(e['seeds'])} seeds reach it; MRT reports about 0.67).")
+        acc = pr.get(name, {}).get("vs_baseline")
+        if acc and math.isfinite(acc.get("low", math.nan)):
+            lines.append(f"  Accuracy at C={cap}: {acc['mean']:+.3f} (95% CI {acc['low']:+.3f} to {acc['high']:+.3f}), "
+                         f"{tables.decide(acc)}.")
+    cal = {n: r["calibration"] for n, r in pr.items() if r.get("calibration")}
+    if cal:
+        lines.append("μ informative on the final policy (seeds): " + ", ".join(
+            f"{n} {c['informative']}/{c['n']}" for n, c in cal.items()) + ".")
+    lines.append(("Arms above outcome GRPO at equal test-time tokens (CI above 0): " + ", ".join(better) + ".")
+                 if better else f"No arm is above outcome GRPO at equal test-time tokens with its CI above 0 (±{m:g} "
+                 "rule above for equivalence).")
     return lines
 
 
@@ -502,8 +585,10 @@ def _pass1(s: dict[str, Any]) -> str:
 
 
 def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig_dir_rel: str,
-           costs: dict[str, Any] | None = None, estimators: dict[str, Any] | None = None) -> str:
-    """The markdown of the page."""
+           costs: dict[str, Any] | None = None, estimators: dict[str, Any] | None = None,
+           name: str = "results") -> str:
+    """The markdown of the page ``docs/<name>.md`` (the claims table and the links to other pages only on
+    ``results``, the main page)."""
     s, agg, m = summary["settings"], summary["aggregate"], summary["machine"]
     n_seeds = len(s["seeds"])
     tiny = _tiny(summary)
@@ -514,14 +599,12 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         "",
         "Generated by `bench/results_page.py` from the output of `bench/compare_learning.py`; do not edit by hand.",
         "",
-        *FURTHER_PAGES,
-        "",
-        *claims_section(),
+        *((*FURTHER_PAGES, "", *claims_section()) if name == "results" else ()),
         "## How it was produced",
         "",
         "```",
         _rel(summary["command"]),
-        _rel(f"python bench/results_page.py {out_dir}"),
+        _rel(f"python bench/results_page.py {out_dir}" + (f" --name {name}" if name != "results" else "")),
         "```",
         "",
         f"- recipes: {', '.join(s['recipes'])} (plus `{tables.INITIAL}`: the untrained policy, evaluated the same way)",
@@ -557,19 +640,21 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
         "",
         tables.verdict_table(agg),
         "",
-        "## Token efficiency",
-        "",
-        "Per seed, the target is the baseline's final held-out accuracy at C; a method's cost is the training tokens "
-        "(prompt + completion, TRL's count) at which its learning curve first reaches it, interpolated linearly "
-        "between evaluations; the ratio divides by the baseline's total training tokens. `>` marks a seed that "
-        "never reached the target (censored at its own total: a lower bound). Target: ratio ≤ 2/3. The mean's "
-        "t-interval treats a censored ratio as its bound, so it is not an interval of anything when seeds are "
-        "censored; the median's interval from order statistics (from 6 seeds on) stays valid, its upper end "
-        "open (∞) when too few seeds reached the target. The verdict uses the median's interval when there is one, "
-        "else the mean's.",
-        "",
-        tables.efficiency_table(agg),
-        "",
+        *(efficiency_sections(agg) if agg.get("test_time_efficiency") else [
+            "## Token efficiency",
+            "",
+            "Per seed, the target is the baseline's final held-out accuracy at C; a method's cost is the training tokens "
+            "(prompt + completion, TRL's count) at which its learning curve first reaches it, interpolated linearly "
+            "between evaluations; the ratio divides by the baseline's total training tokens. `>` marks a seed that "
+            "never reached the target (censored at its own total: a lower bound). Target: ratio ≤ 2/3. The mean's "
+            "t-interval treats a censored ratio as its bound, so it is not an interval of anything when seeds are "
+            "censored; the median's interval from order statistics (from 6 seeds on) stays valid, its upper end "
+            "open (∞) when too few seeds reached the target. The verdict uses the median's interval when there is one, "
+            "else the mean's.",
+            "",
+            tables.efficiency_table(agg),
+            "",
+        ]),
         "## Test-time budgets, budget forcing beyond C, regret",
         "",
         f"Greedy decoding and s1 budget forcing (continuation `{tables.CONTINUATION}`, answer forced at the budget) at C "
@@ -583,7 +668,9 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
     ]
     for caption, png, csv in figures:
         parts += [f"**{caption}** (data: [{csv}]({fig_dir_rel}/{csv}))", "", f"![{caption}]({fig_dir_rel}/{png})", ""]
-    parts += ["All aggregate numbers: " + f"[summary.csv]({fig_dir_rel}/summary.csv).", "", "## Reading", ""]
+    prefix = "" if name == "results" else f"{name}_"
+    parts += ["All aggregate numbers: " + f"[{prefix}summary.csv]({fig_dir_rel}/{prefix}summary.csv).", "",
+              "## Reading", ""]
     parts += [f"- {line}" if not line.startswith("  ") else f"  {line.strip()}" for line in reading(agg, n_seeds)]
     parts.append("")
     if costs:
@@ -591,6 +678,49 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
     if estimators:
         parts += estimators_section(estimators, fig_dir_rel)
     return "\n".join(parts)
+
+
+def efficiency_sections(agg: dict[str, Any]) -> list[str]:
+    """Test-time token efficiency (MRT's measure), training efficiency by the area under the learning curve, and
+    μ's calibration on every final policy: the sections of a comparison whose jobs recorded them."""
+    m = tables.MARGIN
+    return [
+        "## Test-time token efficiency (as MRT measures it)",
+        "",
+        "Each final policy is evaluated at the test budgets C/4, C/2, 3C/4 and C (sampled pass@1, as above), which "
+        "gives its accuracy against the thinking tokens it spends. Per seed, the baseline's point at C sets the "
+        f"target: its accuracy a_b and its tokens n_b. *Δ accuracy at {tables.BASELINE}'s tokens*: the recipe's "
+        "accuracy at n_b tokens (linear between its points, flat beyond them) minus a_b, paired by seed (Student-t "
+        f"95% CI; verdict by the ±{m:g} rule). *Tokens to reach its accuracy*: where the recipe's curve first "
+        "reaches a_b, divided by n_b (`>`: never reached, censored at its largest tokens; the median's interval "
+        "from order statistics stays valid, from 6 seeds on). MRT reports about 1.5× fewer test-time tokens at "
+        "equal accuracy (a ratio near 0.67).",
+        "",
+        tables.tokens_curve_table(agg),
+        "",
+        tables.tokens_efficiency_table(agg),
+        "",
+        "## Training efficiency: area under the learning curve",
+        "",
+        "The area under each run's held-out learning curve at C over its training steps, divided by the steps (its "
+        "mean accuracy over training, trapezoid rule over the evaluations), paired with the baseline by seed. A copy "
+        "of the baseline differs from it by 0 in expectation, so the interval has a valid null; the \"first reaches "
+        "the baseline's final accuracy\" ratio of earlier pages did not (the baseline itself reaches it early about "
+        "half the time).",
+        "",
+        tables.learning_auc_table(agg),
+        "",
+        "## μ's calibration on every final policy",
+        "",
+        "`metarl.calibration.calibrate` on each final policy's greedy held-out traces at C, Ĵ from the regret's "
+        "forced answers (m per prefix): the correlation of Ĵ after the last episode with the outcome, and the mean "
+        "ΔĴ of a verify episode after a correct attempt (informative: ≥ 0.8 and ≥ −0.05). Monte Carlo progress and "
+        "the termination baseline score each arm with its own policy's μ, so an arm whose μ drifts out of "
+        "calibration is rewarded by a broken estimator.",
+        "",
+        tables.calibration_table(agg),
+        "",
+    ]
 
 
 def _optional_json(given: str | None, default: Path) -> dict[str, Any] | None:
@@ -613,7 +743,13 @@ def main(argv: Sequence[str] | None = None) -> Path:
     p.add_argument("--costs", help="costs.json of bench/costs.py (default OUT/costs/costs.json if it exists)")
     p.add_argument("--estimators", help="estimators.json of bench/estimators.py (default "
                                         "OUT/estimators/estimators.json if it exists)")
+    p.add_argument("--name", default="results",
+                   help="the page, docs/NAME.md (default results); its plots and CSVs are named NAME_*, except on "
+                        "results.md")
     a = p.parse_args(argv)
+    if not re.fullmatch(r"[A-Za-z0-9_]+", a.name):
+        p.error(f"--name {a.name!r}: letters, digits and _ only (it names docs/NAME.md)")
+    prefix = "" if a.name == "results" else f"{a.name}_"
     src = Path(a.out) / "summary.json"
     if not src.exists():
         raise SystemExit(f"{src} not found: run `python bench/compare_learning.py --out {a.out}` first")
@@ -623,12 +759,15 @@ def main(argv: Sequence[str] | None = None) -> Path:
     figs = docs / "results"
     figs.mkdir(parents=True, exist_ok=True)
     jobs, agg = summary["jobs"], summary["aggregate"]
-    figures = [("Learning curves", *plot_learning_curves(jobs, agg, figs)),
-               ("Accuracy vs test-time budget", *plot_budgets(agg, figs))]
-    eff = plot_efficiency(agg, figs)
+    figures = [("Learning curves", *plot_learning_curves(jobs, agg, figs, prefix)),
+               ("Accuracy vs test-time budget", *plot_budgets(agg, figs, prefix))]
+    tt = plot_test_time(agg, figs, prefix)
+    if tt:
+        figures.append(("Accuracy against test-time tokens", *tt))
+    eff = None if tt else plot_efficiency(agg, figs, prefix)
     if eff:
         figures.append(("Token efficiency", *eff))
-    write_summary_csv(agg, figs)
+    write_summary_csv(agg, figs, prefix)
     costs = _optional_json(a.costs, Path(a.out) / "costs" / "costs.json")
     if costs:
         for f in sorted(Path(costs["_dir"]).glob("costs*.csv")):
@@ -638,8 +777,8 @@ def main(argv: Sequence[str] | None = None) -> Path:
         for _, png, csv in estimators.get("figures", []):
             for name in (png, csv):
                 shutil.copy(Path(estimators["_dir"]) / name, figs / name)
-    page = docs / "results.md"
-    page.write_text(render(summary, figures, "results", costs, estimators))
+    page = docs / f"{a.name}.md"
+    page.write_text(render(summary, figures, "results", costs, estimators, name=a.name))
     print(f"[results_page] wrote {page} and {figs}/", flush=True)
     return page
 

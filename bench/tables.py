@@ -106,6 +106,15 @@ def verdict_table(agg: dict[str, Any], margin: float = MARGIN) -> str:
         for b, d in sorted(r.get("regret_vs_baseline", {}).items(), key=lambda x: int(x[0])):
             rows.append([name, f"regret @ C0={b} (lower is better)", *_powered(d, margin),
                          decide(d, margin, lower_is_better=True)])
+        for b, d in sorted(r.get("regret_exact_vs_baseline", {}).items(), key=lambda x: int(x[0])):
+            rows.append([name, f"regret, exact J @ C0={b} (lower is better)", *_powered(d, margin),
+                         decide(d, margin, lower_is_better=True)])
+        if "learning_auc_vs_baseline" in r:
+            d = r["learning_auc_vs_baseline"]
+            rows.append([name, "area under the learning curve @ C", *_powered(d, margin), decide(d, margin)])
+        tt = (agg.get("test_time_efficiency") or {}).get(name, {}).get("at_matched_tokens")
+        if tt:
+            rows.append([name, "accuracy at the baseline's test-time tokens", *_powered(tt, margin), decide(tt, margin)])
     return markdown_table(["recipe", f"vs {BASELINE}", "seeds", "paired difference [95% CI]",
                            f"CI ±{margin:g} or narrower?", "verdict"], rows)
 
@@ -184,3 +193,55 @@ def forcing_table(agg: dict[str, Any]) -> str:
         row += [fmt_iv(r["regret"].get(b, {})) for b in regret_b]
         rows.append(row)
     return markdown_table(header, rows)
+
+
+def tokens_curve_table(agg: dict[str, Any]) -> str:
+    """Accuracy against test-time tokens: sampled held-out accuracy [95% CI] (mean thinking tokens) at each test
+    budget, per recipe."""
+    budgets = sorted({b for r in agg["per_recipe"].values() for b in r.get("test_time", {})}, key=int)
+    rows = []
+    for name, r in agg["per_recipe"].items():
+        tt = r.get("test_time", {})
+        rows.append([name, len(r["seeds"]), *[f"{fmt_iv(tt[b]['accuracy'])} ({tt[b]['tokens']['mean']:.1f})"
+                                              if b in tt else "-" for b in budgets]])
+    return markdown_table(["recipe", "seeds", *[f"budget {b}: accuracy (tokens)" for b in budgets]], rows)
+
+
+def tokens_efficiency_table(agg: dict[str, Any], margin: float = MARGIN) -> str:
+    """Per recipe against the baseline at C: the accuracy at the baseline's test-time tokens minus the baseline's
+    (paired, the verdict) and the test-time tokens needed to reach the baseline's accuracy, as a ratio to its
+    tokens (``>`` marks a seed that never reached it: censored at its largest tokens)."""
+    rows = []
+    for name, e in (agg.get("test_time_efficiency") or {}).items():
+        d = e.get("at_matched_tokens")
+        per = ", ".join(("" if x["reached"] else ">") + f"{x['ratio']:.2f}" for x in e["seeds"])
+        rows.append([name, len(e["seeds"]), fmt_iv(d) if d else "-", decide(d, margin) if d else "(baseline)", per,
+                     fmt_median(e.get("median") or {}), f"{e['n_reached']}/{len(e['seeds'])}"])
+    return markdown_table(["recipe", "seeds", f"Δ accuracy at {BASELINE}'s tokens [95% CI]", "verdict",
+                           "tokens to reach its accuracy / its tokens (per seed)", "median ratio [95% CI]",
+                           "seeds reaching"], rows)
+
+
+def calibration_table(agg: dict[str, Any]) -> str:
+    """μ's calibration on each recipe's final policy (greedy held-out traces, Monte Carlo Ĵ), over seeds."""
+    rows = []
+    for name, r in agg["per_recipe"].items():
+        c = r.get("calibration")
+        if c:
+            rows.append([name, c["n"], fmt_iv(c["correlation"]), fmt_iv(c["verify_after_correct"]),
+                         f"{c['informative']}/{c['n']}"])
+    return markdown_table(["recipe", "seeds", "corr(Ĵ_last, outcome) [95% CI]",
+                           "verify after a correct attempt: mean ΔĴ [95% CI]", "informative"], rows)
+
+
+def learning_auc_table(agg: dict[str, Any], margin: float = MARGIN) -> str:
+    """The area under each recipe's held-out learning curve at C (mean accuracy over training) and its paired
+    difference from the baseline's."""
+    rows = []
+    for name, r in agg["per_recipe"].items():
+        if "learning_auc" in r:
+            d = r.get("learning_auc_vs_baseline")
+            rows.append([name, fmt_iv(r["learning_auc"]), fmt_iv(d) if d else "-",
+                         decide(d, margin) if d else "-"])
+    return markdown_table(["recipe", "area under the curve @ C [95% CI]", f"Δ vs {BASELINE} [95% CI]", "verdict"],
+                          rows)

@@ -538,3 +538,113 @@ def test_claims_table_renders_and_matches_the_page(tmp_path):
     bad.write_text("paper,claim\nX,Y\n")
     with pytest.raises(ValueError, match="missing column"):
         results_page.claims_section(bad)
+
+
+# ----------------------------------------------------------------------------------------- MRT's measures
+
+
+def _cell(acc: float, tokens: float) -> dict:
+    ones = round(acc * 100)
+    return {"accuracy": ones / 100, "correct": [1.0] * ones + [0.0] * (100 - ones), "tokens": tokens}
+
+
+def mrt_jobs() -> list[dict]:
+    """Baseline: 0.30 at 50 test tokens (budget C) in every seed; mrt_prefix reaches 0.35+0.01·seed at 32 tokens.
+    Learning curves as in :func:`fabricated_jobs`; exact regret and calibration per job."""
+    jobs = []
+    for seed, f in {0: 0.5, 1: 0.4, 2: 0.6}.items():
+        b = job("outcome_grpo", seed, [(0, 0.2), (500, 0.3), (1000, f)], [1.0, 0.0])
+        b["test_time"] = {"24": _cell(0.10, 20), "48": _cell(0.20, 35), "72": _cell(0.25, 45), "96": _cell(0.30, 50)}
+        b["regret_exact"] = {"per_question": {"96": [0.5, 0.7]}}
+        b["calibration"] = {"correlation": 0.9, "verify_after_correct": -0.01, "verdict": "informative"}
+        d = 0.01 * seed
+        m = job("mrt_prefix", seed, [(0, 0.2), (500, 0.4), (1000, 0.4)], [1.0, 1.0])
+        m["test_time"] = {"24": _cell(0.20 + d, 15), "48": _cell(0.30 + d, 25), "72": _cell(0.35 + d, 30),
+                          "96": _cell(0.35 + d, 32)}
+        m["regret_exact"] = {"per_question": {"96": [0.4, 0.6 - d]}}
+        m["calibration"] = {"correlation": 0.7 + d, "verify_after_correct": -0.1, "verdict": "uninformative"}
+        jobs += [b, m]
+    return jobs
+
+
+def test_test_time_efficiency_against_hand_computed_values():
+    eff = cl.efficiency_at_test_time(mrt_jobs(), CAP)
+    e = eff["mrt_prefix"]
+    # accuracy at the baseline's 50 tokens: flat beyond 32 tokens, 0.35 + 0.01·seed; minus 0.30
+    assert [x["accuracy_at_baseline_tokens"] for x in e["seeds"]] == pytest.approx([0.35, 0.36, 0.37])
+    d = e["at_matched_tokens"]
+    assert d["per_seed"] == pytest.approx({0: 0.05, 1: 0.06, 2: 0.07})
+    half = 4.302653 * 0.01 / math.sqrt(3)  # t_{0.975, 2} · sd / √3
+    assert (d["mean"], d["low"], d["high"]) == pytest.approx((0.06, 0.06 - half, 0.06 + half), abs=1e-5)
+    # first crossing of 0.30: seed 0 at (25, .30); seed 1 15 + .09/.10·10 = 24; seed 2 15 + .08/.10·10 = 23
+    assert [x["ratio"] for x in e["seeds"]] == pytest.approx([0.50, 0.48, 0.46])
+    assert e["n_reached"] == 3 and eff["outcome_grpo"]["at_matched_tokens"] is None
+    # the baseline against its own target: reached at its own C point (50 tokens) in every seed: ratio 1
+    assert [x["ratio"] for x in eff["outcome_grpo"]["seeds"]] == pytest.approx([1.0, 1.0, 1.0])
+    # a recipe that never gets there is censored at its largest tokens
+    low = [dict(j, test_time={"96": _cell(0.1, 40)}) if j["recipe"] == "mrt_prefix" else j for j in mrt_jobs()]
+    e = cl.efficiency_at_test_time(low, CAP)["mrt_prefix"]
+    assert [x["reached"] for x in e["seeds"]] == [False] * 3 and e["seeds"][0]["ratio"] == pytest.approx(0.8)
+
+
+def test_accuracy_at_and_learning_auc():
+    pts = [(40, 0.1), (80, 0.3), (20, 0.0)]
+    assert [cl.accuracy_at(pts, t) for t in (10, 30, 60, 200)] == pytest.approx([0.0, 0.05, 0.2, 0.3])
+    with pytest.raises(ValueError):
+        cl.accuracy_at([], 1)
+    j = job("x", 0, [(0, 0.2), (500, 0.3), (1000, 0.5)], [1.0])  # steps 0, 10, 20
+    assert cl.learning_auc(j, CAP) == pytest.approx((0.25 * 10 + 0.4 * 10) / 20)
+    assert cl.learning_auc(j, 7) is None  # no curve at that budget
+
+
+def test_aggregate_has_auc_exact_regret_and_calibration_per_arm():
+    agg = cl.aggregate(mrt_jobs(), CAP)
+    r = agg["per_recipe"]["mrt_prefix"]
+    # AUCs: baseline (0.25 + (0.3 + f)/2)/2 = .325, .300, .350; mrt_prefix (.3 + .4)/2 = .35: diffs .025, .05, 0
+    assert r["learning_auc_vs_baseline"]["per_seed"] == pytest.approx({0: 0.025, 1: 0.05, 2: 0.0})
+    assert r["learning_auc"]["mean"] == pytest.approx(0.35)
+    # exact regret: mrt (0.5 − d/2) − baseline 0.6 = −0.1, −0.105, −0.11
+    assert r["regret_exact_vs_baseline"]["96"]["per_seed"] == pytest.approx({0: -0.1, 1: -0.105, 2: -0.11})
+    c = r["calibration"]
+    assert (c["n"], c["informative"]) == (3, 0) and c["correlation"]["mean"] == pytest.approx(0.71)
+    assert agg["per_recipe"]["outcome_grpo"]["calibration"]["informative"] == 3
+    assert r["test_time"]["96"]["tokens"]["mean"] == pytest.approx(32.0)
+    import tables
+    text = tables.verdict_table(agg)
+    assert "| mrt_prefix | accuracy at the baseline's test-time tokens | 3 | 0.060 [0.035, 0.085] | yes | better |" in text
+    assert "| mrt_prefix | regret, exact J @ C0=96 (lower is better) | 3 |" in text
+    assert "| mrt_prefix | 3 | 0.710 [" in tables.calibration_table(agg)
+
+
+def test_named_results_page_has_the_mrt_sections_and_own_files(tmp_path):
+    import results_page
+
+    jobs = mrt_jobs()
+    agg = cl.aggregate(jobs, CAP)
+    settings = cl.resolve(cl.Settings(seeds=[0, 1, 2], recipes=["outcome_grpo", "mrt_prefix"],
+                                      overrides=["trainer.max_steps=20"]))
+    summary = {"settings": cl.asdict(settings), "command": "python bench/compare_learning.py --out X",
+               "machine": {"platform": "Linux-test", "processor": "x86_64", "cpu_count": 2, "python": "3.11",
+                           "torch": "2.13", "transformers": "5", "trl": "1.16"},
+               "jobs": jobs, "aggregate": json.loads(json.dumps(agg))}
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps(summary))
+    page = results_page.main([str(out), "--docs", str(tmp_path / "docs"), "--name", "results_mrt"])
+    text = page.read_text()
+    assert page.name == "results_mrt.md"
+    for head in ("## Test-time token efficiency (as MRT measures it)", "## Training efficiency: area under the "
+                 "learning curve", "## μ's calibration on every final policy"):
+        assert head in text
+    assert "## Token efficiency\n" not in text and "headline claims" not in text
+    assert ("- **mrt_prefix** at outcome_grpo's test-time tokens: accuracy difference +0.060, 95% CI +0.035 to "
+            "+0.085 — better." in text)
+    assert "Arms above outcome GRPO at equal test-time tokens (CI above 0): mrt_prefix." in text
+    assert "μ informative on the final policy (seeds): outcome_grpo 3/3, mrt_prefix 0/3." in text
+    assert f"python bench/results_page.py {out} --name results_mrt\n" in text
+    figs = tmp_path / "docs" / "results"
+    assert (figs / "results_mrt_accuracy_vs_test_tokens.png").stat().st_size > 0
+    assert "mrt_prefix,96,32,0.36,0.335159,0.384841,3" in (figs / "results_mrt_accuracy_vs_test_tokens.csv").read_text()
+    assert not (figs / "summary.csv").exists() and (figs / "results_mrt_summary.csv").exists()
+    with pytest.raises(SystemExit):
+        results_page.main([str(out), "--docs", str(tmp_path / "docs"), "--name", "../x"])
