@@ -90,3 +90,32 @@ def test_the_share_of_mid_episode_cuts_and_the_believed_rule():
     assert len(seen) > 20
     with pytest.raises(ValueError, match="forced_mid_episode"):
         make_recipe(forced_mid_episode=1.5)
+
+
+def test_rejected_right_examples_restate_the_right_candidate_a_slip_rejected():
+    """TinyRecipe.forced_rejected_right: forced answers right after a verification that wrongly rejected a right
+    candidate; the answer is that candidate (what the "last" rule answers there), the default leaves keys alone."""
+    assert TinyRecipe().forced_rejected_right == 0.0 and TinyRecipe(**MRT).key() == KEY_TINY_MRT
+    keys = {make_recipe(**MRT).key(), make_recipe(**MRT, forced_rejected_right=0.2).key(),
+            make_recipe(**MRT, forced_rejected_right=0.4).key()}
+    assert len(keys) == 3
+    r = make_recipe(n_examples=200, forced_fraction=1.0, forced_rejected_right=1.0, **MRT)
+    solver = NoisySolver(r.task().level(), r.solver_config())
+    rounds = []
+    for e in sft_examples(r):
+        prefix = _prefix(e)
+        answer = e["completion"][: -len(TAG_PROVER.answer_stop[0])]
+        head = e["prompt"].split("\n", 1)[0]
+        target = int(re.search(r"Target: (-?\d+)", head).group(1))
+        assert sum(parse_expression(answer)) == target  # the candidate is right ...
+        assert prefix.endswith(" incorrect</verify>") and prefix.rsplit("<verify>", 1)[1].startswith(answer + "=")
+        assert solver.forced_answer(prefix, {"numbers": [], "target": target}, random.Random(0), rule="last") == answer
+        # ... every earlier candidate is wrong and rightly rejected
+        for expr in STATED.findall(prefix)[:-1]:
+            assert sum(parse_expression(expr)) != target
+        rounds.append(prefix.count("<verify>"))
+    assert min(rounds) == 1 and max(rounds) == MRT["max_attempts"]  # 0..max_attempts-1 wrong rounds first
+    with pytest.raises(ValueError, match="forced_rule='last'"):
+        make_recipe(forced_rejected_right=0.2, forced_rule="believed")
+    with pytest.raises(ValueError, match=r"forced_rejected_right must lie in \[0, 1\]"):
+        make_recipe(forced_rejected_right=1.5)

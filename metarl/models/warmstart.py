@@ -47,7 +47,7 @@ DEFAULT_CACHE = "~/.cache/metarl"
 _NOT_IN_KEY = frozenset({"threads"})
 #: Fields added after :data:`RECIPE_VERSION` 2 that enter the cache key only when they differ from these
 #: defaults, so that the recipes built before them keep their keys (and cached policies).
-_KEY_IF_NOT = {"forced_mid_episode": 0.0}
+_KEY_IF_NOT = {"forced_mid_episode": 0.0, "forced_rejected_right": 0.0}
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,9 @@ class TinyRecipe:
     #: ``forced_rule`` on the stream up to the cut episode's start (a cut inside a verify block answers the
     #: candidate it verifies). 0 (the default) draws nothing, so the data and the cache key stay as before.
     forced_mid_episode: float = 0.0
+    #: share of forced-answer examples made right after a slip that rejected a right candidate, answering it
+    #: (:meth:`NoisySolver.rejected_right_example`); 0 (the default) draws nothing, as ``forced_mid_episode``.
+    forced_rejected_right: float = 0.0
     p_correct: float = 0.3
     p_slip: float = 0.1
     p_continue: float = 0.5
@@ -117,8 +120,12 @@ class TinyRecipe:
             raise ValueError(f"forced_fraction must lie in [0, 1], got {self.forced_fraction}")
         if self.forced_final is not None and not 0.0 <= self.forced_final <= 1.0:
             raise ValueError(f"forced_final must lie in [0, 1] (or be None), got {self.forced_final}")
-        if not 0.0 <= self.forced_mid_episode <= 1.0:
-            raise ValueError(f"forced_mid_episode must lie in [0, 1], got {self.forced_mid_episode}")
+        for key in ("forced_mid_episode", "forced_rejected_right"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} must lie in [0, 1], got {getattr(self, key)}")
+        if self.forced_rejected_right > 0 and self.forced_rule != "last":
+            raise ValueError("forced_rejected_right answers the rejected candidate, which only forced_rule='last' "
+                             f"does; got forced_rule={self.forced_rule!r}")
         if self.forced_rule not in FORCED_RULES:
             raise ValueError(f"forced_rule {self.forced_rule!r}: use one of {', '.join(FORCED_RULES)}")
         if self.n_examples < 1 or self.batch_size < 1 or self.epochs <= 0:
@@ -181,6 +188,9 @@ def sft_examples(recipe: TinyRecipe) -> list[dict[str, str]]:
         problem = rng.choice(problems)
         trace = solver.trace(problem, rng)
         if rng.random() < recipe.forced_fraction:
+            if recipe.forced_rejected_right > 0 and rng.random() < recipe.forced_rejected_right:
+                out.append(solver.rejected_right_example(problem, rng))
+                continue
             out.append(solver.forced_answer_example(trace, problem, rng, p_final=recipe.forced_final,
                                                     rule=recipe.forced_rule, p_mid=recipe.forced_mid_episode))
         else:

@@ -172,6 +172,41 @@ class NoisySolver:
         guess = self._guess(rng, pool, target) if pool else None
         return format_expression(guess) if guess else format_expression(candidates(numbers, self.level)[0])
 
+    def rejected_right_example(self, problem: dict[str, Any], rng: random.Random) -> dict[str, str]:
+        """A forced-answer example right after a slip that rejected a *right* candidate, answering that candidate
+        (the ``"last"`` rule; the ``"believed"`` rule would not answer it): 0 to ``max_attempts − 1`` wrong
+        candidates rejected rightly, then a right one whose verification states its sum off by 1 or 2. The
+        solver's own traces hold this case in p_correct·p_slip of their rounds only, while a policy that verifies
+        worse than the solver rejects right candidates far more often, and its forced answer must still restate
+        them for Monte Carlo progress not to punish verification (docs/results_mrt_setting.md).
+
+        >>> from metarl.tasks.subset_sum import SubsetSumTask
+        >>> task = SubsetSumTask(difficulty=2)
+        >>> p = task.generate("train", 1, seed=0)[0]
+        >>> e = NoisySolver(task.level()).rejected_right_example(p, random.Random(0))
+        >>> answer = e["completion"].removesuffix("</answer>")
+        >>> sum(parse_expression(answer)) == p["target"]
+        True
+        >>> last_verify = e["prompt"].removesuffix("<answer>").rsplit("<verify>", 1)[1]
+        >>> last_verify.startswith(answer + "="), last_verify.endswith(" incorrect</verify>")
+        (True, True)
+        """
+        numbers, target = list(problem["numbers"]), int(problem["target"])
+        pool = candidates(numbers, self.level)
+        right = [c for c in pool if sum(c) == target]
+        wrong = [c for c in pool if sum(c) != target]
+        if not right:
+            raise ValueError(f"problem {problem.get('prompt')!r} has no solution among the level's expressions")
+        k = min(rng.randrange(self.config.max_attempts), len(wrong))
+        parts: list[str] = []
+        for i, terms in enumerate(rng.sample(wrong, k)):
+            parts += [attempt_block(terms, first=i == 0), verify_block(terms, sum(terms), target)]
+        terms = rng.choice(right)
+        stated = target + rng.choice([d for d in (-2, -1, 1, 2) if target + d > 0])
+        parts += [attempt_block(terms, first=k == 0), verify_block(terms, stated, target)]
+        return {"prompt": problem["prompt"] + "".join(parts) + TAG_PROVER.suffix,
+                "completion": format_expression(terms) + TAG_PROVER.answer_stop[0]}
+
     def forced_answer_example(self, trace: SolverTrace, problem: dict[str, Any], rng: random.Random,
                               p_final: float | None = None, rule: str = "believed",
                               p_mid: float = 0.0) -> dict[str, str]:
