@@ -119,3 +119,17 @@ def test_rejected_right_examples_restate_the_right_candidate_a_slip_rejected():
         make_recipe(forced_rejected_right=0.2, forced_rule="believed")
     with pytest.raises(ValueError, match=r"forced_rejected_right must lie in \[0, 1\]"):
         make_recipe(forced_rejected_right=1.5)
+
+
+def test_mid_episode_cuts_inside_verify_blocks_only_answer_the_verified_candidate():
+    r = make_recipe(n_examples=300, forced_fraction=1.0, forced_mid_episode=1.0, forced_mid_blocks="verify", **MRT)
+    assert r.key() != make_recipe(forced_mid_episode=1.0, **MRT).key()
+    for e in sft_examples(r):
+        prefix = _prefix(e)
+        answer = e["completion"][: -len(TAG_PROVER.answer_stop[0])]
+        tail = prefix[max(prefix.rfind("</attempt>") + 10, prefix.rfind("</revise>") + 9):]
+        assert tail and (tail.startswith("<verify>") or "<verify>".startswith(tail))  # inside a verify block,
+        assert not tail.endswith("</verify>")  # strictly (a cut in its opening tag included)
+        assert answer == "".join(STATED.findall(prefix)[-1].split())  # the candidate it verifies
+    with pytest.raises(ValueError, match="forced_mid_blocks"):
+        make_recipe(forced_mid_blocks="attempt")

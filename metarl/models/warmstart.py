@@ -31,7 +31,7 @@ import torch
 
 from metarl.models.tiny import build_char_tokenizer, build_tiny_model
 from metarl.tasks.subset_sum import SubsetSumTask
-from metarl.tasks.subset_sum_traces import FORCED_RULES, NoisySolver, SolverConfig
+from metarl.tasks.subset_sum_traces import FORCED_RULES, MID_BLOCKS, NoisySolver, SolverConfig
 from metarl.utils import checkpointing_key, progress_bar, quiet_libraries, set_threads, verbose
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ DEFAULT_CACHE = "~/.cache/metarl"
 _NOT_IN_KEY = frozenset({"threads"})
 #: Fields added after :data:`RECIPE_VERSION` 2 that enter the cache key only when they differ from these
 #: defaults, so that the recipes built before them keep their keys (and cached policies).
-_KEY_IF_NOT = {"forced_mid_episode": 0.0, "forced_rejected_right": 0.0}
+_KEY_IF_NOT = {"forced_mid_episode": 0.0, "forced_rejected_right": 0.0, "forced_mid_blocks": "any"}
 
 
 @dataclass(frozen=True)
@@ -89,6 +89,8 @@ class TinyRecipe:
     #: ``forced_rule`` on the stream up to the cut episode's start (a cut inside a verify block answers the
     #: candidate it verifies). 0 (the default) draws nothing, so the data and the cache key stay as before.
     forced_mid_episode: float = 0.0
+    #: which episodes those cuts fall inside: "any" or "verify" (verify blocks only, as a cap cuts a verification)
+    forced_mid_blocks: str = "any"
     #: share of forced-answer examples made right after a slip that rejected a right candidate, answering it
     #: (:meth:`NoisySolver.rejected_right_example`); 0 (the default) draws nothing, as ``forced_mid_episode``.
     forced_rejected_right: float = 0.0
@@ -126,6 +128,8 @@ class TinyRecipe:
         if self.forced_rejected_right > 0 and self.forced_rule != "last":
             raise ValueError("forced_rejected_right answers the rejected candidate, which only forced_rule='last' "
                              f"does; got forced_rule={self.forced_rule!r}")
+        if self.forced_mid_blocks not in MID_BLOCKS:
+            raise ValueError(f"forced_mid_blocks {self.forced_mid_blocks!r}: use one of {', '.join(MID_BLOCKS)}")
         if self.forced_rule not in FORCED_RULES:
             raise ValueError(f"forced_rule {self.forced_rule!r}: use one of {', '.join(FORCED_RULES)}")
         if self.n_examples < 1 or self.batch_size < 1 or self.epochs <= 0:
@@ -192,7 +196,8 @@ def sft_examples(recipe: TinyRecipe) -> list[dict[str, str]]:
                 out.append(solver.rejected_right_example(problem, rng))
                 continue
             out.append(solver.forced_answer_example(trace, problem, rng, p_final=recipe.forced_final,
-                                                    rule=recipe.forced_rule, p_mid=recipe.forced_mid_episode))
+                                                    rule=recipe.forced_rule, p_mid=recipe.forced_mid_episode,
+                                                    mid_blocks=recipe.forced_mid_blocks))
         else:
             out.append({"prompt": trace.prompt, "completion": trace.completion})
     return out

@@ -28,6 +28,8 @@ from metarl.tasks.subset_sum import Level, format_expression, parse_expression
 
 #: Forced-answer rules of :meth:`NoisySolver.forced_answer`.
 FORCED_RULES = ("believed", "last")
+#: Which episodes :meth:`NoisySolver.forced_answer_example` may cut inside (``p_mid``): any, or verify blocks only.
+MID_BLOCKS = ("any", "verify")
 
 
 def candidates(numbers: list[int], lv: Level) -> list[list[int]]:
@@ -209,7 +211,7 @@ class NoisySolver:
 
     def forced_answer_example(self, trace: SolverTrace, problem: dict[str, Any], rng: random.Random,
                               p_final: float | None = None, rule: str = "believed",
-                              p_mid: float = 0.0) -> dict[str, str]:
+                              p_mid: float = 0.0, mid_blocks: str = "any") -> dict[str, str]:
         """A prompt/completion pair teaching the forced answer: the prompt is the problem, a prefix of
         ``trace`` cut at an episode boundary and the tag format's termination suffix (``"<answer>"``,
         :data:`metarl.prover.TAG_PROVER`); the completion is the answer (:meth:`forced_answer` with ``rule``)
@@ -223,13 +225,20 @@ class NoisySolver:
         was) the cut is instead uniform over the positions strictly inside an episode (a block), as a cap cuts a
         stream; the answer is then :meth:`forced_answer` on the prefix up to that episode's start (to its end when
         only its closing tag is cut), i.e. a cut inside a verify block answers the candidate it verifies, and a
-        cut inside an attempt's expression ignores the unfinished candidate."""
+        cut inside an attempt's expression ignores the unfinished candidate. ``mid_blocks="verify"`` cuts inside
+        verify blocks only (where a cap cutting a verification leaves the candidate it verifies as the answer,
+        which the "last" rule restates: no conflict with copying the last candidate)."""
+        if mid_blocks not in MID_BLOCKS:
+            raise ValueError(f"mid_blocks {mid_blocks!r}: use one of {', '.join(MID_BLOCKS)}")
         ends = [0]
         for r in range(len(trace.rounds)):
             a = len(attempt_block(trace.rounds[r].terms, first=r == 0))
             ends.append(ends[-1] + a)
             ends.append(trace.completion.index("</verify>", ends[-1]) + len("</verify>"))
-        inside = [i for a, b in zip(ends, ends[1:]) for i in range(a + 1, b)]
+        blocks = list(zip(ends, ends[1:]))  # attempt, verify, attempt, verify, ...
+        if mid_blocks == "verify":
+            blocks = blocks[1::2]
+        inside = [i for a, b in blocks for i in range(a + 1, b)]
         if p_mid > 0 and inside and rng.random() < p_mid:
             cut = rng.choice(inside)
             start, end = max(e for e in ends if e < cut), min(e for e in ends if e > cut)
