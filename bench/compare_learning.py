@@ -621,17 +621,29 @@ def curve_point(job: dict[str, Any], budget: int) -> tuple[float, float] | None:
     return None if not c else (float(c["tokens"]), float(c["accuracy"]))
 
 
-def paired_scalar(jobs: Sequence[dict[str, Any]], recipe: str, value: Callable[[dict[str, Any]], float | None],
-                  baseline: str = BASELINE) -> dict[str, Any]:
-    """``value(job) − value(baseline's job)``, paired by seed: mean, Student-t 95% CI over seeds, the per-seed
-    differences and :func:`seeds_for_margin` (as :func:`paired_difference`, for one number per job)."""
-    vals = {(j["recipe"], j["seed"]): v for j in jobs if j["recipe"] in (recipe, baseline)
-            and (v := value(j)) is not None and math.isfinite(v)}
-    pairs = {sd: vals[recipe, sd] - vals[baseline, sd] for (r, sd) in sorted(vals) if r == recipe
-             and (baseline, sd) in vals}
+def paired(values: dict[int, float], base: dict[int, float]) -> dict[str, Any]:
+    """``values[seed] − base[seed]`` over the seeds both have (finite): mean, Student-t 95% CI over seeds (none
+    from one seed), the per-seed differences and :func:`seeds_for_margin`.
+
+    >>> d = paired({0: 0.75, 1: 0.5, 2: 0.4}, {0: 0.5, 1: 0.375})
+    >>> d["per_seed"], d["mean"], d["n"]
+    ({0: 0.25, 1: 0.125}, 0.1875, 2)
+    """
+    pairs = {sd: float(v) - float(base[sd]) for sd, v in sorted(values.items())
+             if sd in base and math.isfinite(v) and math.isfinite(base[sd])}
     iv = _iv(mean_ci(list(pairs.values())) if len(pairs) > 1 else
              Interval(next(iter(pairs.values()), math.nan), math.nan, math.nan, len(pairs)))
     return {**iv, "per_seed": pairs, "seeds_for_margin": seeds_for_margin(list(pairs.values()))}
+
+
+def paired_scalar(jobs: Sequence[dict[str, Any]], recipe: str, value: Callable[[dict[str, Any]], float | None],
+                  baseline: str = BASELINE) -> dict[str, Any]:
+    """``value(job) − value(baseline's job)``, paired by seed (:func:`paired`; as :func:`paired_difference`, for
+    one number per job)."""
+    def by_seed(name: str) -> dict[int, float]:
+        return {j["seed"]: v for j in jobs if j["recipe"] == name and (v := value(j)) is not None}
+
+    return paired(by_seed(recipe), by_seed(baseline))
 
 
 def efficiency_at_test_time(jobs: Sequence[dict[str, Any]], cap: int, baseline: str = BASELINE) -> dict[str, Any]:
@@ -664,12 +676,8 @@ def efficiency_at_test_time(jobs: Sequence[dict[str, Any]], cap: int, baseline: 
             seeds.append({"seed": j["seed"], "target_accuracy": a_b, "baseline_tokens": n_b,
                           "accuracy_at_baseline_tokens": accuracy_at(pts, n_b), "tokens": tokens,
                           "reached": reach is not None, "ratio": tokens / n_b if n_b > 0 else math.nan})
-        by_seed = {x["seed"]: x for x in seeds}
-        diff = paired_scalar(jobs, recipe, lambda jb: (by_seed[jb["seed"]]["accuracy_at_baseline_tokens"]
-                                                       if jb["recipe"] == recipe and jb["seed"] in by_seed
-                                                       else curve_point(jb, cap)[1]
-                                                       if jb["recipe"] == baseline and curve_point(jb, cap)
-                                                       else None), baseline) if recipe != baseline else None
+        diff = None if recipe == baseline else paired({x["seed"]: x["accuracy_at_baseline_tokens"] for x in seeds},
+                                                      {x["seed"]: x["target_accuracy"] for x in seeds})
         finite = [x for x in seeds if math.isfinite(x["ratio"])]
         ratios, reached = [x["ratio"] for x in finite], [x["reached"] for x in finite]
         none = Interval(math.nan, math.nan, math.nan, 0)
