@@ -62,7 +62,7 @@ MRT_SEEDS ?= 0,1,2,3,4,5
 MRT_ARMS ?= outcome_grpo,mrt_prefix,mrt_termination_baseline,obj2_mc_progress,obj2_exact_progress,obj1_verify
 results-mrt: install
 	$(BIN)/python bench/compare_learning.py --setting mrt_long --recipes $(MRT_ARMS) --seeds $(MRT_SEEDS) \
-		--out runs/mrt_long --record docs/results/mrt_long.json
+		--forcing-budgets 320,440 --out runs/mrt_long --record docs/results/mrt_long.json
 	$(BIN)/python bench/results_page.py runs/mrt_long --name results_mrt
 
 clean:

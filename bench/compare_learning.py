@@ -112,6 +112,9 @@ class Settings:
     """The tiny policy's warm-start overrides (``model.tiny``) the setting composes to."""
     task: dict[str, Any] | None = None
     """The task (``task.task``, a ``_target_`` mapping) the setting composes to."""
+    forcing: list[int] | None = None
+    """Budgets of the test-time evaluation with metarl-eval (None: C and 2C); ``--forcing-budgets`` sets them where 2C
+    does not fit the model's positions (the tiny policy has 512)."""
 
     @property
     def budgets(self) -> list[int]:
@@ -120,8 +123,8 @@ class Settings:
 
     @property
     def forcing_budgets(self) -> list[int]:
-        """Budgets of the test-time evaluation: C and 2C (beyond the training cap)."""
-        return [self.cap, 2 * self.cap]
+        """Budgets of the test-time evaluation: ``forcing``, by default C and 2C (beyond the training cap)."""
+        return list(self.forcing) if self.forcing else [self.cap, 2 * self.cap]
 
     @property
     def test_budgets(self) -> list[int]:
@@ -824,6 +827,9 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
     p.add_argument("--jobs", type=int, default=2, help="parallel jobs, one torch thread each (default 2)")
     p.add_argument("--recipes", help=f"comma-separated recipes (default {','.join(RECIPES)})")
     p.add_argument("--mc-m", type=int, help="forced answers per prefix for regret (default 4; quick: 2)")
+    p.add_argument("--forcing-budgets", metavar="B1,B2",
+                   help="budgets of the greedy / budget-forcing evaluation with metarl-eval (default C,2C); e.g. "
+                        "320,440 where 2C does not fit the model's positions")
     p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
                    help="extra Hydra override for every training run (repeatable), e.g. trainer.max_steps=300 "
                         "or model=random-tiny")
@@ -844,6 +850,13 @@ def parse_args(argv: Sequence[str] | None) -> tuple[argparse.Namespace, Settings
         s.setting = a.setting
     if a.mc_m is not None:
         s.mc_m = a.mc_m
+    if a.forcing_budgets:
+        try:
+            s.forcing = [int(x) for x in a.forcing_budgets.split(",") if x.strip()]
+        except ValueError:
+            p.error(f"--forcing-budgets {a.forcing_budgets!r}: give comma-separated whole numbers, e.g. 320,440")
+        if not s.forcing or min(s.forcing) < 1:
+            p.error(f"--forcing-budgets {a.forcing_budgets!r}: give positive budgets, e.g. 320,440")
     for key in ("mc_m", "jobs"):
         if getattr(s, key) < 1:
             p.error(f"--{key.replace('_', '-')}={getattr(s, key)} must be >= 1")

@@ -648,3 +648,15 @@ def test_named_results_page_has_the_mrt_sections_and_own_files(tmp_path):
     assert not (figs / "summary.csv").exists() and (figs / "results_mrt_summary.csv").exists()
     with pytest.raises(SystemExit):
         results_page.main([str(out), "--docs", str(tmp_path / "docs"), "--name", "../x"])
+
+
+def test_forcing_budgets_option_replaces_c_and_2c(tmp_path):
+    """--forcing-budgets sets the metarl-eval budgets where 2C does not fit the model (mrt_long: C=320, 512
+    positions); the default stays C and 2C, and bad values are refused."""
+    _, s = cl.parse_args(["--out", str(tmp_path), "--setting", "mrt_long", "--forcing-budgets", "320,440"])
+    assert s.forcing_budgets == [320, 440] and s.forcing == [320, 440]
+    _, s = cl.parse_args(["--out", str(tmp_path)])
+    assert s.forcing_budgets == [s.cap, 2 * s.cap]
+    for bad in ("a,b", "0,440", ","):
+        with pytest.raises(SystemExit):
+            cl.parse_args(["--out", str(tmp_path), "--forcing-budgets", bad])
