@@ -91,3 +91,26 @@ def test_resuming_a_finished_run_trains_nothing(tmp_path):
     assert resumed["steps"] == 2 and _steps(run_dir / "metrics.jsonl") == [1, 2]
     assert sorted(p.name for p in (run_dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
     assert (run_dir / "final" / "model.safetensors").read_bytes() == weights  # the checkpoint's trained weights
+
+
+def test_a_resumed_run_keeps_the_held_out_evaluation_before_training(tmp_path):
+    """The 'before' evaluation runs once, at the first start; a run resumed after a kill still reports it (it is
+    kept in eval/before.json), so a comparison's learning curve keeps its step-0 point."""
+    from hydra import compose, initialize_config_dir
+
+    from metarl.config import conf_dir
+    from metarl.trainer.run import run
+
+    run_dir = tmp_path / "run"
+    small = [a for a in ARGS if not a.startswith(("trainer.max_steps", "evaluate."))] + [
+        "trainer.max_steps=2", "evaluate.enabled=true", "evaluate.n=4", "evaluate.every=0", f"run_dir={run_dir}"]
+    with initialize_config_dir(config_dir=conf_dir(), version_base=None):
+        first = compose("train", overrides=small)
+        again = compose("train", overrides=[*small, "trainer.resume=true"])
+    summary = json.loads(json.dumps(run(first)))
+    assert summary["before"] and json.loads((run_dir / "eval" / "before.json").read_text()) == summary["before"]
+    (run_dir / "summary.json").unlink()  # killed after the last checkpoint, before the final save
+    for p in (run_dir / "final").iterdir():
+        p.unlink()
+    resumed = json.loads(json.dumps(run(again)))
+    assert resumed["before"] == summary["before"] and resumed["after"].keys() == summary["after"].keys()

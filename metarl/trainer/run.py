@@ -250,9 +250,13 @@ def run(cfg: DictConfig) -> dict[str, Any]:
         return state["step"]
 
     (run_dir / "eval").mkdir(exist_ok=True)
+    before = run_dir / "eval" / "before.json"  # kept apart, so that a resumed run's summary still has it
     if evaluate and resume_from is None:
         model = to_accelerator(model, tc.trainer.use_cpu)  # on the trainer's device, not the CPU it loaded to
         summary["before"] = held_out(model, "before")
+        before.write_text(json.dumps(summary["before"]))
+    elif evaluate and before.exists():
+        summary["before"] = {int(b): r for b, r in json.loads(before.read_text()).items()}
 
     vllm = tc.generation.backend == "vllm"
     if vllm:  # TRL's engine loads the policy from its name_or_path: a Hugging Face directory of these weights
