@@ -553,12 +553,39 @@ def _job_minutes(summary: dict[str, Any]) -> str:
     return f"{total / 60:.0f}" if total else f"{summary.get('wall_seconds', 0.0) / 60:.1f} (wall)"
 
 
+def whole_seeds(summary: dict[str, Any]) -> dict[str, Any]:
+    """``summary`` reduced to the seeds every recipe with a finished job finished, its aggregate recomputed: a paired
+    comparison stopped inside a seed would otherwise average some rows over more seeds than others. The seeds asked
+    for, and the finished jobs left out, are kept under ``partial``."""
+    import compare_learning as cl
+
+    s = summary["settings"]
+    names = {j["recipe"] for j in summary["jobs"]} - {tables.INITIAL}  # the recipes with any finished job
+    done: dict[int, set[str]] = {}
+    for j in summary["jobs"]:
+        done.setdefault(int(j["seed"]), set()).add(j["recipe"])
+    whole = [sd for sd in s["seeds"] if names <= done.get(sd, set())]
+    if whole == list(s["seeds"]):
+        return summary
+    jobs = [j for j in summary["jobs"] if int(j["seed"]) in whole]
+    left = len(summary["jobs"]) - len(jobs)
+    return {**summary, "settings": {**s, "seeds": whole}, "jobs": jobs,
+            "aggregate": json.loads(json.dumps(cl.aggregate(jobs, s["cap"]))) if jobs else summary["aggregate"],
+            "partial": {"asked": list(s["seeds"]), "left_out": left}}
+
+
 def _provenance(summary: dict[str, Any]) -> list[str]:
     """A line naming the CPUs and commits the jobs ran on and from, when the jobs record them (jobs reused from a
     ``--record`` file may come from other machines than the summary's)."""
     from collections import Counter
 
     out = []
+    if summary.get("partial"):
+        pa, n = summary["partial"], len(summary["settings"]["seeds"])
+        out.append(f"- **partial: {n} of the {len(pa['asked'])} seeds asked ({', '.join(map(str, pa['asked']))}) are "
+                   f"finished for every recipe**; {pa['left_out']} finished job(s) of unfinished seeds are kept in the "
+                   "record (the comparison resumes from it) and left out here, so every row is paired over the same "
+                   "seeds")
     for key, what in (("machine", "CPU"), ("commit", "commit")):
         seen = Counter(str(j[key]) for j in summary.get("jobs", []) if j.get(key))
         if seen:
@@ -755,7 +782,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     src = Path(a.out) / "summary.json"
     if not src.exists():
         raise SystemExit(f"{src} not found: run `python bench/compare_learning.py --out {a.out}` first")
-    summary = json.loads(src.read_text())
+    summary = whole_seeds(json.loads(src.read_text()))
     summary.setdefault("out_dir", a.out)
     docs = Path(a.docs)
     figs = docs / "results"

@@ -660,3 +660,26 @@ def test_forcing_budgets_option_replaces_c_and_2c(tmp_path):
     for bad in ("a,b", "0,440", ","):
         with pytest.raises(SystemExit):
             cl.parse_args(["--out", str(tmp_path), "--forcing-budgets", bad])
+
+
+def test_a_page_of_a_comparison_stopped_inside_a_seed_reports_whole_seeds_only(tmp_path):
+    import results_page
+
+    jobs = [j for j in mrt_jobs() if not (j["seed"] == 2 and j["recipe"] == "mrt_prefix")]  # seed 2 unfinished
+    settings = cl.resolve(cl.Settings(seeds=[0, 1, 2], recipes=["outcome_grpo", "mrt_prefix"],
+                                      overrides=["trainer.max_steps=20"]))
+    summary = {"settings": cl.asdict(settings), "command": "python bench/compare_learning.py --out X",
+               "machine": {"platform": "Linux-test", "processor": "x86_64", "cpu_count": 2, "python": "3.11",
+                           "torch": "2.13", "transformers": "5", "trl": "1.16"},
+               "jobs": jobs, "aggregate": json.loads(json.dumps(cl.aggregate(jobs, CAP)))}
+    reduced = results_page.whole_seeds(summary)
+    assert reduced["settings"]["seeds"] == [0, 1] and reduced["partial"] == {"asked": [0, 1, 2], "left_out": 1}
+    assert reduced["aggregate"]["per_recipe"]["outcome_grpo"]["seeds"] == [0, 1]
+    assert results_page.whole_seeds(reduced | {"jobs": mrt_jobs(), "settings": cl.asdict(settings)})["jobs"] \
+        == mrt_jobs()  # nothing to drop: unchanged
+    out = tmp_path / "cmp"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps(summary))
+    text = results_page.main([str(out), "--docs", str(tmp_path / "docs"), "--name", "results_mrt"]).read_text()
+    assert "- **partial: 2 of the 3 seeds asked (0, 1, 2) are finished for every recipe**; 1 finished job(s)" in text
+    assert "- seeds: 0, 1;" in text
