@@ -37,8 +37,8 @@ def test_cache_key_changes_with_every_recipe_field_but_threads(monkeypatch):
         if f.name == "threads":
             assert make_recipe(threads=2).key() == base.key()
             continue
-        if f.name in ("forced_final", "forced_rule"):
-            new = {"forced_final": 0.5, "forced_rule": "believed"}[f.name]
+        if f.name in ("forced_final", "forced_rule", "forced_mid_blocks"):
+            new = {"forced_final": 0.5, "forced_rule": "believed", "forced_mid_blocks": "verify"}[f.name]
         elif not v:
             new = type(v)(1) if f.name != "weight_decay" else 0.1
         elif f.name == "difficulty":
