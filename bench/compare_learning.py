@@ -279,20 +279,26 @@ def _regret(s: Settings, seed: int, plan, model, tok, traces: list[Any]) -> dict
     """Normalised regret of greedy held-out traces (cap C), J from ``s.mc_m`` forced answers per prefix."""
     from metarl.engine import Engine
     from metarl.engine.hf import HFBackend
-    from metarl.metrics import curve_from_trace, information_gain_curve, normalized_regret
     from metarl.rewards.progress import MCProgress
 
     mc = MCProgress(m=s.mc_m, extract="context", seed=seed)
     mc.success_rates(traces, Engine(HFBackend(model, tok), plan.prover), plan.scorer.grader,
                      plan.scorer.extract_answer)
+    return {"m": s.mc_m, **_regret_of(s, traces),
+            "J_init": float(np.mean([t.meta.get("J_init", 0.0) for t in traces]))}
+
+
+def _regret_of(s: Settings, traces: list[Any]) -> dict[str, Any]:
+    """Per question and mean, the normalised regret at every C0 of traces whose episodes carry J
+    (``info["J"]``, ``meta["J_init"]``)."""
+    from metarl.metrics import curve_from_trace, information_gain_curve, normalized_regret
+
     per_budget: dict[str, list[float]] = {str(b): [] for b in s.regret_budgets}
     for t in traces:
         curve = curve_from_trace(t, unit="tokens") or information_gain_curve([], [], t.meta.get("J_init"))
         for b in s.regret_budgets:
             per_budget[str(b)].append(normalized_regret(curve, b))
-    return {"m": s.mc_m, "per_question": per_budget,
-            "mean": {b: float(np.mean(v)) for b, v in per_budget.items()},
-            "J_init": float(np.mean([t.meta.get("J_init", 0.0) for t in traces]))}
+    return {"per_question": per_budget, "mean": {b: float(np.mean(v)) for b, v in per_budget.items()}}
 
 
 def _calibration(s: Settings, plan, traces: list[Any]) -> dict[str, Any]:
@@ -313,20 +319,13 @@ def _exact_regret(s: Settings, plan, traces: list[Any]) -> dict[str, Any] | None
     answer the warm start was taught), on copies of the traces; None when the task cannot compute J."""
     import copy
 
-    from metarl.metrics import curve_from_trace, information_gain_curve, normalized_regret
     from metarl.rewards.exact import ExactProgress, implements_exact_success
 
     if not implements_exact_success(plan.task):
         return None
     copies = copy.deepcopy(traces)
     ExactProgress(plan.task, rule="last").score_batch(copies)
-    per_budget: dict[str, list[float]] = {str(b): [] for b in s.regret_budgets}
-    for t in copies:
-        curve = curve_from_trace(t, unit="tokens") or information_gain_curve([], [], t.meta.get("J_init"))
-        for b in s.regret_budgets:
-            per_budget[str(b)].append(normalized_regret(curve, b))
-    return {"rule": "last", "per_question": per_budget,
-            "mean": {b: float(np.mean(v)) for b, v in per_budget.items()}}
+    return {"rule": "last", **_regret_of(s, copies)}
 
 
 def _cell(res: dict[str, Any]) -> dict[str, Any]:
@@ -405,9 +404,8 @@ def _run_job(s: Settings, jd: Path, recipe: str, seed: int) -> dict[str, Any]:
     if recipe == INITIAL:  # the untrained policy, evaluated as metarl-train evaluates after training
         result["after"] = {str(b): _heldout(s, plan, model, tok, b, seed)[0] for b in s.budgets}
     # accuracy against test-time tokens: the final sampled evaluations plus the test budgets they lack
-    result["test_time"] = {b: result["after"][str(b)] if str(b) in result["after"]
-                           else _heldout(s, plan, model, tok, b, seed)[0] for b in s.test_budgets}
-    result["test_time"] = {str(b): c for b, c in result["test_time"].items()}
+    result["test_time"] = {str(b): result["after"].get(str(b)) or _heldout(s, plan, model, tok, b, seed)[0]
+                           for b in s.test_budgets}
     phases["test_time"], t1 = round(time.time() - t1, 1), time.time()
     _, traces = _heldout(s, plan, model, tok, s.cap, seed, sampled=False)  # greedy traces for the regret
     result["regret"] = _regret(s, seed, plan, model, tok, traces)
@@ -576,12 +574,11 @@ def paired_difference(jobs: Sequence[dict[str, Any]], recipe: str, budget: int,
     runs = {(j["recipe"], j["seed"]): v for j in jobs if j["recipe"] in (recipe, baseline)
             and (v := per_question(j, metric, b)) is not None}
     seeds = sorted(sd for (r, sd) in runs if r == recipe and (baseline, sd) in runs)
-    pairs = {sd: float(np.mean(runs[recipe, sd]) - np.mean(runs[baseline, sd])) for sd in seeds}
+    d = paired({sd: float(np.mean(runs[recipe, sd])) for sd in seeds},
+               {sd: float(np.mean(runs[baseline, sd])) for sd in seeds})
     if len(seeds) == 1:  # one seed: bootstrap over questions of the paired per-question differences
-        iv = _iv(bootstrap_ci(np.asarray(runs[recipe, seeds[0]]) - np.asarray(runs[baseline, seeds[0]])))
-    else:
-        iv = _iv(mean_ci(list(pairs.values())) if pairs else Interval(math.nan, math.nan, math.nan, 0))
-    return {**iv, "per_seed": pairs, "seeds_for_margin": seeds_for_margin(list(pairs.values()))}
+        d.update(_iv(bootstrap_ci(np.asarray(runs[recipe, seeds[0]]) - np.asarray(runs[baseline, seeds[0]]))))
+    return d
 
 
 def accuracy_at(points: Sequence[tuple[float, float]], tokens: float) -> float:
