@@ -384,12 +384,10 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
                      f"attempt's true correctness): {parts}. Obj-1 rewards exactly this, so it is where Obj-1 should "
                      "differ first.")
     helped = [n for n, e in te.items() if n != tables.BASELINE and e["verdict"] == "meets"]
-    if tte:
-        pass  # _test_time_lines gave the verdicts
-    elif helped:
+    if helped:
         lines.append(f"Dense rewards help on this task for: {', '.join(helped)} (token-efficiency target met within "
                      "the CI).")
-    else:
+    elif not tte:  # (with test-time curves, _test_time_lines gave the verdicts)
         who = tables.INITIAL if tables.INITIAL in pr else tables.BASELINE
         ep = pr.get(who, {}).get("episodes_per_trace", {})
         cut = pr.get(who, {}).get("cap_fraction", {})
@@ -553,6 +551,11 @@ def _job_minutes(summary: dict[str, Any]) -> str:
     return f"{total / 60:.0f}" if total else f"{summary.get('wall_seconds', 0.0) / 60:.1f} (wall)"
 
 
+def file_prefix(name: str) -> str:
+    """What the plots and CSVs of page ``docs/<name>.md`` are named with: nothing for results.md, ``<name>_`` else."""
+    return "" if name == "results" else f"{name}_"
+
+
 def whole_seeds(summary: dict[str, Any]) -> dict[str, Any]:
     """``summary`` reduced to the seeds every recipe with a finished job finished, its aggregate recomputed: a paired
     comparison stopped inside a seed would otherwise average some rows over more seeds than others. The seeds asked
@@ -697,7 +700,7 @@ def render(summary: dict[str, Any], figures: Sequence[tuple[str, str, str]], fig
     ]
     for caption, png, csv in figures:
         parts += [f"**{caption}** (data: [{csv}]({fig_dir_rel}/{csv}))", "", f"![{caption}]({fig_dir_rel}/{png})", ""]
-    prefix = "" if name == "results" else f"{name}_"
+    prefix = file_prefix(name)
     parts += ["All aggregate numbers: " + f"[{prefix}summary.csv]({fig_dir_rel}/{prefix}summary.csv).", "",
               "## Reading", ""]
     parts += [f"- {line}" if not line.startswith("  ") else f"  {line.strip()}" for line in reading(agg, n_seeds)]
@@ -778,7 +781,7 @@ def main(argv: Sequence[str] | None = None) -> Path:
     a = p.parse_args(argv)
     if not re.fullmatch(r"[A-Za-z0-9_]+", a.name):
         p.error(f"--name {a.name!r}: letters, digits and _ only (it names docs/NAME.md)")
-    prefix = "" if a.name == "results" else f"{a.name}_"
+    prefix = file_prefix(a.name)
     src = Path(a.out) / "summary.json"
     if not src.exists():
         raise SystemExit(f"{src} not found: run `python bench/compare_learning.py --out {a.out}` first")
