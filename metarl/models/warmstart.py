@@ -52,8 +52,8 @@ _KEY_IF_NOT = {"forced_mid_episode": 0.0, "forced_rejected_right": 0.0, "forced_
 
 @dataclass(frozen=True)
 class TinyRecipe:
-    """Everything that determines the tiny policy; every field but ``threads`` enters the cache key
-    (``forced_mid_episode`` only when it is not 0, so that the policies built before it keep their keys).
+    """Everything that determines the tiny policy; every field but ``threads`` enters the cache key (those of
+    ``_KEY_IF_NOT`` only when they differ from their defaults, so that the policies built before them keep their keys).
 
     The defaults were chosen on this project's 2-core CPU: 1800 SFT steps of 8 examples give a policy that
     follows the format, verifies its attempts far better than chance and solves roughly a fifth of held-out

@@ -46,6 +46,11 @@ def candidates(numbers: list[int], lv: Level) -> list[list[int]]:
     return out
 
 
+def _slipped(value: int, rng: random.Random) -> int:
+    """A sum stated with an arithmetic slip: off by 1 or 2, still positive."""
+    return value + rng.choice([d for d in (-2, -1, 1, 2) if value + d > 0])
+
+
 def attempt_block(terms: list[int], first: bool) -> str:
     """``<attempt>3+9</attempt>`` (first attempt) or ``<revise>3+9</revise>``."""
     tag = "attempt" if first else "revise"
@@ -122,7 +127,7 @@ class NoisySolver:
             return value
         if value != target:
             return target  # a slip that makes a wrong attempt look right
-        return value + rng.choice([d for d in (-2, -1, 1, 2) if value + d > 0])  # and a right one look wrong
+        return _slipped(value, rng)  # and a right one look wrong
 
     def trace(self, problem: dict[str, Any], rng: random.Random) -> SolverTrace:
         """One synthetic completion for ``problem`` (a dict from ``SubsetSumTask.generate``)."""
@@ -204,7 +209,7 @@ class NoisySolver:
         for i, terms in enumerate(rng.sample(wrong, k)):
             parts += [attempt_block(terms, first=i == 0), verify_block(terms, sum(terms), target)]
         terms = rng.choice(right)
-        stated = target + rng.choice([d for d in (-2, -1, 1, 2) if target + d > 0])
+        stated = _slipped(target, rng)
         parts += [attempt_block(terms, first=k == 0), verify_block(terms, stated, target)]
         return {"prompt": problem["prompt"] + "".join(parts) + TAG_PROVER.suffix,
                 "completion": format_expression(terms) + TAG_PROVER.answer_stop[0]}
