@@ -584,17 +584,17 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 
 def _model_name(model: str) -> str:
-    """The ``model.name_or_path`` of a conf/model group (``tiny`` -> ``tiny``, ``smollm2`` -> ``smollm2``)."""
-    import yaml
+    """The ``model.name_or_path`` of a conf/model group as Hydra composes it (``tiny`` -> ``tiny``; ``tiny_mrt``,
+    whose defaults extend ``tiny``, -> ``tiny``; ``smollm2`` -> ``smollm2``)."""
+    from metarl.config import compose
 
-    path = ROOT / "conf" / "model" / f"{model}.yaml"
-    if not path.exists():
+    if not (ROOT / "conf" / "model" / f"{model}.yaml").exists():
         raise SystemExit(f"[length_control] --model {model!r}: no conf/model/{model}.yaml (choose one of "
                          f"{sorted(p.stem for p in (ROOT / 'conf' / 'model').glob('*.yaml'))})")
-    name = (yaml.safe_load(path.read_text()) or {}).get("name_or_path")
+    name = compose("train", [f"model={model}"]).model.get("name_or_path")
     if not name or name == "???":
         raise SystemExit(f"[length_control] --model {model!r} names no fixed policy (name_or_path {name!r}); use a "
-                         "built-in one (tiny, smollm2, smollm2-reasoner)")
+                         "built-in one (tiny, tiny_mrt, smollm2, smollm2-reasoner)")
     return str(name)
 
 

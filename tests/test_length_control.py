@@ -129,6 +129,10 @@ def test_parse_options():
     assert (args.seed_list, args.steps, args.target_list, args.continuation) == ([0], 2, [32, 64], "<revise>")
     args = lc.parse_args(["--out", "x", "--model", "smollm2", "--targets", "32,256", "--cap", "320", "--", "a=1"])
     assert (args.seed_list, args.continuation, args.overrides) == ([0, 1, 2], "Wait", ["a=1"])
+    # a model group that extends another (tiny_mrt's defaults name tiny) resolves through Hydra, not the file alone
+    assert lc.parse_args(["--out", "x", "--model", "tiny_mrt"]).model_name == "tiny"
+    with pytest.raises(SystemExit, match="no conf/model/nope.yaml"):
+        lc.parse_args(["--out", "x", "--model", "nope"])
 
 
 def test_outputs_and_page_refuse_a_smoke_run(tmp_path):
