@@ -520,10 +520,23 @@ def token_efficiency(jobs: Sequence[dict[str, Any]], budget: int, baseline: str 
         none = Interval(math.nan, math.nan, math.nan, 0)
         ci = mean_ci(ratios) if ratios else none
         med = median_ci(ratios, reached) if ratios else none
-        out[recipe] = {"seeds": seeds, "ratio": asdict(ci), "median": asdict(med),
+        out[recipe] = {"seeds": seeds, "ratio": asdict(ci), "median": censored_median(med, ratios, reached),
                        "n_reached": sum(x["reached"] for x in seeds), "n_trivial": sum(x["trivial"] for x in seeds),
                        "verdict": verdict(ratios, reached, ci, target, med)}
     return out
+
+
+def censored_median(med: Interval, values: Sequence[float], exact: Sequence[bool]) -> dict[str, Any]:
+    """``med`` as a dict, with ``lower_bound``: whether the median of the values as given only bounds the true
+    median from below -- some censored value (a seed that never reached the target) lies at or below it, and its
+    true value could lie above.
+
+    >>> censored_median(Interval(0.61, math.nan, math.nan, 2), [0.5, 0.72], [False, False])["lower_bound"]
+    True
+    >>> censored_median(Interval(0.6, math.nan, math.nan, 3), [0.5, 0.6, 2.0], [True, True, False])["lower_bound"]
+    False
+    """
+    return {**asdict(med), "lower_bound": any(not e and v <= med.mean for v, e in zip(values, exact))}
 
 
 def _iv(iv: Interval) -> dict[str, float]:
@@ -646,6 +659,27 @@ def paired_scalar(jobs: Sequence[dict[str, Any]], recipe: str, value: Callable[[
     return paired(by_seed(recipe), by_seed(baseline))
 
 
+def forcing_vs_greedy(js: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
+    """Budget forcing to the largest forcing budget minus greedy decoding at C, one recipe's jobs paired by seed
+    (:func:`paired`: each seed's accuracy difference on its own held-out problems), with ``budget`` the forcing
+    budget.
+
+    >>> j = {"seed": 0, "forcing": {"greedy": {"8": {"correct": [1.0, 0.0]}},
+    ...                             "budget_forcing": {"8": {"correct": [0.0, 0.0]}, "16": {"correct": [1.0, 1.0]}}}}
+    >>> d = forcing_vs_greedy([j], 8); d["budget"], d["per_seed"]
+    ('16', {0: 0.5})
+    """
+    two = max({b for j in js for b in j.get("forcing", {}).get("budget_forcing", {})}, key=int)
+
+    def acc(j: dict[str, Any], strat: str, b: str) -> float | None:
+        c = j.get("forcing", {}).get(strat, {}).get(b)
+        return float(np.mean(c["correct"])) if c and c["correct"] else None
+
+    forced = {j["seed"]: a for j in js if (a := acc(j, "budget_forcing", two)) is not None}
+    greedy = {j["seed"]: a for j in js if (a := acc(j, "greedy", str(cap))) is not None}
+    return {**paired(forced, greedy), "budget": two}
+
+
 def efficiency_at_test_time(jobs: Sequence[dict[str, Any]], cap: int, baseline: str = BASELINE) -> dict[str, Any]:
     """Test-time token efficiency as MRT measures it, per recipe, paired with the baseline by seed.
 
@@ -683,7 +717,7 @@ def efficiency_at_test_time(jobs: Sequence[dict[str, Any]], cap: int, baseline: 
         none = Interval(math.nan, math.nan, math.nan, 0)
         out[recipe] = {"seeds": seeds, "at_matched_tokens": diff,
                        "ratio": asdict(mean_ci(ratios) if len(ratios) > 1 else none),
-                       "median": asdict(median_ci(ratios, reached) if ratios else none),
+                       "median": censored_median(median_ci(ratios, reached) if ratios else none, ratios, reached),
                        "n_reached": sum(reached)}
     return out
 
@@ -722,6 +756,8 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
                 cells = [j["forcing"][strat][b] for j in js if b in j["forcing"].get(strat, {})]
                 r["forcing"].setdefault(strat, {})[b] = {"accuracy": _iv(interval([c["correct"] for c in cells])),
                                                          "tokens": _iv(interval([c["tokens"] for c in cells]))}
+        if str(cap) in r["forcing"].get("greedy", {}) and len(r["forcing"].get("budget_forcing", {})) > 0:
+            r["forcing_vs_greedy"] = forcing_vs_greedy(js, cap)
         for b in sorted({b for j in js for b in j.get("regret", {}).get("per_question", {})}, key=int):
             r["regret"][b] = _iv(interval([j["regret"]["per_question"].get(b, []) for j in js]))
         exact = [j for j in js if j.get("regret_exact")]

@@ -360,17 +360,16 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
             lines.append(f"  Its final held-out accuracy at C={cap} is {w} the baseline's (paired difference "
                          f"{diff['mean']:+.3f}, 95% CI {diff['low']:+.3f} to {diff['high']:+.3f}){power}.")
     for name, r in pr.items():
-        f = r["forcing"]
-        g, bf = f.get("greedy", {}), f.get("budget_forcing", {})
-        two = max(bf, key=int) if bf else ""  # the largest forcing budget (2C unless the comparison set others)
+        f, d = r["forcing"], r.get("forcing_vs_greedy")
+        if not d or d["budget"] == cap or cap not in f.get("greedy", {}):
+            continue
+        two, g, bf = d["budget"], f["greedy"][cap], f["budget_forcing"][d["budget"]]
         label = f"2C={two}" if two == str(2 * agg["cap"]) else f"a budget of {two}"
-        if cap in g and two in bf and two != cap:
-            a0, a1 = g[cap]["accuracy"], bf[two]["accuracy"]
-            w = ("gains" if a1["low"] > a0["high"] else "loses" if a1["high"] < a0["low"] else
-                 "shows no clear change")
-            lines.append(f"Budget forcing to {label} ({name}) {w} against greedy decoding at C: {a1['mean']:.3f} vs "
-                         f"{a0['mean']:.3f}, using {bf[two]['tokens']['mean']:.0f} vs {g[cap]['tokens']['mean']:.0f} "
-                         "thinking tokens.")
+        span = (f"{d['mean']:+.3f}, 95% CI {d['low']:+.3f} to {d['high']:+.3f}" if math.isfinite(d.get("low", math.nan))
+                else f"{d['mean']:+.3f}")
+        lines.append(f"Budget forcing to {label} ({name}) against greedy decoding at C: {bf['accuracy']['mean']:.3f} "
+                     f"vs {g['accuracy']['mean']:.3f} using {bf['tokens']['mean']:.0f} vs {g['tokens']['mean']:.0f} "
+                     f"thinking tokens; paired by seed {span}, {tables.decide(d)}.")
     regs = {n: r["regret"][cap] for n, r in pr.items() if cap in r["regret"]}
     if regs:
         best = min(regs, key=lambda n: regs[n]["mean"])
@@ -557,9 +556,10 @@ def file_prefix(name: str) -> str:
 
 
 def whole_seeds(summary: dict[str, Any]) -> dict[str, Any]:
-    """``summary`` reduced to the seeds every recipe with a finished job finished, its aggregate recomputed: a paired
-    comparison stopped inside a seed would otherwise average some rows over more seeds than others. The seeds asked
-    for, and the finished jobs left out, are kept under ``partial``."""
+    """``summary`` reduced to the seeds every recipe with a finished job finished, its aggregate recomputed from the
+    jobs by this checkout's :func:`compare_learning.aggregate` (a summary written by a running or older comparison
+    gets the current measures): a paired comparison stopped inside a seed would otherwise average some rows over
+    more seeds than others. The seeds asked for, and the finished jobs left out, are kept under ``partial``."""
     import compare_learning as cl
 
     s = summary["settings"]
@@ -568,12 +568,13 @@ def whole_seeds(summary: dict[str, Any]) -> dict[str, Any]:
     for j in summary["jobs"]:
         done.setdefault(int(j["seed"]), set()).add(j["recipe"])
     whole = [sd for sd in s["seeds"] if names <= done.get(sd, set())]
+    cap = summary["aggregate"].get("cap", s["cap"])  # the cap the comparison aggregated at
     if whole == list(s["seeds"]):
-        return summary
+        return {**summary, "aggregate": json.loads(json.dumps(cl.aggregate(summary["jobs"], cap)))}
     jobs = [j for j in summary["jobs"] if int(j["seed"]) in whole]
     left = len(summary["jobs"]) - len(jobs)
     return {**summary, "settings": {**s, "seeds": whole}, "jobs": jobs,
-            "aggregate": json.loads(json.dumps(cl.aggregate(jobs, s["cap"]))) if jobs else summary["aggregate"],
+            "aggregate": json.loads(json.dumps(cl.aggregate(jobs, cap))) if jobs else summary["aggregate"],
             "partial": {"asked": list(s["seeds"]), "left_out": left}}
 
 

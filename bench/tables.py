@@ -159,18 +159,23 @@ def verdict_interval(e: dict[str, Any]) -> tuple[str, dict[str, float]]:
     return ("median", med) if math.isfinite(med.get("low", math.nan)) else ("mean", e["ratio"])
 
 
-def fmt_median(iv: dict[str, float]) -> str:
-    """``0.80 [0.68, 0.85]``; ``[0.68, ∞)`` when too few seeds reached the target to bound it; ``-`` without one.
+def fmt_median(iv: dict[str, Any]) -> str:
+    """``0.80 [0.68, 0.85]``; ``[0.68, ∞)`` when too few seeds reached the target to bound it; ``≥0.80`` when the
+    median is only a lower bound (``lower_bound``: a seed that never reached the target lies at or below it);
+    ``-`` without one.
 
     >>> fmt_median({"mean": 0.8, "low": 0.68, "high": math.inf})
     '0.80 [0.68, ∞)'
+    >>> fmt_median({"mean": 0.61, "low": math.nan, "high": math.nan, "lower_bound": True})
+    '≥0.61'
     """
     m, lo, hi = (iv.get(k, math.nan) for k in ("mean", "low", "high"))
     if m is None or not math.isfinite(m):
         return "-"
+    mid = ("≥" if iv.get("lower_bound") else "") + f"{m:.2f}"
     if lo is None or not math.isfinite(lo):
-        return f"{m:.2f}"
-    return f"{m:.2f} [{lo:.2f}, " + ("∞)" if math.isinf(hi) else f"{hi:.2f}]")
+        return mid
+    return f"{mid} [{lo:.2f}, " + ("∞)" if math.isinf(hi) else f"{hi:.2f}]")
 
 
 def forcing_table(agg: dict[str, Any]) -> str:

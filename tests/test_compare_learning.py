@@ -238,8 +238,9 @@ def test_results_page_from_a_fabricated_output_dir(tmp_path):
     # obj2 − baseline at C: -.1, 0, 0: a CI of ±.143, wider than ±0.03, with the seeds that spread would need
     assert "so a difference of that size is not ruled out (about" in text
     assert "setting `conf/setting/compare.yaml`: policy `model=tiny` (task level 2; the default warm start)" in text
-    # every seed: greedy 1/2 at C, forced 2/2 at 2C (zero spread over seeds, so the CIs separate)
-    assert "Budget forcing to 2C=192 (outcome_grpo) gains against greedy decoding at C: 1.000 vs 0.500" in text
+    # every seed: greedy 1/2 at C, forced 2/2 at 2C: +0.5 in each of 3 paired seeds
+    assert ("Budget forcing to 2C=192 (outcome_grpo) against greedy decoding at C: 1.000 vs 0.500 using 191 vs 75 "
+            "thinking tokens; paired by seed +0.500, 95% CI +0.500 to +0.500, better.") in text
     figs = tmp_path / "docs" / "results"
     for name in ("learning_curves", "accuracy_vs_budget", "token_efficiency"):
         assert (figs / f"{name}.png").stat().st_size > 0 and f"({'results'}/{name}.png)" in text
@@ -585,6 +586,22 @@ def test_test_time_efficiency_against_hand_computed_values():
     low = [dict(j, test_time={"96": _cell(0.1, 40)}) if j["recipe"] == "mrt_prefix" else j for j in mrt_jobs()]
     e = cl.efficiency_at_test_time(low, CAP)["mrt_prefix"]
     assert [x["reached"] for x in e["seeds"]] == [False] * 3 and e["seeds"][0]["ratio"] == pytest.approx(0.8)
+    # ... so its median ratio only bounds the true one from below, and the page says so
+    assert e["median"]["lower_bound"] and tables_fmt(e["median"]) == "≥0.80"
+    assert not eff["mrt_prefix"]["median"]["lower_bound"] and tables_fmt(eff["mrt_prefix"]["median"]) == "0.48"
+
+
+def tables_fmt(iv):
+    import tables
+
+    return tables.fmt_median(iv)
+
+
+def test_censored_median_is_a_lower_bound_only_when_a_censored_value_reaches_it():
+    iv = cl.median_ci([0.4, 0.5, 0.9], [True, True, False])
+    assert iv.mean == 0.5 and not cl.censored_median(iv, [0.4, 0.5, 0.9], [True, True, False])["lower_bound"]
+    iv = cl.median_ci([0.4, 0.5, 0.9], [True, False, True])  # the median seed itself never reached the target
+    assert cl.censored_median(iv, [0.4, 0.5, 0.9], [True, False, True])["lower_bound"]
 
 
 def test_accuracy_at_and_learning_auc():
@@ -675,8 +692,10 @@ def test_a_page_of_a_comparison_stopped_inside_a_seed_reports_whole_seeds_only(t
     reduced = results_page.whole_seeds(summary)
     assert reduced["settings"]["seeds"] == [0, 1] and reduced["partial"] == {"asked": [0, 1, 2], "left_out": 1}
     assert reduced["aggregate"]["per_recipe"]["outcome_grpo"]["seeds"] == [0, 1]
-    assert results_page.whole_seeds(reduced | {"jobs": mrt_jobs(), "settings": cl.asdict(settings)})["jobs"] \
-        == mrt_jobs()  # nothing to drop: unchanged
+    full = results_page.whole_seeds(reduced | {"jobs": mrt_jobs(), "settings": cl.asdict(settings)})
+    assert full["jobs"] == mrt_jobs()  # nothing to drop
+    # ... but the aggregate is this checkout's, even from a summary an older comparison wrote
+    assert full["aggregate"] == json.loads(json.dumps(cl.aggregate(mrt_jobs(), CAP)))
     out = tmp_path / "cmp"
     out.mkdir()
     (out / "summary.json").write_text(json.dumps(summary))
