@@ -1,6 +1,8 @@
 """docs/results_length.md from a finished ``bench/length_control.py`` output directory (issue 28 item 1)::
 
-    .venv/bin/python bench/length_results.py runs/length            # docs/results_length.md, docs/results/length_*
+    .venv/bin/python bench/length_results.py runs/length runs/length_mrt   # docs/results_length.md, docs/results/length_*
+
+One section per sweep (each of another policy), after an overview row per policy and recipe.
 
 The page says how the numbers were produced (the commands, the machine, the wall time), shows the prompt the policy
 saw, the per-N length table before/after training over seeds (median and range, the paired change with its 95%
@@ -164,18 +166,51 @@ def reading(recipe: str, s: dict[str, Any], points: list[dict[str, Any]]) -> lis
     return out
 
 
-def page(out: Path, summary: dict[str, Any], records: list[dict[str, Any]], figures: Path, page_path: Path) -> str:
-    """The markdown of docs/results_length.md."""
+def shown(out: Path) -> Path:
+    """``out`` relative to the repository when inside it (the page's commands run from its root)."""
+    try:
+        return out.resolve().relative_to(ROOT)
+    except ValueError:
+        return out
+
+
+def overview(runs: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]]) -> list[str]:
+    """One row per policy and recipe: the headline length metric before → after (medians over seeds, averaged over
+    the N's), its paired change with the 95% interval, and the slope of the mean length on N after training."""
+    lines = ["| policy | recipe | length metric | before | after | change [95% CI] | slope on N after [95% CI] | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, summary, _ in runs:
+        for recipe in sorted(summary["recipes"]):
+            s = summary["recipes"][recipe]
+            h, o = s["headline"], s["overall"]
+            ch, sl = o["change"][h], o["after"]["slope"]
+            name = NAMES[h].replace("|", "\\|")  # a bare | would end the table cell
+            lines.append(f"| `{summary['settings']['model']}` | {recipe} | {name} | {fmt(o['before'][h]['median'])} "
+                         f"| {fmt(o['after'][h]['median'])} | {fmt(ch['median'], sign=True)} {ci(*ch['ci'])} | "
+                         f"{fmt(sl['median'], 2)} {ci(*sl['ci'], 2)} | {len(s['seeds'])} |")
+    return lines
+
+
+def figure_stem(settings: dict[str, Any]) -> str:
+    """The file name (without suffix) of a run's accuracy-vs-tokens figure in the figures folder."""
+    return f"length_{settings['model']}_accuracy_vs_tokens"
+
+
+def section(out: Path, summary: dict[str, Any], records: list[dict[str, Any]], figures: Path,
+            page_path: Path) -> list[str]:
+    """The section of one policy's sweep: how it was produced, the prompt, the length tables, L1's comparison at
+    matched tokens and the reading generated from the numbers."""
     st = summary["settings"]
     recipes = sorted(summary["recipes"])
     seeds = sorted({int(r["seed"]) for r in records})
     points = plot_points(records)
+    fig = figures / figure_stem(st)
+
     def rel(path: Path) -> str:
         return Path(os.path.relpath(path, page_path.parent)).as_posix()
 
-    lines = ["# L1's length control, measured", "", L1_CLAIM, "",
-             "## How it was produced", "", "```",
-             command_of(out, st, seeds, recipes), f".venv/bin/python bench/length_results.py {out}", "```", "",
+    lines = [f"## Policy `{st['model']}`", "", "### How it was produced", "", "```",
+             command_of(shown(out), st, seeds, recipes), "```", "",
              f"Policy `{st['model']}`; each recipe trained {st['steps']} GRPO steps per seed with targets N in "
              f"{st['targets']} (`budget.target_tokens`) under the cap C={st['cap']}; seeds {seeds}. Evaluation on "
              f"{st['questions']} held-out problems (the training run's held-out split), {st['samples']} samples "
@@ -188,51 +223,72 @@ def page(out: Path, summary: dict[str, Any], records: list[dict[str, Any]], figu
     if ex:
         lines += ["", "The prompt the policy saw (first held-out question), as `metarl.rewards.budget.budget_prompt` "
                   "writes it for training:", "", "```", ex, "```"]
-    lines += ["", "## Length error per target N, before and after training", ""]
+    lines += ["", "### Length error per target N, before and after training", ""]
     for recipe in recipes:
         s = summary["recipes"][recipe]
-        lines += [f"### {recipe} ({NAMES[s['headline']]})", "", *length_table(s), ""]
-    lines += ["## Accuracy against thinking tokens: the L1 prompt, s1 budget forcing, truncation", "",
-              f"![accuracy vs tokens]({rel(figures / 'length_accuracy_vs_tokens.png')}) "
-              f"(data: [{(figures / 'length_accuracy_vs_tokens.csv').name}]"
-              f"({rel(figures / 'length_accuracy_vs_tokens.csv')}))", ""]
+        lines += [f"#### {recipe} ({NAMES[s['headline']]})", "", *length_table(s), ""]
+    lines += ["### Accuracy against thinking tokens: the L1 prompt, s1 budget forcing, truncation", "",
+              f"![accuracy vs tokens]({rel(fig.with_suffix('.png'))}) "
+              f"(data: [{fig.name}.csv]({rel(fig.with_suffix('.csv'))}))", ""]
     for recipe in recipes:
-        lines += [f"### {recipe}", "", *comparison_table(recipe, points), ""]
-    lines += ["## Reading", ""]
+        lines += [f"#### {recipe}", "", *comparison_table(recipe, points), ""]
+    lines += ["### Reading", ""]
     for recipe in recipes:
         lines += [f"- {x}" for x in reading(recipe, summary["recipes"][recipe], points)]
     lines += ["", f"Intervals are 95% t-intervals over {len(seeds)} seeds (per-seed values paired before/after); "
               "with this few seeds only large changes are decided, and an interval that includes 0 is reported as "
-              "undecided, not as no effect."]
-    return "\n".join(lines) + "\n"
+              "undecided, not as no effect.", ""]
+    return lines
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("out", type=Path, help="the output directory of bench/length_control.py")
-    p.add_argument("--page", type=Path, default=ROOT / "docs" / "results_length.md", help="the page to write")
-    p.add_argument("--figures", type=Path, default=ROOT / "docs" / "results",
-                   help="where the plot and its CSV are copied (length_accuracy_vs_tokens.png/.csv)")
-    p.add_argument("--allow-small", "--allow-smoke", dest="allow_small", action="store_true",
-                   help="write a page from a smoke run or < 3 seeds (tests only)")
-    args = p.parse_args(argv)
-    out = args.out.resolve()
+def page(runs: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]], figures: Path, page_path: Path) -> str:
+    """The markdown of docs/results_length.md: L1's claim, one overview row per policy and recipe, then one
+    section per policy's sweep."""
+    outs = " ".join(str(shown(out)) for out, _, _ in runs)
+    lines = ["# L1's length control, measured", "", L1_CLAIM, "",
+             f"Generated by `.venv/bin/python bench/length_results.py {outs}` from the sweeps below; do not edit by "
+             "hand.", "", "## Overview", "", *overview(runs), ""]
+    for out, summary, records in runs:
+        lines += section(out, summary, records, figures, page_path)
+    return "\n".join(lines).rstrip("\n") + "\n"
+
+
+def load_run(out: Path, allow_small: bool) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    """A finished sweep's summary and records; a smoke run or < 3 seeds is refused unless ``allow_small``."""
     if not (out / "summary.json").exists():
         raise SystemExit(f"[length_results] {out}/summary.json is missing: run bench/length_control.py --out {out}")
     summary = json.loads((out / "summary.json").read_text())
     records = [r for r in load_results(out / "results.jsonl").values() if r["recipe"] in summary["recipes"]]
     seeds = {int(r["seed"]) for r in records}
-    if not args.allow_small and (summary["settings"].get("smoke") or len(seeds) < 3):
+    if not allow_small and (summary["settings"].get("smoke") or len(seeds) < 3):
         raise SystemExit(f"[length_results] {out} is a smoke run or has fewer than 3 seeds ({sorted(seeds)}); the "
                          "page needs the full sweep (pass --allow-small only in tests)")
+    return out, summary, records
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("out", type=Path, nargs="+", help="output directories of bench/length_control.py, one per policy")
+    p.add_argument("--page", type=Path, default=ROOT / "docs" / "results_length.md", help="the page to write")
+    p.add_argument("--figures", type=Path, default=ROOT / "docs" / "results",
+                   help="where each sweep's plot and its CSV are copied (length_<model>_accuracy_vs_tokens.png/.csv)")
+    p.add_argument("--allow-small", "--allow-smoke", dest="allow_small", action="store_true",
+                   help="write a page from a smoke run or < 3 seeds (tests only)")
+    args = p.parse_args(argv)
+    runs = [load_run(out.resolve(), args.allow_small) for out in args.out]
+    models = [summary["settings"]["model"] for _, summary, _ in runs]
+    if len(set(models)) < len(models):
+        raise SystemExit(f"[length_results] two sweeps of the same policy ({models}): the page has one section per "
+                         "policy; pass one output directory per policy")
     args.figures.mkdir(parents=True, exist_ok=True)
-    for suffix in ("png", "csv"):
-        src = out / f"accuracy_vs_tokens.{suffix}"
-        if src.exists():
-            shutil.copyfile(src, args.figures / f"length_accuracy_vs_tokens.{suffix}")
+    for out, summary, _ in runs:
+        for suffix in ("png", "csv"):
+            src = out / f"accuracy_vs_tokens.{suffix}"
+            if src.exists():
+                shutil.copyfile(src, args.figures / f"{figure_stem(summary['settings'])}.{suffix}")
     args.page.parent.mkdir(parents=True, exist_ok=True)
-    args.page.write_text(page(out, summary, records, args.figures, args.page))
-    print(f"[length_results] wrote {args.page} and {args.figures}/length_accuracy_vs_tokens.png/.csv", flush=True)
+    args.page.write_text(page(runs, args.figures, args.page))
+    print(f"[length_results] wrote {args.page} and {len(runs)} figure(s) in {args.figures}", flush=True)
     return 0
 
 

@@ -153,3 +153,9 @@ def test_outputs_and_page_refuse_a_smoke_run(tmp_path):
                     "--figures", str(tmp_path / "fig")]) == 0
     text = (tmp_path / "page.md").read_text()
     assert "| 32 |" in text and "length_control.py" in text
+    # the overview: one row per policy and recipe, the metric's bars escaped so the row keeps its 8 cells
+    row = next(line for line in text.splitlines() if line.startswith("| `tiny` | l1_exact |"))
+    assert r"mean \|n_y − N\| / N" in row and row.replace(r"\|", "").count("|") == 9
+    assert (tmp_path / "fig" / "length_tiny_accuracy_vs_tokens.png").stat().st_size > 0
+    with pytest.raises(SystemExit, match="same policy"):
+        lr.main([str(tmp_path), str(tmp_path), "--page", str(tmp_path / "p2.md"), "--allow-smoke"])
