@@ -41,8 +41,8 @@ FURTHER_PAGES = (
     "MRT's meta-prover, J curves, Obj-1 / Obj-2 training steps), [results_reasoner.md](results_reasoner.md)",
     "(`bench/reasoner_results.py`); the meta-prover's calibration on the built-in policies (Ĵ and exact J against the",
     "outcome) and the credit options side by side on the same traces, [results_calibration.md](results_calibration.md)",
-    "(`bench/calibration.py`); L1's length control on the tiny policy, [results_length.md](results_length.md)",
-    "(`bench/length_control.py`); a setting where MRT predicts a difference (level 3, C=320),",
+    "(`bench/calibration.py`); L1's length control on the tiny policies, [results_length.md](results_length.md)",
+    "(`bench/length_control.py`, `bench/length_results.py`); a setting where MRT predicts a difference (level 3, C=320),",
     "[results_mrt_setting.md](results_mrt_setting.md).",
 )
 """Links to the result pages other benchmarks write next to this one."""
