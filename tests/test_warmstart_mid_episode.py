@@ -133,3 +133,38 @@ def test_mid_episode_cuts_inside_verify_blocks_only_answer_the_verified_candidat
         assert answer == "".join(STATED.findall(prefix)[-1].split())  # the candidate it verifies
     with pytest.raises(ValueError, match="forced_mid_blocks"):
         make_recipe(forced_mid_blocks="attempt")
+
+
+def test_length_sentence_examples_carry_l1s_sentence_with_a_random_target():
+    """TinyRecipe.length_sentence (conf/model/tiny_l1.yaml): whole traces whose prompt ends with L1's sentence, as
+    LCPO training writes it (metarl.rewards.budget.budget_prompt), N unrelated to the trace; the default is off and
+    keeps every key and the data (the pins above)."""
+    from metarl.rewards.budget import budget_prompt
+
+    assert TinyRecipe().length_sentence == 0.0 and TinyRecipe().key() == KEY_DEFAULT
+    r = make_recipe(length_sentence=1.0, length_targets=[32, 96], forced_fraction=0.0, n_examples=400)
+    assert r.length_targets == (32, 96) and r.key() == make_recipe(length_sentence=1.0, length_targets=(32, 96),
+                                                                   forced_fraction=0.0, n_examples=400).key()
+    assert r.key() not in (KEY_DEFAULT, make_recipe(length_sentence=0.5, length_targets=[32, 96]).key())
+    sentence = re.compile(r"^(Numbers: [\d ]+\. Target: \d+\.) Think for (maximum )?(\d+) tokens\.\n$")
+    plain = sft_examples(make_recipe(forced_fraction=0.0, n_examples=400))
+    seen = set()
+    for ex in sft_examples(r):
+        m = sentence.match(ex["prompt"])
+        assert m, ex["prompt"]
+        mode, n = ("max" if m.group(2) else "exact"), int(m.group(3))
+        seen.add((mode, n))
+        assert budget_prompt(m.group(1) + "\n", n, mode) == ex["prompt"]  # exactly what training writes
+        assert ex["completion"].startswith("<attempt>")
+    assert seen == {(m, n) for m in ("exact", "max") for n in (32, 96)}
+    # without the option no prompt carries it
+    assert all(sentence.match(ex["prompt"]) is None for ex in plain)
+    half = sft_examples(make_recipe(length_sentence=0.5, n_examples=2000))
+    share = sum(" Think for " in ex["prompt"] for ex in half if not ex["prompt"].endswith(TAG_PROVER.suffix)) / \
+        sum(not ex["prompt"].endswith(TAG_PROVER.suffix) for ex in half)
+    assert 0.45 < share < 0.55  # only whole traces, about half of them; forced-answer prompts never
+    assert not any(" Think for " in ex["prompt"] for ex in half if ex["prompt"].endswith(TAG_PROVER.suffix))
+    for bad in (dict(length_sentence=1.5), dict(length_sentence=0.5, length_targets=[]),
+                dict(length_sentence=0.5, length_targets=[0, 32])):
+        with pytest.raises(ValueError, match="length_"):
+            make_recipe(**bad)

@@ -30,6 +30,7 @@ from typing import Any
 import torch
 
 from metarl.models.tiny import build_char_tokenizer, build_tiny_model
+from metarl.rewards.budget import budget_prompt
 from metarl.tasks.subset_sum import SubsetSumTask
 from metarl.tasks.subset_sum_traces import FORCED_RULES, MID_BLOCKS, NoisySolver, SolverConfig
 from metarl.utils import checkpointing_key, progress_bar, quiet_libraries, set_threads, verbose
@@ -47,7 +48,8 @@ DEFAULT_CACHE = "~/.cache/metarl"
 _NOT_IN_KEY = frozenset({"threads"})
 #: Fields added after :data:`RECIPE_VERSION` 2 that enter the cache key only when they differ from these
 #: defaults, so that the recipes built before them keep their keys (and cached policies).
-_KEY_IF_NOT = {"forced_mid_episode": 0.0, "forced_rejected_right": 0.0, "forced_mid_blocks": "any"}
+_KEY_IF_NOT = {"forced_mid_episode": 0.0, "forced_rejected_right": 0.0, "forced_mid_blocks": "any",
+               "length_sentence": 0.0, "length_targets": (32, 64, 128, 256)}
 
 
 @dataclass(frozen=True)
@@ -94,6 +96,12 @@ class TinyRecipe:
     #: share of forced-answer examples made right after a slip that rejected a right candidate, answering it
     #: (:meth:`NoisySolver.rejected_right_example`); 0 (the default) draws nothing, as ``forced_mid_episode``.
     forced_rejected_right: float = 0.0
+    #: share of whole-trace examples whose prompt carries L1's length sentence ("Think for N tokens." or "Think for
+    #: maximum N tokens.", as :func:`metarl.rewards.budget.budget_prompt` writes it for LCPO training), with N drawn
+    #: from ``length_targets`` independently of the trace: the sentence becomes familiar without saying anything, so
+    #: LCPO, not SFT, has to teach the policy to read N. 0 (the default) draws nothing, as ``forced_mid_episode``.
+    length_sentence: float = 0.0
+    length_targets: tuple[int, ...] = (32, 64, 128, 256)
     p_correct: float = 0.3
     p_slip: float = 0.1
     p_continue: float = 0.5
@@ -118,6 +126,11 @@ class TinyRecipe:
     threads: int = 0
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "length_targets", tuple(int(n) for n in self.length_targets))  # a Hydra list, too
+        if not 0.0 <= self.length_sentence <= 1.0:
+            raise ValueError(f"length_sentence must lie in [0, 1], got {self.length_sentence}")
+        if not self.length_targets or min(self.length_targets) < 1:
+            raise ValueError(f"length_targets must be positive token counts, got {list(self.length_targets)}")
         if not 0.0 <= self.forced_fraction <= 1.0:
             raise ValueError(f"forced_fraction must lie in [0, 1], got {self.forced_fraction}")
         if self.forced_final is not None and not 0.0 <= self.forced_final <= 1.0:
@@ -181,7 +194,8 @@ def sft_examples(recipe: TinyRecipe) -> list[dict[str, str]]:
 
     A ``1 - forced_fraction`` share are whole solver traces; the rest are forced-answer examples (the
     prompt ends with a trace prefix and ``"<answer>"``; a ``forced_mid_episode`` share of those cut inside an
-    episode). Deterministic given the recipe.
+    episode). A ``length_sentence`` share of the whole traces get L1's length sentence with a random N.
+    Deterministic given the recipe.
     """
     task = recipe.task()
     rng = random.Random(recipe.seed)
@@ -199,7 +213,10 @@ def sft_examples(recipe: TinyRecipe) -> list[dict[str, str]]:
                                                     rule=recipe.forced_rule, p_mid=recipe.forced_mid_episode,
                                                     mid_blocks=recipe.forced_mid_blocks))
         else:
-            out.append({"prompt": trace.prompt, "completion": trace.completion})
+            prompt = trace.prompt
+            if recipe.length_sentence > 0 and rng.random() < recipe.length_sentence:
+                prompt = budget_prompt(prompt, rng.choice(recipe.length_targets), rng.choice(("exact", "max")))
+            out.append({"prompt": prompt, "completion": trace.completion})
     return out
 
 
