@@ -19,6 +19,7 @@ Commands (from the repository root; one job at a time, one torch thread)::
     .venv/bin/python bench/length_control.py --out runs/length --seeds 0-2            # the measurement
     .venv/bin/python bench/length_control.py --out runs/length --seeds 0-2 --model smollm2 \\
         --targets 32,64,128,256 --cap 320 --continuation Wait                         # a policy that reads numbers
+    .venv/bin/python bench/length_control.py --out runs/length_l1 --seeds 0-2 --model tiny_l1   # SFT saw the sentence
     .venv/bin/python bench/length_control.py --out /tmp/lc-smoke --quick              # smoke: 1 seed, 2 steps
     .venv/bin/python bench/length_results.py runs/length                              # docs/results_length.md
 

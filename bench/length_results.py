@@ -191,6 +191,19 @@ def overview(runs: list[tuple[Path, dict[str, Any], list[dict[str, Any]]]]) -> l
     return lines
 
 
+def model_comment(model: str) -> str:
+    """The comment that opens ``conf/model/<model>.yaml`` (what the policy is), joined into one paragraph."""
+    path = ROOT / "conf" / "model" / f"{model}.yaml"
+    if not path.exists():
+        return ""
+    head = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        head.append(line.lstrip("#").strip())
+    return " ".join(h for h in head if h)
+
+
 def figure_stem(settings: dict[str, Any]) -> str:
     """The file name (without suffix) of a run's accuracy-vs-tokens figure in the figures folder."""
     return f"length_{settings['model']}_accuracy_vs_tokens"
@@ -209,7 +222,8 @@ def section(out: Path, summary: dict[str, Any], records: list[dict[str, Any]], f
     def rel(path: Path) -> str:
         return Path(os.path.relpath(path, page_path.parent)).as_posix()
 
-    lines = [f"## Policy `{st['model']}`", "", "### How it was produced", "", "```",
+    about = model_comment(st["model"])
+    lines = [f"## Policy `{st['model']}`", "", *([about, ""] if about else []), "### How it was produced", "", "```",
              command_of(shown(out), st, seeds, recipes), "```", "",
              f"Policy `{st['model']}`; each recipe trained {st['steps']} GRPO steps per seed with targets N in "
              f"{st['targets']} (`budget.target_tokens`) under the cap C={st['cap']}; seeds {seeds}. Evaluation on "

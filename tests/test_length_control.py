@@ -153,6 +153,7 @@ def test_outputs_and_page_refuse_a_smoke_run(tmp_path):
                     "--figures", str(tmp_path / "fig")]) == 0
     text = (tmp_path / "page.md").read_text()
     assert "| 32 |" in text and "length_control.py" in text
+    assert "## Policy `tiny`\n\nThe built-in tiny policy (character tokenizer" in text  # conf/model/tiny.yaml's comment
     # the overview: one row per policy and recipe, the metric's bars escaped so the row keeps its 8 cells
     row = next(line for line in text.splitlines() if line.startswith("| `tiny` | l1_exact |"))
     assert r"mean \|n_y − N\| / N" in row and row.replace(r"\|", "").count("|") == 9
