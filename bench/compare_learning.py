@@ -756,7 +756,7 @@ def aggregate(jobs: Sequence[dict[str, Any]], cap: int) -> dict[str, Any]:
                 cells = [j["forcing"][strat][b] for j in js if b in j["forcing"].get(strat, {})]
                 r["forcing"].setdefault(strat, {})[b] = {"accuracy": _iv(interval([c["correct"] for c in cells])),
                                                          "tokens": _iv(interval([c["tokens"] for c in cells]))}
-        if str(cap) in r["forcing"].get("greedy", {}) and len(r["forcing"].get("budget_forcing", {})) > 0:
+        if str(cap) in r["forcing"].get("greedy", {}) and r["forcing"].get("budget_forcing"):
             r["forcing_vs_greedy"] = forcing_vs_greedy(js, cap)
         for b in sorted({b for j in js for b in j.get("regret", {}).get("per_question", {})}, key=int):
             r["regret"][b] = _iv(interval([j["regret"]["per_question"].get(b, []) for j in js]))

@@ -361,7 +361,7 @@ def reading(agg: dict[str, Any], n_seeds: int) -> list[str]:
                          f"{diff['mean']:+.3f}, 95% CI {diff['low']:+.3f} to {diff['high']:+.3f}){power}.")
     for name, r in pr.items():
         f, d = r["forcing"], r.get("forcing_vs_greedy")
-        if not d or d["budget"] == cap or cap not in f.get("greedy", {}):
+        if not d or d["budget"] == cap:  # (aggregate sets it only with greedy decoding at C)
             continue
         two, g, bf = d["budget"], f["greedy"][cap], f["budget_forcing"][d["budget"]]
         label = f"2C={two}" if two == str(2 * agg["cap"]) else f"a budget of {two}"
@@ -569,13 +569,13 @@ def whole_seeds(summary: dict[str, Any]) -> dict[str, Any]:
         done.setdefault(int(j["seed"]), set()).add(j["recipe"])
     whole = [sd for sd in s["seeds"] if names <= done.get(sd, set())]
     cap = summary["aggregate"].get("cap", s["cap"])  # the cap the comparison aggregated at
-    if whole == list(s["seeds"]):
-        return {**summary, "aggregate": json.loads(json.dumps(cl.aggregate(summary["jobs"], cap)))}
-    jobs = [j for j in summary["jobs"] if int(j["seed"]) in whole]
-    left = len(summary["jobs"]) - len(jobs)
-    return {**summary, "settings": {**s, "seeds": whole}, "jobs": jobs,
-            "aggregate": json.loads(json.dumps(cl.aggregate(jobs, cap))) if jobs else summary["aggregate"],
-            "partial": {"asked": list(s["seeds"]), "left_out": left}}
+    partial = whole != list(s["seeds"])
+    jobs = [j for j in summary["jobs"] if int(j["seed"]) in whole] if partial else summary["jobs"]
+    out = {**summary, "aggregate": json.loads(json.dumps(cl.aggregate(jobs, cap))) if jobs else summary["aggregate"]}
+    if partial:
+        out.update(settings={**s, "seeds": whole}, jobs=jobs,
+                   partial={"asked": list(s["seeds"]), "left_out": len(summary["jobs"]) - len(jobs)})
+    return out
 
 
 def _provenance(summary: dict[str, Any]) -> list[str]:

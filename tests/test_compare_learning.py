@@ -188,11 +188,9 @@ def test_fmt_iv():
 
 
 def tables_fmt_median_of(agg, recipe):
-    import tables
-
     med = agg["token_efficiency"][recipe]["median"]
     assert math.isnan(med["low"])
-    return tables.fmt_median(med)
+    return tables_fmt(med)
 
 
 def test_median_cell_formats():

@@ -46,16 +46,16 @@ DEFAULT_CACHE = "~/.cache/metarl"
 
 
 _NOT_IN_KEY = frozenset({"threads"})
-#: Fields added after :data:`RECIPE_VERSION` 2 that enter the cache key only when they differ from these
+#: Fields added after :data:`RECIPE_VERSION` 2 that enter the cache key only when they differ from their
 #: defaults, so that the recipes built before them keep their keys (and cached policies).
-_KEY_IF_NOT = {"forced_mid_episode": 0.0, "forced_rejected_right": 0.0, "forced_mid_blocks": "any",
-               "length_sentence": 0.0, "length_targets": (32, 64, 128, 256)}
+_KEY_IF_NOT_DEFAULT = frozenset({"forced_mid_episode", "forced_rejected_right", "forced_mid_blocks",
+                                 "length_sentence", "length_targets"})
 
 
 @dataclass(frozen=True)
 class TinyRecipe:
     """Everything that determines the tiny policy; every field but ``threads`` enters the cache key (those of
-    ``_KEY_IF_NOT`` only when they differ from their defaults, so that the policies built before them keep their keys).
+    ``_KEY_IF_NOT_DEFAULT`` only when they differ from their defaults, so that the policies built before them keep their keys).
 
     The defaults were chosen on this project's 2-core CPU: 1800 SFT steps of 8 examples give a policy that
     follows the format, verifies its attempts far better than chance and solves roughly a fifth of held-out
@@ -161,8 +161,9 @@ class TinyRecipe:
         """The cache directory's name: a hash of the recipe fields (but ``threads``), :data:`RECIPE_VERSION`
         and the first :data:`FINGERPRINT_EXAMPLES` SFT examples, so that an edit to the task's prompt or
         the solver's trace format also builds a new policy."""
+        default = {f.name: f.default for f in fields(self)}
         fields_ = {k: v for k, v in asdict(self).items()
-                   if k not in _NOT_IN_KEY and not (k in _KEY_IF_NOT and v == _KEY_IF_NOT[k])}
+                   if k not in _NOT_IN_KEY and not (k in _KEY_IF_NOT_DEFAULT and v == default[k])}
         head = sft_examples(replace(self, n_examples=min(self.n_examples, FINGERPRINT_EXAMPLES)))
         blob = json.dumps({"version": RECIPE_VERSION, **fields_, "data": head}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
