@@ -23,6 +23,7 @@ from pathlib import Path
 from statistics import mean
 from typing import Any
 
+from metarl.rewards.obj1 import GENERATION_KINDS
 from metarl.segmenters import TagSegmenter, segment
 from metarl.tasks.subset_sum import SubsetSumTask, format_prompt
 
@@ -46,17 +47,20 @@ def arm_stats(samples: list[dict[str, Any]], rule: str = "believed") -> dict[str
         task, prompt = question(r["question_id"])
         text = r["completion"]
         prev = task.exact_success(prompt, "", rule=rule)
-        first = None
-        for e in segment(seg, text):
+        eps = segment(seg, text)
+        for e in eps:
             j = task.exact_success(prompt, text[:e.end], rule=rule)
             deltas[e.kind].append(j - prev)
             prev = j
-            if first is None and e.kind == "verify":
-                first = e
-        if first is None:
-            verdicts["no verify"] += 1
+        i = next((i for i, e in enumerate(eps) if e.kind == "verify"), None)
+        # the attempt a verdict checks: the latest attempt/revise episode before it, as Obj-1 and held-out
+        # verification accuracy read it (metarl.rewards.obj1.verification_correctness)
+        checked = next((e for e in reversed(eps[:i or 0]) if e.kind in GENERATION_KINDS), None)
+        if checked is None:
+            verdicts["no verify" if i is None else "no attempt before the verify"] += 1
             continue
-        right = task.verify(task.extract_answer(text[:first.start]), "", prompt)
+        first = eps[i]
+        right = task.verify(task.extract_answer(checked.text), "", prompt)
         says = {True: "correct", False: "incorrect", None: "nothing"}[task.verdict(first.text)]
         verdicts[f"attempt {'right' if right else 'wrong'}, says {says}"] += 1
     return {"progress": {k: {"mean": mean(v), "n": len(v)} for k, v in sorted(deltas.items())},

@@ -40,3 +40,9 @@ def test_main_reads_the_cap_budget_per_arm_and_refuses_other_ids(tmp_path):
         {"attempt wrong, says correct": 1}
     with pytest.raises(ValueError, match="not a subset-sum id"):
         vp.question("gsm8k/17")
+
+
+def test_a_verdict_checks_the_latest_attempt_episode_and_needs_one():
+    two = "<attempt>3+5</attempt><revise>8+12</revise><verify>8+12=20 correct</verify>"
+    rows = [{"question_id": QID, "completion": c} for c in (two, "<verify>8+12=20 correct</verify>")]
+    assert vp.arm_stats(rows)["verdicts"] == {"attempt right, says correct": 1, "no attempt before the verify": 1}
